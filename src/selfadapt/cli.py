@@ -1,0 +1,167 @@
+"""The ``selfadapt`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import wraps
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from .knowledge.data import DatasetError
+from .lora import LoRAConfig
+from .models import EMBEDDED, ModelLoadError
+from .runs import RunError
+
+app = typer.Typer(help="Self-adapting language models (SEAL self-edits, ReST-EM).", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+eval_app = typer.Typer(help="Evaluate adaptation methods and print a baseline table.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+console = Console()
+
+USER_ERRORS = (ModelLoadError, DatasetError, RunError, ValueError, FileNotFoundError, FileExistsError)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False, show_time=False)])
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def user_errors(fn):
+    """Known bad input ends with one clear line and exit code 2, not a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as e:
+            console.print(f"[bold red]error:[/] {e}")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _lora(r: int, alpha: int, dropout: float, lr: float, epochs: int, batch_size: int, targets: str) -> LoRAConfig:
+    return LoRAConfig(r=r, alpha=alpha, dropout=dropout, lr=lr, epochs=epochs, batch_size=batch_size,
+                      target_modules=[t.strip() for t in targets.split(",") if t.strip()])
+
+
+# Options shared by the commands that fine-tune.
+MODEL = typer.Option(EMBEDDED, help="'smollm2' (embedded), a .gguf file, a model directory, or a Hub id.")
+FMT = typer.Option("implications", "--format", help="implications | implications-long | "
+                   "implications-very-long | rewrite | self-qa")
+R = typer.Option(32, help="LoRA rank.")
+ALPHA = typer.Option(64, help="LoRA alpha.")
+DROPOUT = typer.Option(0.0, help="LoRA dropout.")
+LR = typer.Option(1e-3, help="Inner-loop learning rate.")
+EPOCHS = typer.Option(10, help="Inner-loop epochs.")
+BATCH = typer.Option(8, help="Inner-loop batch size (sequences).")
+TARGETS = typer.Option("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", help="LoRA target modules.")
+DTYPE = typer.Option("auto", help="auto | float32 | bfloat16 | float16")
+DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N")
+
+
+@eval_app.command("knowledge")
+@user_errors
+def eval_knowledge(
+    passages: int = typer.Option(20, help="How many passages (from the start of the dataset)."),
+    offset: int = typer.Option(0, help="Skip this many passages first."),
+    dataset: str = typer.Option("eval200", help="'eval200', 'train', or a JSON file of the same shape."),
+    model: str = MODEL,
+    fmt: str = FMT,
+    own: bool = typer.Option(True, help="Evaluate the model's own self-edits."),
+    external: list[str] = typer.Option(["gpt-4.1", "seal-qwen"], help="External self-edits: "
+                                       "'gpt-4.1', 'seal-qwen' or a JSON file; repeat the option."),
+    no_external: bool = typer.Option(False, "--no-external", help="Skip external self-edits."),
+    k: int = typer.Option(1, "--selfedits", "-k", help="Self-edits per passage (own and external)."),
+    include_passage: bool = typer.Option(True, help="Train on the passage as well as the self-edit."),
+    temperature: float = typer.Option(1.0, help="Self-edit sampling temperature."),
+    top_p: float = typer.Option(0.95, help="Self-edit nucleus sampling."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Self-edit length cap (default: per format)."),
+    r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
+    batch_size: int = BATCH, targets: str = TARGETS,
+    seed: int = typer.Option(0, help="Seed for sampling and LoRA init (self-edit j uses seed+j)."),
+    judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL of an LLM judge."),
+    judge_model: Optional[str] = typer.Option(None, help="The judge's model name."),
+    judge_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the judge API key."),
+    runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are created."),
+    resume: Optional[Path] = typer.Option(None, help="Continue this run directory."),
+    dtype: str = DTYPE, device: str = DEVICE,
+) -> None:
+    """Baseline table: base · passage · passage + own self-edits · passage + external self-edits."""
+    from .knowledge.experiment import KnowledgeEvalConfig, run_knowledge_eval
+
+    cfg = KnowledgeEvalConfig(
+        model=model, dataset=dataset, passages=passages, offset=offset, fmt=fmt, own=own,
+        external=[] if no_external else external, selfedits_per_passage=k, include_passage=include_passage,
+        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+        lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets), seed=seed, judge_url=judge_url,
+        judge_model=judge_model, judge_api_key_env=judge_key_env, runs_dir=str(runs_dir), dtype=dtype, device=device,
+    )
+    t0 = time.perf_counter()
+    run, rows = run_knowledge_eval(cfg, resume=resume)
+    console.print((run.path / "table.md").read_text())
+    console.print(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path} · "
+                  f"plot {run.path / 'accuracy.png'}")
+
+
+@app.command()
+@user_errors
+def learn(
+    file: Path = typer.Argument(..., help="A text file to learn."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the adapter (PEFT, safetensors)."),
+    model: str = MODEL,
+    fmt: str = FMT,
+    k: int = typer.Option(2, "--selfedits", "-k", help="Self-edits per chunk."),
+    chunk_words: int = typer.Option(200, help="Words per chunk of the document."),
+    r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
+    batch_size: int = BATCH, targets: str = TARGETS,
+    seed: int = typer.Option(0), dtype: str = DTYPE, device: str = DEVICE,
+) -> None:
+    """Teach the model a document: it writes self-edits, learns them with LoRA, saves the adapter."""
+    from .teach import LearnConfig, learn as learn_document
+
+    cfg = LearnConfig(model=model, fmt=fmt, selfedits_per_chunk=k, chunk_words=chunk_words,
+                      lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets), seed=seed, dtype=dtype,
+                      device=device)
+    meta = learn_document(file, out, cfg)
+    console.print(f"learned {meta['chunks']} chunk(s), {meta['sequences']} sequences, {meta['steps']} steps, "
+                  f"loss {meta['first_loss']:.3f} → {meta['final_loss']:.3f}; adapter saved to {out}")
+
+
+@app.command()
+@user_errors
+def ask(
+    questions: list[str] = typer.Argument(..., help="One or more questions."),
+    adapter: Optional[Path] = typer.Option(None, help="An adapter saved by `selfadapt learn`."),
+    model: Optional[str] = typer.Option(None, help="Base model (default: the adapter's, else the embedded one)."),
+    max_new_tokens: int = typer.Option(64), dtype: str = DTYPE, device: str = DEVICE,
+) -> None:
+    """Answer questions, without the document in context, optionally with a learned adapter."""
+    from .teach import ask as ask_questions
+
+    for q, a in zip(questions, ask_questions(questions, adapter, model, max_new_tokens=max_new_tokens,
+                                             dtype=dtype, device=device)):
+        console.print(f"[bold]Q:[/] {q}\n[bold]A:[/] {a}")
+
+
+@app.command("model")
+@user_errors
+def model_info(spec: str = typer.Argument(EMBEDDED, help="Model spec to resolve and load."),
+               dtype: str = DTYPE, device: str = DEVICE) -> None:
+    """Load a model once (converting and caching GGUF) and show where it lives."""
+    from .models import load_model
+
+    t0 = time.perf_counter()
+    m = load_model(spec, dtype=dtype, device=device)
+    n = sum(p.numel() for p in m.model.parameters())
+    console.print(f"{spec}: {m.model.config.model_type}, {n / 1e6:.0f}M parameters, {m.model.dtype} on "
+                  f"{m.device}, chat template: {bool(m.tokenizer.chat_template)}\npath: {m.path}\n"
+                  f"loaded in {time.perf_counter() - t0:.1f} s")

@@ -1,0 +1,76 @@
+"""Batched generation with transformers: left padding, prompts sorted by length."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass
+class SamplingConfig:
+    """How to sample. ``temperature == 0`` means greedy decoding."""
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 0.95
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("max_new_tokens and batch_size must be >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
+
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    cfg: SamplingConfig,
+    *,
+    seed: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Complete each prompt once; returns the completions in prompt order.
+
+    Prompts are grouped by token length so that batches carry little padding; the prompt
+    strings already contain any chat-template special tokens, so none are added here.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    out: list[str] = [""] * len(prompts)
+    pad_id = tokenizer.pad_token_id
+    sample = cfg.temperature > 0
+    kwargs = dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p) if sample else dict(do_sample=False)
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(order), cfg.batch_size):
+        idx = order[start : start + cfg.batch_size]
+        width = max(len(encoded[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            mask[row, width - len(encoded[i]) :] = 1
+        gen = model.generate(
+            input_ids=ids.to(model.device),
+            attention_mask=mask.to(model.device),
+            max_new_tokens=cfg.max_new_tokens,
+            pad_token_id=pad_id,
+            top_k=None,
+            **kwargs,
+        )
+        texts = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+        for i, text in zip(idx, texts):
+            out[i] = text.strip()
+        if on_batch:
+            on_batch(len(idx))
+    model.train(was_training)
+    return out

@@ -1,0 +1,79 @@
+"""Knowledge incorporation as a SEAL domain: learn a passage, answer its questions without it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..domain import Evaluation, ItemError
+from ..generation import SamplingConfig, generate
+from ..grading import LLMJudge, grade
+from ..models import chat_prompt
+from .data import Passage
+from .selfedit import FORMATS, selfedit_instruction, selfedit_items
+
+QA_SYSTEM = "Answer the question with a short, direct answer."
+
+
+def qa_prompt(tokenizer: PreTrainedTokenizerBase, title: str, question: str) -> str:
+    """The no-context question; the title is given because many SQuAD questions need it."""
+    return chat_prompt(tokenizer, f"Topic: {title}\nQuestion: {question}", system=QA_SYSTEM)
+
+
+@dataclass
+class KnowledgeDomain:
+    tokenizer: PreTrainedTokenizerBase
+    fmt: str = "implications"
+    include_passage: bool = True
+    answer: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=32, temperature=0.0, batch_size=16))
+    judge: LLMJudge | None = None
+    name: str = "knowledge"
+
+    def __post_init__(self) -> None:
+        if self.fmt not in FORMATS:
+            raise ValueError(f"unknown self-edit format {self.fmt!r}; choose from {', '.join(FORMATS)}")
+
+    def item_id(self, passage: Passage) -> str:
+        return f"p{passage.index}"
+
+    def selfedit_prompt(self, passage: Passage) -> str:
+        return chat_prompt(self.tokenizer, selfedit_instruction(self.fmt, passage.title, passage.context))
+
+    def training_texts(self, passage: Passage, selfedit: str | None) -> list[str]:
+        texts = [passage.text] if self.include_passage or selfedit is None else []
+        if selfedit is None:
+            return texts
+        items = selfedit_items(self.fmt, selfedit)
+        if self.fmt == "self-qa":
+            return texts + [qa_prompt(self.tokenizer, passage.title, q) + a for q, a in items]
+        return texts + [f"{passage.title}\n{item}" for item in items]
+
+    def evaluate(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, passage: Passage) -> Evaluation:
+        if not passage.questions:
+            raise ItemError(f"passage {passage.index} ({passage.title!r}) has no questions")
+        t0 = time.perf_counter()
+        prompts = [qa_prompt(tokenizer, passage.title, q.question) for q in passage.questions]
+        responses = generate(model, tokenizer, prompts, self.answer)
+        t1 = time.perf_counter()
+        records = []
+        for q, response in zip(passage.questions, responses):
+            g = grade(response, q.answer)
+            records.append(
+                {"question": q.question, "gold": q.answer, "response": response,
+                 "exact_match": g.exact_match, "f1": g.f1, "contains": g.contains, "reward": g.reward}
+            )
+        extra = self._judge(records) if self.judge else {}
+        score = sum(r["reward"] for r in records) / len(records)
+        return Evaluation(score, records, {"answer": t1 - t0, "grade": time.perf_counter() - t1}, extra)
+
+    def _judge(self, records: list[dict]) -> dict:
+        """Add the judge's verdicts; failed verdicts are kept as errors and left out of its score."""
+        verdicts = self.judge.judge([(r["question"], r["gold"], r["response"]) for r in records])
+        for r, v in zip(records, verdicts):
+            r["judge"] = v if isinstance(v, bool) else None
+            if not isinstance(v, bool):
+                r["judge_error"] = str(v)
+        ok = [r["judge"] for r in records if r["judge"] is not None]
+        return {"judge_score": sum(ok) / len(ok) if ok else None, "judge_failures": len(records) - len(ok)}

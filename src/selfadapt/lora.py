@@ -1,0 +1,194 @@
+"""The one place that applies a self-edit: a LoRA fine-tune of a resident base model.
+
+SEAL evaluates thousands of self-edits, each with its own short fine-tune. Re-wrapping
+the model, building a ``Trainer`` or saving to disk per self-edit costs more than the
+fine-tune itself on a small model, so the base model is wrapped with PEFT once and each
+self-edit gets: re-initialised LoRA weights (seeded), a fresh AdamW over LoRA parameters
+only, and a plain loop of padded batches. Zeroing ``lora_B`` afterwards makes the model
+exactly the base model again.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+ADAPTER = "default"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged (NaN/inf loss); the self-edit gets no reward instead of a crash."""
+
+
+@dataclass
+class LoRAConfig:
+    """The inner-loop fine-tune. Defaults follow the SEAL knowledge setting, sized for CPU."""
+
+    r: int = 32
+    alpha: int = 64
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    lr: float = 1e-3
+    epochs: int = 10
+    batch_size: int = 8
+    max_length: int = 512
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.epochs < 0 or self.batch_size < 1 or self.max_length < 2:
+            raise ValueError("LoRA r, batch_size >= 1, epochs >= 0 and max_length >= 2 required")
+        if not self.lr > 0:
+            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+
+
+@dataclass
+class TrainStats:
+    steps: int
+    tokens: int
+    seconds: float
+    losses: list[float]
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.losses[-1] if self.losses else None
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids per text, truncated; texts of fewer than 2 tokens carry no loss and are dropped."""
+    ids = [tokenizer(t, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+    return [e for e in ids if len(e) >= 2]
+
+
+def make_batches(
+    encoded: list[list[int]], pad_id: int, batch_size: int, rng: random.Random
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Group by length, right-pad each batch to its longest sequence, shuffle batches.
+
+    Grouping by length matters: a passage (~200 tokens) batched with one-line
+    implications (~20 tokens) would make most of the compute padding. Labels are the
+    input ids where the attention mask is 1 and -100 elsewhere, so padding never enters
+    the loss even when the pad token is the EOS token.
+    """
+    encoded = sorted(encoded, key=lambda e: (len(e), rng.random()))
+    batches = []
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        width = max(map(len, chunk))
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, seq in enumerate(chunk):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        labels = ids.masked_fill(mask == 0, -100)
+        batches.append((ids, mask, labels))
+    rng.shuffle(batches)
+    return batches
+
+
+class ResidentLoRA:
+    """A base model wrapped with LoRA once, adapted and reset many times."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: LoRAConfig):
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        peft_cfg = LoraConfig(
+            r=cfg.r,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=cfg.target_modules,
+            task_type="CAUSAL_LM",
+        )
+        self.model: PeftModel = model if isinstance(model, PeftModel) else get_peft_model(model, peft_cfg)
+        self.model.eval()
+        self._layers = [m for m in self.model.modules() if isinstance(m, LoraLayer)]
+        self.reset()
+
+    @property
+    def lora_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for n, p in self.model.named_parameters() if "lora_" in n]
+
+    def reset(self) -> None:
+        """Make the model exactly the base model again (LoRA update B·A = 0)."""
+        with torch.no_grad():
+            for layer in self._layers:
+                layer.lora_B[ADAPTER].weight.zero_()
+
+    def train(
+        self,
+        texts: list[str],
+        *,
+        seed: int,
+        on_step: Callable[[int, float], None] | None = None,
+    ) -> TrainStats:
+        """Fine-tune fresh LoRA weights on ``texts``; the model stays adapted until ``reset``."""
+        cfg = self.cfg
+        torch.manual_seed(seed)
+        for layer in self._layers:
+            layer.reset_lora_parameters(ADAPTER, True)
+        params = self.lora_parameters
+        optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        rng = random.Random(seed)
+        encoded = encode(self.tokenizer, texts, cfg.max_length)
+        if not encoded:
+            raise ValueError("no training sequence of 2+ tokens")
+        losses: list[float] = []
+        tokens = steps = 0
+        t0 = time.perf_counter()
+        self.model.train()
+        try:
+            for _ in range(cfg.epochs):
+                for ids, mask, labels in make_batches(encoded, self.tokenizer.pad_token_id, cfg.batch_size, rng):
+                    dev = self.model.device
+                    loss = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev)).loss
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        raise NonFiniteLossError(f"loss became {value} at step {steps + 1}")
+                    loss.backward()
+                    optim.step()
+                    optim.zero_grad(set_to_none=True)
+                    losses.append(value)
+                    steps += 1
+                    tokens += int(mask.sum())
+                    if on_step:
+                        on_step(steps, value)
+        except NonFiniteLossError:
+            self.reset()
+            raise
+        finally:
+            self.model.eval()
+        return TrainStats(steps=steps, tokens=tokens, seconds=time.perf_counter() - t0, losses=losses)
+
+    @contextmanager
+    def adapted(self, texts: list[str], *, seed: int) -> Iterator[TrainStats]:
+        """``with lora.adapted(texts, seed=s) as stats:`` — adapted inside, base model after."""
+        stats = self.train(texts, seed=seed)
+        try:
+            yield stats
+        finally:
+            self.reset()
+
+    def save(self, out: Path) -> None:
+        """Save the current adapter as a PEFT directory (safetensors only)."""
+        self.model.save_pretrained(str(out), safe_serialization=True)
+
+
+def load_adapter(model: PreTrainedModel, adapter_dir: Path) -> PeftModel:
+    """Attach a saved adapter; only safetensors weights are accepted (no pickle)."""
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter_dir} is not a PEFT adapter directory (no adapter_config.json)")
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        raise FileNotFoundError(f"{adapter_dir} has no adapter_model.safetensors; other formats are refused")
+    return PeftModel.from_pretrained(model, str(adapter_dir), use_safetensors=True).eval()

@@ -1,0 +1,127 @@
+"""Run directories: resolved config, append-only JSONL records, metrics, plots.
+
+Every finished unit of work is appended (and fsynced) to ``records.jsonl`` the moment it
+is done, under a key. A killed run resumed from its directory skips every key already
+there, so nothing computed is lost or computed twice. Two runs never share a directory:
+new ones are created with an exclusive ``mkdir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be used as asked (exists, config differs, ...)."""
+
+
+def _plain(obj: Any) -> Any:
+    if is_dataclass(obj):
+        return {k: _plain(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+class Run:
+    def __init__(self, path: Path, config: dict[str, Any]):
+        self.path = path
+        self.config = config
+        self.records_path = path / "records.jsonl"
+        self._drop_partial_line()
+        self._by_key = {r["key"]: r for r in self.records()}
+
+    def _drop_partial_line(self) -> None:
+        """A kill mid-write leaves a line without its newline; cut it so appends stay valid."""
+        if not self.records_path.exists():
+            return
+        data = self.records_path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            log.warning("%s ends in an incomplete record (killed mid-write?); it will be redone", self.records_path)
+            with open(self.records_path, "r+b") as f:
+                f.truncate(keep)
+
+    @classmethod
+    def create(cls, root: Path, name: str, config: Any) -> "Run":
+        root.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for n in range(1000):
+            path = root / (f"{name}-{stamp}" + (f"-{n}" if n else ""))
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            cfg = _plain(config)
+            (path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+            log.info("run directory: %s", path)
+            return cls(path, cfg)
+        raise RunError(f"could not create a fresh run directory under {root}")
+
+    @classmethod
+    def resume(cls, path: Path, config: Any, ignore: tuple[str, ...] = ()) -> "Run":
+        """Reopen a run; the config must match the saved one except for keys in ``ignore``."""
+        cfg_file = path / "config.yaml"
+        if not cfg_file.is_file():
+            raise RunError(f"{path} is not a run directory (no config.yaml)")
+        saved = yaml.safe_load(cfg_file.read_text())
+        cfg = _plain(config)
+        differing = sorted(k for k in set(saved) | set(cfg) if k not in ignore and saved.get(k) != cfg.get(k))
+        if differing:
+            details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {cfg.get(k)!r}" for k in differing)
+            raise RunError(f"cannot resume {path}: config differs ({details})")
+        log.info("resuming %s", path)
+        return cls(path, saved)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record written so far, in order."""
+        if not self.records_path.exists():
+            return []
+        out = []
+        with open(self.records_path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise RunError(f"{self.records_path} line {n} is not valid JSON: {e}") from None
+        return out
+
+    def done(self, key: str) -> bool:
+        return key in self._by_key
+
+    def get(self, key: str) -> dict[str, Any]:
+        return self._by_key[key]
+
+    def append(self, key: str, record: dict[str, Any]) -> None:
+        if key in self._by_key:
+            raise RunError(f"record {key!r} already written in {self.records_path}")
+        record = {"key": key, **_plain(record)}
+        line = json.dumps(record, ensure_ascii=False)
+        with open(self.records_path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self._by_key[key] = record
+
+    def write_json(self, name: str, data: Any) -> Path:
+        out = self.path / name
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        tmp.write_text(json.dumps(_plain(data), indent=2, ensure_ascii=False))
+        tmp.replace(out)
+        return out

@@ -1,0 +1,67 @@
+import json
+
+import pytest
+
+from selfadapt.knowledge.data import DatasetError, load_external_selfedits, load_passages
+
+
+def test_shipped_eval200_is_the_papers_set():
+    passages = load_passages("eval200")
+    assert len(passages) == 200
+    assert sum(len(p.questions) for p in passages) == 974
+    assert [p.index for p in passages[:3]] == [0, 1, 2]
+    assert load_passages("eval200", limit=2, offset=5)[0].index == 5
+
+
+def test_train_split_is_disjoint_from_eval200():
+    train = {p.context for p in load_passages("train")}
+    assert len(train) > 1000
+    assert not train & {p.context for p in load_passages("eval200")}
+
+
+@pytest.mark.parametrize("name", ["gpt-4.1", "seal-qwen"])
+def test_shipped_external_selfedits_cover_eval200(name):
+    passages = load_passages("eval200", limit=10)
+    edits = load_external_selfedits(name, passages)
+    assert set(edits) == set(range(10)) and all(edits[i] and isinstance(edits[i][0], str) for i in edits)
+
+
+@pytest.mark.parametrize("content,match", [
+    ("[{\"title\": \"A\",", "invalid JSON at line 1"),
+    ("{\"title\": \"A\"}", "expected a JSON list"),
+    ("[{\"title\": \"A\", \"context\": \"c\", \"questions\": []}, 3]", "record 1: expected an object"),
+    ("[{\"title\": \"A\", \"questions\": []}]", "record 0: field 'context'"),
+    ("[{\"title\": \"A\", \"context\": \"c\", \"questions\": \"q\"}]", r"record 0 \('A'\): 'questions' must be a list"),
+    ("[{\"title\": \"A\", \"context\": \"c\", \"questions\": [{\"question\": \"q\"}]}]", "record 0: field 'answer'"),
+])
+def test_malformed_dataset_names_file_and_record(tmp_path, content, match):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(DatasetError, match=match) as err:
+        load_passages(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_and_binary_files(tmp_path):
+    with pytest.raises(DatasetError, match="file not found"):
+        load_passages(tmp_path / "nope.json")
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(DatasetError, match="not UTF-8"):
+        load_passages(tmp_path / "bin.json")
+
+
+def test_passage_without_questions_loads(tmp_path):
+    """No questions is valid data; the evaluation records it as an item error."""
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps([{"title": "A", "context": "c", "questions": []}]))
+    assert load_passages(path)[0].questions == ()
+
+
+def test_external_selfedits_must_cover_every_passage(tmp_path, passages):
+    path = tmp_path / "ext.json"
+    path.write_text(json.dumps([{"context": passages[0].context, "completions": ["1. x y z w"]}]))
+    with pytest.raises(DatasetError, match=r"no self-edits for 1 passage.*record 1 \('Metals'\)"):
+        load_external_selfedits(path, passages)
+    path.write_text(json.dumps([{"context": passages[0].context, "completions": "x"}]))
+    with pytest.raises(DatasetError, match="record 0: 'completions' must be a list of strings"):
+        load_external_selfedits(path, passages)

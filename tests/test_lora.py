@@ -1,0 +1,93 @@
+import random
+
+import pytest
+import torch
+
+from selfadapt.lora import LoRAConfig, NonFiniteLossError, ResidentLoRA, load_adapter, make_batches
+
+TEXTS = ["Genghis Khan\nThe Mongol army seized the town of Otrar.", "Metals\nMolten silver was used.",
+         "Otrar was seized by the Mongol army in 1219, and the Shah fled."]
+
+
+def logits(model, tokenizer, text="The Mongol army seized"):
+    ids = tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        return model(**ids).logits
+
+
+def test_batches_pad_to_longest_and_mask_padding():
+    encoded = [[5, 6, 7, 8, 9], [5, 6], [7, 8, 9]]
+    batches = make_batches(encoded, pad_id=2, batch_size=2, rng=random.Random(0))
+    assert sum(b[0].shape[0] for b in batches) == 3
+    for ids, mask, labels in batches:
+        assert ids.shape[1] == int(mask.sum(1).max())  # padded to the longest in the batch only
+        assert (labels[mask == 0] == -100).all()
+        assert (labels[mask == 1] == ids[mask == 1]).all()
+    # A real token equal to the pad id (pad == EOS) is still a label.
+    (ids, mask, labels), = make_batches([[2, 5, 2]], pad_id=2, batch_size=4, rng=random.Random(0))
+    assert labels.tolist() == [[2, 5, 2]]
+
+
+def test_training_fits_the_data_changes_only_lora_and_reset_restores_base(tiny):
+    base_state = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    before = logits(tiny.model, tiny.tokenizer)
+    lora = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=8, alpha=16, lr=5e-2, epochs=15, batch_size=2))
+    assert torch.equal(logits(lora.model, tiny.tokenizer), before)  # wrapped but zero update
+    stats = lora.train(TEXTS, seed=0)
+    assert stats.steps == 15 * 2 and stats.tokens > 0
+    assert sum(stats.losses[-5:]) / 5 < 0.7 * stats.losses[0]
+    assert not torch.allclose(logits(lora.model, tiny.tokenizer), before)
+    for name, p in lora.model.named_parameters():
+        if "lora_" not in name:
+            key = name.replace("base_model.model.", "").replace(".base_layer", "")
+            assert torch.equal(p, base_state[key]), name
+    lora.reset()
+    assert torch.allclose(logits(lora.model, tiny.tokenizer), before, atol=0, rtol=0)
+
+
+def test_same_seed_same_training(tiny):
+    lora = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, lr=1e-2, epochs=3, batch_size=2))
+    with lora.adapted(TEXTS, seed=7) as a:
+        pass
+    with lora.adapted(TEXTS, seed=7) as b:
+        pass
+    with lora.adapted(TEXTS, seed=8) as c:
+        pass
+    assert a.losses == b.losses
+    assert a.losses != c.losses
+
+
+def test_nan_loss_raises_and_leaves_the_base_model(tiny):
+    before = logits(tiny.model, tiny.tokenizer)
+    lora = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, epochs=2))
+    hook = lora.model.get_input_embeddings().register_forward_hook(lambda m, i, out: out * float("nan"))
+    with pytest.raises(NonFiniteLossError, match="nan"):
+        lora.train(TEXTS, seed=0)
+    hook.remove()
+    assert torch.equal(logits(lora.model, tiny.tokenizer), before)
+
+
+def test_adapter_round_trip_through_safetensors(tiny, tiny_dir, tmp_path):
+    from selfadapt.models import load_model
+
+    lora = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, lr=1e-2, epochs=3))
+    lora.train(TEXTS, seed=0)
+    adapted = logits(lora.model, tiny.tokenizer)
+    lora.save(tmp_path / "ad")
+    assert (tmp_path / "ad" / "adapter_model.safetensors").is_file()
+    fresh = load_model(str(tiny_dir), dtype="float32", device="cpu")
+    loaded = load_adapter(fresh.model, tmp_path / "ad")
+    assert torch.allclose(logits(loaded, tiny.tokenizer), adapted, atol=1e-5)
+
+
+def test_adapter_without_safetensors_is_refused(tiny, tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "adapter_model.bin").write_bytes(b"pickle")
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        load_adapter(tiny.model, tmp_path)
+
+
+@pytest.mark.parametrize("kwargs", [{"lr": 0}, {"r": 0}, {"batch_size": 0}, {"epochs": -1}])
+def test_bad_lora_config(kwargs):
+    with pytest.raises(ValueError):
+        LoRAConfig(**kwargs)
