@@ -42,13 +42,16 @@ class LoRAConfig:
     )
     lr: float = 1e-3
     epochs: int = 10
-    batch_size: int = 8
+    batch_size: int = 16  # at most this many sequences per step ...
+    max_batch_tokens: int = 1024  # ... and at most this many tokens once padded
     max_length: int = 512
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.r < 1 or self.epochs < 0 or self.batch_size < 1 or self.max_length < 2:
             raise ValueError("LoRA r, batch_size >= 1, epochs >= 0 and max_length >= 2 required")
+        if self.max_batch_tokens < self.max_length:
+            raise ValueError("max_batch_tokens must be >= max_length (a batch must fit one sequence)")
         if not self.lr > 0:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
 
@@ -72,20 +75,27 @@ def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int
 
 
 def make_batches(
-    encoded: list[list[int]], pad_id: int, batch_size: int, rng: random.Random
+    encoded: list[list[int]], pad_id: int, batch_size: int, max_tokens: int, rng: random.Random
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Group by length, right-pad each batch to its longest sequence, shuffle batches.
+    """Group by length into batches of at most ``batch_size`` sequences and ``max_tokens``
+    padded tokens, right-pad each to its longest sequence, shuffle the batch order.
 
-    Grouping by length matters: a passage (~200 tokens) batched with one-line
-    implications (~20 tokens) would make most of the compute padding. Labels are the
-    input ids where the attention mask is 1 and -100 elsewhere, so padding never enters
-    the loss even when the pad token is the EOS token.
+    Length grouping with a token budget matters on CPU, where compute is proportional to
+    padded tokens: a passage (~200 tokens) in a batch of one-line implications (~30
+    tokens) would make most of the batch padding. Labels are the input ids where the
+    attention mask is 1 and -100 elsewhere, so padding never enters the loss even when
+    the pad token is the EOS token.
     """
-    encoded = sorted(encoded, key=lambda e: (len(e), rng.random()))
+    chunks: list[list[list[int]]] = []
+    for seq in sorted(encoded, key=lambda e: (len(e), rng.random())):
+        # Sorted ascending, so the new sequence is the longest: the padded size is count × its length.
+        if chunks and len(chunks[-1]) < batch_size and (len(chunks[-1]) + 1) * len(seq) <= max_tokens:
+            chunks[-1].append(seq)
+        else:
+            chunks.append([seq])
     batches = []
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start : start + batch_size]
-        width = max(map(len, chunk))
+    for chunk in chunks:
+        width = len(chunk[-1])
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, seq in enumerate(chunk):
@@ -149,7 +159,8 @@ class ResidentLoRA:
         self.model.train()
         try:
             for _ in range(cfg.epochs):
-                for ids, mask, labels in make_batches(encoded, self.tokenizer.pad_token_id, cfg.batch_size, rng):
+                for ids, mask, labels in make_batches(encoded, self.tokenizer.pad_token_id, cfg.batch_size,
+                                                      cfg.max_batch_tokens, rng):
                     dev = self.model.device
                     loss = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev)).loss
                     value = loss.item()

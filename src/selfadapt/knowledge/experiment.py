@@ -21,7 +21,7 @@ from ..lora import LoRAConfig, ResidentLoRA
 from ..models import EMBEDDED, load_model
 from ..policy import write_selfedits
 from ..runs import Run
-from .data import load_external_selfedits, load_passages
+from .data import EXTERNAL_SELFEDITS, load_external_selfedits, load_passages
 from .domain import KnowledgeDomain
 from .selfedit import FORMATS
 
@@ -89,8 +89,8 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None) -> 
     """Evaluate every condition on the first ``cfg.passages`` passages; returns the run and table rows."""
     passages = load_passages(cfg.dataset, limit=cfg.passages, offset=cfg.offset)
     external = {name: load_external_selfedits(name, passages) for name in cfg.external}  # fail before any work
-    run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), "eval-knowledge", cfg)
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), "eval-knowledge", cfg)
     lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
     judge = None
     if cfg.judge_url:
@@ -102,7 +102,8 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None) -> 
     if cfg.own:
         conditions.append(_own_selfedits(run, lora, domain, passages, cfg))
     implications = replace(domain, fmt="implications")  # the shipped files hold implications
-    for name, by_index in external.items():
+    for source, by_index in external.items():
+        name = source if source in EXTERNAL_SELFEDITS else Path(source).stem
         conditions.append(Condition(name, {domain.item_id(p): by_index[p.index][: cfg.selfedits_per_passage]
                                            for p in passages}, domain=implications))
     records = run_conditions(run, lora, domain, passages, conditions, seed=cfg.seed)

@@ -1,0 +1,125 @@
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import selfadapt.evaluate as evaluate_mod
+from selfadapt.evaluate import markdown_table, mean_ci, summarize
+from selfadapt.knowledge.experiment import KnowledgeEvalConfig, run_knowledge_eval
+from selfadapt.lora import LoRAConfig
+from selfadapt.runs import Run, RunError
+
+
+@pytest.fixture()
+def cfg(tiny_dir, passages_file, passages, tmp_path):
+    ext = tmp_path / "ext.json"
+    ext.write_text(json.dumps([{"context": p.context, "completions": [f"1. {p.context}\n2. Otrar is a town in Asia.",
+                                                                      "- Otrar was seized by the Mongol army."]}
+                               for p in passages]))
+    return KnowledgeEvalConfig(
+        model=str(tiny_dir), dataset=str(passages_file), passages=2, external=[str(ext)], selfedits_per_passage=2,
+        max_new_tokens=12, answer_max_new_tokens=6, lora=LoRAConfig(r=4, epochs=1), dtype="float32",
+        device="cpu", runs_dir=str(tmp_path / "runs"))
+
+
+def keys(run):
+    return [r["key"] for r in run.records()]
+
+
+def test_full_table(cfg):
+    run, rows = run_knowledge_eval(cfg)
+    assert [r["condition"] for r in rows] == ["base", "passage", "own-implications", "ext"]
+    own = rows[2]
+    assert own["items"] == 2 and own["evaluations"] == 4
+    assert own["invalid"] + own["nan_loss"] <= own["evaluations"]
+    assert all(0 <= r["ci_low"] <= r["score"] <= r["ci_high"] <= 1 for r in rows)
+    assert rows[3]["invalid"] == 0 and rows[3]["seconds"]["train"] > 0
+    for name in ("config.yaml", "records.jsonl", "metrics.json", "table.md", "accuracy.png"):
+        assert (run.path / name).is_file(), name
+    # base ×2, write ×2, passage ×2, own 2×2, external 2×2
+    assert Counter(k.split("/")[0] for k in keys(run)) == {"base": 2, "write": 2, "passage": 2,
+                                                          "own-implications": 4, "ext": 4}
+    assert "| own-implications |" in (run.path / "table.md").read_text()
+
+
+def test_killed_run_resumes_without_redoing_anything(cfg, monkeypatch):
+    calls = []
+    real = evaluate_mod.evaluate_selfedit
+
+    def dies_after_three(*args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what a kill between two evaluations looks like
+        calls.append(args[2].index)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_mod, "evaluate_selfedit", dies_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_knowledge_eval(cfg)
+    (path,) = Path(cfg.runs_dir).iterdir()
+    first = keys(Run.resume(path, cfg))
+    assert len(first) == 2 + 2 + 3  # base, write, three evaluations
+
+    resumed_calls = []
+    monkeypatch.setattr(evaluate_mod, "evaluate_selfedit",
+                        lambda *a, **k: resumed_calls.append(1) or real(*a, **k))
+    run, rows = run_knowledge_eval(cfg, resume=path)
+    final = keys(run)
+    assert len(final) == len(set(final)) == 2 + 2 + 2 + 4 + 4
+    assert final[: len(first)] == first
+    assert len(resumed_calls) == 10 - 3
+
+
+def test_record_cut_short_by_a_kill_is_redone(cfg):
+    run, _ = run_knowledge_eval(cfg)
+    data = run.records_path.read_bytes()
+    last_start = data.rstrip(b"\n").rfind(b"\n") + 1
+    run.records_path.write_bytes(data[: last_start + 20])  # half of the last line
+    run2, _ = run_knowledge_eval(cfg, resume=run.path)
+    final = keys(run2)
+    assert len(final) == len(set(final)) == 14
+    assert all(json.loads(line) for line in run2.records_path.read_text().splitlines())
+
+
+def test_resume_refuses_a_different_config(cfg):
+    run, _ = run_knowledge_eval(cfg)
+    cfg.lora.lr = 5e-4
+    with pytest.raises(RunError, match="config differs.*lora"):
+        run_knowledge_eval(cfg, resume=run.path)
+
+
+def test_two_runs_never_share_a_directory(tmp_path):
+    a = Run.create(tmp_path, "x", {"a": 1})
+    b = Run.create(tmp_path, "x", {"a": 1})
+    assert a.path != b.path
+    a.append("k", {"v": 1})
+    with pytest.raises(RunError, match="already written"):
+        a.append("k", {"v": 2})
+    assert b.records() == []
+
+
+def test_item_error_is_recorded_and_other_items_go_on(cfg, tmp_path, passages):
+    p = passages[0]
+    good = {"title": p.title, "context": p.context,
+            "questions": [{"question": q.question, "answer": q.answer} for q in p.questions]}
+    bad = tmp_path / "with_empty.json"
+    bad.write_text(json.dumps([{"title": "Empty", "context": "No questions here.", "questions": []}, good]))
+    cfg.dataset, cfg.external, cfg.own = str(bad), [], False
+    run, rows = run_knowledge_eval(cfg)
+    errors = [r for r in run.records() if r["status"] == "item_error"]
+    assert {r["condition"] for r in errors} == {"base", "passage"}
+    assert all("passage 0 ('Empty') has no questions" in r["reason"] for r in errors)
+    assert rows[1]["items"] == 1 and rows[1]["item_errors"] == 1
+
+
+def test_mean_ci_and_summary():
+    assert mean_ci([1.0, 1.0]) == (1.0, 1.0, 1.0)
+    m, lo, hi = mean_ci([0.0, 1.0] * 10)
+    assert m == 0.5 and 0.2 < lo < 0.5 < hi < 0.8
+    records = [{"condition": "c", "item": "p0", "status": "ok", "score": 1.0, "seconds": {"train": 2.0}},
+               {"condition": "c", "item": "p0", "status": "invalid_selfedit", "score": 0.0, "seconds": {}},
+               {"condition": "c", "item": "p1", "status": "ok", "score": 0.5, "seconds": {"train": 1.0}}]
+    (row,) = summarize(records, ["c"])
+    assert row["score"] == pytest.approx((0.5 + 0.5) / 2)  # self-edits of an item are averaged first
+    assert (row["items"], row["evaluations"], row["invalid"], row["seconds"]["train"]) == (2, 3, 1, 3.0)
+    assert "| c | 50.0" in markdown_table([row])
