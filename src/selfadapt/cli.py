@@ -21,6 +21,8 @@ app = typer.Typer(help="Self-adapting language models (SEAL self-edits, ReST-EM)
                   pretty_exceptions_enable=False)
 eval_app = typer.Typer(help="Evaluate adaptation methods and print a baseline table.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
+train_app = typer.Typer(help="Train the self-edit policy (ReST-EM).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 console = Console()
 
 USER_ERRORS = (ModelLoadError, DatasetError, RunError, ValueError, FileNotFoundError, FileExistsError)
@@ -80,6 +82,10 @@ def eval_knowledge(
     external: list[str] = typer.Option(["gpt-4.1", "seal-qwen"], help="External self-edits: "
                                        "'gpt-4.1', 'seal-qwen' or a JSON file; repeat the option."),
     no_external: bool = typer.Option(False, "--no-external", help="Skip external self-edits."),
+    policy: list[str] = typer.Option([], help="A trained policy (RUN/round-N from `selfadapt train "
+                                     "knowledge`, or a model spec); repeat for several rounds."),
+    cpt: bool = typer.Option(False, "--cpt", help="Continued pretraining: one update on all passages' data, "
+                             "then all their questions."),
     k: int = typer.Option(1, "--selfedits", "-k", help="Self-edits per passage (own and external)."),
     include_passage: bool = typer.Option(True, help="Train on the passage as well as the self-edit."),
     temperature: float = typer.Option(1.0, help="Self-edit sampling temperature."),
@@ -100,7 +106,7 @@ def eval_knowledge(
 
     cfg = KnowledgeEvalConfig(
         model=model, dataset=dataset, passages=passages, offset=offset, fmt=fmt, own=own,
-        external=[] if no_external else external, selfedits_per_passage=k, include_passage=include_passage,
+        external=[] if no_external else external, policies=policy, cpt=cpt, selfedits_per_passage=k, include_passage=include_passage,
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
         lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets), seed=seed, judge_url=judge_url,
         judge_model=judge_model, judge_api_key_env=judge_key_env, runs_dir=str(runs_dir), dtype=dtype, device=device,
@@ -110,6 +116,48 @@ def eval_knowledge(
     console.print((run.path / "table.md").read_text())
     console.print(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path} · "
                   f"plot {run.path / 'accuracy.png'}")
+
+
+@train_app.command("knowledge")
+@user_errors
+def train_knowledge(
+    rounds: int = typer.Option(2, help="ReST-EM rounds."),
+    passages: int = typer.Option(8, "--passages", "-c", help="Training passages sampled per round (C)."),
+    k: int = typer.Option(5, "--selfedits", "-k", help="Self-edits per passage."),
+    seeds: int = typer.Option(1, help="Inner-loop seeds per self-edit (s); the reward is their mean."),
+    keep: str = typer.Option("best", help="Winner rule: 'best' (best-of-k with positive gain) or 'positive'."),
+    dataset: str = typer.Option("train", help="Training pool: 'train' or a JSON file (never eval200)."),
+    model: str = MODEL,
+    student: Optional[str] = typer.Option(None, help="A fixed student to adapt (teacher–student split); "
+                                          "default: the policy adapts itself."),
+    fmt: str = FMT,
+    include_passage: bool = typer.Option(True, help="Train on the passage as well as the self-edit."),
+    temperature: float = typer.Option(1.0), top_p: float = typer.Option(0.95),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Self-edit length cap (default: per format)."),
+    r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
+    batch_size: int = BATCH, targets: str = TARGETS,
+    sft_lr: float = typer.Option(1e-4, help="Policy SFT learning rate."),
+    sft_epochs: int = typer.Option(2, help="Policy SFT epochs."),
+    sft_r: int = typer.Option(16, help="Policy SFT LoRA rank (merged after each round)."),
+    seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")),
+    resume: Optional[Path] = typer.Option(None, help="Continue this run directory."),
+    dtype: str = DTYPE, device: str = DEVICE,
+) -> None:
+    """ReST-EM on training passages: sample self-edits, keep those that helped, SFT the policy."""
+    from .knowledge.train import KnowledgeTrainConfig, run_knowledge_training
+    from .restem import PolicySFTConfig, ReSTEMConfig
+
+    cfg = ReSTEMConfig(
+        model=model, student=student, rounds=rounds, items_per_round=passages, k=k, seeds=seeds, keep=keep,
+        temperature=temperature, top_p=top_p, lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets),
+        sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r), seed=seed, dtype=dtype,
+        device=device, runs_dir=str(runs_dir),
+    )
+    t0 = time.perf_counter()
+    run = run_knowledge_training(cfg, KnowledgeTrainConfig(dataset, fmt, include_passage, max_new_tokens),
+                                 resume=resume)
+    console.print((run.path / "summary.md").read_text())
+    console.print(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
 
 
 @app.command()

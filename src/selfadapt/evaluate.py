@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,8 +43,9 @@ def progress_bar() -> Progress:
     )
 
 
-def _base_record(run: Run, lora: ResidentLoRA, domain: Domain, item: Any) -> dict[str, Any]:
-    key = f"{BASE}/{domain.item_id(item)}"
+def _base_record(run: Run, lora: ResidentLoRA, domain: Domain, item: Any, prefix: str, tags: dict,
+                 base_name: str) -> dict[str, Any]:
+    key = f"{prefix}{base_name}/{domain.item_id(item)}"
     if not run.done(key):
         try:
             ev = evaluate_base(lora, domain, item)
@@ -54,39 +54,56 @@ def _base_record(run: Run, lora: ResidentLoRA, domain: Domain, item: Any) -> dic
         except ItemError as e:
             log.error("%s", e)
             rec = {"status": "item_error", "score": None, "reason": str(e)}
-        run.append(key, {"condition": BASE, "item": domain.item_id(item), "j": 0, **rec})
+        run.append(key, {"condition": base_name, "item": domain.item_id(item), "j": 0, **tags, **rec})
     return run.get(key)
 
 
 def run_conditions(
-    run: Run, lora: ResidentLoRA, domain: Domain, items: list[Any], conditions: list[Condition], *, seed: int
+    run: Run,
+    lora: ResidentLoRA,
+    domain: Domain,
+    items: list[Any],
+    conditions: list[Condition],
+    *,
+    seed: int,
+    seeds: int = 1,
+    prefix: str = "",
+    tags: dict[str, Any] | None = None,
+    base_name: str = BASE,
 ) -> list[dict[str, Any]]:
-    """Evaluate every condition on every item, skipping what the run already holds."""
-    units = [(c, item, j, se) for item in items for c in conditions
-             for j, se in enumerate([None] if c.selfedits is None else c.selfedits[domain.item_id(item)])]
+    """Evaluate every condition on every item, skipping what the run already holds.
+
+    Self-edit ``j`` of an item is evaluated with ``seeds`` inner-loop seeds
+    (``seed + j + 1000 * s``). Keys are ``{prefix}{condition}/{item}/{j}/{s}``; ``tags``
+    are added to every record (e.g. the ReST-EM round). The model's unadapted score is
+    recorded under the condition ``base_name``.
+    """
+    tags = tags or {}
+    units = [(c, item, j, s, se) for item in items for c in conditions
+             for j, se in enumerate([None] if c.selfedits is None else c.selfedits[domain.item_id(item)])
+             for s in range(seeds)]
     with progress_bar() as bar:
         task = bar.add_task("evaluating", total=len(items) + len(units))
         bases = {}
         for item in items:
-            bases[domain.item_id(item)] = _base_record(run, lora, domain, item)
+            bases[domain.item_id(item)] = _base_record(run, lora, domain, item, prefix, tags, base_name)
             bar.advance(task)
-        for cond, item, j, selfedit in units:
+        for cond, item, j, s, selfedit in units:
             iid = domain.item_id(item)
-            key = f"{cond.name}/{iid}/{j}"
+            key = f"{prefix}{cond.name}/{iid}/{j}/{s}"
             bar.update(task, description=f"{cond.name} {iid}")
             base = bases[iid]
+            head = {"condition": cond.name, "item": iid, "j": j, "seed": seed + j + 1000 * s, **tags}
             if not run.done(key) and base["status"] == "item_error":
-                run.append(key, {"condition": cond.name, "item": iid, "j": j, "status": "item_error",
-                                 "score": None, "reason": base["reason"]})
+                run.append(key, {**head, "status": "item_error", "score": None, "reason": base["reason"]})
             elif not run.done(key):
                 before = Evaluation(base["score"], base["records"])
-                res = evaluate_selfedit(lora, cond.domain or domain, item, selfedit, seed=seed + j, before=before)
+                res = evaluate_selfedit(lora, cond.domain or domain, item, selfedit, seed=head["seed"], before=before)
                 rec = res.to_dict()
                 rec["score"] = rec.pop("after")
                 if cond.generate_seconds:
                     rec["seconds"]["generate"] = cond.generate_seconds[iid] / max(1, len(cond.selfedits[iid]))
-                run.append(key, {"condition": cond.name, "item": iid, "j": j, "seed": seed + j,
-                                 "selfedit": selfedit, **rec})
+                run.append(key, {**head, "selfedit": selfedit, **rec})
             bar.advance(task)
     return run.records()
 
@@ -134,29 +151,6 @@ def summarize(records: list[dict[str, Any]], conditions: list[str]) -> list[dict
             "seconds": dict(seconds),
         })
     return rows
-
-
-def plot_scores(rows: list[dict[str, Any]], out: Path, title: str) -> Path:
-    """Bar chart of each condition's mean score with its 95% interval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2, 4))
-    names = [r["condition"] for r in rows]
-    means = np.array([r["score"] for r in rows]) * 100
-    err = np.array([[r["score"] - r["ci_low"], r["ci_high"] - r["score"]] for r in rows]).T * 100
-    ax.bar(names, means, yerr=err, capsize=4, color="#4c72b0")
-    for i, m in enumerate(means):
-        ax.text(i, m + 1, f"{m:.1f}", ha="center", va="bottom")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title)
-    ax.set_ylim(0, max(100, float(np.nanmax(means + err[1])) + 5) if len(rows) else 100)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..domain import Evaluation, ItemError
+from ..domain import Evaluation, InvalidSelfEdit, ItemError
 from ..generation import SamplingConfig, generate
 from ..grading import LLMJudge, grade
 from ..models import chat_prompt
@@ -77,3 +77,44 @@ class KnowledgeDomain:
                 r["judge_error"] = str(v)
         ok = [r["judge"] for r in records if r["judge"] is not None]
         return {"judge_score": sum(ok) / len(ok) if ok else None, "judge_failures": len(records) - len(ok)}
+
+
+@dataclass
+class CPTDomain:
+    """Continued pretraining: all passages' data in one update, then all their questions.
+
+    An item is a tuple of passages and a self-edit is a list with one self-edit per
+    passage. A passage whose self-edit is invalid contributes only its passage text (if
+    the inner domain trains on passages); only when every self-edit is invalid is the
+    whole update invalid.
+    """
+
+    inner: KnowledgeDomain
+    name: str = "knowledge-cpt"
+
+    def item_id(self, passages: tuple[Passage, ...]) -> str:
+        return f"cpt{len(passages)}"
+
+    def training_texts(self, passages: tuple[Passage, ...], selfedits: list[str] | None) -> list[str]:
+        if selfedits is None:
+            return [t for p in passages for t in self.inner.training_texts(p, None)]
+        texts, invalid = [], []
+        for p, edit in zip(passages, selfedits, strict=True):
+            try:
+                texts += self.inner.training_texts(p, edit)
+            except InvalidSelfEdit as e:
+                invalid.append(f"passage {p.index}: {e}")
+                texts += [p.text] if self.inner.include_passage else []
+        if len(invalid) == len(passages):
+            raise InvalidSelfEdit(f"every self-edit is invalid ({invalid[0]}, ...)")
+        return texts
+
+    def evaluate(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 passages: tuple[Passage, ...]) -> Evaluation:
+        records, seconds = [], {}
+        for p in passages:
+            ev = self.inner.evaluate(model, tokenizer, p)
+            records += [{"passage": p.index, **r} for r in ev.records]
+            for k, v in ev.seconds.items():
+                seconds[k] = seconds.get(k, 0.0) + v
+        return Evaluation(sum(r["reward"] for r in records) / len(records), records, seconds)

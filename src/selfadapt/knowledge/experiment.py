@@ -4,7 +4,12 @@ Conditions, each evaluated without the passage in context after its own LoRA upd
 - ``base``: no update;
 - ``passage``: the passage alone;
 - ``own-<format>``: the passage plus self-edits the model writes itself;
-- ``<name>``: the passage plus self-edits from a file (``gpt-4.1``, ``seal-qwen`` ship).
+- ``<name>``: the passage plus self-edits from a file (``gpt-4.1``, ``seal-qwen`` ship);
+- ``round-N`` (with ``policies``): a policy trained by ``selfadapt train knowledge`` writes
+  its self-edits and adapts itself on them, as in SEAL; ``round-N-base`` is its score
+  without an update.
+With ``cpt``, every condition makes one update on all passages' data, then answers all
+their questions (the paper's continued-pretraining setting).
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..evaluate import BASE, Condition, markdown_table, plot_scores, progress_bar, run_conditions, summarize
+from ..evaluate import BASE, Condition, markdown_table, run_conditions, summarize
 from ..generation import SamplingConfig
 from ..grading import JudgeConfig, LLMJudge
 from ..lora import LoRAConfig, ResidentLoRA
 from ..models import EMBEDDED, load_model
-from ..policy import write_selfedits
+from ..plots import plot_policy_rounds, plot_scores
+from ..policy import write_into_run
+from ..restem import policy_of_round
 from ..runs import Run
-from .data import EXTERNAL_SELFEDITS, load_external_selfedits, load_passages
-from .domain import KnowledgeDomain
+from .data import EXTERNAL_SELFEDITS, Passage, load_external_selfedits, load_passages
+from .domain import CPTDomain, KnowledgeDomain
 from .selfedit import FORMATS
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,8 @@ class KnowledgeEvalConfig:
     fmt: str = "implications"
     own: bool = True
     external: list[str] = field(default_factory=lambda: ["gpt-4.1", "seal-qwen"])
+    policies: list[str] = field(default_factory=list)  # RUN/round-N directories or model specs
+    cpt: bool = False
     selfedits_per_passage: int = 1
     include_passage: bool = True
     temperature: float = 1.0
@@ -67,48 +76,88 @@ class KnowledgeEvalConfig:
                               self.temperature, self.top_p, self.gen_batch_size)
 
 
-def _own_selfedits(run: Run, lora: ResidentLoRA, domain: KnowledgeDomain, passages: list, cfg: KnowledgeEvalConfig
-                   ) -> Condition:
-    """Write (or reload from the run) the model's own self-edits for every passage."""
-    todo = [p for p in passages if not run.done(f"write/{domain.item_id(p)}")]
-    if todo:
-        lora.reset()
-        with progress_bar() as bar:
-            task = bar.add_task(f"writing {cfg.fmt} self-edits", total=len(todo) * cfg.selfedits_per_passage)
-            texts, seconds = write_selfedits(lora.model, lora.tokenizer, domain, todo, cfg.selfedits_per_passage,
-                                             cfg.sampling, seed=cfg.seed, on_batch=lambda n: bar.advance(task, n))
-        for p, t in zip(todo, texts):
-            run.append(f"write/{domain.item_id(p)}", {"condition": "write", "item": domain.item_id(p),
-                                                      "selfedits": t, "seconds": seconds / len(todo)})
-    written = {domain.item_id(p): run.get(f"write/{domain.item_id(p)}") for p in passages}
-    return Condition(f"own-{cfg.fmt}", {i: w["selfedits"] for i, w in written.items()},
-                     {i: w["seconds"] for i, w in written.items()})
+def resolve_policy(spec: str) -> tuple[str, str]:
+    """(condition name, model spec) for a ``RUN/round-N`` directory or any model spec."""
+    path = Path(spec)
+    if (path / "policy.json").is_file():
+        return path.name, policy_of_round(path.parent, int(path.name.rsplit("-", 1)[-1]))
+    return f"policy-{path.name}", spec
+
+
+class _Setting:
+    """Per-passage conditions, or all passages at once (CPT): the items and how to read self-edits."""
+
+    def __init__(self, domain: KnowledgeDomain, passages: list[Passage], cpt: bool):
+        self.cpt, self.passages = cpt, passages
+        self.domain = CPTDomain(domain) if cpt else domain
+        self.items: list[Any] = [tuple(passages)] if cpt else passages
+
+    def condition(self, name: str, edits: dict[str, list[str]] | None, seconds: dict[str, float] | None = None,
+                  domain: KnowledgeDomain | None = None) -> Condition:
+        if not self.cpt:
+            return Condition(name, edits, seconds, domain)
+        item = self.domain.item_id(self.items[0])
+        joint = None if edits is None else {item: [
+            [edits[f"p{p.index}"][j] for p in self.passages]
+            for j in range(min(len(edits[f"p{p.index}"]) for p in self.passages))]}
+        total = None if seconds is None else {item: sum(seconds.values())}
+        return Condition(name, joint, total, None if domain is None else CPTDomain(domain))
 
 
 def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None) -> tuple[Run, list[dict[str, Any]]]:
     """Evaluate every condition on the first ``cfg.passages`` passages; returns the run and table rows."""
     passages = load_passages(cfg.dataset, limit=cfg.passages, offset=cfg.offset)
     external = {name: load_external_selfedits(name, passages) for name in cfg.external}  # fail before any work
+    policies = [resolve_policy(p) for p in cfg.policies]
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), "eval-knowledge", cfg)
-    lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
     judge = None
     if cfg.judge_url:
         judge = LLMJudge(JudgeConfig(cfg.judge_url, cfg.judge_model, cfg.judge_api_key_env,
                                      cache_path=run.path / "judge_cache.jsonl"))
-    domain = KnowledgeDomain(loaded.tokenizer, cfg.fmt, cfg.include_passage,
-                             SamplingConfig(cfg.answer_max_new_tokens, 0.0, 1.0, 16), judge)
-    conditions = [Condition("passage")]
+
+    def domain_for(tokenizer) -> KnowledgeDomain:
+        return KnowledgeDomain(tokenizer, cfg.fmt, cfg.include_passage,
+                               SamplingConfig(cfg.answer_max_new_tokens, 0.0, 1.0, 16), judge)
+
+    lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
+    domain = domain_for(loaded.tokenizer)
+    setting = _Setting(domain, passages, cfg.cpt)
+    conditions = [setting.condition("passage", None)]
     if cfg.own:
-        conditions.append(_own_selfedits(run, lora, domain, passages, cfg))
+        lora.reset()
+        edits, seconds = write_into_run(run, "", lora.model, lora.tokenizer, domain, passages,
+                                        cfg.selfedits_per_passage, cfg.sampling, seed=cfg.seed)
+        conditions.append(setting.condition(f"own-{cfg.fmt}", edits, seconds))
     implications = replace(domain, fmt="implications")  # the shipped files hold implications
     for source, by_index in external.items():
         name = source if source in EXTERNAL_SELFEDITS else Path(source).stem
-        conditions.append(Condition(name, {domain.item_id(p): by_index[p.index][: cfg.selfedits_per_passage]
-                                           for p in passages}, domain=implications))
-    records = run_conditions(run, lora, domain, passages, conditions, seed=cfg.seed)
-    rows = summarize(records, [BASE] + [c.name for c in conditions])
-    run.write_json("metrics.json", {"rows": rows, "model": cfg.model, "passages": len(passages)})
+        edits = {domain.item_id(p): by_index[p.index][: cfg.selfedits_per_passage] for p in passages}
+        conditions.append(setting.condition(name, edits, domain=implications))
+    run_conditions(run, lora, setting.domain, setting.items, conditions, seed=cfg.seed)
+    names = [BASE] + [c.name for c in conditions]
+    del lora, loaded
+
+    for name, spec in policies:  # each trained policy writes its own self-edits and adapts itself
+        pm = load_model(spec, dtype=cfg.dtype, device=cfg.device)
+        plora = ResidentLoRA(pm.model, pm.tokenizer, cfg.lora)
+        pdomain = domain_for(pm.tokenizer)
+        edits, seconds = write_into_run(run, f"{name}/", plora.model, pm.tokenizer, pdomain, passages,
+                                        cfg.selfedits_per_passage, cfg.sampling, seed=cfg.seed)
+        psetting = _Setting(pdomain, passages, cfg.cpt)
+        run_conditions(run, plora, psetting.domain, psetting.items, [psetting.condition(name, edits, seconds)],
+                       seed=cfg.seed, prefix=f"{name}/", base_name=f"{name}-base")
+        names += [f"{name}-base", name]
+
+    rows = summarize(run.records(), names)
+    setting_name = "CPT, " if cfg.cpt else ""
+    run.write_json("metrics.json", {"rows": rows, "model": cfg.model, "passages": len(passages), "cpt": cfg.cpt})
     (run.path / "table.md").write_text(markdown_table(rows) + "\n")
-    plot_scores(rows, run.path / "accuracy.png", f"no-context QA, {len(passages)} {cfg.dataset} passages")
+    title = f"no-context QA, {setting_name}{len(passages)} {cfg.dataset} passages"
+    plot_scores(rows, run.path / "accuracy.png", title)
+    if policies:
+        by_name = {r["condition"]: r for r in rows}
+        curve = [by_name[c] for c in [f"own-{cfg.fmt}"] + [n for n, _ in policies] if c in by_name]
+        baselines = {c: by_name[c]["score"] for c in ["base", "passage", "gpt-4.1", "seal-qwen"] if c in by_name}
+        plot_policy_rounds(curve, baselines, run.path / "rounds.png", title)
     return run, rows

@@ -1,0 +1,38 @@
+"""``selfadapt train knowledge``: ReST-EM on SQuAD training passages."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..restem import ReSTEMConfig, run_restem
+from ..runs import Run
+from .data import load_passages
+from .domain import KnowledgeDomain
+from .selfedit import FORMATS
+
+
+@dataclass
+class KnowledgeTrainConfig:
+    dataset: str = "train"
+    fmt: str = "implications"
+    include_passage: bool = True
+    max_new_tokens: int | None = None  # None: the format's default
+
+
+def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume: Path | None = None) -> Run:
+    """Train the self-edit policy on the training pool; eval200 is refused so it stays held out."""
+    if kcfg.fmt not in FORMATS:
+        raise ValueError(f"unknown self-edit format {kcfg.fmt!r}; choose from {', '.join(FORMATS)}")
+    if kcfg.dataset == "eval200":
+        raise ValueError("eval200 is the held-out evaluation set; train on 'train' or your own file")
+    pool = load_passages(kcfg.dataset)
+    held_out = {p.context for p in load_passages("eval200")}
+    overlap = [p for p in pool if p.context in held_out]
+    if overlap:
+        raise ValueError(f"{kcfg.dataset}: {len(overlap)} passage(s) are in eval200, first: record "
+                         f"{overlap[0].index} ({overlap[0].title!r}); remove them to keep eval200 held out")
+    cfg.max_new_tokens = kcfg.max_new_tokens or FORMATS[kcfg.fmt].max_new_tokens
+    cfg.domain = {"name": "knowledge", **asdict(kcfg)}
+    return run_restem(cfg, pool, lambda tok: KnowledgeDomain(tok, kcfg.fmt, kcfg.include_passage),
+                      resume=resume, name="train-knowledge")

@@ -1,0 +1,68 @@
+"""PNG plots for run directories (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_scores(rows: list[dict[str, Any]], out: Path, title: str) -> Path:
+    """Bar chart of each condition's mean score with its 95% interval."""
+    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2, 4))
+    names = [r["condition"] for r in rows]
+    means = np.array([r["score"] for r in rows]) * 100
+    err = np.array([[r["score"] - r["ci_low"], r["ci_high"] - r["score"]] for r in rows]).T * 100
+    ax.bar(names, means, yerr=err, capsize=4, color="#4c72b0")
+    for i, m in enumerate(means):
+        ax.text(i, m + 1, f"{m:.1f}", ha="center", va="bottom")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.set_ylim(0, max(100, float(np.nanmax(means + err[1])) + 5) if len(rows) else 100)
+    ax.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_policy_rounds(rows: list[dict[str, Any]], baselines: dict[str, float], out: Path, title: str) -> Path:
+    """Accuracy of the policy after each round, baselines as horizontal lines (SEAL's Figure 4)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = list(range(len(rows)))
+    ax.errorbar(xs, [100 * r["score"] for r in rows],
+                yerr=[[100 * (r["score"] - r["ci_low"]) for r in rows], [100 * (r["ci_high"] - r["score"]) for r in rows]],
+                marker="o", capsize=4, label="passage + own self-edits")
+    for (name, value), style in zip(baselines.items(), ["--", ":", "-.", (0, (1, 3)), (0, (5, 1))]):
+        ax.axhline(100 * value, linestyle=style, color="gray", label=name)
+    ax.set_xticks(xs, [r["condition"] for r in rows])
+    ax.set_xlabel("ReST-EM round")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_training_rounds(metrics: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Reward distribution and self-edit length per ReST-EM round."""
+    paths = []
+    for key, ylabel, name in [("rewards", "reward (adapted − base score)", "rewards.png"),
+                              ("selfedit_words", "self-edit length (words)", "selfedit_length.png")]:
+        fig, ax = plt.subplots(figsize=(1.2 * len(metrics) + 3, 4))
+        data = [m[key] or [0.0] for m in metrics]
+        ax.boxplot(data, showmeans=True)
+        ax.set_xticks(range(1, len(metrics) + 1), [f"round {m['round']}" for m in metrics])
+        ax.set_ylabel(ylabel)
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=120)
+        plt.close(fig)
+        paths.append(out_dir / name)
+    return paths

@@ -1,0 +1,268 @@
+"""ReST-EM, SEAL's outer loop: sample self-edits, keep the ones that helped, SFT the policy on them.
+
+Round r:
+1. sample C items from the training pool (seeded by round, so a resumed run sees the same);
+2. the current policy writes k self-edits per item;
+3. each self-edit is evaluated with s inner-loop seeds on the student; its reward is the
+   adapted score minus the student's base score on that item, averaged over seeds;
+4. winners are kept by a rule (best-of-k with positive gain, or any positive gain);
+5. the policy is fine-tuned on (self-edit prompt → winning self-edit) with TRL's SFT
+   trainer and LoRA, the adapter merged, and the result is the next round's policy.
+
+Without a separate student, the policy is also the model adapted in the inner loop, as
+in SEAL; with one (``student=...``), a fixed student is adapted and only the teacher
+policy learns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from .domain import Domain
+from .evaluate import Condition, run_conditions
+from .generation import SamplingConfig
+from .lora import LoRAConfig, ResidentLoRA
+from .models import EMBEDDED, load_model
+from .plots import plot_training_rounds
+from .policy import write_into_run
+from .runs import Run
+
+log = logging.getLogger(__name__)
+
+SELFEDIT = "selfedit"
+
+
+def best_of_k(rewards: list[float]) -> list[int]:
+    """The single best self-edit, if it helped at all (SEAL's default)."""
+    best = max(range(len(rewards)), key=rewards.__getitem__)
+    return [best] if rewards[best] > 0 else []
+
+
+def any_positive(rewards: list[float]) -> list[int]:
+    """Every self-edit that helped."""
+    return [j for j, r in enumerate(rewards) if r > 0]
+
+
+WINNER_RULES: dict[str, Callable[[list[float]], list[int]]] = {"best": best_of_k, "positive": any_positive}
+
+
+def self_edit_rewards(records: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
+    """item → self-edit index → reward (gain over the base score, mean over seeds)."""
+    gains: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r["condition"] == SELFEDIT and r.get("gain") is not None:
+            gains[r["item"]][r["j"]].append(r["gain"])
+    return {item: {j: float(np.mean(g)) for j, g in by_j.items()} for item, by_j in gains.items()}
+
+
+def select_winners(rewards: dict[str, dict[int, float]], rule: str) -> dict[str, list[int]]:
+    if rule not in WINNER_RULES:
+        raise ValueError(f"unknown winner rule {rule!r}; choose from {', '.join(WINNER_RULES)}")
+    out = {}
+    for item, by_j in rewards.items():
+        js = sorted(by_j)
+        out[item] = [js[i] for i in WINNER_RULES[rule]([by_j[j] for j in js])]
+    return out
+
+
+def sft_examples(domain: Domain, items: list[Any], selfedits: dict[str, list[str]],
+                 winners: dict[str, list[int]]) -> list[dict[str, str]]:
+    """(self-edit prompt → winning self-edit) pairs in TRL's prompt-completion format."""
+    return [{"prompt": domain.selfedit_prompt(it), "completion": selfedits[domain.item_id(it)][j]}
+            for it in items for j in winners.get(domain.item_id(it), [])]
+
+
+@dataclass
+class PolicySFTConfig:
+    """The policy update: LoRA SFT on the winners, merged into the weights afterwards."""
+
+    lr: float = 1e-4
+    epochs: int = 2
+    r: int = 16
+    alpha: int = 32
+    batch_size: int = 4
+    max_length: int = 1024
+
+
+def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig, out: Path, *,
+               seed: int, dtype: str = "auto", device: str = "auto") -> dict[str, Any]:
+    """Fine-tune ``policy`` on ``examples`` with TRL's SFTTrainer + LoRA; save the merged model to ``out``."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    m = load_model(policy, dtype=dtype, device=device)
+    m.tokenizer.padding_side = "right"
+    with tempfile.TemporaryDirectory() as tmp:
+        args = SFTConfig(
+            output_dir=tmp, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
+            per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length, seed=seed,
+            logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
+            use_cpu=m.device.type == "cpu", bf16=False, completion_only_loss=True,
+        )
+        peft_cfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+        trainer = SFTTrainer(model=m.model, args=args, train_dataset=Dataset.from_list(examples),
+                             processing_class=m.tokenizer, peft_config=peft_cfg)
+        result = trainer.train()
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    merged = trainer.model.merge_and_unload()
+    tmp_out = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp_out, ignore_errors=True)
+    merged.save_pretrained(tmp_out, safe_serialization=True)
+    m.tokenizer.padding_side = "left"
+    m.tokenizer.save_pretrained(tmp_out)
+    tmp_out.rename(out)  # a killed SFT never leaves a half-written policy behind
+    return {"examples": len(examples), "steps": result.global_step, "losses": losses}
+
+
+@dataclass
+class ReSTEMConfig:
+    model: str = EMBEDDED  # the initial policy
+    student: str | None = None  # None: the policy adapts itself (SEAL); else a fixed student
+    rounds: int = 2
+    items_per_round: int = 8  # C
+    k: int = 5
+    seeds: int = 1  # s
+    keep: str = "best"
+    temperature: float = 1.0
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    gen_batch_size: int = 8
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    sft: PolicySFTConfig = field(default_factory=PolicySFTConfig)
+    seed: int = 0
+    dtype: str = "auto"
+    device: str = "auto"
+    runs_dir: str = "runs"
+    domain: dict[str, Any] = field(default_factory=dict)  # the domain's own settings, recorded
+
+    def __post_init__(self) -> None:
+        if self.keep not in WINNER_RULES:
+            raise ValueError(f"unknown winner rule {self.keep!r}; choose from {', '.join(WINNER_RULES)}")
+        if min(self.rounds, self.items_per_round, self.k, self.seeds) < 1:
+            raise ValueError("rounds, items per round, k and seeds must all be >= 1")
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.gen_batch_size)
+
+
+def policy_of_round(run_path: Path, r: int) -> str:
+    """The policy a finished round produced (its own checkpoint, or the unchanged input)."""
+    done = Path(run_path) / f"round-{r}" / "policy.json"
+    if not done.is_file():
+        raise FileNotFoundError(f"{run_path} has no finished round {r} (no {done.name})")
+    return json.loads(done.read_text())["policy"]
+
+
+def run_restem(
+    cfg: ReSTEMConfig,
+    pool: list[Any],
+    make_domain: Callable[[PreTrainedTokenizerBase], Domain],
+    resume: Path | None = None,
+    name: str = "train",
+) -> Run:
+    """Run (or resume) ReST-EM rounds; every round leaves ``round-N/policy.json`` when finished."""
+    if cfg.items_per_round > len(pool):
+        raise ValueError(f"items_per_round={cfg.items_per_round} but the pool has only {len(pool)} items")
+    run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), name, cfg)
+    policy = cfg.model
+    for r in range(cfg.rounds):
+        rdir = run.path / f"round-{r}"
+        if (rdir / "policy.json").is_file():
+            policy = policy_of_round(run.path, r)
+            log.info("round %d already finished (policy %s)", r, policy)
+            continue
+        rdir.mkdir(exist_ok=True)
+        policy = _round(run, rdir, r, policy, cfg, pool, make_domain)
+    summarize_rounds(run, cfg.rounds)
+    return run
+
+
+def summarize_rounds(run: Run, rounds: int) -> str:
+    """``summary.md``, ``metrics.json`` and the per-round plots of a training run."""
+    metrics = [json.loads((run.path / f"round-{r}" / "metrics.json").read_text()) for r in range(rounds)]
+    head = ("| round | mean reward | positive | winners | base score | adapted score | invalid | "
+            "self-edit words | generate s | inner loops s | SFT s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for m in metrics:
+        sec = m["seconds"]
+        lines.append(f"| {m['round']} | {m['mean_reward']:+.3f} | {m['positive_fraction']:.0%} | {m['winners']} | "
+                     f"{m['mean_base_score']:.3f} | {m['mean_adapted_score']:.3f} | {m['invalid']} | "
+                     f"{m['mean_selfedit_words']:.0f} | {sec['generate']:.0f} | {sec['inner_loops']:.0f} | "
+                     f"{sec['sft']:.0f} |")
+    text = "\n".join(lines) + "\n"
+    (run.path / "summary.md").write_text(text)
+    run.write_json("metrics.json", {"rounds": [{k: v for k, v in m.items() if k not in ("rewards", "selfedit_words")}
+                                               for m in metrics]})
+    plot_training_rounds(metrics, run.path)
+    return text
+
+
+def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: list[Any],
+           make_domain: Callable[[PreTrainedTokenizerBase], Domain]) -> str:
+    log.info("round %d: policy %s", r, policy)
+    items = random.Random(cfg.seed * 1_000_003 + r).sample(pool, cfg.items_per_round)
+    teacher = load_model(policy, dtype=cfg.dtype, device=cfg.device)
+    student = teacher if cfg.student is None else load_model(cfg.student, dtype=cfg.dtype, device=cfg.device)
+    lora = ResidentLoRA(student.model, student.tokenizer, cfg.lora)
+    teacher_domain, student_domain = make_domain(teacher.tokenizer), make_domain(student.tokenizer)
+    prefix, tags = f"round{r}/", {"round": r, "policy": policy}
+
+    t0 = time.perf_counter()
+    lora.reset()
+    gen_model = lora.model if cfg.student is None else teacher.model
+    edits, gen_s = write_into_run(run, prefix, gen_model, teacher.tokenizer, teacher_domain, items, cfg.k,
+                                  cfg.sampling, seed=cfg.seed * 1_000_003 + r, tags=tags)
+    t1 = time.perf_counter()
+    records = run_conditions(run, lora, student_domain, items, [Condition(SELFEDIT, edits, gen_s)],
+                             seed=cfg.seed, seeds=cfg.seeds, prefix=prefix, tags=tags)
+    t2 = time.perf_counter()
+    round_records = [rec for rec in records if rec.get("round") == r]
+    rewards = self_edit_rewards(round_records)
+    winners = select_winners(rewards, cfg.keep)
+    examples = sft_examples(teacher_domain, items, edits, winners)
+    (rdir / "sft_data.json").write_text(json.dumps(examples, indent=1, ensure_ascii=False))
+    del lora, student, teacher  # free memory before SFT loads the policy afresh
+
+    sft = {}
+    if examples:
+        sft = sft_policy(policy, examples, cfg.sft, rdir / "policy", seed=cfg.seed + r, dtype=cfg.dtype,
+                         device=cfg.device)
+        new_policy = str(rdir / "policy")
+    else:
+        log.warning("round %d: no self-edit beat the base score; the policy is unchanged", r)
+        new_policy = policy
+    t3 = time.perf_counter()
+
+    evals = [rec for rec in round_records if rec["condition"] == SELFEDIT]
+    all_rewards = [g for by_j in rewards.values() for g in by_j.values()]
+    lengths = [len(e.split()) for it in items for e in edits[teacher_domain.item_id(it)]]
+    metrics = {
+        "round": r, "policy": policy, "next_policy": new_policy, "items": len(items),
+        "selfedits": len(all_rewards), "evaluations": len(evals),
+        "mean_reward": float(np.mean(all_rewards)) if all_rewards else None,
+        "positive_fraction": float(np.mean([g > 0 for g in all_rewards])) if all_rewards else None,
+        "mean_base_score": float(np.mean([rec["before"] for rec in evals if rec.get("before") is not None] or [0])),
+        "mean_adapted_score": float(np.mean([rec["score"] for rec in evals if rec.get("score") is not None] or [0])),
+        "invalid": sum(rec["status"] == "invalid_selfedit" for rec in evals),
+        "winners": sum(map(len, winners.values())), "mean_selfedit_words": float(np.mean(lengths)),
+        "rewards": all_rewards, "selfedit_words": lengths, "sft": sft,
+        # Times of this session's part of the round (a resumed round counts only what it redid).
+        "seconds": {"generate": t1 - t0, "inner_loops": t2 - t1, "sft": t3 - t2},
+    }
+    run.write_json(f"round-{r}/metrics.json", metrics)
+    (rdir / "policy.json").write_text(json.dumps({"policy": new_policy, "winners": metrics["winners"]}))
+    return new_policy

@@ -1,0 +1,142 @@
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import selfadapt.evaluate as evaluate_mod
+import selfadapt.restem as restem
+from selfadapt.knowledge.domain import KnowledgeDomain
+from selfadapt.knowledge.experiment import KnowledgeEvalConfig, run_knowledge_eval
+from selfadapt.knowledge.train import KnowledgeTrainConfig, run_knowledge_training
+from selfadapt.lora import LoRAConfig
+from selfadapt.restem import (PolicySFTConfig, ReSTEMConfig, any_positive, best_of_k, run_restem, select_winners,
+                              self_edit_rewards, sft_examples, sft_policy)
+
+
+def test_winner_rules():
+    assert best_of_k([0.1, 0.3, -0.2]) == [1]
+    assert best_of_k([0.2, 0.2]) == [0]
+    assert best_of_k([0.0, -0.1]) == []  # no gain, no winner
+    assert any_positive([0.1, 0.0, 0.2, -1.0]) == [0, 2]
+    with pytest.raises(ValueError, match="unknown winner rule"):
+        select_winners({}, "top3")
+
+
+def test_rewards_average_seeds_and_skip_failed_items():
+    recs = [{"condition": "selfedit", "item": "p0", "j": 0, "gain": 0.2},
+            {"condition": "selfedit", "item": "p0", "j": 0, "gain": 0.0},
+            {"condition": "selfedit", "item": "p0", "j": 1, "gain": -0.4},
+            {"condition": "selfedit", "item": "p1", "j": 0, "gain": None},  # item error
+            {"condition": "base", "item": "p0", "j": 0, "gain": None}]
+    rewards = self_edit_rewards(recs)
+    assert rewards == {"p0": {0: pytest.approx(0.1), 1: -0.4}}
+    assert select_winners(rewards, "best") == {"p0": [0]}
+    assert select_winners({"p0": {0: 0.1, 1: 0.3}}, "positive") == {"p0": [0, 1]}
+
+
+def test_sft_data_built_from_winners(tiny, passages):
+    domain = KnowledgeDomain(tiny.tokenizer)
+    edits = {"p0": ["edit a", "edit b"], "p1": ["edit c", "edit d"]}
+    examples = sft_examples(domain, passages, edits, {"p0": [1], "p1": []})
+    assert examples == [{"prompt": domain.selfedit_prompt(passages[0]), "completion": "edit b"}]
+    assert examples[0]["prompt"].endswith("<|im_start|>assistant\n")
+
+
+def test_policy_sft_changes_and_saves_a_merged_model(tiny_dir, tmp_path):
+    examples = [{"prompt": "<|im_start|>user\nList implications.<|im_end|>\n<|im_start|>assistant\n",
+                 "completion": "The Mongol army seized the town of Otrar."}] * 4
+    out = tmp_path / "policy"
+    info = sft_policy(str(tiny_dir), examples, PolicySFTConfig(lr=5e-2, epochs=3, r=4, alpha=8, batch_size=2),
+                      out, seed=0, dtype="float32", device="cpu")
+    assert info["steps"] == 6 and info["losses"][-1] < info["losses"][0]
+    new = load_file(out / "model.safetensors")
+    old = load_file(tiny_dir / "model.safetensors")
+    assert not any("lora" in k for k in new)  # merged, a plain checkpoint
+    assert any(not torch.equal(new[k], old[k]) for k in old if k in new)
+    assert (out / "tokenizer.json").is_file()
+
+
+@pytest.fixture()
+def train_cfg(tiny_dir, tmp_path):
+    return ReSTEMConfig(model=str(tiny_dir), rounds=2, items_per_round=2, k=2, seeds=2, max_new_tokens=12,
+                        lora=LoRAConfig(r=4, epochs=1), sft=PolicySFTConfig(epochs=1, r=4, alpha=8),
+                        dtype="float32", device="cpu", runs_dir=str(tmp_path / "runs"))
+
+
+def make_domain(tok):
+    return KnowledgeDomain(tok, "implications")
+
+
+def eval_keys(run):
+    return [r["key"] for r in run.records() if r["condition"] == "selfedit"]
+
+
+def test_rounds_chain_policy_checkpoints(train_cfg, passages, monkeypatch):
+    # Force winners so that every round fine-tunes; the tiny model's own gains are ~0.
+    monkeypatch.setattr(restem, "select_winners", lambda rewards, rule: {i: [0] for i in rewards})
+    run = run_restem(train_cfg, passages, make_domain)
+    round0 = json.loads((run.path / "round-0" / "policy.json").read_text())
+    assert round0["policy"] == str(run.path / "round-0" / "policy") and round0["winners"] == 2
+    assert (run.path / "round-0" / "policy" / "model.safetensors").is_file()
+    by_round = {r: {rec["policy"] for rec in run.records() if rec.get("round") == r} for r in (0, 1)}
+    assert by_round == {0: {train_cfg.model}, 1: {round0["policy"]}}
+    assert len(json.loads((run.path / "round-1" / "sft_data.json").read_text())) == 2
+    for name in ("summary.md", "metrics.json", "rewards.png", "selfedit_length.png", "config.yaml"):
+        assert (run.path / name).is_file(), name
+    m = json.loads((run.path / "round-1" / "metrics.json").read_text())
+    assert m["evaluations"] == 2 * 2 * 2 and set(m["seconds"]) == {"generate", "inner_loops", "sft"}
+
+    # A trained round evaluates like any baseline, in the same table.
+    ecfg = KnowledgeEvalConfig(model=train_cfg.model, dataset="eval200", passages=1, external=[],
+                               policies=[str(run.path / "round-0")], max_new_tokens=8, answer_max_new_tokens=4,
+                               lora=LoRAConfig(r=4, epochs=1), dtype="float32", device="cpu",
+                               runs_dir=str(Path(train_cfg.runs_dir) / "eval"))
+    erun, rows = run_knowledge_eval(ecfg)
+    assert [r["condition"] for r in rows] == ["base", "passage", "own-implications", "round-0-base", "round-0"]
+    assert (erun.path / "rounds.png").is_file()
+
+
+def test_no_winner_keeps_the_policy(train_cfg, passages, monkeypatch):
+    monkeypatch.setattr(restem, "select_winners", lambda rewards, rule: {i: [] for i in rewards})
+    train_cfg.rounds = 1
+    run = run_restem(train_cfg, passages, make_domain)
+    assert json.loads((run.path / "round-0" / "policy.json").read_text())["policy"] == train_cfg.model
+    assert not (run.path / "round-0" / "policy").exists()
+
+
+def test_killed_training_resumes_each_evaluation_once(train_cfg, passages, monkeypatch):
+    train_cfg.rounds = 1
+    real, calls = evaluate_mod.evaluate_selfedit, []
+
+    def dies_after_five(*args, **kwargs):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_mod, "evaluate_selfedit", dies_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        run_restem(train_cfg, passages, make_domain)
+    (path,) = Path(train_cfg.runs_dir).iterdir()
+    monkeypatch.setattr(evaluate_mod, "evaluate_selfedit", real)
+    run = run_restem(train_cfg, passages, make_domain, resume=path)
+    keys = eval_keys(run)
+    assert len(keys) == 2 * 2 * 2  # (passage, self-edit, seed), each exactly once
+    assert Counter(keys).most_common(1)[0][1] == 1
+    assert (path / "round-0" / "policy.json").is_file()
+
+
+def test_training_refuses_eval200(train_cfg, tmp_path, passages_file):
+    with pytest.raises(ValueError, match="held-out"):
+        run_knowledge_training(train_cfg, KnowledgeTrainConfig(dataset="eval200"))
+    leak = tmp_path / "leak.json"
+    leak.write_text(json.dumps(json.loads((Path(__file__).parents[1] / "src/selfadapt/data/squad/eval200.json")
+                                          .read_text())[:2]))
+    with pytest.raises(ValueError, match="2 passage\\(s\\) are in eval200"):
+        run_knowledge_training(train_cfg, KnowledgeTrainConfig(dataset=str(leak)))
+    train_cfg.items_per_round = 5
+    with pytest.raises(ValueError, match="pool has only 2"):
+        run_knowledge_training(train_cfg, KnowledgeTrainConfig(dataset=str(passages_file)))
