@@ -140,3 +140,22 @@ def test_training_refuses_eval200(train_cfg, tmp_path, passages_file):
     train_cfg.items_per_round = 5
     with pytest.raises(ValueError, match="pool has only 2"):
         run_knowledge_training(train_cfg, KnowledgeTrainConfig(dataset=str(passages_file)))
+
+
+def test_rewards_against_passage_only_training():
+    recs = [{"condition": "passage", "item": "p0", "j": 0, "seed": 0, "score": 0.4},
+            {"condition": "passage", "item": "p0", "j": 0, "seed": 1000, "score": 0.2},
+            {"condition": "selfedit", "item": "p0", "j": 0, "seed": 0, "score": 0.6, "gain": 0.6},
+            {"condition": "selfedit", "item": "p0", "j": 0, "seed": 1000, "score": 0.2, "gain": 0.2},
+            {"condition": "selfedit", "item": "p0", "j": 1, "seed": 1, "score": 0.4, "gain": 0.4}]
+    assert self_edit_rewards(recs, "base") == {"p0": {0: pytest.approx(0.4), 1: pytest.approx(0.4)}}
+    assert self_edit_rewards(recs, "passage") == {"p0": {0: pytest.approx(0.1), 1: pytest.approx(0.0)}}
+    with pytest.raises(ValueError, match="unknown reward baseline"):
+        self_edit_rewards(recs, "judge")
+
+
+def test_passage_baseline_round_evaluates_passage_only_too(train_cfg, passages):
+    train_cfg.rounds, train_cfg.reward_baseline = 1, "passage"
+    run = run_restem(train_cfg, passages, make_domain)
+    conds = Counter(r["condition"] for r in run.records())
+    assert conds["passage"] == 2 * 2 and conds["selfedit"] == 2 * 2 * 2  # items × seeds, items × k × seeds

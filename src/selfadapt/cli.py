@@ -126,6 +126,8 @@ def train_knowledge(
     k: int = typer.Option(5, "--selfedits", "-k", help="Self-edits per passage."),
     seeds: int = typer.Option(1, help="Inner-loop seeds per self-edit (s); the reward is their mean."),
     keep: str = typer.Option("best", help="Winner rule: 'best' (best-of-k with positive gain) or 'positive'."),
+    reward_baseline: str = typer.Option("base", help="Reward = adapted score minus this: 'base' (unadapted, "
+                                        "as in SEAL) or 'passage' (trained on the passage alone)."),
     dataset: str = typer.Option("train", help="Training pool: 'train' or a JSON file (never eval200)."),
     model: str = MODEL,
     student: Optional[str] = typer.Option(None, help="A fixed student to adapt (teacher–student split); "
@@ -136,8 +138,8 @@ def train_knowledge(
     max_new_tokens: Optional[int] = typer.Option(None, help="Self-edit length cap (default: per format)."),
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
     batch_size: int = BATCH, targets: str = TARGETS,
-    sft_lr: float = typer.Option(1e-4, help="Policy SFT learning rate."),
-    sft_epochs: int = typer.Option(2, help="Policy SFT epochs."),
+    sft_lr: float = typer.Option(3e-4, help="Policy SFT learning rate."),
+    sft_epochs: int = typer.Option(3, help="Policy SFT epochs."),
     sft_r: int = typer.Option(16, help="Policy SFT LoRA rank (merged after each round)."),
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")),
     resume: Optional[Path] = typer.Option(None, help="Continue this run directory."),
@@ -149,6 +151,7 @@ def train_knowledge(
 
     cfg = ReSTEMConfig(
         model=model, student=student, rounds=rounds, items_per_round=passages, k=k, seeds=seeds, keep=keep,
+        reward_baseline=reward_baseline,
         temperature=temperature, top_p=top_p, lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets),
         sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r), seed=seed, dtype=dtype,
         device=device, runs_dir=str(runs_dir),

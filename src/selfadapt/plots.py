@@ -19,8 +19,8 @@ def plot_scores(rows: list[dict[str, Any]], out: Path, title: str) -> Path:
     means = np.array([r["score"] for r in rows]) * 100
     err = np.array([[r["score"] - r["ci_low"], r["ci_high"] - r["score"]] for r in rows]).T * 100
     ax.bar(names, means, yerr=err, capsize=4, color="#4c72b0")
-    for i, m in enumerate(means):
-        ax.text(i, m + 1, f"{m:.1f}", ha="center", va="bottom")
+    for i, (m, top) in enumerate(zip(means, means + err[1])):
+        ax.text(i, top + 1, f"{m:.1f}", ha="center", va="bottom")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
     ax.set_ylim(0, max(100, float(np.nanmax(means + err[1])) + 5) if len(rows) else 100)

@@ -58,12 +58,27 @@ def any_positive(rewards: list[float]) -> list[int]:
 WINNER_RULES: dict[str, Callable[[list[float]], list[int]]] = {"best": best_of_k, "positive": any_positive}
 
 
-def self_edit_rewards(records: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
-    """item → self-edit index → reward (gain over the base score, mean over seeds)."""
+PASSAGE = "passage"
+REWARD_BASELINES = ("base", PASSAGE)
+
+
+def self_edit_rewards(records: list[dict[str, Any]], baseline: str = "base") -> dict[str, dict[int, float]]:
+    """item → self-edit index → reward, the mean over seeds of the adapted score minus a baseline.
+
+    ``base``: the unadapted score (SEAL). ``passage``: the score after training on the
+    item alone with the same seed, so only self-edits that add to plain training count.
+    """
+    if baseline not in REWARD_BASELINES:
+        raise ValueError(f"unknown reward baseline {baseline!r}; choose from {', '.join(REWARD_BASELINES)}")
+    alone = {(r["item"], r["seed"]): r["score"] for r in records if r["condition"] == PASSAGE and r["score"] is not None}
     gains: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        if r["condition"] == SELFEDIT and r.get("gain") is not None:
+        if r["condition"] != SELFEDIT or r.get("gain") is None:
+            continue
+        if baseline == "base":
             gains[r["item"]][r["j"]].append(r["gain"])
+        else:  # the passage-only run with the same seed index (j = 0) is the reference
+            gains[r["item"]][r["j"]].append(r["score"] - alone[(r["item"], r["seed"] - r["j"])])
     return {item: {j: float(np.mean(g)) for j, g in by_j.items()} for item, by_j in gains.items()}
 
 
@@ -88,20 +103,23 @@ def sft_examples(domain: Domain, items: list[Any], selfedits: dict[str, list[str
 class PolicySFTConfig:
     """The policy update: LoRA SFT on the winners, merged into the weights afterwards."""
 
-    lr: float = 1e-4
-    epochs: int = 2
+    lr: float = 3e-4
+    epochs: int = 3
     r: int = 16
     alpha: int = 32
-    batch_size: int = 4
+    batch_size: int = 2
     max_length: int = 1024
 
 
 def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig, out: Path, *,
                seed: int, dtype: str = "auto", device: str = "auto") -> dict[str, Any]:
     """Fine-tune ``policy`` on ``examples`` with TRL's SFTTrainer + LoRA; save the merged model to ``out``."""
-    from datasets import Dataset
+    import datasets
     from peft import LoraConfig
+    from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
+
+    datasets.disable_progress_bars()
 
     m = load_model(policy, dtype=dtype, device=device)
     m.tokenizer.padding_side = "right"
@@ -113,8 +131,9 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
             use_cpu=m.device.type == "cpu", bf16=False, completion_only_loss=True,
         )
         peft_cfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, target_modules="all-linear", task_type="CAUSAL_LM")
-        trainer = SFTTrainer(model=m.model, args=args, train_dataset=Dataset.from_list(examples),
+        trainer = SFTTrainer(model=m.model, args=args, train_dataset=datasets.Dataset.from_list(examples),
                              processing_class=m.tokenizer, peft_config=peft_cfg)
+        trainer.remove_callback(PrinterCallback)  # losses go to the round's metrics instead
         result = trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     merged = trainer.model.merge_and_unload()
@@ -136,6 +155,7 @@ class ReSTEMConfig:
     k: int = 5
     seeds: int = 1  # s
     keep: str = "best"
+    reward_baseline: str = "base"  # or "passage": reward = adapted − passage-only score
     temperature: float = 1.0
     top_p: float = 0.95
     max_new_tokens: int = 256
@@ -149,6 +169,8 @@ class ReSTEMConfig:
     domain: dict[str, Any] = field(default_factory=dict)  # the domain's own settings, recorded
 
     def __post_init__(self) -> None:
+        if self.reward_baseline not in REWARD_BASELINES:
+            raise ValueError(f"unknown reward baseline {self.reward_baseline!r}; choose from {', '.join(REWARD_BASELINES)}")
         if self.keep not in WINNER_RULES:
             raise ValueError(f"unknown winner rule {self.keep!r}; choose from {', '.join(WINNER_RULES)}")
         if min(self.rounds, self.items_per_round, self.k, self.seeds) < 1:
@@ -227,11 +249,14 @@ def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: l
     edits, gen_s = write_into_run(run, prefix, gen_model, teacher.tokenizer, teacher_domain, items, cfg.k,
                                   cfg.sampling, seed=cfg.seed * 1_000_003 + r, tags=tags)
     t1 = time.perf_counter()
-    records = run_conditions(run, lora, student_domain, items, [Condition(SELFEDIT, edits, gen_s)],
+    conditions = [Condition(SELFEDIT, edits, gen_s)]
+    if cfg.reward_baseline == PASSAGE:
+        conditions.insert(0, Condition(PASSAGE))
+    records = run_conditions(run, lora, student_domain, items, conditions,
                              seed=cfg.seed, seeds=cfg.seeds, prefix=prefix, tags=tags)
     t2 = time.perf_counter()
     round_records = [rec for rec in records if rec.get("round") == r]
-    rewards = self_edit_rewards(round_records)
+    rewards = self_edit_rewards(round_records, cfg.reward_baseline)
     winners = select_winners(rewards, cfg.keep)
     examples = sft_examples(teacher_domain, items, edits, winners)
     (rdir / "sft_data.json").write_text(json.dumps(examples, indent=1, ensure_ascii=False))
