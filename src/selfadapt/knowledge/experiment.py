@@ -157,7 +157,8 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None) -> 
     plot_scores(rows, run.path / "accuracy.png", title)
     if policies:
         by_name = {r["condition"]: r for r in rows}
-        curve = [by_name[c] for c in [f"own-{cfg.fmt}"] + [n for n, _ in policies] if c in by_name]
+        untrained = [{**by_name[f"own-{cfg.fmt}"], "condition": "untrained"}] if f"own-{cfg.fmt}" in by_name else []
+        curve = untrained + [by_name[n] for n, _ in policies]
         baselines = {c: by_name[c]["score"] for c in ["base", "passage", "gpt-4.1", "seal-qwen"] if c in by_name}
         plot_policy_rounds(curve, baselines, run.path / "rounds.png", title)
     return run, rows
