@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .domain import InvalidSelfEdit
 from .generation import SamplingConfig, generate
 from .knowledge.data import Passage
 from .knowledge.domain import KnowledgeDomain, qa_prompt
@@ -79,7 +80,7 @@ def learn(path: Path, out: Path, cfg: LearnConfig) -> dict:
         for edit in edits:
             try:
                 texts.extend(domain.training_texts(chunk, edit)[1:])  # [0] is the chunk itself
-            except ValueError as e:
+            except InvalidSelfEdit as e:
                 invalid += 1
                 log.warning("chunk %d: self-edit skipped: %s", chunk.index, e)
     log.info("training LoRA on %d sequences", len(texts))
