@@ -43,7 +43,7 @@ class Run:
         self.config = config
         self.records_path = path / "records.jsonl"
         self._drop_partial_line()
-        self._by_key = {r["key"]: r for r in self.records()}
+        self._by_key = {r["key"]: r for r in self._read()}
 
     def _drop_partial_line(self) -> None:
         """A kill mid-write leaves a line without its newline; cut it so appends stay valid."""
@@ -88,7 +88,10 @@ class Run:
         return cls(path, saved)
 
     def records(self) -> list[dict[str, Any]]:
-        """Every record written so far, in order."""
+        """Every record written so far, in order (held in memory; the file is read once, on open)."""
+        return list(self._by_key.values())
+
+    def _read(self) -> list[dict[str, Any]]:
         if not self.records_path.exists():
             return []
         out = []
