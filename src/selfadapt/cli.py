@@ -23,6 +23,9 @@ eval_app = typer.Typer(help="Evaluate adaptation methods and print a baseline ta
 app.add_typer(eval_app, name="eval")
 train_app = typer.Typer(help="Train the self-edit policy (ReST-EM).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+rrr_app = typer.Typer(help="Reflect, Retry, Reward: GRPO that rewards only the self-reflection.",
+                      no_args_is_help=True)
+app.add_typer(rrr_app, name="rrr")
 console = Console()
 
 USER_ERRORS = (ModelLoadError, DatasetError, RunError, ValueError, FileNotFoundError, FileExistsError)
@@ -161,6 +164,96 @@ def train_knowledge(
                                  resume=resume)
     console.print((run.path / "summary.md").read_text())
     console.print(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
+
+
+TASK = typer.Option("countdown", help="countdown | function-calling (BFCL simple_python)")
+RESUME = typer.Option(None, help="Continue this run directory.")
+
+
+@rrr_app.command("build-failures")
+@user_errors
+def rrr_build_failures(
+    task: str = TASK, model: str = MODEL,
+    queries: int = typer.Option(64, help="Training-split queries to try."),
+    attempts: int = typer.Option(4, help="N: a query is kept if none of its N sampled attempts is correct."),
+    temperature: float = typer.Option(1.0), top_p: float = typer.Option(1.0),
+    max_new_tokens: int = typer.Option(192, help="Answer length cap."),
+    batch_size: int = typer.Option(16, help="Generation batch."),
+    seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
+    dtype: str = DTYPE, device: str = DEVICE,
+) -> None:
+    """Sample N attempts per training query and save the queries the model always fails."""
+    from .rrr.experiment import FailuresConfig, run_build_failures
+
+    cfg = FailuresConfig(model=model, task=task, queries=queries, attempts=attempts, temperature=temperature,
+                         top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+                         dtype=dtype, device=device, runs_dir=str(runs_dir))
+    t0 = time.perf_counter()
+    path, stats = run_build_failures(cfg, resume=str(resume) if resume else None)
+    console.print(f"{stats['failures']} of {stats['queries']} queries failed all {attempts} attempts "
+                  f"(attempt accuracy {100 * stats['attempt_accuracy']:.1f}%, pass@{attempts} "
+                  f"{100 * stats[f'pass@{attempts}']:.1f}%) · failure dataset {path} · "
+                  f"wall time {time.perf_counter() - t0:.0f} s")
+
+
+@rrr_app.command("train")
+@user_errors
+def rrr_train(
+    failures: Path = typer.Argument(..., help="failures.jsonl, or the build-failures run directory."),
+    model: str = MODEL,
+    steps: int = typer.Option(10, help="GRPO optimisation steps."),
+    generations: int = typer.Option(4, "--generations", "-G", help="Reflections sampled per failed query."),
+    queries_per_step: int = typer.Option(2, help="Failed queries per step."),
+    lr: float = typer.Option(1e-4, help="Learning rate."),
+    lr_scheduler: str = typer.Option("constant", help="transformers scheduler name (constant, linear, cosine…)."),
+    warmup_steps: int = typer.Option(0),
+    beta: float = typer.Option(0.04, help="KL coefficient towards the initial model (0: no reference)."),
+    temperature: float = typer.Option(1.0, help="Reflection sampling temperature."),
+    reflection_tokens: int = typer.Option(96, help="Reflection length cap (the trained completion)."),
+    retry_tokens: int = typer.Option(192, help="Retry length cap (generated inside the reward)."),
+    lora_r: int = typer.Option(16, help="LoRA rank; 0 trains every weight."),
+    save_steps: int = typer.Option(5, help="Checkpoint every this many steps (for --resume)."),
+    seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
+    dtype: str = DTYPE, device: str = DEVICE,
+) -> None:
+    """GRPO on the failure set: reward = the retry succeeds; only reflection tokens are trained."""
+    from .rrr.experiment import RRRTrainConfig, run_rrr_train
+    from .rrr.grpo import RRRGRPOConfig
+
+    grpo = RRRGRPOConfig(num_generations=generations, queries_per_step=queries_per_step, max_steps=steps,
+                         learning_rate=lr, lr_scheduler=lr_scheduler, warmup_steps=warmup_steps, beta=beta,
+                         temperature=temperature, reflection_tokens=reflection_tokens, retry_tokens=retry_tokens,
+                         lora_r=lora_r, lora_alpha=2 * lora_r, save_steps=save_steps, seed=seed)
+    cfg = RRRTrainConfig(failures=str(failures), model=model, grpo=grpo, dtype=dtype, device=device,
+                         runs_dir=str(runs_dir))
+    t0 = time.perf_counter()
+    run = run_rrr_train(cfg, resume=str(resume) if resume else None)
+    console.print(f"policy saved to {run / 'policy'} · curves {run / 'training.png'} · "
+                  f"wall time {time.perf_counter() - t0:.0f} s")
+
+
+@rrr_app.command("eval")
+@user_errors
+def rrr_eval(
+    task: str = TASK, model: str = MODEL,
+    policy: list[str] = typer.Option([], help="An `rrr train` run directory; repeat to compare several."),
+    queries: int = typer.Option(50, help="Test-split queries."),
+    general: int = typer.Option(30, help="Reading-comprehension questions for the forgetting check (0: skip)."),
+    answer_tokens: int = typer.Option(192), reflection_tokens: int = typer.Option(96),
+    seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
+    dtype: str = DTYPE, device: str = DEVICE,
+) -> None:
+    """First- and second-attempt accuracy (greedy), base vs trained, plus a general-ability check."""
+    from .rrr.experiment import RRREvalConfig, run_rrr_eval
+
+    cfg = RRREvalConfig(model=model, task=task, queries=queries, policies=policy, general=general,
+                        answer_tokens=answer_tokens, reflection_tokens=reflection_tokens, seed=seed, dtype=dtype,
+                        device=device, runs_dir=str(runs_dir))
+    t0 = time.perf_counter()
+    run, _ = run_rrr_eval(cfg, resume=str(resume) if resume else None)
+    console.print((run.path / "summary.md").read_text())
+    console.print(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path} · "
+                  f"plot {run.path / 'accuracy.png'}")
 
 
 @app.command()

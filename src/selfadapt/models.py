@@ -169,9 +169,14 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, path=str(where))
 
 
-def chat_prompt(tokenizer: PreTrainedTokenizerBase, user: str, system: str | None = None) -> str:
-    """The model's chat template where it has one, a plain prompt otherwise."""
+def render_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:
+    """A conversation ready for the model's next turn: its chat template, or plain text without one."""
     if tokenizer.chat_template:
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return (f"{system}\n\n" if system else "") + f"{user}\n"
+    return "".join(m["content"] + "\n\n" for m in messages).rstrip("\n") + "\n"
+
+
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, user: str, system: str | None = None) -> str:
+    """A one-question conversation, optionally with a system line."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    return render_chat(tokenizer, messages)

@@ -66,3 +66,19 @@ def plot_training_rounds(metrics: list[dict[str, Any]], out_dir: Path) -> list[P
         plt.close(fig)
         paths.append(out_dir / name)
     return paths
+
+
+def plot_curves(history: list[dict[str, Any]], keys: list[str], out: Path, title: str) -> Path:
+    """One panel per logged metric against the training step (e.g. GRPO reward and KL)."""
+    keys = [k for k in keys if any(k in h for h in history)]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        points = [(h["step"], h[key]) for h in history if key in h]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+        ax.set_xlabel("step")
+        ax.set_title(key, fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,233 @@
+"""The three ``selfadapt rrr`` jobs, each a resumable run directory.
+
+- ``build-failures``: sample N attempts per training query, keep the ones never solved;
+- ``train``: GRPO on the failures, rewarding only reflections; saves the policy (a LoRA
+  adapter, or full weights with ``lora_r=0``) with metrics, rollouts and curves;
+- ``eval``: first- and second-attempt accuracy on the test split for the base model and
+  each trained policy, plus reading-comprehension QA as a forgetting check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..evaluate import mean_ci, progress_bar
+from ..generation import SamplingConfig, generate
+from ..grading import grade
+from ..knowledge.data import load_passages
+from ..knowledge.domain import QA_SYSTEM
+from ..lora import load_adapter
+from ..models import EMBEDDED, LoadedModel, chat_prompt, load_model
+from ..plots import plot_curves, plot_scores
+from ..runs import Run
+from .failures import build_failures, load_failures
+from .grpo import RRRGRPOConfig, make_trainer
+from .reflect import ReflectConfig, accuracy, reflect_and_retry
+from .tasks import Task, get_task
+
+log = logging.getLogger(__name__)
+
+
+def _open_run(resume: str | None, runs_dir: str, name: str, cfg: Any) -> Run:
+    return Run.resume(Path(resume), cfg) if resume else Run.create(Path(runs_dir), name, cfg)
+
+
+@dataclass
+class FailuresConfig:
+    model: str = EMBEDDED
+    task: str = "countdown"
+    queries: int = 64  # from the train split
+    attempts: int = 4  # N: a query is a failure if none of its N samples is correct
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 192
+    batch_size: int = 16
+    seed: int = 0
+    dtype: str = "auto"
+    device: str = "auto"
+    runs_dir: str = "runs"
+
+
+def run_build_failures(cfg: FailuresConfig, resume: str | None = None) -> tuple[Path, dict[str, Any]]:
+    task = get_task(cfg.task)
+    queries = task.queries("train", cfg.queries)
+    run = _open_run(resume, cfg.runs_dir, f"rrr-failures-{task.name}", cfg)
+    m = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.batch_size)
+    path = build_failures(m.model, m.tokenizer, task, queries, run, attempts=cfg.attempts, sampling=sampling,
+                          seed=cfg.seed)
+    solved = [r["solved"] for r in run.records()]
+    stats = {"queries": len(solved), "failures": sum(s == 0 for s in solved), "attempts": cfg.attempts,
+             "attempt_accuracy": sum(solved) / max(1, len(solved) * cfg.attempts),
+             f"pass@{cfg.attempts}": sum(s > 0 for s in solved) / max(1, len(solved)), "file": str(path)}
+    run.write_json("metrics.json", stats)
+    return path, stats
+
+
+@dataclass
+class RRRTrainConfig:
+    failures: str  # a failures.jsonl file or the build-failures run directory
+    model: str = EMBEDDED
+    grpo: RRRGRPOConfig = field(default_factory=RRRGRPOConfig)
+    dtype: str = "auto"
+    device: str = "auto"
+    runs_dir: str = "runs"
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[1])
+
+
+def run_rrr_train(cfg: RRRTrainConfig, resume: str | None = None) -> Path:
+    """GRPO on the failure set; resumes from the newest checkpoint; returns the run directory."""
+    task, failures = load_failures(cfg.failures)
+    run = _open_run(resume, cfg.runs_dir, f"rrr-train-{task.name}", cfg)
+    policy = run.path / "policy"
+    if policy.exists():
+        log.info("%s is already trained", run.path)
+        return run.path
+    rollouts = run.path / "rollouts.jsonl"
+    checkpoints = sorted(run.path.glob("checkpoints/checkpoint-*"), key=_checkpoint_step)
+    if checkpoints and rollouts.exists():  # rollouts after the checkpoint will be generated again
+        keep = [line for line in rollouts.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] < _checkpoint_step(checkpoints[-1])]
+        rollouts.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    m = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    log.info("GRPO on %d failed %s queries, %d steps of %d queries × %d reflections", len(failures), task.name,
+             cfg.grpo.max_steps, cfg.grpo.queries_per_step, cfg.grpo.num_generations)
+    trainer = make_trainer(m.model, m.tokenizer, task, failures, cfg.grpo, run.path / "checkpoints", rollouts)
+    trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
+    history = [h for h in trainer.state.log_history if "reward" in h or "loss" in h]
+    run.write_json("metrics.json", {"failures": len(failures), "history": history, "step_times": trainer.step_times})
+    plot_curves(history, ["reward", "kl", "loss", "completions/mean_length"], run.path / "training.png",
+                f"RRR GRPO on {task.name}")
+    tmp = run.path / "policy.tmp"
+    trainer.save_model(str(tmp))
+    m.tokenizer.save_pretrained(tmp)
+    tmp.rename(policy)  # the policy appears only when complete
+    return run.path
+
+
+@dataclass
+class RRREvalConfig:
+    model: str = EMBEDDED
+    task: str = "countdown"
+    queries: int = 50  # from the test split
+    policies: list[str] = field(default_factory=list)  # `rrr train` run directories (or their policy/)
+    general: int = 30  # reading-comprehension questions for the forgetting check (0: skip)
+    answer_tokens: int = 192
+    reflection_tokens: int = 96
+    chunk: int = 16
+    seed: int = 0
+    dtype: str = "auto"
+    device: str = "auto"
+    runs_dir: str = "runs"
+
+
+def load_policy(policy: str | None, base: str, dtype: str, device: str) -> LoadedModel:
+    """The base model, or a trained policy: its LoRA adapter on the model it was trained from."""
+    if policy is None:
+        return load_model(base, dtype=dtype, device=device)
+    path = Path(policy)
+    path = path / "policy" if (path / "policy").is_dir() else path
+    if not (path / "adapter_config.json").is_file():
+        return load_model(str(path), dtype=dtype, device=device)
+    trained_from = path.parent / "config.yaml"
+    spec = yaml.safe_load(trained_from.read_text())["model"] if trained_from.is_file() else base
+    m = load_model(spec, dtype=dtype, device=device)
+    m.model = load_adapter(m.model, path)
+    return m
+
+
+def general_questions(n: int) -> list[tuple[str, str]]:
+    """(prompt text, gold answer): SQuAD train questions with their passage in context."""
+    out = []
+    for p in load_passages("train"):
+        out += [(f"{p.text}\n\nQuestion: {q.question}", q.answer) for q in p.questions]
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def _evaluate(run: Run, name: str, m: LoadedModel, task: Task, queries: list[dict[str, Any]],
+              general: list[tuple[str, str]], cfg: RRREvalConfig, bar: Any, job: Any) -> None:
+    reflect_cfg = ReflectConfig(SamplingConfig(cfg.answer_tokens, 0.0, batch_size=cfg.chunk),
+                                SamplingConfig(cfg.reflection_tokens, 0.0, batch_size=cfg.chunk))
+    todo = [q for q in queries if not run.done(f"{name}/task/{q['id']}")]
+    for start in range(0, len(todo), cfg.chunk):
+        part = todo[start : start + cfg.chunk]
+        for rec in reflect_and_retry(m.model, m.tokenizer, task, part, reflect_cfg, seed=cfg.seed):
+            run.append(f"{name}/task/{rec['id']}", {"condition": name, "kind": "task", **rec})
+        bar.advance(job, len(part))
+    todo_g = [i for i in range(len(general)) if not run.done(f"{name}/general/{i}")]
+    for start in range(0, len(todo_g), cfg.chunk):
+        idx = todo_g[start : start + cfg.chunk]
+        prompts = [chat_prompt(m.tokenizer, general[i][0], system=QA_SYSTEM) for i in idx]
+        answers = generate(m.model, m.tokenizer, prompts, SamplingConfig(32, 0.0, batch_size=cfg.chunk))
+        for i, a in zip(idx, answers):
+            run.append(f"{name}/general/{i}", {"condition": name, "kind": "general", "gold": general[i][1],
+                                               "response": a, "correct": grade(a, general[i][1]).reward})
+        bar.advance(job, len(idx))
+
+
+def summarize_rrr(records: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for name in names:
+        task_recs = [r for r in records if r["condition"] == name and r["kind"] == "task"]
+        general = [float(r["correct"]) for r in records if r["condition"] == name and r["kind"] == "general"]
+        acc = accuracy(task_recs)
+        rows.append({"condition": name, "n": acc["n"],
+                     "first": mean_ci([float(r["first_correct"]) for r in task_recs]),
+                     "second": mean_ci([float(r["second_correct"]) for r in task_recs]),
+                     "fixed_by_retry": sum(r["second_correct"] and not r["first_correct"] for r in task_recs),
+                     "general": mean_ci(general) if general else None})
+    return rows
+
+
+def rrr_table(rows: list[dict[str, Any]]) -> str:
+    ci = lambda t: f"{100 * t[0]:.1f} ({100 * t[1]:.1f}–{100 * t[2]:.1f})"  # noqa: E731
+    lines = ["| model | 1st attempt % (95% CI) | 2nd attempt % (95% CI) | fixed by retry | general QA % (95% CI) "
+             "| queries |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['condition']} | {ci(r['first'])} | {ci(r['second'])} | {r['fixed_by_retry']} | "
+                     f"{ci(r['general']) if r['general'] else '–'} | {r['n']} |")
+    return "\n".join(lines)
+
+
+def run_rrr_eval(cfg: RRREvalConfig, resume: str | None = None) -> tuple[Run, list[dict[str, Any]]]:
+    task = get_task(cfg.task)
+    queries = task.queries("test", cfg.queries)
+    general = general_questions(cfg.general)
+    run = _open_run(resume, cfg.runs_dir, f"rrr-eval-{task.name}", cfg)
+    conditions = [("base", None)] + [(Path(p).resolve().name if Path(p).name != "policy"
+                                      else Path(p).resolve().parent.name, p) for p in cfg.policies]
+    names = [n for n, _ in conditions]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two policies share a name: {names}")
+    per_condition = len(queries) + len(general)
+    with progress_bar() as bar:
+        for name, policy in conditions:
+            job = bar.add_task(f"{task.name} · {name}", total=per_condition)
+            done = sum(run.done(f"{name}/task/{q['id']}") for q in queries) + sum(
+                run.done(f"{name}/general/{i}") for i in range(len(general)))
+            bar.advance(job, done)
+            if done == per_condition:
+                continue
+            _evaluate(run, name, load_policy(policy, cfg.model, cfg.dtype, cfg.device), task, queries, general,
+                      cfg, bar, job)
+    rows = summarize_rrr(run.records(), names)
+    table = rrr_table(rows)
+    (run.path / "summary.md").write_text(f"# selfadapt rrr eval ({task.name}, {len(queries)} test queries)\n\n"
+                                         f"{table}\n")
+    run.write_json("metrics.json", rows)
+    bars = [{"condition": f"{r['condition']} · {label}", "score": r[key][0], "ci_low": r[key][1],
+             "ci_high": r[key][2]} for r in rows for key, label in
+            [("first", "1st"), ("second", "2nd"), ("general", "QA")] if r[key]]
+    plot_scores(bars, run.path / "accuracy.png", f"Reflect, Retry, Reward: {task.name}")
+    return run, rows

@@ -1,0 +1,88 @@
+"""The failure dataset: queries the current model gets wrong in every one of N sampled attempts.
+
+GRPO then trains only on these, as in the paper: a reflection can only earn reward where
+the model needed one. Each kept query carries its first failed attempt, which becomes
+part of the reflection prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..evaluate import progress_bar
+from ..generation import SamplingConfig, generate
+from ..models import render_chat
+from ..runs import Run
+from .tasks import Task, get_task
+
+FILE = "failures.jsonl"
+
+
+def build_failures(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task,
+                   queries: list[dict[str, Any]], run: Run, *, attempts: int, sampling: SamplingConfig,
+                   seed: int = 0, chunk: int = 8) -> Path:
+    """Sample ``attempts`` answers per query (resumable per chunk), write ``failures.jsonl``."""
+    if attempts < 1:
+        raise ValueError("attempts must be >= 1")
+    todo = [q for q in queries if not run.done(f"attempts/{q['id']}")]
+    with progress_bar() as bar:
+        job = bar.add_task(f"{task.name}: {attempts} attempts per query", total=len(queries),
+                           completed=len(queries) - len(todo))
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            prompts = [render_chat(tokenizer, task.messages(q)) for q in part for _ in range(attempts)]
+            responses = generate(model, tokenizer, prompts, sampling, seed=seed + start)
+            for i, q in enumerate(part):
+                mine = responses[i * attempts : (i + 1) * attempts]
+                verdicts = [task.verify(q, r) for r in mine]
+                first_fail = next((j for j, v in enumerate(verdicts) if not v.correct), None)
+                run.append(f"attempts/{q['id']}", {
+                    "id": q["id"], "query": q, "attempts": attempts, "solved": sum(v.correct for v in verdicts),
+                    "failed_attempt": None if first_fail is None else mine[first_fail],
+                    "reason": None if first_fail is None else verdicts[first_fail].reason})
+            bar.advance(job, len(part))
+    kept = [r for r in run.records() if r["key"].startswith("attempts/") and r["solved"] == 0]
+    out = run.path / FILE
+    tmp = out.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in kept:
+            f.write(json.dumps({"task": task.name, "id": r["id"], "query": r["query"],
+                                "attempt": r["failed_attempt"], "reason": r["reason"]}, ensure_ascii=False) + "\n")
+    tmp.replace(out)
+    return out
+
+
+def load_failures(path: str | Path) -> tuple[Task, list[dict[str, Any]]]:
+    """Read a failure dataset (a file or the run directory holding one); errors name file and line."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no failure dataset here (run `selfadapt rrr build-failures` first)")
+    task: Task | None = None
+    records = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: line {n}: invalid JSON ({e.msg})") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("attempt"), str) or not isinstance(rec.get("task"), str):
+            raise ValueError(f"{path}: line {n}: expected an object with string 'task' and 'attempt'")
+        if task is None:
+            task = get_task(rec["task"])
+        elif rec["task"] != task.name:
+            raise ValueError(f"{path}: line {n}: task {rec['task']!r} differs from {task.name!r} on earlier lines")
+        try:
+            task.check(rec.get("query"))
+        except ValueError as e:
+            raise ValueError(f"{path}: line {n}: {e}") from None
+        records.append(rec)
+    if task is None:
+        raise ValueError(f"{path}: the failure dataset is empty (the model solved every query?)")
+    return task, records

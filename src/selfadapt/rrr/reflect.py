@@ -1,0 +1,81 @@
+"""Attempt → verify → on failure reflect → retry with the reflection in context → verify.
+
+The three conversations are built here and nowhere else, so evaluation and GRPO
+training see exactly the same prompts: the GRPO prompt is ``reflect_messages`` and the
+reward's retry is ``retry_messages``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..generation import SamplingConfig, generate
+from ..models import render_chat
+from .tasks import Task
+
+REFLECT = ("Your answer was wrong. Reflect on what went wrong and write a short explanation that will help "
+           "you get it right next time. Write only the reflection, not a new answer.")
+RETRY = "Now try again, using your reflection. Answer in the same format as asked before."
+
+
+def reflect_messages(task: Task, query: dict[str, Any], attempt: str) -> list[dict[str, str]]:
+    return [*task.messages(query), {"role": "assistant", "content": attempt}, {"role": "user", "content": REFLECT}]
+
+
+def retry_messages(task: Task, query: dict[str, Any], attempt: str, reflection: str) -> list[dict[str, str]]:
+    return [*reflect_messages(task, query, attempt), {"role": "assistant", "content": reflection},
+            {"role": "user", "content": RETRY}]
+
+
+@dataclass
+class ReflectConfig:
+    """Sampling for each of the three turns; greedy by default so before/after runs compare like for like."""
+
+    answer: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=192, temperature=0.0,
+                                                                          batch_size=16))
+    reflection: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=96, temperature=0.0,
+                                                                              batch_size=16))
+
+
+def attempt(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task, queries: list[dict[str, Any]],
+            cfg: SamplingConfig, *, seed: int | None = None) -> list[str]:
+    """One first attempt per query."""
+    prompts = [render_chat(tokenizer, task.messages(q)) for q in queries]
+    return generate(model, tokenizer, prompts, cfg, seed=seed)
+
+
+def reflect_and_retry(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task,
+                      queries: list[dict[str, Any]], cfg: ReflectConfig, *, seed: int = 0
+                      ) -> list[dict[str, Any]]:
+    """A record per query: the first attempt, and for failures the reflection and the retry.
+
+    ``second_correct`` is "solved within two attempts" (true when the first attempt was right),
+    the paper's second-attempt accuracy.
+    """
+    answers = attempt(model, tokenizer, task, queries, cfg.answer, seed=seed)
+    records = []
+    for q, a in zip(queries, answers):
+        v = task.verify(q, a)
+        records.append({"id": q["id"], "attempt": a, "first_correct": v.correct, "first_reason": v.reason,
+                        "second_correct": v.correct})
+    failed = [i for i, r in enumerate(records) if not r["first_correct"]]
+    reflect_prompts = [render_chat(tokenizer, reflect_messages(task, queries[i], answers[i])) for i in failed]
+    reflections = generate(model, tokenizer, reflect_prompts, cfg.reflection, seed=seed + 1)
+    retry_prompts = [render_chat(tokenizer, retry_messages(task, queries[i], answers[i], r))
+                     for i, r in zip(failed, reflections)]
+    retries = generate(model, tokenizer, retry_prompts, cfg.answer, seed=seed + 2)
+    for i, reflection, retry in zip(failed, reflections, retries):
+        v = task.verify(queries[i], retry)
+        records[i].update(reflection=reflection, retry=retry, second_correct=v.correct, second_reason=v.reason)
+    return records
+
+
+def accuracy(records: list[dict[str, Any]]) -> dict[str, float]:
+    n = len(records)
+    if not n:
+        return {"n": 0, "first": 0.0, "second": 0.0}
+    return {"n": n, "first": sum(r["first_correct"] for r in records) / n,
+            "second": sum(r["second_correct"] for r in records) / n}
