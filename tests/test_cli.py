@@ -72,3 +72,43 @@ def test_chunking():
     chunks = chunk_document(text, "T", max_words=10)
     assert [len(c.context.split()) for c in chunks] == [5, 10, 10, 5]
     assert [c.index for c in chunks] == [0, 1, 2, 3] and chunks[0].title == "T"
+
+
+def test_rrr_build_train_eval_end_to_end(tiny_dir, tmp_path):
+    runs = tmp_path / "runs"
+    common = ["--model", tiny_dir, "--dtype", "float32", "--runs-dir", runs]
+    res = invoke("rrr", "build-failures", "--queries", 3, "--attempts", 2, "--max-new-tokens", 6, *common)
+    assert res.exit_code == 0, res.output
+    (failures_run,) = runs.glob("rrr-failures-*")
+    assert len((failures_run / "failures.jsonl").read_text().splitlines()) == 3  # a random model solves nothing
+    res = invoke("rrr", "train", failures_run, "--steps", 1, "-G", 2, "--queries-per-step", 1,
+                 "--reflection-tokens", 6, "--retry-tokens", 6, "--lora-r", 2, *common)
+    assert res.exit_code == 0, res.output
+    (train_run,) = runs.glob("rrr-train-*")
+    assert (train_run / "policy" / "adapter_model.safetensors").is_file()
+    assert len((train_run / "rollouts.jsonl").read_text().splitlines()) == 2
+    assert json.loads((train_run / "metrics.json").read_text())["step_times"]
+    res = invoke("rrr", "eval", "--queries", 2, "--general", 2, "--answer-tokens", 6, "--reflection-tokens", 6,
+                 "--policy", train_run, *common)
+    assert res.exit_code == 0, res.output
+    assert "| base |" in res.output and f"| {train_run.name} |" in res.output
+    (eval_run,) = runs.glob("rrr-eval-*")
+    recs = [json.loads(line) for line in (eval_run / "records.jsonl").read_text().splitlines()]
+    assert len(recs) == 2 * (2 + 2) and (eval_run / "accuracy.png").is_file()
+    res = invoke("rrr", "eval", "--queries", 2, "--general", 2, "--answer-tokens", 6, "--reflection-tokens", 6,
+                 "--policy", train_run, "--resume", eval_run, *common)
+    assert res.exit_code == 0, res.output
+    assert len((eval_run / "records.jsonl").read_text().splitlines()) == len(recs)  # nothing redone
+
+
+@pytest.mark.parametrize("args,message", [
+    (["build-failures", "--task", "chess"], "unknown task 'chess'"),
+    (["train", "/no/failures.jsonl"], "no failure dataset here"),
+    (["eval", "--policy", "/no/run"], "policy /no/run: no such directory"),
+    (["eval", "--model", "/no/such/model"], "model path does not exist"),
+])
+def test_rrr_bad_input_is_one_clear_error(tmp_path, args, message):
+    res = invoke("rrr", *args, "--runs-dir", tmp_path / "runs")
+    assert res.exit_code == 2, res.output
+    assert message in " ".join(res.output.split())
+    assert not (tmp_path / "runs").exists()

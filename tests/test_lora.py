@@ -16,7 +16,7 @@ def logits(model, tokenizer, text="The Mongol army seized"):
 
 
 def test_batches_pad_to_longest_and_mask_padding():
-    encoded = [[5, 6, 7, 8, 9], [5, 6], [7, 8, 9]]
+    encoded = [([5, 6, 7, 8, 9], 0), ([5, 6], 0), ([7, 8, 9], 0)]
     batches = make_batches(encoded, pad_id=2, batch_size=2, max_tokens=100, rng=random.Random(0))
     assert sorted(b[0].shape[0] for b in batches) == [1, 2]
     for ids, mask, labels in batches:
@@ -24,13 +24,17 @@ def test_batches_pad_to_longest_and_mask_padding():
         assert (labels[mask == 0] == -100).all()
         assert (labels[mask == 1] == ids[mask == 1]).all()
     # A real token equal to the pad id (pad == EOS) is still a label.
-    (ids, mask, labels), = make_batches([[2, 5, 2]], pad_id=2, batch_size=4, max_tokens=100, rng=random.Random(0))
+    (ids, mask, labels), = make_batches([([2, 5, 2], 0)], pad_id=2, batch_size=4, max_tokens=100, rng=random.Random(0))
     assert labels.tolist() == [[2, 5, 2]]
+    # Tokens before a sequence's loss start (its prompt) are not labels.
+    (ids, mask, labels), = make_batches([([3, 4, 5, 6], 2)], pad_id=0, batch_size=4, max_tokens=100,
+                                        rng=random.Random(0))
+    assert labels.tolist() == [[-100, -100, 5, 6]]
 
 
 def test_token_budget_keeps_a_long_passage_out_of_short_batches():
-    shorts = [[7] * n for n in (20, 22, 25, 30, 31, 35)]
-    passage = [[9] * 200]
+    shorts = [([7] * n, 0) for n in (20, 22, 25, 30, 31, 35)]
+    passage = [([9] * 200, 0)]
     batches = make_batches(shorts + passage, pad_id=0, batch_size=16, max_tokens=1024, rng=random.Random(1))
     assert sorted(tuple(b[0].shape) for b in batches) == [(1, 200), (6, 35)]
     padded = sum(b[0].numel() for b in batches)

@@ -166,8 +166,82 @@ def train_knowledge(
     console.print(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
 
 
-TASK = typer.Option("countdown", help="countdown | function-calling (BFCL simple_python)")
 RESUME = typer.Option(None, help="Continue this run directory.")
+ARC_TASKS = typer.Option([], "--task", help="ARC task id; repeat for several (default: every task within "
+                         "--max-cells).")
+MAX_CELLS = typer.Option(100, help="Keep tasks whose largest grid has at most this many cells (CPU realism).")
+CAP = typer.Option(24, help="Generated TTT examples per self-edit, at most.")
+BUDGET = typer.Option(64, help="epochs × TTT examples, at most (examples are dropped to fit).")
+MAX_TOKENS = typer.Option(2048, help="Drop TTT sequences longer than this many tokens.")
+VOTES = typer.Option(4, help="Invertible transforms voted over at inference (1–8).")
+
+
+def _arc(subset: str, task: list[str], max_cells: int, cap: int, budget: int, max_tokens: int, votes: int,
+         leave_two_out: bool):
+    from .arc.experiment import ArcSettings
+
+    if not 1 <= votes <= 8:
+        raise ValueError("--votes must be between 1 and 8")
+    return ArcSettings(subset, list(task), max_cells, cap, budget, max_tokens, votes, leave_two_out)
+
+
+@eval_app.command("arc")
+@user_errors
+def eval_arc(
+    subset: str = typer.Option("evaluation", help="SEAL ARC subset: 'evaluation' (10 tasks) or 'training' (12)."),
+    task: list[str] = ARC_TASKS, max_cells: int = MAX_CELLS, model: str = MODEL,
+    k: int = typer.Option(2, "--selfedits", "-k", help="Self-edits per task from the untrained model (0: skip)."),
+    oracle: bool = typer.Option(True, help="Also run the oracle: every configuration of a 12-point grid."),
+    policy: list[str] = typer.Option([], help="A trained policy (RUN/round-N from `selfadapt train arc`)."),
+    cap: int = CAP, budget: int = BUDGET, max_tokens: int = MAX_TOKENS, votes: int = VOTES,
+    leave_two_out: bool = typer.Option(False, help="Add leave-two-out tasks to the TTT data."),
+    temperature: float = typer.Option(1.0, help="Self-edit sampling temperature."),
+    seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
+    dtype: str = DTYPE, device: str = DEVICE,
+) -> None:
+    """ARC baselines: in-context · plain TTT · TTT with own self-edits · oracle TTT · trained policy."""
+    from .arc.experiment import ArcEvalConfig, run_arc_eval
+
+    cfg = ArcEvalConfig(model=model, arc=_arc(subset, task, max_cells, cap, budget, max_tokens, votes, leave_two_out),
+                        selfedits=k, oracle=oracle, policies=policy, temperature=temperature, seed=seed, dtype=dtype,
+                        device=device, runs_dir=str(runs_dir))
+    t0 = time.perf_counter()
+    run, _ = run_arc_eval(cfg, resume=resume)
+    console.print((run.path / "table.md").read_text())
+    console.print(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path}")
+
+
+@train_app.command("arc")
+@user_errors
+def train_arc(
+    rounds: int = typer.Option(1, help="ReST-EM rounds."),
+    tasks_per_round: int = typer.Option(4, "--tasks", "-c", help="Training tasks sampled per round."),
+    k: int = typer.Option(3, "--selfedits", "-k", help="Self-edits per task."),
+    task: list[str] = typer.Option([], "--task-id", help="Restrict the pool to these training task ids."),
+    max_cells: int = MAX_CELLS, model: str = MODEL,
+    cap: int = CAP, budget: int = BUDGET, max_tokens: int = MAX_TOKENS, votes: int = VOTES,
+    keep: str = typer.Option("positive", help="'positive' (every self-edit that solved its task) or 'best'."),
+    temperature: float = typer.Option(1.0),
+    sft_lr: float = typer.Option(3e-4), sft_epochs: int = typer.Option(3), sft_r: int = typer.Option(16),
+    seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
+    dtype: str = DTYPE, device: str = DEVICE,
+) -> None:
+    """ReST-EM on ARC training tasks: reward 1 if the self-edit's TTT solves the task."""
+    from .arc.experiment import arc_lora, run_arc_training
+    from .restem import PolicySFTConfig, ReSTEMConfig
+
+    cfg = ReSTEMConfig(model=model, rounds=rounds, items_per_round=tasks_per_round, k=k, keep=keep,
+                       temperature=temperature, max_new_tokens=160, lora=arc_lora(),
+                       sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r), seed=seed,
+                       dtype=dtype, device=device, runs_dir=str(runs_dir))
+    t0 = time.perf_counter()
+    run = run_arc_training(cfg, _arc("training", task, max_cells, cap, budget, max_tokens, votes, False),
+                           resume=resume)
+    console.print((run.path / "summary.md").read_text())
+    console.print(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
+
+
+TASK = typer.Option("countdown", help="countdown | function-calling (BFCL simple_python)")
 
 
 @rrr_app.command("build-failures")

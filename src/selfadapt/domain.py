@@ -1,6 +1,6 @@
 """What a domain (knowledge, ARC, ...) provides to the shared SEAL loops.
 
-The inner loop and the outer loops only ever call these three methods, so a new domain
+The inner loop and the outer loops only ever call these methods, so a new domain
 is one class, not a copy of the loops.
 """
 
@@ -30,6 +30,16 @@ class Evaluation:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. an LLM judge's score
 
 
+@dataclass
+class TrainingData:
+    """What one self-edit trains on: texts or (prompt, completion) pairs, and optional
+    per-self-edit overrides of the LoRA learning rate and epochs (ARC self-edits choose them)."""
+
+    examples: list[str | tuple[str, str]]
+    lr: float | None = None
+    epochs: int | None = None
+
+
 class Domain(Protocol):
     name: str
 
@@ -39,8 +49,8 @@ class Domain(Protocol):
     def selfedit_prompt(self, item: Any) -> str:
         """The prompt (chat template applied) that asks the model for a self-edit."""
 
-    def training_texts(self, item: Any, selfedit: str | None) -> list[str]:
-        """Training sequences from a self-edit (``None``: the item alone). Raises InvalidSelfEdit."""
+    def training_data(self, item: Any, selfedit: str | None) -> TrainingData:
+        """Training data from a self-edit (``None``: the item alone). Raises InvalidSelfEdit."""
 
     def evaluate(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, item: Any) -> Evaluation:
         """Score the (possibly adapted) model on the item, without the item in context."""

@@ -49,7 +49,7 @@ def evaluate_selfedit(
     seed: int,
     before: Evaluation | None = None,
 ) -> InnerLoopResult:
-    """Adapt on ``domain.training_texts(item, selfedit)``, evaluate, restore the base model.
+    """Adapt on ``domain.training_data(item, selfedit)``, evaluate, restore the base model.
 
     ``selfedit=None`` trains on the item alone (the "passage only" baseline). ``before``
     is the base model's evaluation, if the caller already has it.
@@ -57,18 +57,18 @@ def evaluate_selfedit(
     before_score = None if before is None else before.score
     t0 = time.perf_counter()
     try:
-        texts = domain.training_texts(item, selfedit)
+        data = domain.training_data(item, selfedit)
     except InvalidSelfEdit as e:
         return InnerLoopResult("invalid_selfedit", before_score, 0.0, reason=str(e),
                                seconds={"build": time.perf_counter() - t0})
     seconds = {"build": time.perf_counter() - t0}
     try:
-        with lora.adapted(texts, seed=seed) as stats:
+        with lora.adapted(data.examples, seed=seed, lr=data.lr, epochs=data.epochs) as stats:
             seconds["train"] = stats.seconds
             after = domain.evaluate(lora.model, lora.tokenizer, item)
     except NonFiniteLossError as e:
         return InnerLoopResult("nan_loss", before_score, 0.0, reason=str(e), seconds=seconds)
     seconds.update(after.seconds)
-    train = {"sequences": len(texts), "steps": stats.steps, "tokens": stats.tokens,
+    train = {"sequences": len(data.examples), "steps": stats.steps, "tokens": stats.tokens,
              "first_loss": stats.losses[0] if stats.losses else None, "final_loss": stats.final_loss}
     return InnerLoopResult("ok", before_score, after.score, after.records, seconds, train, extra=after.extra)

@@ -14,9 +14,9 @@ import math
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Union
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -68,14 +68,31 @@ class TrainStats:
         return self.losses[-1] if self.losses else None
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids per text, truncated; texts of fewer than 2 tokens carry no loss and are dropped."""
-    ids = [tokenizer(t, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"] for t in texts]
-    return [e for e in ids if len(e) >= 2]
+Example = Union[str, tuple[str, str]]  # a text (loss on all of it) or (prompt, completion): loss on completion
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, examples: list[Example], max_length: int) -> list[tuple[list[int], int]]:
+    """(token ids, number of leading tokens without loss) per example, truncated to ``max_length``.
+
+    A (prompt, completion) pair is tokenized part by part, so the loss boundary falls exactly
+    where the completion starts. Sequences with fewer than 2 tokens, or no trained token
+    left after truncation, carry no loss and are dropped.
+    """
+    out = []
+    for ex in examples:
+        if isinstance(ex, str):
+            ids, start = tokenizer(ex, add_special_tokens=True)["input_ids"], 0
+        else:
+            prompt = tokenizer(ex[0], add_special_tokens=True)["input_ids"]
+            ids, start = prompt + tokenizer(ex[1], add_special_tokens=False)["input_ids"], len(prompt)
+        ids = ids[:max_length]
+        if len(ids) >= 2 and start < len(ids):
+            out.append((ids, max(start, 1)))
+    return out
 
 
 def make_batches(
-    encoded: list[list[int]], pad_id: int, batch_size: int, max_tokens: int, rng: random.Random
+    encoded: list[tuple[list[int], int]], pad_id: int, batch_size: int, max_tokens: int, rng: random.Random
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Group by length into batches of at most ``batch_size`` sequences and ``max_tokens``
     padded tokens, right-pad each to its longest sequence, shuffle the batch order.
@@ -83,25 +100,26 @@ def make_batches(
     Length grouping with a token budget matters on CPU, where compute is proportional to
     padded tokens: a passage (~200 tokens) in a batch of one-line implications (~30
     tokens) would make most of the batch padding. Labels are the input ids where the
-    attention mask is 1 and -100 elsewhere, so padding never enters the loss even when
-    the pad token is the EOS token.
+    attention mask is 1 and -100 elsewhere (and before each sequence's loss start), so
+    padding never enters the loss even when the pad token is the EOS token.
     """
-    chunks: list[list[list[int]]] = []
-    for seq in sorted(encoded, key=lambda e: (len(e), rng.random())):
+    chunks: list[list[tuple[list[int], int]]] = []
+    for seq in sorted(encoded, key=lambda e: (len(e[0]), rng.random())):
         # Sorted ascending, so the new sequence is the longest: the padded size is count × its length.
-        if chunks and len(chunks[-1]) < batch_size and (len(chunks[-1]) + 1) * len(seq) <= max_tokens:
+        if chunks and len(chunks[-1]) < batch_size and (len(chunks[-1]) + 1) * len(seq[0]) <= max_tokens:
             chunks[-1].append(seq)
         else:
             chunks.append([seq])
     batches = []
     for chunk in chunks:
-        width = len(chunk[-1])
+        width = len(chunk[-1][0])
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, seq in enumerate(chunk):
+        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+        for row, (seq, start) in enumerate(chunk):
             ids[row, : len(seq)] = torch.tensor(seq)
             mask[row, : len(seq)] = 1
-        labels = ids.masked_fill(mask == 0, -100)
+            labels[row, start : len(seq)] = ids[row, start : len(seq)]
         batches.append((ids, mask, labels))
     rng.shuffle(batches)
     return batches
@@ -137,20 +155,25 @@ class ResidentLoRA:
 
     def train(
         self,
-        texts: list[str],
+        examples: list[Example],
         *,
         seed: int,
+        lr: float | None = None,
+        epochs: int | None = None,
         on_step: Callable[[int, float], None] | None = None,
     ) -> TrainStats:
-        """Fine-tune fresh LoRA weights on ``texts``; the model stays adapted until ``reset``."""
-        cfg = self.cfg
+        """Fine-tune fresh LoRA weights on ``examples``; the model stays adapted until ``reset``.
+
+        ``lr``/``epochs`` override the config for this call (an ARC self-edit picks them).
+        """
+        cfg = replace(self.cfg, lr=lr or self.cfg.lr, epochs=self.cfg.epochs if epochs is None else epochs)
         torch.manual_seed(seed)
         for layer in self._layers:
             layer.reset_lora_parameters(ADAPTER, True)
         params = self.lora_parameters
         optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         rng = random.Random(seed)
-        encoded = encode(self.tokenizer, texts, cfg.max_length)
+        encoded = encode(self.tokenizer, examples, cfg.max_length)
         if not encoded:
             raise ValueError("no training sequence of 2+ tokens")
         losses: list[float] = []
@@ -182,9 +205,10 @@ class ResidentLoRA:
         return TrainStats(steps=steps, tokens=tokens, seconds=time.perf_counter() - t0, losses=losses)
 
     @contextmanager
-    def adapted(self, texts: list[str], *, seed: int) -> Iterator[TrainStats]:
-        """``with lora.adapted(texts, seed=s) as stats:`` — adapted inside, base model after."""
-        stats = self.train(texts, seed=seed)
+    def adapted(self, examples: list[Example], *, seed: int, lr: float | None = None,
+                epochs: int | None = None) -> Iterator[TrainStats]:
+        """``with lora.adapted(examples, seed=s) as stats:`` — adapted inside, base model after."""
+        stats = self.train(examples, seed=seed, lr=lr, epochs=epochs)
         try:
             yield stats
         finally:

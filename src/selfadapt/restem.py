@@ -291,3 +291,11 @@ def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: l
     run.write_json(f"round-{r}/metrics.json", metrics)
     (rdir / "policy.json").write_text(json.dumps({"policy": new_policy, "winners": metrics["winners"]}))
     return new_policy
+
+
+def resolve_policy(spec: str) -> tuple[str, str]:
+    """(condition name, model spec) for a ``RUN/round-N`` directory or any model spec."""
+    path = Path(spec)
+    if (path / "policy.json").is_file():
+        return path.name, policy_of_round(path.parent, int(path.name.rsplit("-", 1)[-1]))
+    return f"policy-{path.name}", spec

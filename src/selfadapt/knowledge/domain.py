@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..domain import Evaluation, InvalidSelfEdit, ItemError
+from ..domain import Evaluation, InvalidSelfEdit, ItemError, TrainingData
 from ..generation import SamplingConfig, generate
 from ..grading import LLMJudge, grade
 from ..models import chat_prompt
@@ -49,6 +49,9 @@ class KnowledgeDomain:
         if self.fmt == "self-qa":
             return texts + [qa_prompt(self.tokenizer, passage.title, q) + a for q, a in items]
         return texts + [f"{passage.title}\n{item}" for item in items]
+
+    def training_data(self, passage: Passage, selfedit: str | None) -> TrainingData:
+        return TrainingData(self.training_texts(passage, selfedit))
 
     def evaluate(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, passage: Passage) -> Evaluation:
         if not passage.questions:
@@ -108,6 +111,9 @@ class CPTDomain:
         if len(invalid) == len(passages):
             raise InvalidSelfEdit(f"every self-edit is invalid ({invalid[0]}, ...)")
         return texts
+
+    def training_data(self, passages: tuple[Passage, ...], selfedits: list[str] | None) -> TrainingData:
+        return TrainingData(self.training_texts(passages, selfedits))
 
     def evaluate(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                  passages: tuple[Passage, ...]) -> Evaluation:

@@ -26,7 +26,7 @@ from ..lora import LoRAConfig, ResidentLoRA
 from ..models import EMBEDDED, load_model
 from ..plots import plot_policy_rounds, plot_scores
 from ..policy import write_into_run
-from ..restem import policy_of_round
+from ..restem import resolve_policy
 from ..runs import Run
 from .data import EXTERNAL_SELFEDITS, Passage, load_external_selfedits, load_passages
 from .domain import CPTDomain, KnowledgeDomain
@@ -74,14 +74,6 @@ class KnowledgeEvalConfig:
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.max_new_tokens or FORMATS[self.fmt].max_new_tokens,
                               self.temperature, self.top_p, self.gen_batch_size)
-
-
-def resolve_policy(spec: str) -> tuple[str, str]:
-    """(condition name, model spec) for a ``RUN/round-N`` directory or any model spec."""
-    path = Path(spec)
-    if (path / "policy.json").is_file():
-        return path.name, policy_of_round(path.parent, int(path.name.rsplit("-", 1)[-1]))
-    return f"policy-{path.name}", spec
 
 
 class _Setting:

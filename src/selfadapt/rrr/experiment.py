@@ -23,7 +23,7 @@ from ..grading import grade
 from ..knowledge.data import load_passages
 from ..knowledge.domain import QA_SYSTEM
 from ..lora import load_adapter
-from ..models import EMBEDDED, LoadedModel, chat_prompt, load_model
+from ..models import EMBEDDED, LoadedModel, chat_prompt, load_model, resolve
 from ..plots import plot_curves, plot_scores
 from ..runs import Run
 from .failures import build_failures, load_failures
@@ -57,8 +57,8 @@ class FailuresConfig:
 def run_build_failures(cfg: FailuresConfig, resume: str | None = None) -> tuple[Path, dict[str, Any]]:
     task = get_task(cfg.task)
     queries = task.queries("train", cfg.queries)
-    run = _open_run(resume, cfg.runs_dir, f"rrr-failures-{task.name}", cfg)
     m = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    run = _open_run(resume, cfg.runs_dir, f"rrr-failures-{task.name}", cfg)
     sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.batch_size)
     path = build_failures(m.model, m.tokenizer, task, queries, run, attempts=cfg.attempts, sampling=sampling,
                           seed=cfg.seed)
@@ -87,6 +87,7 @@ def _checkpoint_step(path: Path) -> int:
 def run_rrr_train(cfg: RRRTrainConfig, resume: str | None = None) -> Path:
     """GRPO on the failure set; resumes from the newest checkpoint; returns the run directory."""
     task, failures = load_failures(cfg.failures)
+    m = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     run = _open_run(resume, cfg.runs_dir, f"rrr-train-{task.name}", cfg)
     policy = run.path / "policy"
     if policy.exists():
@@ -98,7 +99,6 @@ def run_rrr_train(cfg: RRRTrainConfig, resume: str | None = None) -> Path:
         keep = [line for line in rollouts.read_text(encoding="utf-8").splitlines()
                 if line.strip() and json.loads(line)["step"] < _checkpoint_step(checkpoints[-1])]
         rollouts.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-    m = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     log.info("GRPO on %d failed %s queries, %d steps of %d queries × %d reflections", len(failures), task.name,
              cfg.grpo.max_steps, cfg.grpo.queries_per_step, cfg.grpo.num_generations)
     trainer = make_trainer(m.model, m.tokenizer, task, failures, cfg.grpo, run.path / "checkpoints", rollouts)
@@ -204,6 +204,10 @@ def run_rrr_eval(cfg: RRREvalConfig, resume: str | None = None) -> tuple[Run, li
     task = get_task(cfg.task)
     queries = task.queries("test", cfg.queries)
     general = general_questions(cfg.general)
+    resolve(cfg.model)  # a bad model spec fails before a run directory exists
+    for p in cfg.policies:
+        if not Path(p).is_dir():
+            raise FileNotFoundError(f"policy {p}: no such directory")
     run = _open_run(resume, cfg.runs_dir, f"rrr-eval-{task.name}", cfg)
     conditions = [("base", None)] + [(Path(p).resolve().name if Path(p).name != "policy"
                                       else Path(p).resolve().parent.name, p) for p in cfg.policies]

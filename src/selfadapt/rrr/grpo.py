@@ -51,6 +51,7 @@ class RRRGRPOConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     save_steps: int = 5
+    gradient_checkpointing: bool = False  # TRL turns it on by default; small models train faster without
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -157,7 +158,7 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
         gradient_accumulation_steps=1, max_completion_length=cfg.reflection_tokens,
         temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, logging_steps=1,
         save_strategy="steps", save_steps=cfg.save_steps, report_to=[], use_cpu=model.device.type == "cpu",
-        bf16=False, disable_tqdm=False,
+        bf16=False, disable_tqdm=False, gradient_checkpointing=cfg.gradient_checkpointing,
     )
     peft = (LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
             if cfg.lora_r else None)

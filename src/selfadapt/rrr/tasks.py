@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 from . import Verdict, countdown, function_calling
@@ -46,8 +47,7 @@ class CountdownTask:
 
     def queries(self, split: str, n: int | None = None) -> list[dict[str, Any]]:
         _split(split)
-        problems = countdown.generate(self.pool, seed=self.seed)
-        train, test = countdown.train_test_split(problems, self.test_fraction, seed=self.seed)
+        train, test = _countdown_split(self.pool, self.test_fraction, self.seed)
         chosen = (train if split == "train" else test)[:n]
         return [{"id": f"countdown-{'-'.join(map(str, p.numbers))}-{p.target}", "numbers": list(p.numbers),
                  "target": p.target} for p in chosen]
@@ -68,6 +68,12 @@ class CountdownTask:
         if not ok:
             raise ValueError("a countdown query needs 'numbers' (a list of integers) and 'target' (an integer)")
         return countdown.Countdown(tuple(query["numbers"]), query["target"])
+
+
+@lru_cache(maxsize=4)
+def _countdown_split(pool: int, test_fraction: float, seed: int):
+    """Solver-checked generation takes seconds; every caller in a process shares one split."""
+    return countdown.train_test_split(countdown.generate(pool, seed=seed), test_fraction, seed=seed)
 
 
 CALL_SYSTEM = ("You can call these functions (JSON schema):\n{functions}\n\n"

@@ -1,0 +1,136 @@
+"""Few-shot ARC as a SEAL domain: the self-edit configures test-time training (TTT).
+
+- item: an ``ArcTask``; the self-edit is the JSON of ``selfedit.py``;
+- training data: leave-one-out tasks from the training examples under the chosen
+  augmentations, each a chat exchange (examples + query input → query output). With
+  loss on output tokens only, the prompt is masked: the boundary is where the model's
+  chat template starts the assistant turn, found by rendering, not by token ids;
+- evaluation: predict the test output under several invertible transforms of the whole
+  task, invert, vote; the two most voted grids are the two attempts. Reward 1 only if
+  every test output is among them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..domain import Evaluation, TrainingData
+from ..generation import SamplingConfig, generate
+from ..models import chat_prompt, render_chat
+from .augment import VOTING, apply, augmented_examples
+from .data import ArcTask, Grid, grid_to_text, text_to_grid
+from .selfedit import EPOCH_RANGE, LR_RANGE, TTTConfig, parse_selfedit
+
+# TTT without a self-edit (the "item alone" condition): plain leave-one-out, no augmentation.
+DEFAULT_TTT = TTTConfig(groups=(), loss_scope="output", lr=1e-4, epochs=2)
+
+TASK_INTRO = ("Each example turns an input grid into an output grid by the same rule. Grids are rows of "
+              "digits (colours 0-9), one row per line.")
+
+SELFEDIT_INSTRUCTION = """{examples}
+
+You will be fine-tuned on these examples before solving a new input. Choose how: reply with one JSON object
+{{"data_generation": {{"use_basic_augmentations": true/false, "use_size_augmentations": true/false,
+"use_chain_augmentations": true/false, "use_repeat_augmentations": true/false}},
+"training": {{"strategy": "train_using_all_tokens" or "train_using_output_tokens",
+"learning_rate": a number from {lr_lo} to {lr_hi}, "num_train_epochs": an integer from {ep_lo} to {ep_hi}}}}}
+Basic augmentations rotate and flip the grids, size ones enlarge them, chain combines both, repeat tiles them."""
+
+
+def examples_text(pairs: tuple[tuple[Grid, Grid], ...]) -> str:
+    return "\n\n".join(f"Example {i}\nInput:\n{grid_to_text(a)}\nOutput:\n{grid_to_text(b)}"
+                       for i, (a, b) in enumerate(pairs, 1))
+
+
+def task_messages(context: tuple[tuple[Grid, Grid], ...], query: Grid) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"{TASK_INTRO}\n\n{examples_text(context)}\n\nTest input:\n"
+                                        f"{grid_to_text(query)}\nWrite the test output grid only."}]
+
+
+def split_exchange(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], answer: str
+                   ) -> tuple[str, str]:
+    """(prompt, completion) of a chat exchange, split where the template opens the assistant turn.
+
+    The completion carries the template's end-of-turn marker, so a model trained on it
+    learns to stop after the grid.
+    """
+    prompt = render_chat(tokenizer, messages)
+    if tokenizer.chat_template:
+        full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
+        if full.startswith(prompt):
+            return prompt, full[len(prompt):]
+    return prompt, answer + (tokenizer.eos_token or "")
+
+
+@dataclass
+class ArcDomain:
+    tokenizer: PreTrainedTokenizerBase
+    cap: int = 24  # generated TTT examples per self-edit, at most
+    budget: int = 64  # epochs × examples, at most (examples are dropped to fit)
+    max_tokens: int = 2048  # TTT examples longer than this are dropped
+    leave_two_out: bool = False
+    votes: int = 4  # transforms to vote over (identity first), at most 8
+    name: str = "arc"
+
+    def item_id(self, task: ArcTask) -> str:
+        return task.id
+
+    def selfedit_prompt(self, task: ArcTask) -> str:
+        return chat_prompt(self.tokenizer, SELFEDIT_INSTRUCTION.format(
+            examples=f"{TASK_INTRO}\n\n{examples_text(task.train)}", lr_lo=LR_RANGE[0], lr_hi=LR_RANGE[1],
+            ep_lo=EPOCH_RANGE[0], ep_hi=EPOCH_RANGE[1]))
+
+    def training_data(self, task: ArcTask, selfedit: str | None) -> TrainingData:
+        cfg = DEFAULT_TTT if selfedit is None else parse_selfedit(selfedit)
+        rng = random.Random(zlib.crc32(task.id.encode()))
+        examples = []
+        for context, q_in, q_out in augmented_examples(task, list(cfg.groups), rng=rng, cap=self.cap,
+                                                       leave_two_out=self.leave_two_out):
+            prompt, completion = split_exchange(self.tokenizer, task_messages(context, q_in), grid_to_text(q_out))
+            if len(self.tokenizer(prompt + completion)["input_ids"]) <= self.max_tokens:
+                examples.append((prompt, completion) if cfg.loss_scope == "output" else prompt + completion)
+        examples = examples[: max(1, self.budget // cfg.epochs)]
+        return TrainingData(examples, lr=cfg.lr, epochs=cfg.epochs)
+
+    def evaluate(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: ArcTask) -> Evaluation:
+        t0 = time.perf_counter()
+        records = []
+        for i, (test_in, expected) in enumerate(task.test):
+            candidates = self.predict(model, tokenizer, task, test_in)
+            top = [g for g, _ in candidates[:2]]
+            records.append({"test": i, "correct": any(g.shape == expected.shape and (g == expected).all() for g in top),
+                            "attempts": [grid_to_text(g) for g in top], "votes": [n for _, n in candidates[:2]],
+                            "parsed": sum(n for _, n in candidates), "expected": grid_to_text(expected)})
+        score = float(all(r["correct"] for r in records))
+        return Evaluation(score, records, {"answer": time.perf_counter() - t0})
+
+    def predict(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: ArcTask,
+                test_in: Grid) -> list[tuple[Grid, int]]:
+        """Candidate outputs with their votes, most voted first (ties: identity's view first)."""
+        views = []
+        for t in VOTING[: self.votes]:
+            moved = apply(t, task.train + ((test_in, test_in),))
+            if moved is not None:
+                views.append((t, moved))
+        prompts = [render_chat(tokenizer, task_messages(m[:-1], m[-1][0])) for _, m in views]
+        longest = max(max(g.shape) for pair in task.train for g in pair)
+        cfg = SamplingConfig(max_new_tokens=min(1024, 2 * longest * (longest + 1) + 8), temperature=0.0,
+                             batch_size=len(prompts))
+        votes: Counter[bytes] = Counter()
+        grids: dict[bytes, Grid] = {}
+        for (t, _), text in zip(views, generate(model, tokenizer, prompts, cfg)):
+            grid = text_to_grid(text)
+            if grid is None:
+                continue
+            grid = np.ascontiguousarray(t.inverse(grid))
+            key = f"{grid.shape}".encode() + grid.tobytes()
+            votes[key] += 1
+            grids.setdefault(key, grid)
+        return [(grids[k], n) for k, n in votes.most_common()]

@@ -1,0 +1,150 @@
+"""``selfadapt eval arc`` and ``selfadapt train arc``: the ARC baseline table and ReST-EM.
+
+Conditions (success = fraction of (task, self-edit) pairs whose adapted model solves the task):
+- ``icl``: no update, the examples in context (the model's unadapted score);
+- ``ttt-plain``: TTT on leave-one-out data without augmentation (no self-edit);
+- ``own``: TTT configured by self-edits from the untrained model;
+- ``oracle``: every configuration of a small grid; a task counts as solved if any does;
+- ``round-N``: self-edits from a policy trained by ``selfadapt train arc``.
+
+CPU realism: ``max_cells`` keeps tasks whose largest grid has at most that many cells,
+``cap``/``budget`` bound the TTT data, ``max_tokens`` drops over-long TTT sequences,
+``votes`` sets how many transforms inference votes over.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..evaluate import Condition, markdown_table, run_conditions, summarize
+from ..generation import SamplingConfig
+from ..lora import LoRAConfig, ResidentLoRA
+from ..models import EMBEDDED, load_model
+from ..plots import plot_scores
+from ..policy import write_into_run
+from ..restem import ReSTEMConfig, resolve_policy, run_restem
+from ..runs import Run
+from .augment import GROUPS
+from .data import ArcTask, load_tasks
+from .domain import ArcDomain
+from .selfedit import TTTConfig
+
+log = logging.getLogger(__name__)
+
+
+def oracle_grid() -> list[TTTConfig]:
+    """The configurations the oracle tries: augmentation sets × loss scope × learning rate."""
+    return [TTTConfig(groups, scope, lr, 3) for groups, scope, lr in
+            itertools.product([(), ("basic",), ("basic", "size")], ["output", "all"], [1e-4, 1e-3])]
+
+
+def arc_lora() -> LoRAConfig:
+    """TTT LoRA: rank 16 on all projections, long sequences; lr and epochs come from the self-edit."""
+    return LoRAConfig(r=16, alpha=32, lr=1e-4, epochs=2, batch_size=4, max_batch_tokens=4096, max_length=2048)
+
+
+@dataclass
+class ArcSettings:
+    """Which tasks, and how big the TTT and inference work may get (documented in the README)."""
+
+    subset: str = "evaluation"
+    tasks: list[str] = field(default_factory=list)  # ids; empty: every task passing max_cells
+    max_cells: int = 100  # largest grid of a task, in cells (3×3 = 9, 10×10 = 100)
+    cap: int = 24
+    budget: int = 64
+    max_tokens: int = 2048
+    votes: int = 4
+    leave_two_out: bool = False
+
+    def load(self) -> list[ArcTask]:
+        tasks = load_tasks(self.subset, ids=self.tasks or None)
+        kept = [t for t in tasks if t.max_cells <= self.max_cells]
+        if not kept:
+            raise ValueError(f"no {self.subset} task has all grids within {self.max_cells} cells; raise --max-cells")
+        log.info("%d of %d %s tasks within %d cells: %s", len(kept), len(tasks), self.subset, self.max_cells,
+                 ", ".join(t.id for t in kept))
+        return kept
+
+    def domain(self, tokenizer) -> ArcDomain:
+        return ArcDomain(tokenizer, self.cap, self.budget, self.max_tokens, self.leave_two_out, self.votes)
+
+
+@dataclass
+class ArcEvalConfig:
+    model: str = EMBEDDED
+    arc: ArcSettings = field(default_factory=ArcSettings)
+    selfedits: int = 2  # own self-edits per task
+    oracle: bool = True
+    policies: list[str] = field(default_factory=list)
+    temperature: float = 1.0
+    top_p: float = 0.95
+    selfedit_tokens: int = 160
+    lora: LoRAConfig = field(default_factory=arc_lora)
+    seed: int = 0
+    dtype: str = "auto"
+    device: str = "auto"
+    runs_dir: str = "runs"
+
+
+def oracle_row(records: list[dict[str, Any]], name: str = "oracle") -> dict[str, Any]:
+    """Fraction of tasks that at least one grid configuration solves."""
+    best: dict[str, float] = {}
+    for r in records:
+        if r["condition"] == name and r.get("score") is not None:
+            best[r["item"]] = max(best.get(r["item"], 0.0), r["score"])
+    score = sum(best.values()) / max(1, len(best))
+    return {"condition": "oracle (best of grid)", "score": score, "ci_low": score, "ci_high": score}
+
+
+def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None) -> tuple[Run, list[dict[str, Any]]]:
+    tasks = cfg.arc.load()
+    policies = [resolve_policy(p) for p in cfg.policies]
+    loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), "eval-arc", cfg)
+    sampling = SamplingConfig(cfg.selfedit_tokens, cfg.temperature, cfg.top_p, batch_size=8)
+    lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
+    domain = cfg.arc.domain(loaded.tokenizer)
+    conditions = [Condition("ttt-plain", None)]
+    if cfg.selfedits:
+        edits, seconds = write_into_run(run, "", lora.model, lora.tokenizer, domain, tasks, cfg.selfedits, sampling,
+                                        seed=cfg.seed)
+        conditions.append(Condition("own", edits, seconds))
+    if cfg.oracle:
+        conditions.append(Condition("oracle", {t.id: [c.to_json() for c in oracle_grid()] for t in tasks}))
+    run_conditions(run, lora, domain, tasks, conditions, seed=cfg.seed, base_name="icl")
+    names = ["icl"] + [c.name for c in conditions if c.name != "oracle"]
+    del lora, loaded
+    for name, spec in policies:
+        pm = load_model(spec, dtype=cfg.dtype, device=cfg.device)
+        plora = ResidentLoRA(pm.model, pm.tokenizer, cfg.lora)
+        pdomain = cfg.arc.domain(pm.tokenizer)
+        edits, seconds = write_into_run(run, f"{name}/", plora.model, pm.tokenizer, pdomain, tasks, cfg.selfedits,
+                                        sampling, seed=cfg.seed)
+        run_conditions(run, plora, pdomain, tasks, [Condition(name, edits, seconds)], seed=cfg.seed,
+                       prefix=f"{name}/", base_name=f"{name}-icl")
+        names.append(name)
+    records = run.records()
+    rows = summarize(records, names)
+    table = markdown_table(rows)
+    if cfg.oracle:
+        o = oracle_row(records)
+        table += f"\n\noracle (best of {len(oracle_grid())} configurations per task): {100 * o['score']:.1f}% of tasks"
+        rows.append({**summarize(records, ["oracle"])[0], **o})
+    (run.path / "table.md").write_text(table + "\n")
+    run.write_json("metrics.json", {"rows": rows, "tasks": [t.id for t in tasks], "model": cfg.model})
+    plot_scores(rows, run.path / "accuracy.png", f"ARC {cfg.arc.subset}: {len(tasks)} tasks")
+    return run, rows
+
+
+def run_arc_training(cfg: ReSTEMConfig, arc: ArcSettings, resume: Path | None = None) -> Run:
+    """ReST-EM on ARC training tasks: n self-edits per task, reinforce the ones that solve it."""
+    if arc.subset != "training":
+        raise ValueError("train arc uses the 'training' subset; the evaluation tasks stay held out")
+    pool = arc.load()
+    cfg.domain = {"name": "arc", "subset": arc.subset, "tasks": [t.id for t in pool], "max_cells": arc.max_cells,
+                  "cap": arc.cap, "budget": arc.budget, "votes": arc.votes, "groups": list(GROUPS)}
+    return run_restem(cfg, pool, arc.domain, resume=resume, name="train-arc")

@@ -1,0 +1,80 @@
+"""The ARC self-edit: a JSON object that configures test-time training.
+
+    {"data_generation": {"use_basic_augmentations": true, "use_size_augmentations": false,
+                         "use_chain_augmentations": false, "use_repeat_augmentations": false},
+     "training": {"strategy": "train_using_output_tokens", "learning_rate": 1e-4,
+                  "num_train_epochs": 2}}
+
+Parsing is strict: the first ``{`` to the last ``}`` of the model's text must be exactly
+this shape. Unknown keys, missing keys, wrong types (``true`` is not an epoch count),
+out-of-range values, oversized or deeply nested text all raise ``InvalidSelfEdit`` with
+the reason; the self-edit then earns reward 0 and the loop moves on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ..domain import InvalidSelfEdit
+
+MAX_CHARS = 2000
+LR_RANGE = (1e-6, 1e-2)
+EPOCH_RANGE = (1, 10)
+STRATEGIES = {"train_using_all_tokens": "all", "train_using_output_tokens": "output"}
+AUGMENTATIONS = {"use_basic_augmentations": "basic", "use_size_augmentations": "size",
+                 "use_chain_augmentations": "chain", "use_repeat_augmentations": "repeat"}
+
+
+@dataclass(frozen=True)
+class TTTConfig:
+    groups: tuple[str, ...]  # augmentation groups, a subset of augment.GROUPS
+    loss_scope: str  # "all" or "output"
+    lr: float
+    epochs: int
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "data_generation": {k: g in self.groups for k, g in AUGMENTATIONS.items()},
+            "training": {"strategy": next(k for k, v in STRATEGIES.items() if v == self.loss_scope),
+                         "learning_rate": self.lr, "num_train_epochs": self.epochs}})
+
+
+def _exact_keys(obj: object, keys: set[str], where: str) -> dict:
+    if not isinstance(obj, dict):
+        raise InvalidSelfEdit(f"{where} must be an object")
+    if set(obj) != keys:
+        extra, missing = sorted(set(obj) - keys), sorted(keys - set(obj))
+        raise InvalidSelfEdit(f"{where}: " + "; ".join(
+            ([f"unknown key(s) {', '.join(extra)}"] if extra else []) + ([f"missing {', '.join(missing)}"] if missing else [])))
+    return obj
+
+
+def parse_selfedit(text: str) -> TTTConfig:
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        raise InvalidSelfEdit("no JSON object in the self-edit")
+    body = text[start : end + 1]
+    if len(body) > MAX_CHARS:
+        raise InvalidSelfEdit(f"JSON longer than {MAX_CHARS} characters")
+    try:
+        obj = json.loads(body)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise InvalidSelfEdit(f"not valid JSON ({type(e).__name__})") from None
+    obj = _exact_keys(obj, {"data_generation", "training"}, "self-edit")
+    gen = _exact_keys(obj["data_generation"], set(AUGMENTATIONS), "data_generation")
+    train = _exact_keys(obj["training"], {"strategy", "learning_rate", "num_train_epochs"}, "training")
+    for key, value in gen.items():
+        if type(value) is not bool:
+            raise InvalidSelfEdit(f"data_generation.{key} must be true or false, got {value!r:.40}")
+    if train["strategy"] not in STRATEGIES:
+        raise InvalidSelfEdit(f"training.strategy must be one of {', '.join(STRATEGIES)}")
+    lr, epochs = train["learning_rate"], train["num_train_epochs"]
+    if type(lr) not in (int, float) or not LR_RANGE[0] <= lr <= LR_RANGE[1]:  # false for NaN, inf, 10**400 too
+        raise InvalidSelfEdit(f"training.learning_rate must be a number in [{LR_RANGE[0]}, {LR_RANGE[1]}], "
+                              f"got {lr!r:.40}")
+    if type(epochs) is not int or not EPOCH_RANGE[0] <= epochs <= EPOCH_RANGE[1]:
+        raise InvalidSelfEdit(f"training.num_train_epochs must be an integer in [{EPOCH_RANGE[0]}, "
+                              f"{EPOCH_RANGE[1]}], got {epochs!r:.40}")
+    return TTTConfig(tuple(g for k, g in AUGMENTATIONS.items() if gen[k]), STRATEGIES[train["strategy"]],
+                     float(lr), epochs)
