@@ -137,7 +137,8 @@ def summarize(records: list[dict[str, Any]], conditions: list[str]) -> list[dict
                 judged.append(r["extra"]["judge_score"])
             for q in r.get("records") or []:
                 for m in ("exact_match", "f1"):
-                    metrics[m].append(q[m])
+                    if m in q:  # knowledge records; ARC records have none
+                        metrics[m].append(q[m])
         mean, lo, hi = mean_ci([float(np.mean(v)) for v in per_item.values()])
         rows.append({
             "condition": name, "items": len(per_item), "evaluations": sum(map(len, per_item.values())),

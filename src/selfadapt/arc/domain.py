@@ -103,17 +103,19 @@ class ArcDomain:
         t0 = time.perf_counter()
         records = []
         for i, (test_in, expected) in enumerate(task.test):
-            candidates = self.predict(model, tokenizer, task, test_in)
+            candidates, raw = self.predict(model, tokenizer, task, test_in)
             top = [g for g, _ in candidates[:2]]
             records.append({"test": i, "correct": any(g.shape == expected.shape and (g == expected).all() for g in top),
                             "attempts": [grid_to_text(g) for g in top], "votes": [n for _, n in candidates[:2]],
-                            "parsed": sum(n for _, n in candidates), "expected": grid_to_text(expected)})
+                            "parsed": sum(n for _, n in candidates), "expected": grid_to_text(expected),
+                            "raw": [text[:200] for text in raw]})
         score = float(all(r["correct"] for r in records))
         return Evaluation(score, records, {"answer": time.perf_counter() - t0})
 
     def predict(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: ArcTask,
-                test_in: Grid) -> list[tuple[Grid, int]]:
-        """Candidate outputs with their votes, most voted first (ties: identity's view first)."""
+                test_in: Grid) -> tuple[list[tuple[Grid, int]], list[str]]:
+        """Candidate outputs with their votes, most voted first (ties: identity's view first),
+        and the raw text of each view (what the model wrote, for failure analysis)."""
         views = []
         for t in VOTING[: self.votes]:
             moved = apply(t, task.train + ((test_in, test_in),))
@@ -125,7 +127,8 @@ class ArcDomain:
                              batch_size=len(prompts))
         votes: Counter[bytes] = Counter()
         grids: dict[bytes, Grid] = {}
-        for (t, _), text in zip(views, generate(model, tokenizer, prompts, cfg)):
+        texts = generate(model, tokenizer, prompts, cfg)
+        for (t, _), text in zip(views, texts):
             grid = text_to_grid(text)
             if grid is None:
                 continue
@@ -133,4 +136,4 @@ class ArcDomain:
             key = f"{grid.shape}".encode() + grid.tobytes()
             votes[key] += 1
             grids.setdefault(key, grid)
-        return [(grids[k], n) for k, n in votes.most_common()]
+        return [(grids[k], n) for k, n in votes.most_common()], texts

@@ -17,6 +17,7 @@ from ..evaluate import progress_bar
 from ..generation import SamplingConfig, generate
 from ..models import render_chat
 from ..runs import Run
+from . import read_jsonl
 from .tasks import Task, get_task
 
 FILE = "failures.jsonl"
@@ -65,14 +66,8 @@ def load_failures(path: str | Path) -> tuple[Task, list[dict[str, Any]]]:
         raise FileNotFoundError(f"{path}: no failure dataset here (run `selfadapt rrr build-failures` first)")
     task: Task | None = None
     records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {n}: invalid JSON ({e.msg})") from None
-        if not isinstance(rec, dict) or not isinstance(rec.get("attempt"), str) or not isinstance(rec.get("task"), str):
+    for n, rec in read_jsonl(path):
+        if not isinstance(rec.get("attempt"), str) or not isinstance(rec.get("task"), str):
             raise ValueError(f"{path}: line {n}: expected an object with string 'task' and 'attempt'")
         if task is None:
             task = get_task(rec["task"])

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import Verdict
+from . import Verdict, read_jsonl
 
 MAX_CALL_CHARS = 4000
 SETS = {"simple_python": "BFCL_v4_simple_python", "multiple": "BFCL_v4_multiple"}
@@ -161,14 +161,8 @@ def verify(task: CallTask, response: str) -> Verdict:
 
 def _jsonl(path: Path) -> list[dict]:
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {n}: invalid JSON ({e.msg})") from None
-        if not isinstance(rec, dict) or "id" not in rec:
+    for n, rec in read_jsonl(path):
+        if "id" not in rec:
             raise ValueError(f"{path}: line {n}: expected an object with an 'id'")
         out.append(rec)
     return out
