@@ -107,7 +107,7 @@ def test_failure_set_keeps_only_never_solved_and_resumes(tiny, tmp_path, monkeyp
 
     import selfadapt.rrr.failures as failures_mod
 
-    monkeypatch.setattr(failures_mod, "generate", lambda *a, **k: pytest.fail("resumed run regenerated"))
+    monkeypatch.setattr(failures_mod, "attempt", lambda *a, **k: pytest.fail("resumed run regenerated"))
     again = build_failures(tiny.model, tiny.tokenizer, task, task.queries("train", 6), Run.resume(run.path, {"x": 1}),
                            attempts=3, sampling=sampling, seed=1, chunk=4)
     assert again.read_text() == path.read_text()

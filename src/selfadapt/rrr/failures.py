@@ -14,10 +14,10 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..evaluate import progress_bar
-from ..generation import SamplingConfig, generate
-from ..models import render_chat
+from ..generation import SamplingConfig
 from ..runs import Run
 from . import read_jsonl
+from .reflect import attempt
 from .tasks import Task, get_task
 
 FILE = "failures.jsonl"
@@ -35,8 +35,8 @@ def build_failures(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, t
                            completed=len(queries) - len(todo))
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
-            prompts = [render_chat(tokenizer, task.messages(q)) for q in part for _ in range(attempts)]
-            responses = generate(model, tokenizer, prompts, sampling, seed=seed + start)
+            responses = attempt(model, tokenizer, task, [q for q in part for _ in range(attempts)], sampling,
+                                seed=seed + start)
             for i, q in enumerate(part):
                 mine = responses[i * attempts : (i + 1) * attempts]
                 verdicts = [task.verify(q, r) for r in mine]

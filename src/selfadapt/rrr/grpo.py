@@ -117,13 +117,11 @@ class _StepTimes(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.trainer.phase_seconds.clear()
-        self.trainer.retry_reward.seconds.clear()
         self.start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
         total = time.perf_counter() - self.start
-        parts = {"reflection_generation": self.trainer.phase_seconds["reflection_generation"],
-                 **{k: self.trainer.retry_reward.seconds[k] for k in ("retry_generation", "verify")}}
+        parts = {k: self.trainer.phase_seconds[k] for k in ("reflection_generation", "retry_generation", "verify")}
         self.trainer.step_times.append({"step": state.global_step, **parts,
                                         "optimisation": total - sum(parts.values()), "total": total})
 
@@ -135,7 +133,7 @@ class ReflectionGRPOTrainer(GRPOTrainer):
         super().__init__(*args, reward_funcs=[retry_reward], **kwargs)
         self.retry_reward = retry_reward
         retry_reward.model = self.model
-        self.phase_seconds: dict[str, float] = defaultdict(float)
+        self.phase_seconds = retry_reward.seconds  # one clock: the reward adds retry and verify time
         self.step_times: list[dict[str, float]] = []
         self.add_callback(_StepTimes(self))
 
