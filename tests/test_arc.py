@@ -54,8 +54,15 @@ def test_tools_do_what_they_say():
 
 
 def test_text_to_grid_rejects_non_grids():
-    for bad in ["", "12\n3", "1a\n22", "１２", "1 2\n3 4", "\n".join(["1"] * 31), "1" * 31]:
+    for bad in ["", "12\n3", "Output:\n12\n3\n\n45", "１２", "1 2\n3 4", "\n".join(["1"] * 31), "1" * 31,
+                "def f(grid):\n    return grid"]:
         assert text_to_grid(bad) is None, bad
+
+
+def test_text_to_grid_takes_the_first_grid_out_of_prose():
+    written = "The test output grid is:\n3004\n0000\n\nThe test output grid is:\n3004\n00"
+    assert text_to_grid(written).tolist() == [[3, 0, 0, 4], [0, 0, 0, 0]]
+    assert text_to_grid("```\n12\n34\n```").tolist() == [[1, 2], [3, 4]]
 
 
 def _task(n=3):

@@ -45,11 +45,20 @@ def grid_to_text(grid: Grid) -> str:
 
 
 def text_to_grid(text: str) -> Grid | None:
-    """The grid a model wrote, or None if it is not a rectangular grid of digits."""
-    rows = [line.strip() for line in text.strip().splitlines()]
-    if not rows or not rows[0] or len(rows) > MAX_SIDE:
-        return None
-    if any(len(r) != len(rows[0]) or not r.isdigit() or not r.isascii() for r in rows) or len(rows[0]) > MAX_SIDE:
+    """The first grid the model wrote: its first run of consecutive digit-only lines.
+
+    Small models wrap the grid in prose ("The test output grid is:") or a code fence, so
+    surrounding lines are skipped; the run itself must be a rectangle of at most 30×30,
+    else None (a ragged or truncated grid is never guessed into shape).
+    """
+    rows: list[str] = []
+    for line in text.splitlines():
+        line = line.strip().strip("`")
+        if line.isdigit() and line.isascii():
+            rows.append(line)
+        elif rows:
+            break
+    if not rows or len(rows) > MAX_SIDE or len(rows[0]) > MAX_SIDE or any(len(r) != len(rows[0]) for r in rows):
         return None
     return np.array([[int(c) for c in r] for r in rows], dtype=np.int64)
 
