@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 
 import pytest
 from typer.testing import CliRunner
@@ -111,4 +112,52 @@ def test_rrr_bad_input_is_one_clear_error(tmp_path, args, message):
     res = invoke("rrr", *args, "--runs-dir", tmp_path / "runs")
     assert res.exit_code == 2, res.output
     assert message in " ".join(res.output.split())
+    assert not (tmp_path / "runs").exists()
+
+
+def test_arc_train_then_eval_end_to_end(tiny_dir, tmp_path):
+    runs = tmp_path / "runs"
+    small = ["--model", tiny_dir, "--dtype", "float32", "--runs-dir", runs, "--cap", 2, "--budget", 4, "--votes", 2]
+    res = invoke("train", "arc", "--task-id", "6150a2bd", "-c", 1, "-k", 2, *small)
+    assert res.exit_code == 0, res.output
+    (train_run,) = runs.glob("train-arc-*")
+    recs = [json.loads(line) for line in (train_run / "records.jsonl").read_text().splitlines()]
+    scored = [r for r in recs if r["condition"] == "selfedit"]
+    assert len(scored) == 2 and all(r["item"] == "6150a2bd" for r in scored)
+    # A random model writes no valid JSON: each self-edit is recorded as invalid with its reason, reward 0.
+    assert all(r["status"] == "invalid_selfedit" and r["reason"] and r["score"] == 0 for r in scored)
+    assert json.loads((train_run / "round-0" / "policy.json").read_text())["policy"] == str(tiny_dir)
+
+    res = invoke("eval", "arc", "--task", "66e6c45b", "-k", 1, "--policy", train_run / "round-0", *small)
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    for row in ["icl", "ttt-plain", "own", "round-0-icl", "round-0"]:
+        assert f"| {row} |" in out
+    assert "oracle (best of 12 configurations per task)" in out
+    (eval_run,) = runs.glob("eval-arc-*")
+    recs = [json.loads(line) for line in (eval_run / "records.jsonl").read_text().splitlines()]
+    assert Counter(r["condition"] for r in recs) == {"write": 2, "icl": 1, "ttt-plain": 1, "own": 1, "oracle": 12,
+                                                     "round-0-icl": 1, "round-0": 1}
+    oracle = [r for r in recs if r["condition"] == "oracle"]
+    assert all(r["status"] == "ok" and r["train"]["steps"] >= 1 for r in oracle)  # every grid point trained
+    assert (eval_run / "accuracy.png").is_file()
+    res = invoke("eval", "arc", "--task", "66e6c45b", "-k", 1, "--policy", train_run / "round-0", "--resume",
+                 eval_run, *small)
+    assert res.exit_code == 0, res.output
+    assert len((eval_run / "records.jsonl").read_text().splitlines()) == len(recs)  # nothing redone
+
+
+@pytest.mark.parametrize("args,message", [
+    (["eval", "arc", "--votes", 9], "--votes must be between 1 and 8"),
+    (["eval", "arc", "--task", "nope"], "no task nope"),
+    (["eval", "arc", "--subset", "kaggle"], "unknown ARC subset 'kaggle'"),
+    (["eval", "arc", "--max-cells", 4], "no evaluation task has all grids within 4 cells"),
+    (["train", "arc", "--task-id", "66e6c45b"], "no task 66e6c45b"),  # evaluation tasks stay held out
+    (["train", "arc", "--task-id", "6150a2bd", "-c", 2], "the pool has only 1 items"),
+])
+def test_arc_bad_input_is_one_clear_error(tmp_path, args, message):
+    res = invoke(*args, "--runs-dir", tmp_path / "runs")
+    assert res.exit_code == 2, res.output
+    assert message in " ".join(res.output.split())
+    assert "Traceback" not in res.output
     assert not (tmp_path / "runs").exists()

@@ -8,8 +8,10 @@ from typing import Any, Callable
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .domain import Domain
-from .evaluate import progress_bar
+from .evaluate import Condition, progress_bar, run_conditions
 from .generation import SamplingConfig, generate
+from .lora import LoRAConfig, ResidentLoRA
+from .models import load_model
 from .runs import Run
 
 
@@ -66,3 +68,38 @@ def write_into_run(
                                                 "selfedits": t, "seconds": seconds / len(todo)})
     written = {domain.item_id(it): run.get(f"{prefix}write/{domain.item_id(it)}") for it in items}
     return {i: w["selfedits"] for i, w in written.items()}, {i: w["seconds"] for i, w in written.items()}
+
+
+Arrange = Callable[[Domain, Condition], tuple[Domain, list[Any], Condition]]
+
+
+def evaluate_policy(
+    run: Run,
+    name: str,
+    spec: str,
+    make_domain: Callable[[PreTrainedTokenizerBase], Domain],
+    items: list[Any],
+    k: int,
+    sampling: SamplingConfig,
+    lora: LoRAConfig,
+    *,
+    seed: int,
+    base_name: str,
+    dtype: str = "auto",
+    device: str = "auto",
+    arrange: Arrange | None = None,
+) -> None:
+    """SEAL's test of a trained policy: it writes its own self-edits, then adapts itself on them.
+
+    Records go under ``{name}/``, its unadapted score under ``base_name``. ``arrange``
+    lets a setting regroup items and self-edits before evaluation (CPT: one update on all).
+    """
+    loaded = load_model(spec, dtype=dtype, device=device)
+    resident = ResidentLoRA(loaded.model, loaded.tokenizer, lora)
+    domain = make_domain(loaded.tokenizer)
+    edits, seconds = write_into_run(run, f"{name}/", resident.model, loaded.tokenizer, domain, items, k, sampling,
+                                    seed=seed)
+    condition = Condition(name, edits, seconds)
+    eval_domain, eval_items, condition = arrange(domain, condition) if arrange else (domain, items, condition)
+    run_conditions(run, resident, eval_domain, eval_items, [condition], seed=seed, prefix=f"{name}/",
+                   base_name=base_name)

@@ -5,7 +5,8 @@ Conditions (success = fraction of (task, self-edit) pairs whose adapted model so
 - ``ttt-plain``: TTT on leave-one-out data without augmentation (no self-edit);
 - ``own``: TTT configured by self-edits from the untrained model;
 - ``oracle``: every configuration of a small grid; a task counts as solved if any does;
-- ``round-N``: self-edits from a policy trained by ``selfadapt train arc``.
+- ``round-N``: a policy trained by ``selfadapt train arc`` writes its self-edits and adapts
+  itself on them; ``round-N-icl`` is that policy without an update.
 
 CPU realism: ``max_cells`` keeps tasks whose largest grid has at most that many cells,
 ``cap``/``budget`` bound the TTT data, ``max_tokens`` drops over-long TTT sequences,
@@ -25,7 +26,7 @@ from ..generation import SamplingConfig
 from ..lora import LoRAConfig, ResidentLoRA
 from ..models import EMBEDDED, load_model
 from ..plots import plot_scores
-from ..policy import write_into_run
+from ..policy import evaluate_policy, write_into_run
 from ..restem import ReSTEMConfig, resolve_policy, run_restem
 from ..runs import Run
 from .augment import GROUPS
@@ -119,14 +120,9 @@ def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None) -> tuple[Run, l
     names = ["icl"] + [c.name for c in conditions if c.name != "oracle"]
     del lora, loaded
     for name, spec in policies:
-        pm = load_model(spec, dtype=cfg.dtype, device=cfg.device)
-        plora = ResidentLoRA(pm.model, pm.tokenizer, cfg.lora)
-        pdomain = cfg.arc.domain(pm.tokenizer)
-        edits, seconds = write_into_run(run, f"{name}/", plora.model, pm.tokenizer, pdomain, tasks, cfg.selfedits,
-                                        sampling, seed=cfg.seed)
-        run_conditions(run, plora, pdomain, tasks, [Condition(name, edits, seconds)], seed=cfg.seed,
-                       prefix=f"{name}/", base_name=f"{name}-icl")
-        names.append(name)
+        evaluate_policy(run, name, spec, cfg.arc.domain, tasks, cfg.selfedits, sampling, cfg.lora, seed=cfg.seed,
+                        base_name=f"{name}-icl", dtype=cfg.dtype, device=cfg.device)
+        names += [f"{name}-icl", name]
     records = run.records()
     rows = summarize(records, names)
     table = markdown_table(rows)

@@ -25,7 +25,7 @@ from ..grading import JudgeConfig, LLMJudge
 from ..lora import LoRAConfig, ResidentLoRA
 from ..models import EMBEDDED, load_model
 from ..plots import plot_policy_rounds, plot_scores
-from ..policy import write_into_run
+from ..policy import evaluate_policy, write_into_run
 from ..restem import resolve_policy
 from ..runs import Run
 from .data import EXTERNAL_SELFEDITS, Passage, load_external_selfedits, load_passages
@@ -130,15 +130,15 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None) -> 
     names = [BASE] + [c.name for c in conditions]
     del lora, loaded
 
-    for name, spec in policies:  # each trained policy writes its own self-edits and adapts itself
-        pm = load_model(spec, dtype=cfg.dtype, device=cfg.device)
-        plora = ResidentLoRA(pm.model, pm.tokenizer, cfg.lora)
-        pdomain = domain_for(pm.tokenizer)
-        edits, seconds = write_into_run(run, f"{name}/", plora.model, pm.tokenizer, pdomain, passages,
-                                        cfg.selfedits_per_passage, cfg.sampling, seed=cfg.seed)
+    def arrange(pdomain, condition):
         psetting = _Setting(pdomain, passages, cfg.cpt)
-        run_conditions(run, plora, psetting.domain, psetting.items, [psetting.condition(name, edits, seconds)],
-                       seed=cfg.seed, prefix=f"{name}/", base_name=f"{name}-base")
+        return psetting.domain, psetting.items, psetting.condition(condition.name, condition.selfedits,
+                                                                   condition.generate_seconds)
+
+    for name, spec in policies:
+        evaluate_policy(run, name, spec, domain_for, passages, cfg.selfedits_per_passage, cfg.sampling, cfg.lora,
+                        seed=cfg.seed, base_name=f"{name}-base", dtype=cfg.dtype, device=cfg.device,
+                        arrange=arrange)
         names += [f"{name}-base", name]
 
     rows = summarize(run.records(), names)
