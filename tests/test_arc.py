@@ -100,7 +100,7 @@ VALID = {"data_generation": {"use_basic_augmentations": True, "use_size_augmenta
 
 
 def test_parser_accepts_valid_json_in_text():
-    cfg = parse_selfedit("Sure! Here it is:\n```json\n" + json.dumps(VALID) + "\n```")
+    cfg = parse_selfedit("Sure! Here it is:\n```json\n" + json.dumps(VALID) + "\n```\nIt uses {basic} tools.")
     assert cfg == TTTConfig(("basic", "repeat"), "output", 1e-4, 3)
     assert parse_selfedit(cfg.to_json()) == cfg
 
@@ -196,3 +196,10 @@ def test_bad_arc_files_name_file_and_task(tmp_path):
         load_tasks(challenges=f, solutions=s)
     with pytest.raises(ArcDataError, match="unknown ARC subset"):
         load_tasks("hard")
+
+
+def test_selfedit_prompt_shows_the_default_as_parseable_json(tiny):
+    from selfadapt.arc.domain import DEFAULT_TTT
+
+    prompt = ArcDomain(tiny.tokenizer).selfedit_prompt(_task(3))
+    assert parse_selfedit(prompt.split("The default is:", 1)[1]) == DEFAULT_TTT

@@ -227,11 +227,11 @@ def train_arc(
     dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
     """ReST-EM on ARC training tasks: reward 1 if the self-edit's TTT solves the task."""
-    from .arc.experiment import arc_lora, run_arc_training
+    from .arc.experiment import SELFEDIT_TOKENS, arc_lora, run_arc_training
     from .restem import PolicySFTConfig, ReSTEMConfig
 
     cfg = ReSTEMConfig(model=model, rounds=rounds, items_per_round=tasks_per_round, k=k, keep=keep,
-                       temperature=temperature, max_new_tokens=160, lora=arc_lora(),
+                       temperature=temperature, max_new_tokens=SELFEDIT_TOKENS, lora=arc_lora(),
                        sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r), seed=seed,
                        dtype=dtype, device=device, runs_dir=str(runs_dir))
     t0 = time.perf_counter()

@@ -34,14 +34,16 @@ DEFAULT_TTT = TTTConfig(groups=(), loss_scope="output", lr=1e-4, epochs=2)
 TASK_INTRO = ("Each example turns an input grid into an output grid by the same rule. Grids are rows of "
               "digits (colours 0-9), one row per line.")
 
+# The self-edit prompt shows the default configuration (plain TTT) as a concrete JSON
+# object: a 135M model copies a concrete object far more often than it fills in a
+# schema, and copying it unchanged is the "no self-edit" baseline, not a hidden hint.
 SELFEDIT_INSTRUCTION = """{examples}
 
-You will be fine-tuned on these examples before solving a new input. Choose how: reply with one JSON object
-{{"data_generation": {{"use_basic_augmentations": true/false, "use_size_augmentations": true/false,
-"use_chain_augmentations": true/false, "use_repeat_augmentations": true/false}},
-"training": {{"strategy": "train_using_all_tokens" or "train_using_output_tokens",
-"learning_rate": a number from {lr_lo} to {lr_hi}, "num_train_epochs": an integer from {ep_lo} to {ep_hi}}}}}
-Basic augmentations rotate and flip the grids, size ones enlarge them, chain combines both, repeat tiles them."""
+You will be fine-tuned on these examples before solving a new input. Choose how. The default is:
+{default}
+Reply with one JSON object of exactly this form. You may switch augmentations on (basic: rotations and flips;
+size: enlarged grids; chain: both combined; repeat: tiled grids), train on "train_using_all_tokens" or
+"train_using_output_tokens", and set learning_rate ({lr_lo} to {lr_hi}) and num_train_epochs ({ep_lo} to {ep_hi})."""
 
 
 def examples_text(pairs: tuple[tuple[Grid, Grid], ...]) -> str:
@@ -84,7 +86,8 @@ class ArcDomain:
 
     def selfedit_prompt(self, task: ArcTask) -> str:
         return chat_prompt(self.tokenizer, SELFEDIT_INSTRUCTION.format(
-            examples=f"{TASK_INTRO}\n\n{examples_text(task.train)}", lr_lo=LR_RANGE[0], lr_hi=LR_RANGE[1],
+            examples=f"{TASK_INTRO}\n\n{examples_text(task.train)}", default=DEFAULT_TTT.to_json(),
+            lr_lo=LR_RANGE[0], lr_hi=LR_RANGE[1],
             ep_lo=EPOCH_RANGE[0], ep_hi=EPOCH_RANGE[1]))
 
     def training_data(self, task: ArcTask, selfedit: str | None) -> TrainingData:

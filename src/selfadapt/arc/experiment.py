@@ -37,6 +37,9 @@ from .selfedit import TTTConfig
 log = logging.getLogger(__name__)
 
 
+SELFEDIT_TOKENS = 256  # the JSON alone is ~100 tokens; small models write a sentence before it
+
+
 def oracle_grid() -> list[TTTConfig]:
     """The configurations the oracle tries: augmentation sets × loss scope × learning rate."""
     return [TTTConfig(groups, scope, lr, 3) for groups, scope, lr in
@@ -83,7 +86,7 @@ class ArcEvalConfig:
     policies: list[str] = field(default_factory=list)
     temperature: float = 1.0
     top_p: float = 0.95
-    selfedit_tokens: int = 160
+    selfedit_tokens: int = SELFEDIT_TOKENS
     lora: LoRAConfig = field(default_factory=arc_lora)
     seed: int = 0
     dtype: str = "auto"

@@ -5,8 +5,8 @@
      "training": {"strategy": "train_using_output_tokens", "learning_rate": 1e-4,
                   "num_train_epochs": 2}}
 
-Parsing is strict: the first ``{`` to the last ``}`` of the model's text must be exactly
-this shape. Unknown keys, missing keys, wrong types (``true`` is not an epoch count),
+Parsing is strict: the first JSON object in the model's text (prose around it is
+ignored) must be exactly this shape. Unknown keys, missing keys, wrong types (``true`` is not an epoch count),
 out-of-range values, oversized or deeply nested text all raise ``InvalidSelfEdit`` with
 the reason; the self-edit then earns reward 0 and the loop moves on.
 """
@@ -51,16 +51,19 @@ def _exact_keys(obj: object, keys: set[str], where: str) -> dict:
 
 
 def parse_selfedit(text: str) -> TTTConfig:
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end < start:
+    start = text.find("{")
+    if start < 0:
         raise InvalidSelfEdit("no JSON object in the self-edit")
-    body = text[start : end + 1]
-    if len(body) > MAX_CHARS:
-        raise InvalidSelfEdit(f"JSON longer than {MAX_CHARS} characters")
+    body = text[start : start + MAX_CHARS + 1]
     try:
-        obj = json.loads(body)
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise InvalidSelfEdit(f"not valid JSON ({type(e).__name__})") from None
+        obj, _ = json.JSONDecoder().raw_decode(body)  # the first object; text after it is ignored
+    except RecursionError:
+        raise InvalidSelfEdit("not valid JSON (nested too deeply)") from None
+    except json.JSONDecodeError as e:
+        if len(body) > MAX_CHARS:
+            raise InvalidSelfEdit(f"no complete JSON object within {MAX_CHARS} characters (longer than that, "
+                                  "or never closed)") from None
+        raise InvalidSelfEdit(f"not valid JSON ({e.msg})") from None
     obj = _exact_keys(obj, {"data_generation", "training"}, "self-edit")
     gen = _exact_keys(obj["data_generation"], set(AUGMENTATIONS), "data_generation")
     train = _exact_keys(obj["training"], {"strategy", "learning_rate", "num_train_epochs"}, "training")
