@@ -154,17 +154,19 @@ def summarize(records: list[dict[str, Any]], conditions: list[str]) -> list[dict
     return rows
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The baseline table: mean score with its 95% CI, side metrics, failures, wall time."""
-    judged = any(r["judge_score"] is not None for r in rows)
-    head = ["condition", "accuracy % (95% CI)", "EM %", "F1 %"] + (["judge %"] if judged else []) + [
+def markdown_table(rows: list[dict[str, Any]], metric: str = "accuracy") -> str:
+    """The baseline table: mean score with its 95% CI, side metrics (where the domain has them),
+    failures, wall time."""
+    side = [(name, key) for name, key in [("EM %", "exact_match"), ("F1 %", "f1"), ("judge %", "judge_score")]
+            if any(r.get(key) is not None for r in rows)]
+    head = ["condition", f"{metric} % (95% CI)"] + [name for name, _ in side] + [
         "items", "evals", "invalid", "nan", "train s", "answer s", "generate s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
     for r in rows:
         s = r["seconds"]
-        cells = [r["condition"], f"{100 * r['score']:.1f} ({100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f})",
-                 pct(r["exact_match"]), pct(r["f1"])] + ([pct(r["judge_score"])] if judged else []) + [
+        cells = [r["condition"], f"{100 * r['score']:.1f} ({100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f})"] + [
+                 pct(r.get(key)) for _, key in side] + [
                  str(r["items"]), str(r["evaluations"]), str(r["invalid"]), str(r["nan_loss"]),
                  f"{s.get('train', 0):.0f}", f"{s.get('answer', 0):.0f}", f"{s.get('generate', 0):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")

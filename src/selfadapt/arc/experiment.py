@@ -128,7 +128,7 @@ def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None) -> tuple[Run, l
         names += [f"{name}-icl", name]
     records = run.records()
     rows = summarize(records, names)
-    table = markdown_table(rows)
+    table = markdown_table(rows, metric="success")
     if cfg.oracle:
         o = oracle_row(records)
         table += f"\n\noracle (best of {len(oracle_grid())} configurations per task): {100 * o['score']:.1f}% of tasks"
