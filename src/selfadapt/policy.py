@@ -88,11 +88,12 @@ def evaluate_policy(
     dtype: str = "auto",
     device: str = "auto",
     arrange: Arrange | None = None,
-) -> None:
+) -> list[str]:
     """SEAL's test of a trained policy: it writes its own self-edits, then adapts itself on them.
 
-    Records go under ``{name}/``, its unadapted score under ``base_name``. ``arrange``
-    lets a setting regroup items and self-edits before evaluation (CPT: one update on all).
+    Records go under ``{name}/``, its unadapted score under ``base_name``; returns the two
+    condition names for the table. ``arrange`` lets a setting regroup items and self-edits
+    before evaluation (CPT: one update on all).
     """
     loaded = load_model(spec, dtype=dtype, device=device)
     resident = ResidentLoRA(loaded.model, loaded.tokenizer, lora)
@@ -103,3 +104,4 @@ def evaluate_policy(
     eval_domain, eval_items, condition = arrange(domain, condition) if arrange else (domain, items, condition)
     run_conditions(run, resident, eval_domain, eval_items, [condition], seed=seed, prefix=f"{name}/",
                    base_name=base_name)
+    return [base_name, name]

@@ -123,9 +123,8 @@ def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None) -> tuple[Run, l
     names = ["icl"] + [c.name for c in conditions if c.name != "oracle"]
     del lora, loaded
     for name, spec in policies:
-        evaluate_policy(run, name, spec, cfg.arc.domain, tasks, cfg.selfedits, sampling, cfg.lora, seed=cfg.seed,
-                        base_name=f"{name}-icl", dtype=cfg.dtype, device=cfg.device)
-        names += [f"{name}-icl", name]
+        names += evaluate_policy(run, name, spec, cfg.arc.domain, tasks, cfg.selfedits, sampling, cfg.lora,
+                                 seed=cfg.seed, base_name=f"{name}-icl", dtype=cfg.dtype, device=cfg.device)
     records = run.records()
     rows = summarize(records, names)
     table = markdown_table(rows, metric="success")

@@ -6,9 +6,10 @@
                   "num_train_epochs": 2}}
 
 Parsing is strict: the first JSON object in the model's text (prose around it is
-ignored) must be exactly this shape. Unknown keys, missing keys, wrong types (``true`` is not an epoch count),
-out-of-range values, oversized or deeply nested text all raise ``InvalidSelfEdit`` with
-the reason; the self-edit then earns reward 0 and the loop moves on.
+ignored) must be exactly this shape. Unknown keys, missing keys, wrong types (``true``
+is not an epoch count), out-of-range values, oversized or deeply nested text all raise
+``InvalidSelfEdit`` with the reason; the self-edit then earns reward 0 and the loop
+moves on.
 """
 
 from __future__ import annotations

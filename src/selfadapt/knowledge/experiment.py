@@ -136,10 +136,9 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None) -> 
                                                                    condition.generate_seconds)
 
     for name, spec in policies:
-        evaluate_policy(run, name, spec, domain_for, passages, cfg.selfedits_per_passage, cfg.sampling, cfg.lora,
-                        seed=cfg.seed, base_name=f"{name}-base", dtype=cfg.dtype, device=cfg.device,
-                        arrange=arrange)
-        names += [f"{name}-base", name]
+        names += evaluate_policy(run, name, spec, domain_for, passages, cfg.selfedits_per_passage, cfg.sampling,
+                                 cfg.lora, seed=cfg.seed, base_name=f"{name}-base", dtype=cfg.dtype,
+                                 device=cfg.device, arrange=arrange)
 
     rows = summarize(run.records(), names)
     setting_name = "CPT, " if cfg.cpt else ""
