@@ -131,7 +131,7 @@ def test_arc_train_then_eval_end_to_end(tiny_dir, tmp_path):
     res = invoke("eval", "arc", "--task", "66e6c45b", "-k", 1, "--policy", train_run / "round-0", *small)
     assert res.exit_code == 0, res.output
     out = " ".join(res.output.split())
-    assert "| condition | success % (95% CI) | items |" in out  # no EM/F1 columns for ARC
+    assert "| condition | success % (95% CI) | Δ vs ttt-plain (95% CI) | W/T/L vs ttt-plain | items |" in out  # no EM/F1
     for row in ["icl", "ttt-plain", "own", "round-0-icl", "round-0"]:
         assert f"| {row} |" in out
     assert "oracle (best of 12 configurations per task)" in out

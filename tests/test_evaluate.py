@@ -19,7 +19,7 @@ def cfg(tiny_dir, passages_file, passages, tmp_path):
                                for p in passages]))
     return KnowledgeEvalConfig(
         model=str(tiny_dir), dataset=str(passages_file), passages=2, external=[str(ext)], selfedits_per_passage=2,
-        max_new_tokens=12, answer_max_new_tokens=6, lora=LoRAConfig(r=4, epochs=1), dtype="float32",
+        max_new_tokens=12, answer_max_new_tokens=6, decodings=["free"], lora=LoRAConfig(r=4, epochs=1), dtype="float32",
         device="cpu", runs_dir=str(tmp_path / "runs"))
 
 
@@ -29,18 +29,22 @@ def keys(run):
 
 def test_full_table(cfg):
     run, rows = run_knowledge_eval(cfg)
-    assert [r["condition"] for r in rows] == ["base", "passage", "own-implications", "ext"]
-    own = rows[2]
+    assert [r["condition"] for r in rows] == ["base", "recital", "passage", "own-implications", "ext"]
+    own = rows[3]
     assert own["items"] == 2 and own["evaluations"] == 4
     assert own["invalid"] + own["nan_loss"] <= own["evaluations"]
     assert all(0 <= r["ci_low"] <= r["score"] <= r["ci_high"] <= 1 for r in rows)
-    assert rows[3]["invalid"] == 0 and rows[3]["seconds"]["train"] > 0
-    for name in ("config.yaml", "records.jsonl", "metrics.json", "table.md", "accuracy.png"):
+    assert rows[4]["invalid"] == 0 and rows[4]["seconds"]["train"] > 0
+    assert set(own["vs"]) == {"passage", "recital"} and own["vs"]["passage"]["n"] == 2
+    assert set(rows[2]["vs"]) == {"recital"}  # never compared with itself
+    for name in ("config.yaml", "records.jsonl", "metrics.json", "table.md", "accuracy.png", "paired.png"):
         assert (run.path / name).is_file(), name
-    # base ×2, write ×2, passage ×2, own 2×2, external 2×2
-    assert Counter(k.split("/")[0] for k in keys(run)) == {"base": 2, "write": 2, "passage": 2,
-                                                          "own-implications": 4, "ext": 4}
-    assert "| own-implications |" in (run.path / "table.md").read_text()
+    # base ×2, recital ×2, passage ×2, own: write ×2 + 2×2, external 2×2
+    assert Counter(k.split("/")[0] for k in keys(run)) == {"base": 2, "recital": 2, "passage": 2,
+                                                          "own-implications": 6, "ext": 4}
+    table = (run.path / "table.md").read_text()
+    assert table.startswith("| condition | mc_prob % (95% CI) | Δ vs passage (95% CI) | W/T/L vs passage |")
+    assert "| own-implications |" in table
 
 
 def test_killed_run_resumes_without_redoing_anything(cfg, monkeypatch):
@@ -58,14 +62,14 @@ def test_killed_run_resumes_without_redoing_anything(cfg, monkeypatch):
         run_knowledge_eval(cfg)
     (path,) = Path(cfg.runs_dir).iterdir()
     first = keys(Run.resume(path, cfg))
-    assert len(first) == 2 + 2 + 3  # base, write, three evaluations
+    assert len(first) == 2 + 2 + 2 + 3  # base, recital, write, three evaluations
 
     resumed_calls = []
     monkeypatch.setattr(evaluate_mod, "evaluate_selfedit",
                         lambda *a, **k: resumed_calls.append(1) or real(*a, **k))
     run, rows = run_knowledge_eval(cfg, resume=path)
     final = keys(run)
-    assert len(final) == len(set(final)) == 2 + 2 + 2 + 4 + 4
+    assert len(final) == len(set(final)) == 2 + 2 + 2 + 2 + 4 + 4
     assert final[: len(first)] == first
     assert len(resumed_calls) == 10 - 3
 
@@ -77,7 +81,7 @@ def test_record_cut_short_by_a_kill_is_redone(cfg):
     run.records_path.write_bytes(data[: last_start + 20])  # half of the last line
     run2, _ = run_knowledge_eval(cfg, resume=run.path)
     final = keys(run2)
-    assert len(final) == len(set(final)) == 14
+    assert len(final) == len(set(final)) == 16
     assert all(json.loads(line) for line in run2.records_path.read_text().splitlines())
 
 
@@ -109,7 +113,8 @@ def test_item_error_is_recorded_and_other_items_go_on(cfg, tmp_path, passages):
     errors = [r for r in run.records() if r["status"] == "item_error"]
     assert {r["condition"] for r in errors} == {"base", "passage"}
     assert all("passage 0 ('Empty') has no questions" in r["reason"] for r in errors)
-    assert rows[1]["items"] == 1 and rows[1]["item_errors"] == 1
+    assert rows[2]["condition"] == "passage" and rows[2]["items"] == 1 and rows[2]["item_errors"] == 1
+    assert rows[1]["condition"] == "recital" and rows[1]["items"] == 1
 
 
 def test_mean_ci_and_summary():

@@ -25,7 +25,8 @@ def test_selfedit_evaluation_records_before_after_and_restores_base(setup, passa
     res = evaluate_selfedit(lora, domain, p, SELFEDIT, seed=0, before=before)
     assert res.status == "ok" and res.before == before.score
     assert len(res.records) == len(p.questions)
-    assert {"question", "gold", "response", "exact_match", "f1", "contains", "reward"} <= set(res.records[0])
+    assert {"question", "gold", "response", "exact_match", "f1", "contains", "mc_prob", "mc_acc",
+            "answer_logprob", "options"} <= set(res.records[0])
     assert res.train["sequences"] == 3 and res.train["steps"] == 2
     assert {"build", "train", "answer", "grade"} <= set(res.seconds)
     again = evaluate_base(lora, domain, p)  # the base model is back

@@ -75,8 +75,8 @@ def test_training_texts(tiny, passages):
 
 
 def test_self_qa_training_texts_have_the_test_prompt_shape(tiny, passages):
-    from selfadapt.knowledge.domain import qa_prompt
+    from selfadapt.knowledge.measure import qa_prompt
 
     d = KnowledgeDomain(tiny.tokenizer, "self-qa")
     texts = d.training_texts(passages[0], "Q: Which town was seized?\nA: Otrar")
-    assert texts[1] == qa_prompt(tiny.tokenizer, "Genghis Khan", "Which town was seized?") + "Otrar"
+    assert texts[1] == qa_prompt(tiny.tokenizer, "Genghis Khan", "Which town was seized?") + "Otrar<|im_end|>"

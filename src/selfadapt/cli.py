@@ -80,7 +80,11 @@ def eval_knowledge(
     offset: int = typer.Option(0, help="Skip this many passages first."),
     dataset: str = typer.Option("eval200", help="'eval200', 'train', or a JSON file of the same shape."),
     model: str = MODEL,
-    fmt: str = FMT,
+    fmt: list[str] = typer.Option(["implications"], "--format", help="Self-edit format of the own condition; "
+                                  "repeat for several (the first is the policies'): implications | "
+                                  "implications-long | implications-very-long | rewrite | self-qa"),
+    decoding: list[str] = typer.Option(["free", "grounded"], help="How own self-edits are sampled: 'free', or "
+                                       "'grounded' (only the passage's words); repeat for several."),
     own: bool = typer.Option(True, help="Evaluate the model's own self-edits."),
     external: list[str] = typer.Option(["gpt-4.1", "seal-qwen"], help="External self-edits: "
                                        "'gpt-4.1', 'seal-qwen' or a JSON file; repeat the option."),
@@ -104,11 +108,14 @@ def eval_knowledge(
     resume: Optional[Path] = typer.Option(None, help="Continue this run directory."),
     dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
-    """Baseline table: base · passage · passage + own self-edits · passage + external self-edits."""
+    """Baseline table: base · recital · passage · passage + own self-edits · passage + external self-edits.
+
+    Every condition is scored by multiple choice among passage spans by likelihood (recital
+    cannot pass it) and compared with passage-only and recital, paired by passage."""
     from .knowledge.experiment import KnowledgeEvalConfig, run_knowledge_eval
 
     cfg = KnowledgeEvalConfig(
-        model=model, dataset=dataset, passages=passages, offset=offset, fmt=fmt, own=own,
+        model=model, dataset=dataset, passages=passages, offset=offset, formats=fmt, decodings=decoding, own=own,
         external=[] if no_external else external, policies=policy, cpt=cpt, selfedits_per_passage=k, include_passage=include_passage,
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
         lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets), seed=seed, judge_url=judge_url,
@@ -136,6 +143,7 @@ def train_knowledge(
     student: Optional[str] = typer.Option(None, help="A fixed student to adapt (teacher–student split); "
                                           "default: the policy adapts itself."),
     fmt: str = FMT,
+    grounded: bool = typer.Option(False, help="Grounded decoding: self-edits use only the passage's words."),
     include_passage: bool = typer.Option(True, help="Train on the passage as well as the self-edit."),
     temperature: float = typer.Option(1.0), top_p: float = typer.Option(0.95),
     max_new_tokens: Optional[int] = typer.Option(None, help="Self-edit length cap (default: per format)."),
@@ -160,7 +168,8 @@ def train_knowledge(
         device=device, runs_dir=str(runs_dir),
     )
     t0 = time.perf_counter()
-    run = run_knowledge_training(cfg, KnowledgeTrainConfig(dataset, fmt, include_passage, max_new_tokens),
+    run = run_knowledge_training(cfg, KnowledgeTrainConfig(dataset, fmt, include_passage, grounded,
+                                                                          max_new_tokens),
                                  resume=resume)
     console.print((run.path / "summary.md").read_text())
     console.print(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")

@@ -7,7 +7,7 @@ is one class, not a copy of the loops.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -48,6 +48,9 @@ class Domain(Protocol):
 
     def selfedit_prompt(self, item: Any) -> str:
         """The prompt (chat template applied) that asks the model for a self-edit."""
+
+    def selfedit_constraint(self, item: Any) -> Callable[[list[int]], list[int]] | None:
+        """Constrained decoding: the tokens generated so far → the token ids allowed next (None: free)."""
 
     def training_data(self, item: Any, selfedit: str | None) -> TrainingData:
         """Training data from a self-edit (``None``: the item alone). Raises InvalidSelfEdit."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -118,33 +118,84 @@ def mean_ci(values: list[float], *, resamples: int = 2000, seed: int = 0) -> tup
     return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def summarize(records: list[dict[str, Any]], conditions: list[str]) -> list[dict[str, Any]]:
-    """One row per condition: mean per-item score (self-edits of an item averaged first)."""
+def _record_value(r: dict[str, Any], metric: str) -> float | None:
+    """A record's score, or the mean of a per-question metric over its graded questions."""
+    if metric == "score":
+        return r["score"]
+    values = [q[metric] for q in r.get("records") or [] if q.get(metric) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def per_item(records: list[dict[str, Any]], condition: str, metric: str = "score") -> dict[str, float]:
+    """item → the condition's mean over that item's self-edits and seeds (items without a value left out)."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        if r["condition"] == condition and r["status"] != "item_error":
+            v = _record_value(r, metric)
+            if v is not None:
+                values[r["item"]].append(v)
+    return {item: float(np.mean(v)) for item, v in values.items()}
+
+
+@dataclass
+class Paired:
+    """A condition minus a reference on the items both have: the mean difference, its 95%
+    paired-bootstrap interval, and how many items it wins, ties and loses."""
+
+    n: int
+    mean: float
+    ci_low: float
+    ci_high: float
+    wins: int
+    ties: int
+    losses: int
+
+    def cell(self, scale: float = 100) -> str:
+        if not self.n:
+            return "–"
+        return f"{scale * self.mean:+.1f} ({scale * self.ci_low:+.1f}…{scale * self.ci_high:+.1f})"
+
+    @property
+    def wtl(self) -> str:
+        return f"{self.wins}/{self.ties}/{self.losses}" if self.n else "–"
+
+
+def paired(a: dict[str, float], b: dict[str, float], *, tol: float = 1e-9, resamples: int = 2000,
+           seed: int = 0) -> Paired:
+    """``a`` − ``b`` paired by item: resampling items keeps each item's two scores together,
+    so the interval reflects how consistently a beats b, not how much items differ."""
+    items = sorted(set(a) & set(b))
+    d = [a[i] - b[i] for i in items]
+    mean, lo, hi = mean_ci(d, resamples=resamples, seed=seed)
+    return Paired(len(d), mean, lo, hi, sum(x > tol for x in d), sum(abs(x) <= tol for x in d),
+                  sum(x < -tol for x in d))
+
+
+def summarize(records: list[dict[str, Any]], conditions: list[str], *, metrics: tuple[str, ...] = (),
+              references: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """One row per condition: mean per-item score (self-edits of an item averaged first) with a
+    bootstrap interval, each side ``metric`` averaged the same way, and the paired difference
+    from each reference condition present in the records."""
+    present = {r["condition"] for r in records}
+    ref_scores = {ref: per_item(records, ref) for ref in references if ref in present}
     rows = []
     for name in conditions:
         recs = [r for r in records if r["condition"] == name]
-        per_item: dict[str, list[float]] = defaultdict(list)
+        scores = per_item(records, name)
         seconds: dict[str, float] = defaultdict(float)
         judged: list[float] = []
-        metrics: dict[str, list[float]] = defaultdict(list)
         for r in recs:
-            if r["status"] == "item_error":
-                continue
-            per_item[r["item"]].append(r["score"])
-            for stage, s in (r.get("seconds") or {}).items():
-                seconds[stage] += s
+            for stage, sec in (r.get("seconds") or {}).items():
+                seconds[stage] += sec
             if (r.get("extra") or {}).get("judge_score") is not None:
                 judged.append(r["extra"]["judge_score"])
-            for q in r.get("records") or []:
-                for m in ("exact_match", "f1"):
-                    if m in q:  # knowledge records; ARC records have none
-                        metrics[m].append(q[m])
-        mean, lo, hi = mean_ci([float(np.mean(v)) for v in per_item.values()])
+        mean, lo, hi = mean_ci(list(scores.values()))
+        side = {m: per_item(records, name, m) for m in metrics}
         rows.append({
-            "condition": name, "items": len(per_item), "evaluations": sum(map(len, per_item.values())),
+            "condition": name, "items": len(scores), "evaluations": sum(r["status"] != "item_error" for r in recs),
             "score": mean, "ci_low": lo, "ci_high": hi,
-            "exact_match": float(np.mean(metrics["exact_match"])) if metrics["exact_match"] else None,
-            "f1": float(np.mean(metrics["f1"])) if metrics["f1"] else None,
+            "metrics": {m: float(np.mean(list(v.values()))) if v else None for m, v in side.items()},
+            "vs": {ref: asdict(paired(scores, s)) for ref, s in ref_scores.items() if ref != name},
             "judge_score": float(np.mean(judged)) if judged else None,
             "invalid": sum(r["status"] == "invalid_selfedit" for r in recs),
             "nan_loss": sum(r["status"] == "nan_loss" for r in recs),
@@ -154,20 +205,29 @@ def summarize(records: list[dict[str, Any]], conditions: list[str]) -> list[dict
     return rows
 
 
-def markdown_table(rows: list[dict[str, Any]], metric: str = "accuracy") -> str:
-    """The baseline table: mean score with its 95% CI, side metrics (where the domain has them),
-    failures, wall time."""
-    side = [(name, key) for name, key in [("EM %", "exact_match"), ("F1 %", "f1"), ("judge %", "judge_score")]
-            if any(r.get(key) is not None for r in rows)]
-    head = ["condition", f"{metric} % (95% CI)"] + [name for name, _ in side] + [
+def markdown_table(rows: list[dict[str, Any]], metric: str = "accuracy",
+                   metric_names: dict[str, tuple[str, float]] | None = None, references: tuple[str, ...] = ()) -> str:
+    """The baseline table: the reward metric with its 95% CI, the paired difference from each
+    reference (with win/tie/loss counts), side metrics (column name, scale), failures, wall time."""
+    metric_names = metric_names or {}
+    side = [m for m in metric_names if any(r["metrics"].get(m) is not None for r in rows)]
+    judge = any(r.get("judge_score") is not None for r in rows)
+    head = ["condition", f"{metric} % (95% CI)"]
+    for ref in references:
+        head += [f"Δ vs {ref} (95% CI)", f"W/T/L vs {ref}"]
+    head += [metric_names[m][0] for m in side] + (["judge %"] if judge else []) + [
         "items", "evals", "invalid", "nan", "train s", "answer s", "generate s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    num = lambda v, scale=100: "–" if v is None else f"{scale * v:.1f}" if scale == 100 else f"{scale * v:.2f}"  # noqa: E731
     for r in rows:
         s = r["seconds"]
-        cells = [r["condition"], f"{100 * r['score']:.1f} ({100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f})"] + [
-                 pct(r.get(key)) for _, key in side] + [
-                 str(r["items"]), str(r["evaluations"]), str(r["invalid"]), str(r["nan_loss"]),
-                 f"{s.get('train', 0):.0f}", f"{s.get('answer', 0):.0f}", f"{s.get('generate', 0):.0f}"]
+        cells = [r["condition"], f"{100 * r['score']:.1f} ({100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f})"]
+        for ref in references:
+            p = Paired(**r["vs"][ref]) if ref in r["vs"] else None
+            cells += [p.cell() if p else "–", p.wtl if p else "–"]
+        cells += [num(r["metrics"].get(m), metric_names[m][1]) for m in side] + (
+            [num(r.get("judge_score"))] if judge else []) + [
+            str(r["items"]), str(r["evaluations"]), str(r["invalid"]), str(r["nan_loss"]),
+            f"{s.get('train', 0):.0f}", f"{s.get('answer', 0):.0f}", f"{s.get('generate', 0):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

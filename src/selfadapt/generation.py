@@ -25,7 +25,6 @@ class SamplingConfig:
             raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
 
 
-
 @torch.no_grad()
 def generate(
     model: PreTrainedModel,
@@ -35,12 +34,19 @@ def generate(
     *,
     seed: int | None = None,
     on_batch: Callable[[int], None] | None = None,
+    constraints: list[Callable[[list[int]], list[int]] | None] | None = None,
 ) -> list[str]:
     """Complete each prompt once; returns the completions in prompt order.
 
     Prompts are grouped by token length so that batches carry little padding; the prompt
     strings already contain any chat-template special tokens, so none are added here.
+    ``constraints`` (one per prompt, or None) map the tokens generated so far to the token
+    ids allowed next, through transformers' ``prefix_allowed_tokens_fn``: the other tokens
+    are masked and sampling renormalises over the rest.
     """
+    if constraints is not None and len(constraints) != len(prompts):
+        raise ValueError(f"{len(constraints)} constraints for {len(prompts)} prompts")
+    vocab = list(range(len(tokenizer)))
     if seed is not None:
         torch.manual_seed(seed)
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -59,6 +65,11 @@ def generate(
         for row, i in enumerate(idx):
             ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
             mask[row, width - len(encoded[i]) :] = 1
+        constraint = {}
+        if constraints is not None:
+            rows = [constraints[i] for i in idx]
+            constraint["prefix_allowed_tokens_fn"] = lambda row, seq: (
+                rows[row](seq[width:].tolist()) if rows[row] else vocab)
         gen = model.generate(
             input_ids=ids.to(model.device),
             attention_mask=mask.to(model.device),
@@ -66,6 +77,7 @@ def generate(
             pad_token_id=pad_id,
             top_k=None,
             **kwargs,
+            **constraint,
         )
         texts = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
         for i, text in zip(idx, texts):

@@ -1,9 +1,10 @@
-"""Grading answers against gold: SQuAD metrics, containment, and an optional LLM judge.
+"""Grading a short answer against gold: SQuAD v1.1 metrics, containment, and an optional LLM judge.
 
-The reward is ``contains``: the SQuAD-normalised gold answer appears in the normalised
-response. A small model answers in a sentence more often than with the bare span, which
-exact match scores 0; containment keeps the grade about the fact. Exact match and token
-F1 are recorded beside it. The LLM judge (as in the SEAL paper) is opt-in.
+Exact match and token F1 follow the official SQuAD v1.1 evaluation script rule for rule
+(including F1 = 0 when either side normalises to nothing). ``contains`` (the gold answer
+appears in the response on word boundaries) is kept as a side metric: on its own a
+recital of the passage passes it, so it is never the reward (see knowledge/measure.py).
+The LLM judge (as in the SEAL paper) is opt-in.
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-REWARD_METRIC = "contains"
-
-
 def normalize_answer(text: str) -> str:
     """SQuAD v1.1 normalisation: lower case, no punctuation, no articles, single spaces."""
     text = text.lower()
@@ -36,11 +34,8 @@ def exact_match(response: str, gold: str) -> float:
 
 def token_f1(response: str, gold: str) -> float:
     pred, ref = normalize_answer(response).split(), normalize_answer(gold).split()
-    common = collections.Counter(pred) & collections.Counter(ref)
-    same = sum(common.values())
-    if not pred or not ref:
-        return float(pred == ref)
-    if same == 0:
+    same = sum((collections.Counter(pred) & collections.Counter(ref)).values())
+    if same == 0:  # also when either side is empty, as in the official script
         return 0.0
     precision, recall = same / len(pred), same / len(ref)
     return 2 * precision * recall / (precision + recall)
@@ -59,10 +54,6 @@ class Grade:
     exact_match: float
     f1: float
     contains: float
-
-    @property
-    def reward(self) -> float:
-        return getattr(self, REWARD_METRIC)
 
 
 def grade(response: str, gold: str) -> Grade:

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def plot_scores(rows: list[dict[str, Any]], out: Path, title: str) -> Path:
+def plot_scores(rows: list[dict[str, Any]], out: Path, title: str, ylabel: str = "accuracy (%)") -> Path:
     """Bar chart of each condition's mean score with its 95% interval."""
     fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2, 4))
     names = [r["condition"] for r in rows]
@@ -21,10 +21,32 @@ def plot_scores(rows: list[dict[str, Any]], out: Path, title: str) -> Path:
     ax.bar(names, means, yerr=err, capsize=4, color="#4c72b0")
     for i, (m, top) in enumerate(zip(means, means + err[1])):
         ax.text(i, top + 1, f"{m:.1f}", ha="center", va="bottom")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.set_ylim(0, max(100, float(np.nanmax(means + err[1])) + 5) if len(rows) else 100)
     ax.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_paired(rows: list[dict[str, Any]], reference: str, out: Path, title: str) -> Path:
+    """Each condition minus the reference, paired by item: the mean difference, its 95%
+    interval and win/tie/loss counts. Whether an interval crosses zero is the result."""
+    rows = [r for r in rows if reference in r.get("vs", {})]
+    fig, ax = plt.subplots(figsize=(1.4 * max(1, len(rows)) + 2, 4))
+    ds = [r["vs"][reference] for r in rows]
+    means = np.array([d["mean"] for d in ds]) * 100
+    err = np.array([[d["mean"] - d["ci_low"], d["ci_high"] - d["mean"]] for d in ds]).reshape(-1, 2).T * 100
+    ax.errorbar(range(len(rows)), means, yerr=err, fmt="o", capsize=5, color="#4c72b0")
+    ax.axhline(0, color="gray", linestyle="--")
+    for i, d in enumerate(ds):
+        ax.annotate(f"{d['wins']}/{d['ties']}/{d['losses']}", (i, means[i]), textcoords="offset points",
+                    xytext=(8, 0), fontsize=8)
+    ax.set_xticks(range(len(rows)), [r["condition"] for r in rows], rotation=20)
+    ax.set_ylabel(f"difference from {reference} (points; W/T/L)")
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

@@ -34,8 +34,10 @@ def write_selfedits(
     if k < 1:
         raise ValueError("k (self-edits per item) must be >= 1")
     prompts = [domain.selfedit_prompt(item) for item in items for _ in range(k)]
+    per_item = [domain.selfedit_constraint(item) for item in items]
+    constraints = None if all(c is None for c in per_item) else [c for c in per_item for _ in range(k)]
     t0 = time.perf_counter()
-    texts = generate(model, tokenizer, prompts, sampling, seed=seed, on_batch=on_batch)
+    texts = generate(model, tokenizer, prompts, sampling, seed=seed, on_batch=on_batch, constraints=constraints)
     return [texts[i * k : (i + 1) * k] for i in range(len(items))], time.perf_counter() - t0
 
 

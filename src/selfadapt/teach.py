@@ -16,7 +16,8 @@ from pathlib import Path
 from .domain import InvalidSelfEdit
 from .generation import SamplingConfig, generate
 from .knowledge.data import Passage
-from .knowledge.domain import KnowledgeDomain, qa_prompt
+from .knowledge.domain import KnowledgeDomain
+from .knowledge.measure import qa_prompt
 from .knowledge.selfedit import FORMATS
 from .lora import LoRAConfig, ResidentLoRA, load_adapter
 from .models import EMBEDDED, load_model

@@ -90,6 +90,10 @@ class ArcDomain:
             lr_lo=LR_RANGE[0], lr_hi=LR_RANGE[1],
             ep_lo=EPOCH_RANGE[0], ep_hi=EPOCH_RANGE[1]))
 
+    def selfedit_constraint(self, task: ArcTask) -> None:
+        """ARC self-edits are sampled freely and parsed strictly."""
+        return None
+
     def training_data(self, task: ArcTask, selfedit: str | None) -> TrainingData:
         cfg = DEFAULT_TTT if selfedit is None else parse_selfedit(selfedit)
         rng = random.Random(zlib.crc32(task.id.encode()))

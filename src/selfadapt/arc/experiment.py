@@ -51,6 +51,8 @@ def arc_lora() -> LoRAConfig:
     return LoRAConfig(r=16, alpha=32, lr=1e-4, epochs=2, batch_size=4, max_batch_tokens=4096, max_length=2048)
 
 
+TTT_PLAIN = "ttt-plain"  # the reference every ARC condition is paired with
+
 @dataclass
 class ArcSettings:
     """Which tasks, and how big the TTT and inference work may get (documented in the README)."""
@@ -112,7 +114,7 @@ def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None) -> tuple[Run, l
     sampling = SamplingConfig(cfg.selfedit_tokens, cfg.temperature, cfg.top_p, batch_size=8)
     lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
     domain = cfg.arc.domain(loaded.tokenizer)
-    conditions = [Condition("ttt-plain", None)]
+    conditions = [Condition(TTT_PLAIN, None)]
     if cfg.selfedits:
         edits, seconds = write_into_run(run, "", lora.model, lora.tokenizer, domain, tasks, cfg.selfedits, sampling,
                                         seed=cfg.seed)
@@ -126,8 +128,8 @@ def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None) -> tuple[Run, l
         names += evaluate_policy(run, name, spec, cfg.arc.domain, tasks, cfg.selfedits, sampling, cfg.lora,
                                  seed=cfg.seed, base_name=f"{name}-icl", dtype=cfg.dtype, device=cfg.device)
     records = run.records()
-    rows = summarize(records, names)
-    table = markdown_table(rows, metric="success")
+    rows = summarize(records, names, references=(TTT_PLAIN,))
+    table = markdown_table(rows, metric="success", references=(TTT_PLAIN,))
     if cfg.oracle:
         o = oracle_row(records)
         table += f"\n\noracle (best of {len(oracle_grid())} configurations per task): {100 * o['score']:.1f}% of tasks"

@@ -5,21 +5,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..domain import Evaluation, InvalidSelfEdit, ItemError, TrainingData
-from ..generation import SamplingConfig, generate
-from ..grading import LLMJudge, grade
+from ..generation import SamplingConfig
+from ..grading import LLMJudge, contains, normalize_answer
 from ..models import chat_prompt
 from .data import Passage
+from .grounded import Constraint, SpanQA, allowed_token_ids, static
+from .measure import REWARD_METRIC, KnowledgeMeasure, qa_prompt
 from .selfedit import FORMATS, selfedit_instruction, selfedit_items
 
-QA_SYSTEM = "Answer the question with a short, direct answer."
-
-
-def qa_prompt(tokenizer: PreTrainedTokenizerBase, title: str, question: str) -> str:
-    """The no-context question; the title is given because many SQuAD questions need it."""
-    return chat_prompt(tokenizer, f"Topic: {title}\nQuestion: {question}", system=QA_SYSTEM)
+ANSWER_CAP = 12  # tokens of a short answer; also the length of the recital control
 
 
 @dataclass
@@ -27,13 +25,15 @@ class KnowledgeDomain:
     tokenizer: PreTrainedTokenizerBase
     fmt: str = "implications"
     include_passage: bool = True
-    answer: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=32, temperature=0.0, batch_size=16))
+    answer: SamplingConfig = field(default_factory=lambda: SamplingConfig(ANSWER_CAP, temperature=0.0, batch_size=16))
     judge: LLMJudge | None = None
+    grounded: bool = False
     name: str = "knowledge"
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
             raise ValueError(f"unknown self-edit format {self.fmt!r}; choose from {', '.join(FORMATS)}")
+        self.measure = KnowledgeMeasure(self.answer)
 
     def item_id(self, passage: Passage) -> str:
         return f"p{passage.index}"
@@ -41,35 +41,51 @@ class KnowledgeDomain:
     def selfedit_prompt(self, passage: Passage) -> str:
         return chat_prompt(self.tokenizer, selfedit_instruction(self.fmt, passage.title, passage.context))
 
+    def selfedit_constraint(self, passage: Passage) -> Constraint | None:
+        """Grounded decoding (see ``grounded.py``): self-QA answers copy passage spans, other
+        formats use only the passage's words. None when free."""
+        if not self.grounded:
+            return None
+        if self.fmt == "self-qa":
+            return SpanQA(self.tokenizer, passage.context)
+        return static(allowed_token_ids(self.tokenizer, [passage.title, passage.context]))
+
     def training_texts(self, passage: Passage, selfedit: str | None) -> list[str]:
         texts = [passage.text] if self.include_passage or selfedit is None else []
         if selfedit is None:
             return texts
         items = selfedit_items(self.fmt, selfedit)
         if self.fmt == "self-qa":
-            return texts + [qa_prompt(self.tokenizer, passage.title, q) + a for q, a in items]
+            if self.grounded:  # an answer the passage does not contain teaches an invented fact
+                source = normalize_answer(f"{passage.title} {passage.context}")
+                items = [(q, a) for q, a in items if contains(source, a)]
+                if not items:
+                    raise InvalidSelfEdit("no answer of the self-QA is a span of the passage")
+            eos = self.tokenizer.eos_token or ""
+            return texts + [qa_prompt(self.tokenizer, passage.title, q) + a + eos for q, a in items]
         return texts + [f"{passage.title}\n{item}" for item in items]
 
     def training_data(self, passage: Passage, selfedit: str | None) -> TrainingData:
         return TrainingData(self.training_texts(passage, selfedit))
 
     def evaluate(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, passage: Passage) -> Evaluation:
+        self._check(passage)
+        t0 = time.perf_counter()
+        records = self.measure.score(model, tokenizer, passage)
+        t1 = time.perf_counter()
+        extra = self._judge(records) if self.judge else {}
+        return Evaluation(_mean_reward(records), records, {"answer": t1 - t0, "grade": time.perf_counter() - t1}, extra)
+
+    def recital(self, passage: Passage) -> Evaluation:
+        """The control that answers every question with the passage's opening (no model)."""
+        self._check(passage)
+        records = self.measure.recital_records(self.tokenizer, passage)
+        return Evaluation(_mean_reward(records), records)
+
+    @staticmethod
+    def _check(passage: Passage) -> None:
         if not passage.questions:
             raise ItemError(f"passage {passage.index} ({passage.title!r}) has no questions")
-        t0 = time.perf_counter()
-        prompts = [qa_prompt(tokenizer, passage.title, q.question) for q in passage.questions]
-        responses = generate(model, tokenizer, prompts, self.answer)
-        t1 = time.perf_counter()
-        records = []
-        for q, response in zip(passage.questions, responses):
-            g = grade(response, q.answer)
-            records.append(
-                {"question": q.question, "gold": q.answer, "response": response,
-                 "exact_match": g.exact_match, "f1": g.f1, "contains": g.contains, "reward": g.reward}
-            )
-        extra = self._judge(records) if self.judge else {}
-        score = sum(r["reward"] for r in records) / len(records)
-        return Evaluation(score, records, {"answer": t1 - t0, "grade": time.perf_counter() - t1}, extra)
 
     def _judge(self, records: list[dict]) -> dict:
         """Add the judge's verdicts; failed verdicts are kept as errors and left out of its score."""
@@ -123,4 +139,12 @@ class CPTDomain:
             records += [{"passage": p.index, **r} for r in ev.records]
             for k, v in ev.seconds.items():
                 seconds[k] = seconds.get(k, 0.0) + v
-        return Evaluation(sum(r["reward"] for r in records) / len(records), records, seconds)
+        return Evaluation(_mean_reward(records), records, seconds)
+
+    def recital(self, passages: tuple[Passage, ...]) -> Evaluation:
+        records = [{"passage": p.index, **r} for p in passages for r in self.inner.recital(p).records]
+        return Evaluation(_mean_reward(records), records)
+
+
+def _mean_reward(records: list[dict]) -> float:
+    return float(np.mean([r[REWARD_METRIC] for r in records]))

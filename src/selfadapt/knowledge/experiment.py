@@ -2,8 +2,11 @@
 
 Conditions, each evaluated without the passage in context after its own LoRA update:
 - ``base``: no update;
+- ``recital``: no model at all; every answer is the passage's opening (the control that
+  a measure of knowledge must not reward);
 - ``passage``: the passage alone;
-- ``own-<format>``: the passage plus self-edits the model writes itself;
+- ``own-<format>[-grounded]``: the passage plus self-edits the model writes itself, freely
+  or with grounded decoding (only the passage's words);
 - ``<name>``: the passage plus self-edits from a file (``gpt-4.1``, ``seal-qwen`` ship);
 - ``round-N`` (with ``policies``): a policy trained by ``selfadapt train knowledge`` writes
   its self-edits and adapts itself on them, as in SEAL; ``round-N-base`` is its score
@@ -19,18 +22,30 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..domain import ItemError
 from ..evaluate import BASE, Condition, markdown_table, run_conditions, summarize
 from ..generation import SamplingConfig
 from ..grading import JudgeConfig, LLMJudge
 from ..lora import LoRAConfig, ResidentLoRA
 from ..models import EMBEDDED, load_model
-from ..plots import plot_policy_rounds, plot_scores
+from ..plots import plot_paired, plot_policy_rounds, plot_scores
 from ..policy import evaluate_policy, write_into_run
 from ..restem import resolve_policy
 from ..runs import Run
 from .data import EXTERNAL_SELFEDITS, Passage, load_external_selfedits, load_passages
-from .domain import CPTDomain, KnowledgeDomain
+from .domain import ANSWER_CAP, CPTDomain, KnowledgeDomain
+from .measure import REWARD_METRIC
 from .selfedit import FORMATS
+
+RECITAL = "recital"
+DECODINGS = ("free", "grounded")
+REFERENCES = ("passage", RECITAL)  # every condition is compared with these, paired by passage
+SIDE_METRICS = {"mc_acc": ("MC acc %", 100), "answer_logprob": ("log p(gold)/tok", 1),
+                "exact_match": ("EM %", 100), "f1": ("F1 %", 100), "contains": ("contains %", 100)}
+
+
+def own_name(fmt: str, decoding: str) -> str:
+    return f"own-{fmt}" + ("" if decoding == "free" else f"-{decoding}")
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +56,8 @@ class KnowledgeEvalConfig:
     dataset: str = "eval200"
     passages: int = 20
     offset: int = 0
-    fmt: str = "implications"
+    formats: list[str] = field(default_factory=lambda: ["implications"])  # the first is the policies' format
+    decodings: list[str] = field(default_factory=lambda: ["free", "grounded"])
     own: bool = True
     external: list[str] = field(default_factory=lambda: ["gpt-4.1", "seal-qwen"])
     policies: list[str] = field(default_factory=list)  # RUN/round-N directories or model specs
@@ -52,7 +68,7 @@ class KnowledgeEvalConfig:
     top_p: float = 0.95
     max_new_tokens: int | None = None  # None: the format's default
     gen_batch_size: int = 8
-    answer_max_new_tokens: int = 32
+    answer_max_new_tokens: int = ANSWER_CAP
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     seed: int = 0
     dtype: str = "auto"
@@ -63,16 +79,21 @@ class KnowledgeEvalConfig:
     runs_dir: str = "runs"
 
     def __post_init__(self) -> None:
-        if self.fmt not in FORMATS:
-            raise ValueError(f"unknown self-edit format {self.fmt!r}; choose from {', '.join(FORMATS)}")
+        for fmt in self.formats:
+            if fmt not in FORMATS:
+                raise ValueError(f"unknown self-edit format {fmt!r}; choose from {', '.join(FORMATS)}")
+        for decoding in self.decodings:
+            if decoding not in DECODINGS:
+                raise ValueError(f"unknown decoding {decoding!r}; choose from {', '.join(DECODINGS)}")
+        if not self.formats or not self.decodings:
+            raise ValueError("at least one self-edit format and one decoding are needed")
         if self.passages < 1 or self.selfedits_per_passage < 1:
             raise ValueError("passages and selfedits_per_passage must be >= 1")
         if bool(self.judge_url) != bool(self.judge_model):
             raise ValueError("an LLM judge needs both judge_url and judge_model")
 
-    @property
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.max_new_tokens or FORMATS[self.fmt].max_new_tokens,
+    def sampling(self, fmt: str) -> SamplingConfig:
+        return SamplingConfig(self.max_new_tokens or FORMATS[fmt].max_new_tokens,
                               self.temperature, self.top_p, self.gen_batch_size)
 
 
@@ -108,26 +129,30 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None) -> 
         judge = LLMJudge(JudgeConfig(cfg.judge_url, cfg.judge_model, cfg.judge_api_key_env,
                                      cache_path=run.path / "judge_cache.jsonl"))
 
-    def domain_for(tokenizer) -> KnowledgeDomain:
-        return KnowledgeDomain(tokenizer, cfg.fmt, cfg.include_passage,
-                               SamplingConfig(cfg.answer_max_new_tokens, 0.0, 1.0, 16), judge)
+    def domain_for(tokenizer, fmt: str = cfg.formats[0], decoding: str = cfg.decodings[0]) -> KnowledgeDomain:
+        return KnowledgeDomain(tokenizer, fmt, cfg.include_passage,
+                               SamplingConfig(cfg.answer_max_new_tokens, 0.0, 1.0, 16), judge,
+                               grounded=decoding == "grounded")
 
     lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
     domain = domain_for(loaded.tokenizer)
     setting = _Setting(domain, passages, cfg.cpt)
+    record_recital(run, setting.domain, setting.items)
     conditions = [setting.condition("passage", None)]
-    if cfg.own:
-        lora.reset()
-        edits, seconds = write_into_run(run, "", lora.model, lora.tokenizer, domain, passages,
-                                        cfg.selfedits_per_passage, cfg.sampling, seed=cfg.seed)
-        conditions.append(setting.condition(f"own-{cfg.fmt}", edits, seconds))
-    implications = replace(domain, fmt="implications")  # the shipped files hold implications
+    for fmt in cfg.formats if cfg.own else []:
+        for decoding in cfg.decodings:
+            name, own_domain = own_name(fmt, decoding), domain_for(loaded.tokenizer, fmt, decoding)
+            lora.reset()
+            edits, seconds = write_into_run(run, f"{name}/", lora.model, lora.tokenizer, own_domain, passages,
+                                            cfg.selfedits_per_passage, cfg.sampling(fmt), seed=cfg.seed)
+            conditions.append(setting.condition(name, edits, seconds, domain=own_domain))
+    implications = replace(domain, fmt="implications", grounded=False)  # the shipped files hold implications
     for source, by_index in external.items():
         name = source if source in EXTERNAL_SELFEDITS else Path(source).stem
         edits = {domain.item_id(p): by_index[p.index][: cfg.selfedits_per_passage] for p in passages}
         conditions.append(setting.condition(name, edits, domain=implications))
     run_conditions(run, lora, setting.domain, setting.items, conditions, seed=cfg.seed)
-    names = [BASE] + [c.name for c in conditions]
+    names = [BASE, RECITAL] + [c.name for c in conditions]
     del lora, loaded
 
     def arrange(pdomain, condition):
@@ -136,20 +161,39 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None) -> 
                                                                    condition.generate_seconds)
 
     for name, spec in policies:
-        names += evaluate_policy(run, name, spec, domain_for, passages, cfg.selfedits_per_passage, cfg.sampling,
+        names += evaluate_policy(run, name, spec, domain_for, passages, cfg.selfedits_per_passage,
+                                 cfg.sampling(cfg.formats[0]),
                                  cfg.lora, seed=cfg.seed, base_name=f"{name}-base", dtype=cfg.dtype,
                                  device=cfg.device, arrange=arrange)
 
-    rows = summarize(run.records(), names)
+    rows = summarize(run.records(), names, metrics=tuple(SIDE_METRICS), references=REFERENCES)
     setting_name = "CPT, " if cfg.cpt else ""
-    run.write_json("metrics.json", {"rows": rows, "model": cfg.model, "passages": len(passages), "cpt": cfg.cpt})
-    (run.path / "table.md").write_text(markdown_table(rows) + "\n")
+    run.write_json("metrics.json", {"rows": rows, "model": cfg.model, "passages": len(passages), "cpt": cfg.cpt,
+                                    "reward_metric": REWARD_METRIC})
+    (run.path / "table.md").write_text(markdown_table(rows, REWARD_METRIC, SIDE_METRICS, REFERENCES) + "\n")
     title = f"no-context QA, {setting_name}{len(passages)} {cfg.dataset} passages"
-    plot_scores(rows, run.path / "accuracy.png", title)
+    plot_scores(rows, run.path / "accuracy.png", title, ylabel=f"{REWARD_METRIC} (%)")
+    plot_paired(rows, "passage", run.path / "paired.png", f"{title}: paired difference from passage-only")
     if policies:
         by_name = {r["condition"]: r for r in rows}
-        untrained = [{**by_name[f"own-{cfg.fmt}"], "condition": "untrained"}] if f"own-{cfg.fmt}" in by_name else []
+        first = own_name(cfg.formats[0], cfg.decodings[0])
+        untrained = [{**by_name[first], "condition": "untrained"}] if first in by_name else []
         curve = untrained + [by_name[n] for n, _ in policies]
-        baselines = {c: by_name[c]["score"] for c in ["base", "passage", "gpt-4.1", "seal-qwen"] if c in by_name}
+        baselines = {c: by_name[c]["score"] for c in ["base", RECITAL, "passage", "gpt-4.1", "seal-qwen"]
+                     if c in by_name}
         plot_policy_rounds(curve, baselines, run.path / "rounds.png", title)
     return run, rows
+
+
+def record_recital(run: Run, domain: KnowledgeDomain | CPTDomain, items: list[Any]) -> None:
+    """The recital control's records (no model involved), once per item; an item without
+    questions is left out (the model's conditions record it as an item error)."""
+    for item in items:
+        key = f"{RECITAL}/{domain.item_id(item)}"
+        try:
+            if not run.done(key):
+                ev = domain.recital(item)
+                run.append(key, {"condition": RECITAL, "item": domain.item_id(item), "j": 0, "status": "ok",
+                                 "score": ev.score, "records": ev.records})
+        except ItemError:
+            continue

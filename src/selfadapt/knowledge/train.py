@@ -17,6 +17,7 @@ class KnowledgeTrainConfig:
     dataset: str = "train"
     fmt: str = "implications"
     include_passage: bool = True
+    grounded: bool = False
     max_new_tokens: int | None = None  # None: the format's default
 
 
@@ -34,5 +35,6 @@ def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume
                          f"{overlap[0].index} ({overlap[0].title!r}); remove them to keep eval200 held out")
     cfg.max_new_tokens = kcfg.max_new_tokens or FORMATS[kcfg.fmt].max_new_tokens
     cfg.domain = {"name": "knowledge", **asdict(kcfg)}
-    return run_restem(cfg, pool, lambda tok: KnowledgeDomain(tok, kcfg.fmt, kcfg.include_passage),
+    return run_restem(cfg, pool, lambda tok: KnowledgeDomain(tok, kcfg.fmt, kcfg.include_passage,
+                                                                 grounded=kcfg.grounded),
                       resume=resume, name="train-knowledge")

@@ -21,7 +21,6 @@ from ..evaluate import mean_ci, progress_bar
 from ..generation import SamplingConfig, generate
 from ..grading import grade
 from ..knowledge.data import load_passages
-from ..knowledge.domain import QA_SYSTEM
 from ..lora import load_adapter
 from ..models import EMBEDDED, LoadedModel, chat_prompt, load_model, resolve
 from ..plots import plot_curves, plot_scores
@@ -32,6 +31,7 @@ from .reflect import ReflectConfig, accuracy, reflect_and_retry
 from .tasks import Task, get_task
 
 log = logging.getLogger(__name__)
+GENERAL_SYSTEM = "Answer the question with a short, direct answer."
 
 
 def _open_run(resume: str | None, runs_dir: str, name: str, cfg: Any) -> Run:
@@ -168,11 +168,11 @@ def _evaluate(run: Run, name: str, m: LoadedModel, task: Task, queries: list[dic
     todo_g = [i for i in range(len(general)) if not run.done(f"{name}/general/{i}")]
     for start in range(0, len(todo_g), cfg.chunk):
         idx = todo_g[start : start + cfg.chunk]
-        prompts = [chat_prompt(m.tokenizer, general[i][0], system=QA_SYSTEM) for i in idx]
+        prompts = [chat_prompt(m.tokenizer, general[i][0], system=GENERAL_SYSTEM) for i in idx]
         answers = generate(m.model, m.tokenizer, prompts, SamplingConfig(32, 0.0, batch_size=cfg.chunk))
         for i, a in zip(idx, answers):
             run.append(f"{name}/general/{i}", {"condition": name, "kind": "general", "gold": general[i][1],
-                                               "response": a, "correct": grade(a, general[i][1]).reward})
+                                               "response": a, "correct": grade(a, general[i][1]).contains})
         bar.advance(job, len(idx))
 
 

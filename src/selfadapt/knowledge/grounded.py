@@ -1,0 +1,123 @@
+"""Grounded self-edits: the model may only write what the passage gives it.
+
+A 135M model asked for implications of a passage invents facts ("Chéng Jingi inspired
+Ulaan…"), and training on them overwrites what the passage taught. It cannot know what
+the passage does not say, so grounded decoding removes what it cannot know. Both
+constraints only mask tokens: among the allowed ones the model's own distribution is
+kept, so ReST-EM can still shift it.
+
+- **Self-QA** (``SpanQA``): the model writes ``Q:`` lines freely (which questions to ask
+  is the policy's choice) and every ``A:`` line must copy a span of the passage, token by
+  token. The training pairs then have exactly the shape of the test.
+- **Other formats** (``allowed_token_ids``): only tokens of the passage and title, a fixed
+  set of function words and punctuation, and the end token. Digits are not in the fixed
+  set: a number the passage does not contain is exactly what the model would invent.
+"""
+
+from __future__ import annotations
+
+import functools
+import string
+from typing import Callable
+
+from transformers import PreTrainedTokenizerBase
+
+Constraint = Callable[[list[int]], list[int]]  # tokens generated so far → token ids allowed next
+
+FUNCTION_WORDS = (
+    "a an the this that these those it its they them their he him his she her we our you your i "
+    "is are was were be been being has have had do does did can could will would may might must should "
+    "of in on at to for from by with about into over under after before during between through since until "
+    "and or but nor not no so than then also as if when where while because which who whom whose what why how "
+    "there here all each both some many more most other such only very same one first"
+).split()
+PUNCTUATION = list(".,;:!?'\"()-") + ["\n", "\n\n", "'s"]
+
+
+def _variants(word: str) -> set[str]:
+    stripped = word.strip(string.punctuation)
+    forms = {word, stripped, stripped.lower(), stripped.capitalize()}
+    return {f for f in forms if f}
+
+
+def allowed_token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[int]:
+    """Token ids that may appear in a self-edit grounded in ``texts``.
+
+    Each word is added as it is, without surrounding punctuation, lower-cased and
+    capitalised (sentence starts), both with and without a leading space, because BPE
+    splits a word differently in each position. The whole texts are tokenized too, so
+    every token of the passage as written is allowed.
+    """
+    words = {v for text in texts for w in text.split() for v in _variants(w)}
+    words |= {v for w in FUNCTION_WORDS for v in _variants(w)}
+    pieces = set(words) | {" " + w for w in words} | set(PUNCTUATION) | {" " + p for p in PUNCTUATION}
+    pieces |= set(texts)
+    ids: set[int] = set()
+    for piece in pieces:
+        ids.update(tokenizer(piece, add_special_tokens=False)["input_ids"])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)
+
+
+def static(ids: list[int]) -> Constraint:
+    """The same allowed set at every step."""
+    return lambda _generated: ids
+
+
+@functools.cache
+def _line_breaks(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    """Every token whose text contains a newline: any of them ends a line."""
+    return frozenset(i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i]))
+
+
+class SpanQA:
+    """``Q: <free question>`` / ``A: <span of the passage>`` pairs, then the end token.
+
+    The state is read from the tokens generated so far: an empty line must start with
+    ``Q`` (or ``A`` right after a question), the marker is followed by ``:``; a question
+    line is free until a token with a newline (at most ``question_tokens``); an answer
+    line may only continue a span that occurs in the passage (tokenized as one text, so
+    spans start at word tokens), ends only where a word ends, and ends once the word that
+    crosses ``answer_tokens`` tokens is complete, so it stays a short answer like the test's. After ``pairs`` answers only the end token is allowed.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, context: str, pairs: int = 8,
+                 question_tokens: int = 40, answer_tokens: int = 10):
+        def one(text: str) -> int:
+            (tid,) = tokenizer(text, add_special_tokens=False)["input_ids"]
+            return tid
+
+        self.q, self.a, self.colon, self.newline = one("Q"), one("A"), one(":"), one("\n")
+        self.eos, self.pairs = tokenizer.eos_token_id, pairs
+        self.question_tokens, self.answer_tokens = question_tokens, answer_tokens
+        self.breaks = _line_breaks(tokenizer)
+        self.vocab = list(range(len(tokenizer)))
+        self.span = tokenizer(" " + " ".join(context.split()), add_special_tokens=False)["input_ids"]
+        self.word_starts = {t for t in self.span if tokenizer.decode([t]).startswith(" ")}
+
+    def __call__(self, generated: list[int]) -> list[int]:
+        lines: list[list[int]] = [[]]
+        for t in generated:
+            if t in self.breaks:
+                lines.append([])
+            else:
+                lines[-1].append(t)
+        done, line = [ln for ln in lines[:-1] if ln], lines[-1]
+        if not line:
+            if sum(ln[0] == self.a for ln in done) >= self.pairs:
+                return [self.eos]
+            return [self.a] if done and done[-1][0] == self.q else [self.q]
+        if len(line) == 1:
+            return [self.colon]
+        if line[0] != self.a:
+            return self.vocab if len(line) < 2 + self.question_tokens else [self.newline]
+        answer, n = line[2:], len(line) - 2
+        if not answer:
+            return sorted(self.word_starts)
+        ends = [i + n for i in range(len(self.span) - n + 1) if self.span[i : i + n] == answer]
+        nxt = {self.span[e] for e in ends if e < len(self.span)}
+        whole_word = any(e == len(self.span) or self.span[e] in self.word_starts for e in ends)
+        if n >= self.answer_tokens:  # finish the word, then the line
+            nxt = {t for t in nxt if t not in self.word_starts}
+        return sorted(nxt | ({self.newline} if whole_word else set()))

@@ -1,0 +1,159 @@
+"""What the adapted model knows about a passage, measured so that reciting it cannot pass.
+
+After training on a passage, a small model answers most questions with the passage's
+opening sentence, and "the gold answer appears in the response" then counts a hit for
+every fact that sentence happens to hold. So each question is scored three ways, all
+without the passage in context:
+
+- **multiple choice by likelihood** (``mc_prob``, ``mc_acc``): the options are the gold
+  answer, the answers of the passage's other questions, and other spans of the passage.
+  Every option is passage text, so making passage text more likely in general does not
+  help; only tying the right span to the question does. ``mc_prob`` is the probability
+  the model gives the gold answer among the options (softmax of per-token
+  log-likelihoods): dense, so a small step toward the answer counts.
+- **answer likelihood** (``answer_logprob``): the per-token log-probability of the gold
+  answer. Dense, but any passage span gains from training on the passage, so it is
+  reported, not rewarded.
+- **short answer** (``exact_match``, ``f1``, ``contains``): a few-shot prompt (examples
+  from the train split) asks for the answer phrase only, greedy, capped; graded by the
+  SQuAD v1.1 rules. This is what a user sees.
+
+The **recital** control answers every question with the passage's first tokens (as many
+as the answer cap allows) and, in multiple choice, picks the option it recited most of.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass
+
+import numpy as np
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..generation import SamplingConfig, generate
+from ..grading import contains, grade, normalize_answer
+from ..likelihood import completion_scores
+from ..models import render_chat
+from .data import Passage
+
+REWARD_METRIC = "mc_prob"
+METRICS = ("mc_prob", "mc_acc", "answer_logprob", "exact_match", "f1", "contains")
+SHORT_ANSWER_SYSTEM = "Answer with the answer phrase only, a few words, no sentence."
+N_OPTIONS = 8
+N_SHOTS = 3
+
+
+def question_turn(title: str, question: str) -> dict[str, str]:
+    return {"role": "user", "content": f"Topic: {title}\nQuestion: {question}"}
+
+
+@functools.cache
+def few_shot_turns() -> tuple[dict[str, str], ...]:
+    """Worked examples for the short-answer prompt: the first question of the last train
+    passages whose answer has at most three words (the last ones, far from where runs sample)."""
+    from .data import load_passages
+
+    shots: list[dict[str, str]] = []
+    for p in reversed(load_passages("train")):
+        q = p.questions[0] if p.questions else None
+        if q and len(q.answer.split()) <= 3:
+            shots += [question_turn(p.title, q.question), {"role": "assistant", "content": q.answer}]
+        if len(shots) == 2 * N_SHOTS:
+            return tuple(shots)
+    raise RuntimeError("the train split has too few short answers for the few-shot prompt")
+
+
+def short_answer_prompt(tokenizer: PreTrainedTokenizerBase, title: str, question: str) -> str:
+    messages = [{"role": "system", "content": SHORT_ANSWER_SYSTEM}, *few_shot_turns(), question_turn(title, question)]
+    return render_chat(tokenizer, messages)
+
+
+def qa_prompt(tokenizer: PreTrainedTokenizerBase, title: str, question: str) -> str:
+    """The no-context question, zero-shot: multiple choice scores each option after it, and
+    self-QA trains on it. The title is given because many SQuAD questions need it."""
+    return render_chat(tokenizer, [{"role": "system", "content": SHORT_ANSWER_SYSTEM}, question_turn(title, question)])
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Two answers that could both be right: equal, or one inside the other on word boundaries."""
+    na, nb = normalize_answer(a), normalize_answer(b)
+    return not na or not nb or contains(na, nb) == 1.0 or contains(nb, na) == 1.0
+
+
+def options(passage: Passage, qi: int, n: int = N_OPTIONS) -> list[str]:
+    """Gold first, then the other questions' answers, then spans of the passage of the gold's
+    length in words; no option overlaps another. Seeded by the passage and question."""
+    gold = passage.questions[qi].answer
+    out = [gold]
+    for j, q in enumerate(passage.questions):
+        if j != qi and len(out) < n and not any(_overlaps(q.answer, o) for o in out):
+            out.append(q.answer)
+    words = passage.context.split()
+    length = max(1, len(gold.split()))
+    rng = random.Random(f"{passage.title}\n{passage.context[:64]}\n{qi}")
+    starts = list(range(max(0, len(words) - length + 1)))
+    rng.shuffle(starts)
+    for s in starts:
+        if len(out) >= n:
+            break
+        span = " ".join(words[s : s + length]).strip(".,;:!?\"'()[]")
+        if span and not any(_overlaps(span, o) for o in out):
+            out.append(span)
+    return out
+
+
+def recital(tokenizer: PreTrainedTokenizerBase, passage: Passage, max_tokens: int) -> str:
+    """The passage's opening, cut to the answer cap: what a model that only recites would say."""
+    ids = tokenizer(passage.context, add_special_tokens=False)["input_ids"][:max_tokens]
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def softmax_at_zero(values: list[float]) -> float:
+    x = np.asarray(values, dtype=float)
+    e = np.exp(x - x.max())
+    return float(e[0] / e.sum())
+
+
+@dataclass
+class KnowledgeMeasure:
+    answer: SamplingConfig  # the short-answer generation (greedy, capped)
+    batch_size: int = 32
+
+    def score(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, passage: Passage) -> list[dict]:
+        """One record per question with every metric, the options and the model's choice."""
+        qs = passage.questions
+        opts = [options(passage, i) for i in range(len(qs))]
+        pairs = [(qa_prompt(tokenizer, passage.title, q.question), o + tokenizer.eos_token)
+                 for q, os_ in zip(qs, opts) for o in os_]
+        flat = iter(s.mean for s in completion_scores(model, tokenizer, pairs, self.batch_size))
+        prompts = [short_answer_prompt(tokenizer, passage.title, q.question) for q in qs]
+        responses = [r.split("\n")[0].strip() for r in generate(model, tokenizer, prompts, self.answer)]
+        records = []
+        for q, os_, response in zip(qs, opts, responses):
+            lp = [next(flat) for _ in os_]
+            g = grade(response, q.answer)
+            records.append({
+                "question": q.question, "gold": q.answer, "options": os_, "choice": int(np.argmax(lp)),
+                "mc_prob": softmax_at_zero(lp), "mc_acc": float(int(np.argmax(lp)) == 0), "answer_logprob": lp[0],
+                "response": response, "exact_match": g.exact_match, "f1": g.f1, "contains": g.contains,
+            })
+        return records
+
+    def recital_records(self, tokenizer: PreTrainedTokenizerBase, passage: Passage) -> list[dict]:
+        """The recital control, scored by the same rules; it has no likelihoods."""
+        text = recital(tokenizer, passage, self.answer.max_new_tokens)
+        recited = set(normalize_answer(text).split())
+        records = []
+        for i, q in enumerate(passage.questions):
+            os_ = options(passage, i)
+            overlap = [len(recited & set(t)) / max(1, len(t)) for t in (normalize_answer(o).split() for o in os_)]
+            best = [j for j, v in enumerate(overlap) if v == max(overlap)]
+            hit = 1.0 / len(best) if 0 in best else 0.0  # ties broken uniformly at random, in expectation
+            g = grade(text, q.answer)
+            records.append({
+                "question": q.question, "gold": q.answer, "options": os_, "choice": best[0],
+                "mc_prob": hit, "mc_acc": hit, "answer_logprob": None,
+                "response": text, "exact_match": g.exact_match, "f1": g.f1, "contains": g.contains,
+            })
+        return records

@@ -1,0 +1,181 @@
+"""The knowledge measure: likelihood scorer, multiple-choice options, recital control, grounded
+decoding and paired statistics, on the tiny model and hand-made cases."""
+
+import pytest
+import torch
+
+from selfadapt.evaluate import paired
+from selfadapt.generation import SamplingConfig, generate
+from selfadapt.grading import contains, normalize_answer
+from selfadapt.knowledge.data import Passage, Question
+from selfadapt.knowledge.domain import KnowledgeDomain
+from selfadapt.knowledge.grounded import SpanQA, allowed_token_ids, static
+from selfadapt.knowledge.measure import KnowledgeMeasure, options, qa_prompt, recital, softmax_at_zero
+from selfadapt.knowledge.selfedit import parse_qa
+from selfadapt.likelihood import completion_scores
+
+OTRAR = Passage("Genghis Khan", "Otrar was seized in 1219 by Subutai and Jebe. The Shah fled west to an island "
+                "in the Caspian Sea, where he died of pleurisy a few weeks later.",
+                (Question("Which town was seized?", "Otrar"), Question("When was it seized?", "1219"),
+                 Question("Who seized it?", "Subutai"), Question("Where did the Shah die?", "an island")), index=7)
+
+
+def direct_logprob(model, tokenizer, prompt: str, completion: str) -> float:
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    c = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([p + c])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+    return sum(float(logp[len(p) + i - 1, t]) for i, t in enumerate(c))
+
+
+def test_likelihood_scorer_matches_a_direct_computation(tiny):
+    pairs = [("The Mongol army seized", " the town of Otrar."), ("Question: What metal was used? Answer:", " silver"),
+             ("x", " Genghis Khan ordered Subutai and Jebe to hunt the Shah.")]
+    got = completion_scores(tiny.model, tiny.tokenizer, pairs, batch_size=3)  # padded together
+    for (prompt, completion), score in zip(pairs, got):
+        assert score.tokens == len(tiny.tokenizer(completion, add_special_tokens=False)["input_ids"])
+        assert score.logprob == pytest.approx(direct_logprob(tiny.model, tiny.tokenizer, prompt, completion), abs=1e-4)
+    alone = completion_scores(tiny.model, tiny.tokenizer, pairs[:1], batch_size=1)
+    assert alone[0].logprob == pytest.approx(got[0].logprob, abs=1e-4)  # padding changes nothing
+
+
+def test_empty_completion_is_an_error(tiny):
+    with pytest.raises(ValueError, match="pair 0"):
+        completion_scores(tiny.model, tiny.tokenizer, [("prompt", "")])
+
+
+def test_options_are_passage_text_distinct_and_seeded():
+    for qi, q in enumerate(OTRAR.questions):
+        opts = options(OTRAR, qi)
+        assert opts[0] == q.answer and len(opts) == 8 and opts == options(OTRAR, qi)
+        source = normalize_answer(OTRAR.context)
+        assert all(contains(source, o) for o in opts)  # every option is passage text
+        for i, a in enumerate(opts):
+            for b in opts[i + 1:]:
+                assert not contains(a, b) and not contains(b, a)  # never two right answers
+    assert options(OTRAR, 0) != options(OTRAR, 1)
+
+
+def test_recital_scores_like_a_wrong_answer_where_containment_rewards_it(tiny):
+    """The opening recited covers most options, so its multiple-choice pick is a tie among
+    them: chance level, what a wrong answer gets in expectation. Containment scores it 1."""
+    measure = KnowledgeMeasure(SamplingConfig(64, 0.0))
+    records = measure.recital_records(tiny.tokenizer, OTRAR)
+    text = recital(tiny.tokenizer, OTRAR, 64)
+    assert OTRAR.context.startswith(text[:20])
+    for r in records[:3]:  # Otrar, 1219 and Subutai are all in the opening
+        assert r["contains"] == 1.0 and r["response"] == text
+        assert r["mc_acc"] <= 1 / len(r["options"]) * 2  # a tie among at least half the options
+    short = KnowledgeMeasure(SamplingConfig(2, 0.0)).recital_records(tiny.tokenizer, OTRAR)
+    assert short[2]["contains"] == 0.0 and short[2]["mc_acc"] == 0.0  # Subutai is not in 2 tokens
+
+
+def test_model_scores_have_every_metric_and_mc_prob_is_the_gold_share(tiny):
+    records = KnowledgeMeasure(SamplingConfig(4, 0.0, batch_size=4)).score(tiny.model, tiny.tokenizer, OTRAR)
+    assert len(records) == 4
+    for r in records:
+        assert 0 < r["mc_prob"] < 1 and r["mc_acc"] in (0.0, 1.0) and r["answer_logprob"] < 0
+        assert r["mc_acc"] == float(r["choice"] == 0)
+        prompt = qa_prompt(tiny.tokenizer, OTRAR.title, r["question"])
+        eos = tiny.tokenizer.eos_token
+        lp = [s.mean for s in completion_scores(tiny.model, tiny.tokenizer, [(prompt, o + eos) for o in r["options"]])]
+        assert r["mc_prob"] == pytest.approx(softmax_at_zero(lp), abs=1e-5)
+
+
+def test_softmax_at_zero():
+    assert softmax_at_zero([0.0, 0.0]) == pytest.approx(0.5)
+    assert softmax_at_zero([-1000.0, 0.0]) == pytest.approx(0.0)
+    assert softmax_at_zero([2.0, 1.0, 1.0]) == pytest.approx(torch.tensor([2.0, 1.0, 1.0]).softmax(0)[0].item())
+
+
+class Recording:
+    """Wraps a constraint and keeps every prefix it was asked about: each sampled token shows
+    up in the next step's prefix, so the prefixes show what was actually generated."""
+
+    def __init__(self, inner, eos: int = 2):
+        self.inner, self.prefixes, self.eos = inner, [], eos
+
+    def __call__(self, generated):
+        self.prefixes.append(list(generated))
+        return self.inner(generated)
+
+    def check(self) -> int:
+        for g in self.prefixes:
+            if self.eos in g:  # a finished row is padded, whatever the constraint says
+                g = g[: g.index(self.eos) + 1]
+            for t in range(len(g)):
+                assert g[t] in self.inner(g[:t]), f"token {g[t]} at step {t} was not allowed"
+        return max(map(len, self.prefixes))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_grounded_decoding_never_emits_a_disallowed_token(tiny, seed):
+    tok = tiny.tokenizer
+    allowed = allowed_token_ids(tok, [OTRAR.title, OTRAR.context])
+    assert len(allowed) < len(tok) / 2
+    rows = [Recording(static(allowed)) for _ in range(3)]
+    prompts = [qa_prompt(tok, OTRAR.title, "Write about it.")] * 3
+    generate(tiny.model, tok, prompts, SamplingConfig(24, 1.5, 1.0, 3), seed=seed, constraints=rows)
+    assert all(r.check() > 0 for r in rows)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_span_qa_answers_are_passage_spans(tiny, seed):
+    tok = tiny.tokenizer
+    rows = [Recording(SpanQA(tok, OTRAR.context, pairs=2, question_tokens=6, answer_tokens=4)) for _ in range(2)]
+    prompts = [qa_prompt(tok, OTRAR.title, "Ask and answer.")] * 2
+    out = generate(tiny.model, tok, prompts, SamplingConfig(40, 1.5, 1.0, 2), seed=seed, constraints=rows)
+    for text, r in zip(out, rows):
+        r.check()
+        assert text.startswith("Q:")
+        for _, a in parse_qa(text):
+            assert contains(normalize_answer(OTRAR.context), a)
+
+
+def test_span_qa_state_machine_by_hand(tiny):
+    tok = tiny.tokenizer
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    c = SpanQA(tok, "Otrar was seized.", pairs=1, question_tokens=3, answer_tokens=3)
+    assert c([]) == [c.q] and c([c.q]) == [c.colon]
+    assert len(c([c.q, c.colon])) == len(tok)  # questions are free
+    long_q = [c.q, c.colon] + [c.q] * 3
+    assert c(long_q) == [c.newline]  # question cap reached
+    after_q = [c.q, c.colon] + enc(" Which?") + [c.newline]
+    assert c(after_q) == [c.a]
+    span = enc(" Otrar was seized.")
+    starts = {t for t in span if tok.decode([t]).startswith(" ")}
+    assert set(c(after_q + [c.a, c.colon])) == starts
+    a = after_q + [c.a, c.colon]
+    word = [span[0]]  # " Otrar" may be several tokens: the line can end only once the word is whole
+    while span[len(word)] not in starts:
+        assert c(a + word) == [span[len(word)]]
+        word.append(span[len(word)])
+    assert set(c(a + word)) == {span[len(word)], c.newline}
+    assert c(a + word + [c.newline]) == [tok.eos_token_id]  # one pair asked for
+
+
+def test_grounded_self_qa_keeps_only_span_answers(tiny):
+    d = KnowledgeDomain(tiny.tokenizer, "self-qa", grounded=True)
+    texts = d.training_texts(OTRAR, "Q: Which town?\nA: Otrar\nQ: Who ruled?\nA: Napoleon")
+    assert len(texts) == 2 and texts[1].endswith("Otrar<|im_end|>")
+    from selfadapt.domain import InvalidSelfEdit
+
+    with pytest.raises(InvalidSelfEdit, match="span of the passage"):
+        d.training_texts(OTRAR, "Q: Who ruled?\nA: Napoleon")
+    assert len(KnowledgeDomain(tiny.tokenizer, "self-qa").training_texts(OTRAR, "Q: Who ruled?\nA: Napoleon")) == 2
+    assert isinstance(d.selfedit_constraint(OTRAR), SpanQA)
+    assert KnowledgeDomain(tiny.tokenizer, "self-qa").selfedit_constraint(OTRAR) is None
+
+
+def test_paired_statistics_on_hand_made_cases():
+    a = {"p0": 1.0, "p1": 0.5, "p2": 0.2, "only-a": 1.0}
+    b = {"p0": 0.5, "p1": 0.5, "p2": 0.4, "only-b": 0.0}
+    p = paired(a, b)
+    assert (p.n, p.wins, p.ties, p.losses) == (3, 1, 1, 1)
+    assert p.mean == pytest.approx(0.1) and p.ci_low <= p.mean <= p.ci_high
+    assert p.wtl == "1/1/1" and p.cell() == f"+10.0 ({100 * p.ci_low:+.1f}…{100 * p.ci_high:+.1f})"
+    same = paired({"x": 0.3, "y": 0.7}, {"x": 0.1, "y": 0.5})  # a constant gain has a degenerate interval
+    assert (same.mean, same.ci_low, same.ci_high) == pytest.approx((0.2, 0.2, 0.2))
+    assert (same.wins, same.losses) == (2, 0)
+    assert paired({}, {"x": 1.0}).cell() == "–"
