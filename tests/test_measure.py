@@ -153,6 +153,9 @@ def test_span_qa_state_machine_by_hand(tiny):
         word.append(span[len(word)])
     assert set(c(a + word)) == {span[len(word)], c.newline}
     assert c(a + word + [c.newline]) == [tok.eos_token_id]  # one pair asked for
+    two = SpanQA(tok, "Otrar was seized.", pairs=2, question_tokens=3, answer_tokens=8)
+    again = a + word + [c.newline] + [c.q, c.colon] + enc(" Who?") + [c.newline, c.a, c.colon] + word
+    assert span[0] not in two(again[: -len(word)])  # the second answer may not start where the first did
 
 
 def test_grounded_self_qa_keeps_only_span_answers(tiny):

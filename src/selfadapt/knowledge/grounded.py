@@ -79,7 +79,9 @@ class SpanQA:
     line is free until a token with a newline (at most ``question_tokens``); an answer
     line may only continue a span that occurs in the passage (tokenized as one text, so
     spans start at word tokens), ends only where a word ends, and ends once the word that
-    crosses ``answer_tokens`` tokens is complete, so it stays a short answer like the test's. After ``pairs`` answers only the end token is allowed.
+    crosses ``answer_tokens`` tokens is complete, so it stays a short answer like the test's.
+    Each answer starts where no earlier answer started (while such places are left): a
+    small model otherwise gives one answer to every question. After ``pairs`` answers only the end token is allowed.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, context: str, pairs: int = 8,
@@ -95,6 +97,7 @@ class SpanQA:
         self.vocab = list(range(len(tokenizer)))
         self.span = tokenizer(" " + " ".join(context.split()), add_special_tokens=False)["input_ids"]
         self.word_starts = {t for t in self.span if tokenizer.decode([t]).startswith(" ")}
+        self.starts = [i for i, t in enumerate(self.span) if t in self.word_starts]
 
     def __call__(self, generated: list[int]) -> list[int]:
         lines: list[list[int]] = [[]]
@@ -113,11 +116,17 @@ class SpanQA:
         if line[0] != self.a:
             return self.vocab if len(line) < 2 + self.question_tokens else [self.newline]
         answer, n = line[2:], len(line) - 2
+        used = {i for ln in done if ln[0] == self.a for i in self._matches(ln[2:])}
+        starts = [i for i in self.starts if i not in used] or self.starts
         if not answer:
-            return sorted(self.word_starts)
-        ends = [i + n for i in range(len(self.span) - n + 1) if self.span[i : i + n] == answer]
+            return sorted({self.span[i] for i in starts})
+        ends = [i + n for i in starts if self.span[i : i + n] == answer]
         nxt = {self.span[e] for e in ends if e < len(self.span)}
-        whole_word = any(e == len(self.span) or self.span[e] in self.word_starts for e in ends)
+        can_end = any(e == len(self.span) or self.span[e] in self.word_starts for e in ends)
         if n >= self.answer_tokens:  # finish the word, then the line
             nxt = {t for t in nxt if t not in self.word_starts}
-        return sorted(nxt | ({self.newline} if whole_word else set()))
+        return sorted(nxt | ({self.newline} if can_end else set()))
+
+    def _matches(self, answer: list[int]) -> set[int]:
+        n = len(answer)
+        return {i for i in self.starts if self.span[i : i + n] == answer}
