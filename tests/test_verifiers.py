@@ -89,13 +89,14 @@ def test_shipped_bfcl_sets():
 @pytest.mark.parametrize("response,correct,reason", [
     ('calculate_triangle_area(base=10, height=5)', True, "correct"),
     ('calculate_triangle_area(base=10, height=5, unit="Units")', True, "correct"),
-    ('```python\ncalculate_triangle_area(base=10.0, height=5)\n```', True, "correct"),
+    ('```python\ncalculate_triangle_area(base=10, height=5)\n```', True, "correct"),
+    ('calculate_triangle_area(base=10.0, height=5)', False, "not of type integer"),  # BFCL: exact declared type
     ('{"name": "calculate_triangle_area", "arguments": {"base": 10, "height": 5}}', True, "correct"),
     ('[{"name": "calculate_triangle_area", "arguments": "{\\"base\\": 10, \\"height\\": 5}"}]', True, "correct"),
     ('{"calculate_triangle_area": {"base": 10, "height": 5}}', True, "correct"),
     ('calculate_triangle_area(base=10)', False, "missing required argument 'height'"),
     ('calculate_triangle_area(base=11, height=5)', False, "not among the accepted values"),
-    ('calculate_triangle_area(base=10, height=5, color="red")', False, "unknown argument"),
+    ('calculate_triangle_area(base=10, height=5, color="red")', False, "unexpected argument"),
     ('calculate_triangle_area(10, 5)', False, "positional arguments"),
     ('area(base=10, height=5)', False, "expected calculate_triangle_area"),
     ('calculate_triangle_area(base=__import__("os").system("x"), height=5)', False, "not a literal"),
@@ -138,3 +139,103 @@ def test_malformed_bfcl_file_names_file_and_line(tmp_path):
     (tmp_path / "BFCL_v4_simple_python.answer.json").write_text("")
     with pytest.raises(ValueError, match="BFCL_v4_simple_python.json: line 2: invalid JSON"):
         fc.load_tasks("simple_python", tmp_path)
+
+
+def _gold_value(accepted: list):
+    """The first accepted value, as a correct call would write it (optional dict keys left out)."""
+    value = next(a for a in accepted if a != "")
+    if isinstance(value, dict):
+        return {k: _gold_value(v) for k, v in value.items() if any(a != "" for a in v)}
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [{k: _gold_value(v) for k, v in d.items() if any(a != "" for a in v)} for d in value]
+    return value
+
+
+def gold_call(task) -> fc.FunctionCall:
+    ((name, params),) = task.ground_truth[0].items()
+    return fc.FunctionCall(name, {k: _gold_value(v) for k, v in params.items() if any(a != "" for a in v)})
+
+
+@pytest.fixture(scope="module")
+def all_tasks():
+    return {t.id: t for name in ("simple_python", "multiple") for t in fc.load_tasks(name)}
+
+
+def test_every_shipped_gold_call_is_accepted(all_tasks):
+    """Including the 5 + 3 tasks with dict or list-of-dict parameters, which the old verifier
+    could never accept (BFCL's accepted dict maps each key to a list of accepted values)."""
+    rejected = {i: fc.check_call(gold_call(t), t).reason for i, t in all_tasks.items()
+                if not fc.check_call(gold_call(t), t).correct}
+    assert rejected == {}
+
+
+# Cases derived from the rules of BFCL's ast_checker (Python), one class per line group.
+@pytest.mark.parametrize("task,call,correct", [
+    # strings: only spaces and , . / - _ * ^ are dropped, and case
+    ("multiple_29", 'functions.intersect(function1="3x - 2", function2="2x + 3")', False),
+    ("multiple_29", 'functions.intersect(function1="3X+2", function2="2x + 3")', True),
+    ("simple_python_14", 'calculate_derivative(function="3x**2 - 2x - 1")', False),
+    ("simple_python_14", 'calculate_derivative(function="3x^2 + 2x - 1")', True),  # ^ and * both dropped: 3x2
+    ("simple_python_211", 'send_email(to="john.doe.example.com", subject="Meeting", '
+                          'body="Let\'s meet at 10 AM tomorrow")', False),
+    ("simple_python_211", 'send_email(to="John.Doe@Example.com", subject="meeting", '
+                          'body="Lets meet at 10 AM tomorrow")', False),            # the apostrophe is kept
+    # list of dicts: each dict's keys and values, in order
+    ("simple_python_96", 'database.query(table="user", conditions=[{"field": "age", "operation": ">", "value": "25"}, '
+                         '{"field": "job", "operation": "=", "value": "engineer"}])', True),
+    ("simple_python_96", 'database.query(table="user", conditions=[{"field": "age", "operation": "=", "value": "25"}, '
+                         '{"field": "job", "operation": "=", "value": "engineer"}])', False),
+    ("simple_python_96", 'database.query(table="user", conditions=[{"field": "job", "operation": "=", "value": '
+                         '"engineer"}, {"field": "age", "operation": ">", "value": "25"}])', False),
+    # dicts: accepted values per key, no unknown key, no missing required key
+    ("multiple_8", 'realestate.find_properties(location="San Diego, CA", propertyType="villa", bedrooms=3, '
+                   'budget={"min": 300000, "max": 400000})', True),
+    ("multiple_8", 'realestate.find_properties(location="SD", propertyType="villa", bedrooms=3, '
+                   'budget={"min": 300000})', False),
+    ("multiple_8", 'realestate.find_properties(location="SD", propertyType="villa", bedrooms=3, '
+                   'budget={"min": 300000, "max": 400000, "currency": "USD"})', False),
+    ("simple_python_89", 'db_fetch_records(database_name="StudentDB", table_name="students", '
+                         'conditions={"department": "science", "school": "Bluebird HS"})', True),
+    # declared types are exact; int is accepted for float; bool is not an int
+    ("simple_python_0", 'calculate_triangle_area(base=10.0, height=5)', False),
+    ("simple_python_14", 'calculate_derivative(function="3x**2 + 2x - 1", x_value=0)', True),
+    ("simple_python_55", None, None),
+])
+def test_bfcl_rules(all_tasks, task, call, correct):
+    if call is None:  # a boolean parameter: 1 is not True
+        t = all_tasks[task]
+        gold = gold_call(t)
+        (flag,) = [k for k, v in gold.arguments.items() if v is True]
+        assert fc.check_call(gold, t).correct
+        assert not fc.check_call(fc.FunctionCall(gold.name, {**gold.arguments, flag: 1}), t).correct
+        assert "not of type boolean" in fc.check_call(fc.FunctionCall(gold.name, {**gold.arguments, flag: 1}), t).reason
+        return
+    assert fc.verify(all_tasks[task], call).correct is correct
+
+
+def test_an_integer_given_as_a_whole_float_is_refused(all_tasks):
+    t = all_tasks["simple_python_94"]  # user_id: integer, accepted [43523]
+    gold = gold_call(t)
+    assert fc.check_call(gold, t).correct
+    assert not fc.check_call(fc.FunctionCall(gold.name, {**gold.arguments, "user_id": 43523.0}), t).correct
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_string_leniency_is_exactly_bfcls(all_tasks, data):
+    """Inserting a character BFCL drops keeps a correct string correct; inserting a character it
+    keeps makes it wrong (unless an accepted value happens to contain it)."""
+    with_strings = [(t, k) for t in all_tasks.values() for k, v in gold_call(t).arguments.items()
+                    if isinstance(v, str) and v]
+    task, arg = data.draw(st.sampled_from(with_strings))
+    gold = gold_call(task)
+    value = gold.arguments[arg]
+    at = data.draw(st.integers(0, len(value)))
+    dropped = data.draw(st.sampled_from(list(" ,./-_*^")))
+    lenient = fc.FunctionCall(gold.name, {**gold.arguments, arg: value[:at] + dropped + value[at:]})
+    assert fc.check_call(lenient, task).correct
+    kept = data.draw(st.sampled_from(list("+@>=#!?;:()")))
+    strict = fc.FunctionCall(gold.name, {**gold.arguments, arg: value[:at] + kept + value[at:]})
+    ((_, accepted),) = task.ground_truth[0].items()
+    if not any(kept in a for a in accepted[arg] if isinstance(a, str)):
+        assert not fc.check_call(strict, task).correct

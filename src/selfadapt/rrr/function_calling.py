@@ -4,9 +4,18 @@ A call is accepted as JSON (``{"name": ..., "arguments": {...}}``, or a one-elem
 list of it) or as Python call syntax (``math.hypot(x=4, y=5)``). Python syntax is read
 with ``ast``: the callee must be a (dotted) name, arguments must be keywords, and each
 value goes through ``ast.literal_eval``, so nothing the model writes is ever run.
-Correct means: a ground-truth function name, every required parameter present, no
-unknown parameter, and every value among the accepted ones (``""`` in the accepted
-list marks an optional parameter).
+Correctness follows the rules of BFCL's ``ast_checker`` for Python (reimplemented, not
+copied; ``tests/test_verifiers.py`` holds the cases derived from them):
+- the function is the ground truth's; every required parameter is present; every given
+  parameter is both declared and in the ground truth; a ground-truth parameter may be
+  left out only when its accepted values contain ``""``;
+- types are the declared ones exactly (``7890.0`` is not an integer, ``1`` is not a
+  boolean), except that an int is accepted as a float, a tuple as a list for ``tuple``,
+  and a value of the accepted values' own type (BFCL's "variable" case);
+- strings are compared after removing spaces and ``, . / - _ * ^`` and lower-casing
+  (``3x - 2`` still differs from ``3x + 2``); lists compare their string items the same
+  way; a dict must use accepted keys only, give each key an accepted value (each key maps
+  to a list of them) and omit only optional keys; a list of dicts is checked dict by dict.
 """
 
 from __future__ import annotations
@@ -14,7 +23,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import string
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -111,19 +119,77 @@ def parse_call(response: str) -> FunctionCall:
     return _from_json(obj)
 
 
-def _norm(value: Any) -> Any:
-    """BFCL-style leniency: case, surrounding spaces and punctuation in strings; 5 == 5.0."""
-    if isinstance(value, str):
-        return value.strip().lower().translate(str.maketrans("", "", string.punctuation + " "))
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, (list, tuple)):
-        return [_norm(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _norm(v) for k, v in value.items()}
-    return value
+PYTHON_TYPES: dict[str, type] = {"string": str, "integer": int, "float": float, "boolean": bool,
+                                 "array": list, "tuple": list, "dict": dict, "any": str}
+_STANDARDIZE = re.compile(r"[ ,./\-_*^]")
+
+
+def standardize(text: str) -> str:
+    """BFCL's string leniency: "April 1, 2024" equals "april 1 2024", and nothing else is dropped."""
+    return _STANDARDIZE.sub("", text).lower().replace("'", '"')
+
+
+def _std(value: Any) -> Any:
+    return standardize(value) if isinstance(value, str) else value
+
+
+def _accepted_type(accepted: list) -> type | None:
+    """The type of the accepted values (``""`` only marks an optional parameter)."""
+    return next((type(a) for a in accepted if a != ""), None)
+
+
+def _type_ok(value: Any, accepted: list, expected: type, inner: type | None) -> tuple[bool, bool]:
+    """(valid, is_variable): the declared type, or the accepted values' own type (a "variable")."""
+    own = _accepted_type(accepted)
+    if type(value) is expected:
+        if inner is None:
+            return True, own is not None and own is not expected
+        for option in accepted:  # one accepted list whose items' type every item matches
+            if not isinstance(option, list) or all(_type_ok(v, option, inner, None)[0] for v in value):
+                return True, own is not None and own is not expected
+        return False, False
+    return (True, True) if own is not None and type(value) is own else (False, False)
+
+
+def _dict_ok(value: dict, options: list) -> bool:
+    for option in options:
+        if option == "":
+            continue
+        if all(k in option and _std(v) in [_std(a) for a in option[k]] for k, v in value.items()) and all(
+                k in value or "" in accepted for k, accepted in option.items()):
+            return True
+    return False
+
+
+def _value_ok(value: Any, accepted: list, expected: type, inner: type | None) -> bool:
+    if expected is dict:
+        return _dict_ok(value, accepted)
+    if expected is list and inner is dict:
+        return any(isinstance(option, list) and len(option) == len(value)
+                   and all(_dict_ok(v, [o]) for v, o in zip(value, option)) for option in accepted)
+    if expected is str:
+        return standardize(value) in [standardize(a) for a in accepted if isinstance(a, str)]
+    if expected is list:
+        return [_std(v) for v in value] in [[_std(a) for a in option] for option in accepted
+                                            if isinstance(option, list)]
+    return value in accepted
+
+
+def _check_argument(arg: str, value: Any, accepted: list, schema: dict) -> str | None:
+    """Why the value is wrong, or None."""
+    declared = schema.get("type", "any")
+    expected = PYTHON_TYPES.get(declared, str)
+    inner = PYTHON_TYPES.get(schema.get("items", {}).get("type", "any"), str) if declared in ("array", "tuple") else None
+    if declared == "tuple" and isinstance(value, tuple):
+        value = list(value)
+    if declared == "float" and type(value) is int:
+        value = float(value)
+    valid, variable = _type_ok(value, accepted, expected, inner)
+    if not valid:
+        return f"{arg}={value!r:.60} is not of type {declared}"
+    if not (value in accepted if variable else _value_ok(value, accepted, expected, inner)):
+        return f"{arg}={value!r:.60} is not among the accepted values"
+    return None
 
 
 def check_call(call: FunctionCall, task: CallTask) -> Verdict:
@@ -133,19 +199,20 @@ def check_call(call: FunctionCall, task: CallTask) -> Verdict:
             continue
         accepted = truth[call.name]
         params = schemas.get(call.name, {}).get("parameters", {})
-        unknown = sorted(set(call.arguments) - set(params.get("properties", accepted)))
-        if unknown:
-            return Verdict(False, f"unknown argument(s) {unknown} for {call.name}")
+        properties = params.get("properties", {})
         for req in params.get("required", []):
             if req not in call.arguments:
                 return Verdict(False, f"missing required argument {req!r}")
+        unknown = sorted(a for a in call.arguments if a not in properties or a not in accepted)
+        if unknown:
+            return Verdict(False, f"unexpected argument(s) {unknown} for {call.name}")
+        for arg, value in call.arguments.items():
+            why = _check_argument(arg, value, accepted[arg], properties[arg])
+            if why:
+                return Verdict(False, why)
         for arg, allowed in accepted.items():
-            if arg not in call.arguments:
-                if "" not in allowed:
-                    return Verdict(False, f"missing argument {arg!r}")
-                continue
-            if _norm(call.arguments[arg]) not in [_norm(a) for a in allowed if a != ""]:
-                return Verdict(False, f"{arg}={call.arguments[arg]!r:.60} is not among the accepted values")
+            if arg not in call.arguments and "" not in allowed:
+                return Verdict(False, f"missing argument {arg!r}")
         return Verdict(True, "correct")
     names = sorted(n for t in task.ground_truth for n in t)
     return Verdict(False, f"called {call.name!r}, expected {' or '.join(names)}")
