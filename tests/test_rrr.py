@@ -30,6 +30,9 @@ class ParityTask:
     def verify(self, query, response):
         return Verdict(len(response) % 2 == 0, "even" if len(response) % 2 == 0 else "odd")
 
+    def reference(self, query):
+        return "an even answer"
+
     def check(self, query):
         if not isinstance(query, dict) or "text" not in query:
             raise ValueError("needs 'text'")
@@ -154,7 +157,8 @@ def test_only_reflection_tokens_carry_advantage(grpo_trainer, tiny):
     batch = trainer._generate_and_score_completions(rows)
     logged = [json.loads(line) for line in rollouts.read_text().splitlines()]
     assert len(logged) == 8
-    rewards = torch.tensor([r["reward"] for r in logged])
+    assert {r["reward"] for r in logged} == {"retry"}
+    rewards = torch.tensor([r["value"] for r in logged])
     for i, rec in enumerate(logged):
         trained = batch["completion_ids"][i][batch["completion_mask"][i].bool()]
         # the trained completion is exactly the reflection ...

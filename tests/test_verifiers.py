@@ -141,21 +141,6 @@ def test_malformed_bfcl_file_names_file_and_line(tmp_path):
         fc.load_tasks("simple_python", tmp_path)
 
 
-def _gold_value(accepted: list):
-    """The first accepted value, as a correct call would write it (optional dict keys left out)."""
-    value = next(a for a in accepted if a != "")
-    if isinstance(value, dict):
-        return {k: _gold_value(v) for k, v in value.items() if any(a != "" for a in v)}
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        return [{k: _gold_value(v) for k, v in d.items() if any(a != "" for a in v)} for d in value]
-    return value
-
-
-def gold_call(task) -> fc.FunctionCall:
-    ((name, params),) = task.ground_truth[0].items()
-    return fc.FunctionCall(name, {k: _gold_value(v) for k, v in params.items() if any(a != "" for a in v)})
-
-
 @pytest.fixture(scope="module")
 def all_tasks():
     return {t.id: t for name in ("simple_python", "multiple") for t in fc.load_tasks(name)}
@@ -164,8 +149,8 @@ def all_tasks():
 def test_every_shipped_gold_call_is_accepted(all_tasks):
     """Including the 5 + 3 tasks with dict or list-of-dict parameters, which the old verifier
     could never accept (BFCL's accepted dict maps each key to a list of accepted values)."""
-    rejected = {i: fc.check_call(gold_call(t), t).reason for i, t in all_tasks.items()
-                if not fc.check_call(gold_call(t), t).correct}
+    rejected = {i: fc.check_call(fc.gold_call(t), t).reason for i, t in all_tasks.items()
+                if not fc.check_call(fc.gold_call(t), t).correct}
     assert rejected == {}
 
 
@@ -204,7 +189,7 @@ def test_every_shipped_gold_call_is_accepted(all_tasks):
 def test_bfcl_rules(all_tasks, task, call, correct):
     if call is None:  # a boolean parameter: 1 is not True
         t = all_tasks[task]
-        gold = gold_call(t)
+        gold = fc.gold_call(t)
         (flag,) = [k for k, v in gold.arguments.items() if v is True]
         assert fc.check_call(gold, t).correct
         assert not fc.check_call(fc.FunctionCall(gold.name, {**gold.arguments, flag: 1}), t).correct
@@ -215,7 +200,7 @@ def test_bfcl_rules(all_tasks, task, call, correct):
 
 def test_an_integer_given_as_a_whole_float_is_refused(all_tasks):
     t = all_tasks["simple_python_94"]  # user_id: integer, accepted [43523]
-    gold = gold_call(t)
+    gold = fc.gold_call(t)
     assert fc.check_call(gold, t).correct
     assert not fc.check_call(fc.FunctionCall(gold.name, {**gold.arguments, "user_id": 43523.0}), t).correct
 
@@ -225,10 +210,10 @@ def test_an_integer_given_as_a_whole_float_is_refused(all_tasks):
 def test_string_leniency_is_exactly_bfcls(all_tasks, data):
     """Inserting a character BFCL drops keeps a correct string correct; inserting a character it
     keeps makes it wrong (unless an accepted value happens to contain it)."""
-    with_strings = [(t, k) for t in all_tasks.values() for k, v in gold_call(t).arguments.items()
+    with_strings = [(t, k) for t in all_tasks.values() for k, v in fc.gold_call(t).arguments.items()
                     if isinstance(v, str) and v]
     task, arg = data.draw(st.sampled_from(with_strings))
-    gold = gold_call(task)
+    gold = fc.gold_call(task)
     value = gold.arguments[arg]
     at = data.draw(st.integers(0, len(value)))
     dropped = data.draw(st.sampled_from(list(" ,./-_*^")))

@@ -296,17 +296,22 @@ def rrr_train(
     retry_tokens: int = typer.Option(192, help="Retry length cap (generated inside the reward)."),
     lora_r: int = typer.Option(16, help="LoRA rank; 0 trains every weight."),
     save_steps: int = typer.Option(5, help="Checkpoint every this many steps (for --resume)."),
+    reward: list[str] = typer.Option(["retry=1"], help="A reward and its weight, NAME=WEIGHT; repeat to "
+                                     "compose: retry (the retry passes the verifier), nover (the policy's "
+                                     "likelihood of a reference answer, ranked in the group)."),
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
-    """GRPO on the failure set: reward = the retry succeeds; only reflection tokens are trained."""
+    """GRPO on the failure set: rewards judge the retry after each reflection; only reflection tokens are trained."""
+    from .rewards import parse_reward_specs
     from .rrr.experiment import RRRTrainConfig, run_rrr_train
     from .rrr.grpo import RRRGRPOConfig
 
     grpo = RRRGRPOConfig(num_generations=generations, queries_per_step=queries_per_step, max_steps=steps,
                          learning_rate=lr, lr_scheduler=lr_scheduler, warmup_steps=warmup_steps, beta=beta,
                          temperature=temperature, reflection_tokens=reflection_tokens, retry_tokens=retry_tokens,
-                         lora_r=lora_r, lora_alpha=2 * lora_r, save_steps=save_steps, seed=seed)
+                         lora_r=lora_r, lora_alpha=2 * lora_r, save_steps=save_steps,
+                         rewards=parse_reward_specs(reward), seed=seed)
     cfg = RRRTrainConfig(failures=str(failures), model=model, grpo=grpo, dtype=dtype, device=device,
                          runs_dir=str(runs_dir))
     t0 = time.perf_counter()

@@ -105,7 +105,8 @@ def run_rrr_train(cfg: RRRTrainConfig, resume: str | None = None) -> Path:
     trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
     history = [h for h in trainer.state.log_history if "reward" in h or "loss" in h]
     run.write_json("metrics.json", {"failures": len(failures), "history": history, "step_times": trainer.step_times})
-    plot_curves(history, ["reward", "kl", "loss", "completions/mean_length"], run.path / "training.png",
+    components = [f"rewards/{name}/mean" for name in cfg.grpo.rewards]  # TRL logs each reward function
+    plot_curves(history, ["reward", *components, "kl", "loss", "completions/mean_length"], run.path / "training.png",
                 f"RRR GRPO on {task.name}")
     tmp = run.path / "policy.tmp"
     trainer.save_model(str(tmp))

@@ -218,6 +218,24 @@ def check_call(call: FunctionCall, task: CallTask) -> Verdict:
     return Verdict(False, f"called {call.name!r}, expected {' or '.join(names)}")
 
 
+def _first_accepted(accepted: list) -> Any:
+    """The first accepted value as a correct call writes it (optional dict keys left out)."""
+    value = next(a for a in accepted if a != "")
+    strip = lambda d: {k: _first_accepted(v) for k, v in d.items() if any(a != "" for a in v)}  # noqa: E731
+    if isinstance(value, dict):
+        return strip(value)
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [strip(d) for d in value]
+    return value
+
+
+def gold_call(task: CallTask) -> FunctionCall:
+    """A correct call: the ground truth's function with the first accepted value of each parameter
+    that is not optional-only."""
+    ((name, params),) = task.ground_truth[0].items()
+    return FunctionCall(name, {k: _first_accepted(v) for k, v in params.items() if any(a != "" for a in v)})
+
+
 def verify(task: CallTask, response: str) -> Verdict:
     try:
         call = parse_call(response)

@@ -7,9 +7,11 @@ How the reward reaches only the reflection tokens:
 - the retry is generated inside the reward function, with the reflection in context
   (``retry_messages``), and verified. It never enters the trainer's batch, so its tokens
   have no log-probability term and carry zero advantage;
-- reward = 1 if the retry is correct, else 0; TRL turns the G rewards of one failed query
-  into group-relative advantages that weight every reflection token equally.
-``tests/test_rrr_grpo.py`` checks this on the trainer's own batch.
+- the rewards (``selfadapt.rewards``, composed with ``--reward NAME=WEIGHT``; by default
+  ``retry``: 1 if the retry is correct, else 0) are summed with their weights, and TRL turns
+  the G totals of one failed query into group-relative advantages that weight every
+  reflection token equally.
+``tests/test_rrr.py`` checks this on the trainer's own batch.
 """
 
 from __future__ import annotations
@@ -17,17 +19,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from ..generation import SamplingConfig, generate
-from ..models import render_chat
-from .reflect import reflect_messages, retry_messages
+from ..generation import SamplingConfig
+from ..rewards import RewardContext, build_rewards, registry
+from .reflect import reflect_messages
 from .tasks import Task
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class RRRGRPOConfig:
     lora_alpha: int = 32
     save_steps: int = 5
     gradient_checkpointing: bool = False  # TRL turns it on by default; small models train faster without
+    rewards: dict[str, float] = field(default_factory=lambda: {"retry": 1.0})  # name → weight
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -61,6 +63,9 @@ class RRRGRPOConfig:
             raise ValueError("queries_per_step, max_steps, reflection_tokens, retry_tokens, save_steps must be >= 1")
         if self.lora_r < 0 or self.beta < 0 or self.learning_rate <= 0:
             raise ValueError("lora_r and beta must be >= 0 and learning_rate > 0")
+        unknown = set(self.rewards) - set(registry())
+        if not self.rewards or unknown:
+            raise ValueError(f"unknown or missing rewards {sorted(unknown)}; choose from {', '.join(registry())}")
 
 
 def reflection_dataset(task: Task, failures: list[dict[str, Any]]):
@@ -70,43 +75,6 @@ def reflection_dataset(task: Task, failures: list[dict[str, Any]]):
     return datasets.Dataset.from_list([
         {"prompt": reflect_messages(task, f["query"], f["attempt"]), "attempt": f["attempt"],
          "query": json.dumps(f["query"], ensure_ascii=False)} for f in failures])
-
-
-class RetryReward:
-    """1.0 if the retry written after this reflection passes the verifier, else 0.0.
-
-    ``model`` is the policy being trained (set by ``ReflectionGRPOTrainer``), so the retry
-    comes from the current policy, as in the paper. Every rollout is appended to ``log_path``.
-    """
-
-    __name__ = "retry_success"
-
-    def __init__(self, task: Task, tokenizer: PreTrainedTokenizerBase, sampling: SamplingConfig,
-                 log_path: Path | None = None):
-        self.task, self.tokenizer, self.sampling, self.log_path = task, tokenizer, sampling, log_path
-        self.model: PreTrainedModel | None = None
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    def __call__(self, prompts, completions, query, attempt, trainer_state=None, **_) -> list[float]:
-        if self.model is None:
-            raise RuntimeError("RetryReward.model is not set; use ReflectionGRPOTrainer")
-        queries = [json.loads(q) for q in query]
-        reflections = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        t0 = time.perf_counter()
-        prompts_ = [render_chat(self.tokenizer, retry_messages(self.task, q, a, r))
-                    for q, a, r in zip(queries, attempt, reflections)]
-        retries = generate(self.model, self.tokenizer, prompts_, self.sampling)
-        t1 = time.perf_counter()
-        verdicts = [self.task.verify(q, r) for q, r in zip(queries, retries)]
-        self.seconds["retry_generation"] += t1 - t0
-        self.seconds["verify"] += time.perf_counter() - t1
-        if self.log_path:
-            step = trainer_state.global_step if trainer_state is not None else None
-            with open(self.log_path, "a", encoding="utf-8") as f:
-                for q, refl, retry, v in zip(queries, reflections, retries, verdicts):
-                    f.write(json.dumps({"step": step, "id": q["id"], "reflection": refl, "retry": retry,
-                                        "reward": float(v.correct), "reason": v.reason}, ensure_ascii=False) + "\n")
-        return [1.0 if v.correct else 0.0 for v in verdicts]
 
 
 class _StepTimes(TrainerCallback):
@@ -127,13 +95,12 @@ class _StepTimes(TrainerCallback):
 
 
 class ReflectionGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose completions are reflections and whose reward retries with them."""
+    """GRPOTrainer whose completions are reflections; its rewards share a context holding the policy."""
 
-    def __init__(self, *args, retry_reward: RetryReward, **kwargs):
-        super().__init__(*args, reward_funcs=[retry_reward], **kwargs)
-        self.retry_reward = retry_reward
-        retry_reward.model = self.model
-        self.phase_seconds = retry_reward.seconds  # one clock: the reward adds retry and verify time
+    def __init__(self, *args, reward_context: RewardContext, **kwargs):
+        super().__init__(*args, **kwargs)
+        reward_context.model = self.model  # the retry and the likelihoods come from the current policy
+        self.phase_seconds = reward_context.seconds  # one clock: rewards add retry, verify and scoring time
         self.step_times: list[dict[str, float]] = []
         self.add_callback(_StepTimes(self))
 
@@ -157,11 +124,14 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
         temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, logging_steps=1,
         save_strategy="steps", save_steps=cfg.save_steps, report_to=[], use_cpu=model.device.type == "cpu",
         bf16=False, disable_tqdm=False, gradient_checkpointing=cfg.gradient_checkpointing,
+        reward_weights=list(cfg.rewards.values()),
     )
     peft = (LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
             if cfg.lora_r else None)
-    reward = RetryReward(task, tokenizer, SamplingConfig(max_new_tokens=cfg.retry_tokens, temperature=0.0,
-                                                         batch_size=cfg.num_generations * cfg.queries_per_step),
-                         log_path=rollouts)
+    ctx = RewardContext(task, tokenizer, SamplingConfig(max_new_tokens=cfg.retry_tokens, temperature=0.0,
+                                                        batch_size=cfg.num_generations * cfg.queries_per_step),
+                        log_path=rollouts)
+    funcs, _ = build_rewards(cfg.rewards, ctx)
     return ReflectionGRPOTrainer(model=model, args=args, train_dataset=reflection_dataset(task, failures),
-                                 processing_class=tokenizer, peft_config=peft, retry_reward=reward)
+                                 processing_class=tokenizer, peft_config=peft, reward_funcs=funcs,
+                                 reward_context=ctx)

@@ -27,6 +27,9 @@ class Task(Protocol):
 
     def verify(self, query: dict[str, Any], response: str) -> Verdict: ...
 
+    def reference(self, query: dict[str, Any]) -> str:
+        """A correct answer in the format the task asks for (what NOVER scores the likelihood of)."""
+
     def check(self, query: Any) -> None:
         """ValueError if ``query`` is not one of this task's queries (used when reading files)."""
 
@@ -57,6 +60,10 @@ class CountdownTask:
 
     def verify(self, query: dict[str, Any], response: str) -> Verdict:
         return countdown.verify(self._problem(query), response)
+
+    def reference(self, query: dict[str, Any]) -> str:
+        p = self._problem(query)
+        return f"<answer>{countdown.solve(p.numbers, p.target)}</answer>"
 
     def check(self, query: Any) -> None:
         self._problem(query)
@@ -105,6 +112,10 @@ class FunctionCallingTask:
 
     def verify(self, query: dict[str, Any], response: str) -> Verdict:
         return function_calling.verify(self._task(query), response)
+
+    def reference(self, query: dict[str, Any]) -> str:
+        call = function_calling.gold_call(self._task(query))
+        return json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)
 
     def check(self, query: Any) -> None:
         self._task(query)

@@ -1,0 +1,94 @@
+"""Rewards as plain callables with TRL's reward-function signature.
+
+A reward is called as ``reward(prompts, completions, **columns) -> list[float]`` (the
+columns are the dataset's, e.g. ``query`` and ``attempt``, plus TRL's
+``trainer_state``), so TRL's ``GRPOTrainer`` takes a list of them with
+``reward_weights`` and logs each one's mean. Each is built from a ``RewardContext``
+(the task, the tokenizer, and the policy being trained, which the trainer sets), and
+writes its value for every rollout to the run's ``rewards.jsonl``.
+
+Kinds: ``verifier.py`` (a checker decides), ``likelihood.py`` (verifier-free, the
+policy's own likelihood of a reference). ``REWARDS`` maps the names that
+``--reward NAME=WEIGHT`` accepts to their classes; add your own to it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..generation import SamplingConfig
+
+
+@dataclass
+class RewardContext:
+    """What rewards share: the task and tokenizer, the current policy (set by the trainer),
+    how retries are sampled, where rollouts are logged, and one clock for phase times."""
+
+    task: Any  # an rrr Task
+    tokenizer: PreTrainedTokenizerBase
+    retry: SamplingConfig = field(default_factory=lambda: SamplingConfig(192, 0.0))
+    log_path: Path | None = None
+    model: PreTrainedModel | None = None
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def policy(self) -> PreTrainedModel:
+        if self.model is None:
+            raise RuntimeError("the reward context has no policy; the trainer sets RewardContext.model")
+        return self.model
+
+    def log(self, name: str, step: int | None, rows: list[dict[str, Any]]) -> None:
+        """One line per rollout: the step, the reward's name, its value and what explains it."""
+        if self.log_path is None:
+            return
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps({"step": step, "reward": name, **row}, ensure_ascii=False) + "\n")
+
+
+def completion_text(completion: Any) -> str:
+    """TRL passes a conversational completion as a list of messages, a plain one as text."""
+    return completion[-1]["content"] if isinstance(completion, list) else completion
+
+
+def parse_reward_specs(specs: list[str]) -> dict[str, float]:
+    """``["retry=1", "nover=0.5"]`` → ``{"retry": 1.0, "nover": 0.5}``; a bare name weighs 1."""
+    known = registry()
+    out: dict[str, float] = {}
+    for spec in specs:
+        name, _, weight = spec.partition("=")
+        name = name.strip()
+        if name not in known:
+            raise ValueError(f"unknown reward {name!r} in {spec!r}; choose from {', '.join(sorted(known))}")
+        if name in out:
+            raise ValueError(f"reward {name!r} is given twice")
+        try:
+            out[name] = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"reward weight in {spec!r} is not a number") from None
+    if not out:
+        raise ValueError("at least one reward is needed")
+    return out
+
+
+def build_rewards(weights: dict[str, float], ctx: RewardContext) -> tuple[list, list[float]]:
+    """The reward callables and their weights, in a fixed order, for ``GRPOTrainer``."""
+    known = registry()
+    names = list(weights)
+    return [known[n](ctx) for n in names], [weights[n] for n in names]
+
+
+REWARDS: dict[str, type] = {}  # user-registered rewards: name → class taking a RewardContext
+
+
+def registry() -> dict[str, type]:
+    """The built-in rewards and the registered ones (imported here: they import the rrr tasks)."""
+    from .likelihood import NoverReward
+    from .verifier import RetryReward
+
+    return {"retry": RetryReward, "nover": NoverReward} | REWARDS
