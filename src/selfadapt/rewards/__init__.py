@@ -56,6 +56,26 @@ def completion_text(completion: Any) -> str:
     return completion[-1]["content"] if isinstance(completion, list) else completion
 
 
+class EpisodeReward:
+    """A reward of a reflection in its failed episode: reads TRL's columns (the query as JSON,
+    the failed attempt), asks ``score`` for values and one log row per rollout, logs them."""
+
+    __name__ = "episode"
+
+    def __init__(self, ctx: RewardContext):
+        self.ctx = ctx
+
+    def score(self, queries: list[dict], attempts: list[str], reflections: list[str]
+              ) -> tuple[list[float], list[dict[str, Any]]]:
+        raise NotImplementedError
+
+    def __call__(self, prompts, completions, query, attempt, trainer_state=None, **_) -> list[float]:
+        values, rows = self.score([json.loads(q) for q in query], list(attempt),
+                                  [completion_text(c) for c in completions])
+        self.ctx.log(self.__name__, trainer_state.global_step if trainer_state is not None else None, rows)
+        return values
+
+
 def parse_reward_specs(specs: list[str]) -> dict[str, float]:
     """``["retry=1", "nover=0.5"]`` → ``{"retry": 1.0, "nover": 0.5}``; a bare name weighs 1."""
     known = registry()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import defaultdict
@@ -12,7 +11,7 @@ import numpy as np
 from ..likelihood import completion_scores
 from ..models import render_chat
 from ..rrr.reflect import retry_messages
-from . import RewardContext, completion_text
+from . import EpisodeReward
 
 
 def reasoning_perplexity(logprob: float, answer_tokens: int, reasoning_tokens: int) -> float:
@@ -40,7 +39,7 @@ def group_ranks(values: list[float], groups: list[str]) -> list[float]:
     return out
 
 
-class NoverReward:
+class NoverReward(EpisodeReward):
     """How much likelier the reflection makes a correct answer, relative to the group.
 
     NOVER (Liu et al., 2025, "Incentive Training for Language Models via Verifier-Free
@@ -54,23 +53,16 @@ class NoverReward:
 
     __name__ = "nover"
 
-    def __init__(self, ctx: RewardContext):
-        self.ctx = ctx
-
-    def __call__(self, prompts, completions, query, attempt, trainer_state=None, **_) -> list[float]:
+    def score(self, queries, attempts, reflections):
         ctx = self.ctx
-        queries = [json.loads(q) for q in query]
-        reflections = [completion_text(c) for c in completions]
         t0 = time.perf_counter()
         references = [ctx.task.reference(q) for q in queries]
         pairs = [(render_chat(ctx.tokenizer, retry_messages(ctx.task, q, a, r)), ref)
-                 for q, a, r, ref in zip(queries, attempt, reflections, references)]
+                 for q, a, r, ref in zip(queries, attempts, reflections, references)]
         scores = completion_scores(ctx.policy(), ctx.tokenizer, pairs)
         lengths = [len(ctx.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in reflections]
         perplexity = [reasoning_perplexity(s.logprob, s.tokens, n) for s, n in zip(scores, lengths)]
         values = group_ranks(perplexity, [q["id"] for q in queries])
         ctx.seconds["nover"] += time.perf_counter() - t0
-        ctx.log(self.__name__, trainer_state.global_step if trainer_state is not None else None,
-                [{"id": q["id"], "value": x, "perplexity": p, "reflection": r}
-                 for q, x, p, r in zip(queries, values, perplexity, reflections)])
-        return values
+        return values, [{"id": q["id"], "value": x, "perplexity": p, "reflection": r}
+                        for q, x, p, r in zip(queries, values, perplexity, reflections)]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from ..generation import generate
 from ..models import render_chat
 from ..rrr.reflect import retry_messages
-from . import RewardContext, completion_text
+from . import EpisodeReward
 
 
-class RetryReward:
+class RetryReward(EpisodeReward):
     """1.0 if the retry written after this reflection passes the task's verifier, else 0.0.
 
     Reflect, Retry, Reward (Bensal et al., 2025): the reflection is the completion being
@@ -21,23 +20,16 @@ class RetryReward:
 
     __name__ = "retry"
 
-    def __init__(self, ctx: RewardContext):
-        self.ctx = ctx
-
-    def __call__(self, prompts, completions, query, attempt, trainer_state=None, **_) -> list[float]:
+    def score(self, queries, attempts, reflections):
         ctx = self.ctx
-        queries = [json.loads(q) for q in query]
-        reflections = [completion_text(c) for c in completions]
         t0 = time.perf_counter()
         chats = [render_chat(ctx.tokenizer, retry_messages(ctx.task, q, a, r))
-                 for q, a, r in zip(queries, attempt, reflections)]
+                 for q, a, r in zip(queries, attempts, reflections)]
         retries = generate(ctx.policy(), ctx.tokenizer, chats, ctx.retry)
         t1 = time.perf_counter()
         verdicts = [ctx.task.verify(q, r) for q, r in zip(queries, retries)]
         ctx.seconds["retry_generation"] += t1 - t0
         ctx.seconds["verify"] += time.perf_counter() - t1
         values = [1.0 if v.correct else 0.0 for v in verdicts]
-        ctx.log(self.__name__, trainer_state.global_step if trainer_state is not None else None,
-                [{"id": q["id"], "value": x, "reflection": refl, "retry": retry, "reason": v.reason}
-                 for q, x, refl, retry, v in zip(queries, values, reflections, retries, verdicts)])
-        return values
+        return values, [{"id": q["id"], "value": x, "reflection": refl, "retry": retry, "reason": v.reason}
+                        for q, x, refl, retry, v in zip(queries, values, reflections, retries, verdicts)]
