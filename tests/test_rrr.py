@@ -12,7 +12,7 @@ from selfadapt.rrr import Verdict
 from selfadapt.rrr.failures import FILE, build_failures, load_failures
 from selfadapt.rrr.grpo import RRRGRPOConfig, make_trainer
 from selfadapt.rrr.reflect import REFLECT, RETRY, ReflectConfig, accuracy, reflect_and_retry, retry_messages
-from selfadapt.rrr.tasks import CountdownTask, FunctionCallingTask, get_task
+from selfadapt.rrr.tasks import CountdownTask, FunctionCallingTask, get_task, task_spec
 from selfadapt.runs import Run
 
 
@@ -198,3 +198,56 @@ def test_one_grpo_step_changes_only_lora_weights(grpo_trainer):
 def test_grpo_config_rejects_groups_of_one():
     with pytest.raises(ValueError, match="num_generations"):
         RRRGRPOConfig(num_generations=1)
+
+
+def test_difficulty_knobs_and_specs():
+    two = get_task("countdown:numbers=2,max_target=40")
+    qs = two.queries("train", 20)
+    assert all(len(q["numbers"]) == 2 and 10 <= q["target"] <= 40 for q in qs)
+    assert task_spec(two) == "countdown:numbers=2,max_target=40" and task_spec(get_task("countdown")) == "countdown"
+    few = get_task("function-calling:set=multiple,functions=2")
+    for q in few.queries("test", 30):
+        names = [f["name"] for f in q["functions"]]
+        assert len(names) <= 2 and next(iter(q["ground_truth"][0])) in names
+    assert len(get_task("function-calling:set=multiple").queries("test", 30)[0]["functions"]) >= 2
+    for bad, message in [("countdown:size=2", "not knob=value"), ("countdown:numbers=x", "must be an integer"),
+                         ("countdown:numbers=9", "numbers in 2–5"), ("chess:x=1", "unknown task"),
+                         ("countdown:numbers", "not knob=value")]:
+        with pytest.raises(ValueError, match=message):
+            get_task(bad)
+
+
+def test_failure_file_keeps_the_difficulty(tiny, tmp_path):
+    task = get_task("countdown:numbers=2")
+    run = Run.create(tmp_path, "f", {})
+    path = build_failures(tiny.model, tiny.tokenizer, task, task.queries("train", 2), run, attempts=1,
+                          sampling=SamplingConfig(6, 1.0, 1.0, 2))
+    loaded, recs = load_failures(path)
+    assert task_spec(loaded) == "countdown:numbers=2" and len(recs) == 2
+
+
+def test_probe_reports_each_difficulty_and_resumes(tiny_dir, tmp_path, monkeypatch):
+    from selfadapt.rrr import experiment
+
+    cfg = experiment.ProbeConfig(model=str(tiny_dir), tasks=["countdown:numbers=2", "countdown:numbers=3"],
+                                 queries=3, answer_tokens=6, reflection_tokens=6, dtype="float32", device="cpu",
+                                 runs_dir=str(tmp_path))
+    run, rows = experiment.run_rrr_probe(cfg)
+    assert [r["task"] for r in rows] == cfg.tasks and all(r["n"] == 3 for r in rows)
+    assert all(r["failed"] == 3 and r["retry"][0] == 0.0 and not r["trainable"] for r in rows)  # a random model
+    assert "| countdown:numbers=2 | 3 |" in (run.path / "summary.md").read_text()
+    assert (run.path / "probe.png").is_file()
+    monkeypatch.setattr(experiment, "reflect_and_retry", lambda *a, **k: pytest.fail("redid finished work"))
+    experiment.run_rrr_probe(cfg, resume=str(run.path))
+    with pytest.raises(ValueError, match="given twice"):
+        experiment.run_rrr_probe(experiment.ProbeConfig(tasks=["countdown", "countdown"]))
+
+
+def test_probe_band():
+    from selfadapt.rrr.experiment import summarize_probe
+
+    recs = [{"condition": "t", "kind": "task", "first_correct": i < 2, "second_correct": i < 2 or i in (5, 6)}
+            for i in range(12)]
+    (row,) = summarize_probe(recs, ["t"])
+    assert row["failed"] == 10 and row["retry"][0] == pytest.approx(0.2) and row["trainable"]
+    assert row["first"][0] == pytest.approx(2 / 12) and row["second"][0] == pytest.approx(4 / 12)

@@ -250,7 +250,8 @@ def train_arc(
     console.print(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
 
 
-TASK = typer.Option("countdown", help="countdown | function-calling (BFCL simple_python)")
+TASK = typer.Option("countdown", help="countdown | function-calling, with optional difficulty knobs: "
+                    "countdown:numbers=2,max_number=25,max_target=100 or function-calling:set=multiple,functions=2")
 
 
 @rrr_app.command("build-failures")
@@ -277,6 +278,30 @@ def rrr_build_failures(
                   f"(attempt accuracy {100 * stats['attempt_accuracy']:.1f}%, pass@{attempts} "
                   f"{100 * stats[f'pass@{attempts}']:.1f}%) · failure dataset {path} · "
                   f"wall time {time.perf_counter() - t0:.0f} s")
+
+
+@rrr_app.command("probe")
+@user_errors
+def rrr_probe(
+    task: list[str] = typer.Option(["countdown:numbers=2", "countdown:numbers=3", "countdown"], help="A task "
+                                   "spec with difficulty knobs (see build-failures --task); repeat for several."),
+    model: str = MODEL,
+    queries: int = typer.Option(40, help="Training-split queries per task."),
+    answer_tokens: int = typer.Option(192), reflection_tokens: int = typer.Option(96),
+    seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
+    dtype: str = DTYPE, device: str = DEVICE,
+) -> None:
+    """First- and second-attempt success per difficulty: train where retries succeed 5–50% of the time."""
+    from .rrr.experiment import ProbeConfig, run_rrr_probe
+
+    cfg = ProbeConfig(model=model, tasks=list(task), queries=queries, answer_tokens=answer_tokens,
+                      reflection_tokens=reflection_tokens, seed=seed, dtype=dtype, device=device,
+                      runs_dir=str(runs_dir))
+    t0 = time.perf_counter()
+    run, _ = run_rrr_probe(cfg, resume=str(resume) if resume else None)
+    console.print((run.path / "summary.md").read_text())
+    console.print(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path} · "
+                  f"plot {run.path / 'probe.png'}")
 
 
 @rrr_app.command("train")

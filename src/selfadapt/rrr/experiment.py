@@ -156,8 +156,9 @@ def general_questions(n: int) -> list[tuple[str, str]]:
     return out[:n]
 
 
-def _evaluate(run: Run, name: str, m: LoadedModel, task: Task, queries: list[dict[str, Any]],
-              general: list[tuple[str, str]], cfg: RRREvalConfig, bar: Any, job: Any) -> None:
+def _reflect_into_run(run: Run, name: str, m: LoadedModel, task: Task, queries: list[dict[str, Any]],
+                      cfg: "RRREvalConfig | ProbeConfig", bar: Any, job: Any) -> None:
+    """Greedy attempt → reflection → retry for every query the run does not hold yet, in chunks."""
     reflect_cfg = ReflectConfig(SamplingConfig(cfg.answer_tokens, 0.0, batch_size=cfg.chunk),
                                 SamplingConfig(cfg.reflection_tokens, 0.0, batch_size=cfg.chunk))
     todo = [q for q in queries if not run.done(f"{name}/task/{q['id']}")]
@@ -166,6 +167,11 @@ def _evaluate(run: Run, name: str, m: LoadedModel, task: Task, queries: list[dic
         for rec in reflect_and_retry(m.model, m.tokenizer, task, part, reflect_cfg, seed=cfg.seed):
             run.append(f"{name}/task/{rec['id']}", {"condition": name, "kind": "task", **rec})
         bar.advance(job, len(part))
+
+
+def _evaluate(run: Run, name: str, m: LoadedModel, task: Task, queries: list[dict[str, Any]],
+              general: list[tuple[str, str]], cfg: RRREvalConfig, bar: Any, job: Any) -> None:
+    _reflect_into_run(run, name, m, task, queries, cfg, bar, job)
     todo_g = [i for i in range(len(general)) if not run.done(f"{name}/general/{i}")]
     for start in range(0, len(todo_g), cfg.chunk):
         idx = todo_g[start : start + cfg.chunk]
@@ -235,4 +241,68 @@ def run_rrr_eval(cfg: RRREvalConfig, resume: str | None = None) -> tuple[Run, li
              "ci_high": r[key][2]} for r in rows for key, label in
             [("first", "1st"), ("second", "2nd"), ("general", "QA")] if r[key]]
     plot_scores(bars, run.path / "accuracy.png", f"Reflect, Retry, Reward: {task.name}")
+    return run, rows
+
+
+@dataclass
+class ProbeConfig:
+    """Where does the model sometimes succeed? First attempt and retry per difficulty (train split)."""
+
+    model: str = EMBEDDED
+    tasks: list[str] = field(default_factory=lambda: ["countdown:numbers=2", "countdown:numbers=3", "countdown"])
+    queries: int = 40
+    answer_tokens: int = 192
+    reflection_tokens: int = 96
+    chunk: int = 16
+    seed: int = 0
+    dtype: str = "auto"
+    device: str = "auto"
+    runs_dir: str = "runs"
+
+
+TRAINABLE = (0.05, 0.5)  # retry success on first failures where GRPO groups get mixed rewards
+
+
+def summarize_probe(records: list[dict[str, Any]], specs: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for spec in specs:
+        recs = [r for r in records if r["condition"] == spec and r["kind"] == "task"]
+        failed = [float(r["second_correct"]) for r in recs if not r["first_correct"]]
+        retry = mean_ci(failed) if failed else (float("nan"),) * 3
+        rows.append({"task": spec, "n": len(recs), "first": mean_ci([float(r["first_correct"]) for r in recs]),
+                     "second": mean_ci([float(r["second_correct"]) for r in recs]), "failed": len(failed),
+                     "retry": retry, "trainable": bool(failed) and TRAINABLE[0] <= retry[0] <= TRAINABLE[1]})
+    return rows
+
+
+def probe_table(rows: list[dict[str, Any]]) -> str:
+    ci = lambda t: "–" if t[0] != t[0] else f"{100 * t[0]:.1f} ({100 * t[1]:.1f}–{100 * t[2]:.1f})"  # noqa: E731
+    lines = ["| task | queries | 1st attempt % (95% CI) | 2nd attempt % (95% CI) | retry success on failures "
+             "% (95% CI) | failures | in the 5–50% band |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['n']} | {ci(r['first'])} | {ci(r['second'])} | {ci(r['retry'])} | "
+                     f"{r['failed']} | {'yes' if r['trainable'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def run_rrr_probe(cfg: ProbeConfig, resume: str | None = None) -> tuple[Run, list[dict[str, Any]]]:
+    """First- and second-attempt success per difficulty, greedy, on training queries (resumable)."""
+    tasks = [(spec, get_task(spec)) for spec in cfg.tasks]  # a bad spec fails before any work
+    if len({s for s, _ in tasks}) != len(tasks):
+        raise ValueError(f"a task spec is given twice: {cfg.tasks}")
+    m = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    run = _open_run(resume, cfg.runs_dir, "rrr-probe", cfg)
+    with progress_bar() as bar:
+        for spec, task in tasks:
+            queries = task.queries("train", cfg.queries)
+            job = bar.add_task(spec, total=len(queries))
+            bar.advance(job, sum(run.done(f"{spec}/task/{q['id']}") for q in queries))
+            _reflect_into_run(run, spec, m, task, queries, cfg, bar, job)
+    rows = summarize_probe(run.records(), cfg.tasks)
+    (run.path / "summary.md").write_text(f"# selfadapt rrr probe ({cfg.model}, {cfg.queries} train queries "
+                                         f"per task)\n\n{probe_table(rows)}\n")
+    run.write_json("metrics.json", rows)
+    bars = [{"condition": f"{r['task']} · {label}", "score": r[key][0], "ci_low": r[key][1], "ci_high": r[key][2]}
+            for r in rows for key, label in [("first", "1st"), ("retry", "retry")] if r[key][0] == r[key][0]]
+    plot_scores(bars, run.path / "probe.png", "Reflect, Retry, Reward: success per difficulty")
     return run, rows

@@ -18,7 +18,7 @@ from ..generation import SamplingConfig
 from ..runs import Run
 from . import read_jsonl
 from .reflect import attempt
-from .tasks import Task, get_task
+from .tasks import Task, get_task, task_spec
 
 FILE = "failures.jsonl"
 
@@ -51,7 +51,7 @@ def build_failures(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, t
     tmp = out.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for r in kept:
-            f.write(json.dumps({"task": task.name, "id": r["id"], "query": r["query"],
+            f.write(json.dumps({"task": task_spec(task), "id": r["id"], "query": r["query"],
                                 "attempt": r["failed_attempt"], "reason": r["reason"]}, ensure_ascii=False) + "\n")
     tmp.replace(out)
     return out
@@ -65,14 +65,18 @@ def load_failures(path: str | Path) -> tuple[Task, list[dict[str, Any]]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no failure dataset here (run `selfadapt rrr build-failures` first)")
     task: Task | None = None
+    spec = ""
     records = []
     for n, rec in read_jsonl(path):
         if not isinstance(rec.get("attempt"), str) or not isinstance(rec.get("task"), str):
             raise ValueError(f"{path}: line {n}: expected an object with string 'task' and 'attempt'")
         if task is None:
-            task = get_task(rec["task"])
-        elif rec["task"] != task.name:
-            raise ValueError(f"{path}: line {n}: task {rec['task']!r} differs from {task.name!r} on earlier lines")
+            try:
+                task, spec = get_task(rec["task"]), rec["task"]
+            except ValueError as e:
+                raise ValueError(f"{path}: line {n}: {e}") from None
+        elif rec["task"] != spec:
+            raise ValueError(f"{path}: line {n}: task {rec['task']!r} differs from {spec!r} on earlier lines")
         try:
             task.check(rec.get("query"))
         except ValueError as e:

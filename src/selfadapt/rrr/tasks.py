@@ -3,13 +3,18 @@
 A query is a plain JSON object with an ``"id"`` (it is written to failure datasets and
 run records as is); a task turns it into the first-attempt conversation and checks a
 response with its verifier.
+
+A task is named by a spec, its name and optional difficulty knobs:
+``countdown:numbers=2,max_target=30`` or ``function-calling:set=multiple,functions=2``.
+The paper trains on failures of tasks the model solves some of the time; the knobs move
+a task into that range for a small model (``selfadapt rrr probe`` measures where).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -41,16 +46,29 @@ def _split(split: str) -> None:
 
 @dataclass
 class CountdownTask:
-    """Seeded, solver-checked Countdown instances; the split is fixed by ``pool`` and ``seed``."""
+    """Seeded, solver-checked Countdown instances; the split is fixed by ``pool`` and ``seed``.
+
+    Difficulty: ``numbers`` per instance (0: the paper's mix of 3 and 4), their ``max_number``,
+    and the largest target ``max_target``.
+    """
 
     pool: int = 400
     test_fraction: float = 0.25
     seed: int = 0
+    numbers: int = 0
+    max_number: int = 25
+    max_target: int = 100
     name: str = "countdown"
+
+    def __post_init__(self) -> None:
+        if self.numbers not in (0, 2, 3, 4, 5) or self.max_number < 2 or self.max_target < 10:
+            raise ValueError("countdown needs numbers in 2–5 (0: 3 or 4), max_number >= 2, max_target >= 10")
 
     def queries(self, split: str, n: int | None = None) -> list[dict[str, Any]]:
         _split(split)
-        train, test = _countdown_split(self.pool, self.test_fraction, self.seed)
+        sizes = (self.numbers,) if self.numbers else (3, 4)
+        train, test = _countdown_split(self.pool, self.test_fraction, self.seed, sizes, self.max_number,
+                                       self.max_target)
         chosen = (train if split == "train" else test)[:n]
         return [{"id": f"countdown-{'-'.join(map(str, p.numbers))}-{p.target}", "numbers": list(p.numbers),
                  "target": p.target} for p in chosen]
@@ -77,10 +95,12 @@ class CountdownTask:
         return countdown.Countdown(tuple(query["numbers"]), query["target"])
 
 
-@lru_cache(maxsize=4)
-def _countdown_split(pool: int, test_fraction: float, seed: int):
+@lru_cache(maxsize=8)
+def _countdown_split(pool: int, test_fraction: float, seed: int, sizes: tuple[int, ...], max_number: int,
+                     max_target: int):
     """Solver-checked generation takes seconds; every caller in a process shares one split."""
-    return countdown.train_test_split(countdown.generate(pool, seed=seed), test_fraction, seed=seed)
+    problems = countdown.generate(pool, seed=seed, sizes=sizes, max_number=max_number, max_target=max_target)
+    return countdown.train_test_split(problems, test_fraction, seed=seed)
 
 
 CALL_SYSTEM = ("You can call these functions (JSON schema):\n{functions}\n\n"
@@ -89,21 +109,38 @@ CALL_SYSTEM = ("You can call these functions (JSON schema):\n{functions}\n\n"
 
 @dataclass
 class FunctionCallingTask:
-    """BFCL function calling; a stable hash of the task id puts each task in train or test."""
+    """BFCL function calling; a stable hash of the task id puts each task in train or test.
 
-    bfcl_set: str = "simple_python"
+    Difficulty: the BFCL ``set`` (``simple_python``: one function offered; ``multiple``:
+    several) and, for ``multiple``, how many ``functions`` are offered (0: all): the
+    ground-truth function and the first others.
+    """
+
+    set: str = "simple_python"
+    functions: int = 0
     test_fraction: float = 0.25
     name: str = "function-calling"
+
+    def __post_init__(self) -> None:
+        if self.functions < 0:
+            raise ValueError("functions must be >= 0 (0: offer every function)")
 
     def queries(self, split: str, n: int | None = None) -> list[dict[str, Any]]:
         _split(split)
         out = []
-        for t in function_calling.load_tasks(self.bfcl_set):
+        for t in function_calling.load_tasks(self.set):
             bucket = int(hashlib.sha256(t.id.encode()).hexdigest(), 16) % 1000 / 1000
             if (bucket < self.test_fraction) == (split == "test"):
-                out.append({"id": t.id, "messages": list(t.messages), "functions": list(t.functions),
+                out.append({"id": t.id, "messages": list(t.messages), "functions": self._offered(t),
                             "ground_truth": list(t.ground_truth)})
         return out[:n]
+
+    def _offered(self, t: function_calling.CallTask) -> list[dict[str, Any]]:
+        if not self.functions:
+            return list(t.functions)
+        gold = {name for truth in t.ground_truth for name in truth}
+        right = [f for f in t.functions if f["name"] in gold]
+        return right + [f for f in t.functions if f["name"] not in gold][: max(0, self.functions - len(right))]
 
     def messages(self, query: dict[str, Any]) -> list[dict[str, str]]:
         task = self._task(query)
@@ -134,9 +171,31 @@ class FunctionCallingTask:
 
 
 TASKS = {"countdown": CountdownTask, "function-calling": FunctionCallingTask}
+KNOBS = {"countdown": ("numbers", "max_number", "max_target"), "function-calling": ("set", "functions")}
 
 
-def get_task(name: str) -> Task:
+def get_task(spec: str) -> Task:
+    """A task from its spec, ``NAME`` or ``NAME:knob=value,knob=value`` (see the module docstring)."""
+    name, _, rest = spec.partition(":")
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
-    return TASKS[name]()
+    types = {f.name: f.type for f in fields(TASKS[name])}
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key not in KNOBS[name]:
+            raise ValueError(f"task spec {spec!r}: {item!r} is not knob=value; {name} knobs: {', '.join(KNOBS[name])}")
+        try:
+            kwargs[key] = int(value) if types[key] in (int, "int") else value
+        except ValueError:
+            raise ValueError(f"task spec {spec!r}: {key} must be an integer, got {value!r}") from None
+    return TASKS[name](**kwargs)
+
+
+def task_spec(task: Task) -> str:
+    """The spec that ``get_task`` turns back into this task (knobs at their defaults left out)."""
+    if task.name not in KNOBS:
+        return task.name
+    default = type(task)()
+    knobs = [f"{k}={getattr(task, k)}" for k in KNOBS[task.name] if getattr(task, k) != getattr(default, k)]
+    return task.name + (":" + ",".join(knobs) if knobs else "")
