@@ -251,3 +251,18 @@ def test_probe_band():
     (row,) = summarize_probe(recs, ["t"])
     assert row["failed"] == 10 and row["retry"][0] == pytest.approx(0.2) and row["trainable"]
     assert row["first"][0] == pytest.approx(2 / 12) and row["second"][0] == pytest.approx(4 / 12)
+
+
+def test_rrr_summary_pairs_each_policy_with_the_base_on_the_same_queries():
+    from selfadapt.rrr.experiment import rrr_table, summarize_rrr
+
+    def rec(cond, qid, first, second):
+        return {"condition": cond, "kind": "task", "id": qid, "first_correct": first, "second_correct": second}
+
+    records = [rec("base", "a", False, False), rec("base", "b", False, True), rec("base", "c", True, True),
+               rec("trained", "a", False, True), rec("trained", "b", False, True), rec("trained", "c", True, True)]
+    base, trained = summarize_rrr(records, ["base", "trained"])
+    assert base["vs_base"] == {}
+    d = trained["vs_base"]["second"]
+    assert (d["n"], d["wins"], d["ties"], d["losses"]) == (3, 1, 2, 0) and d["mean"] == pytest.approx(1 / 3)
+    assert "+33.3" in rrr_table([base, trained]) and "1/2/0" in rrr_table([base, trained])

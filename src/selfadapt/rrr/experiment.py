@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..evaluate import mean_ci, progress_bar
+from ..evaluate import Paired, mean_ci, paired, progress_bar
 from ..generation import SamplingConfig, generate
 from ..grading import grade
 from ..knowledge.data import load_passages
@@ -184,26 +184,37 @@ def _evaluate(run: Run, name: str, m: LoadedModel, task: Task, queries: list[dic
 
 
 def summarize_rrr(records: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """Accuracies with bootstrap intervals, and each policy's paired difference from the first
+    condition (the base model) on the same queries."""
     rows = []
+    by_query = lambda name, key, kind="task": {  # noqa: E731
+        r["id"] if kind == "task" else r["key"].rsplit("/", 1)[1]: float(r[key])
+        for r in records if r["condition"] == name and r["kind"] == kind}
     for name in names:
         task_recs = [r for r in records if r["condition"] == name and r["kind"] == "task"]
         general = [float(r["correct"]) for r in records if r["condition"] == name and r["kind"] == "general"]
         acc = accuracy(task_recs)
+        vs = {} if name == names[0] else {
+            key: asdict(paired(by_query(name, field_, kind), by_query(names[0], field_, kind)))
+            for key, field_, kind in [("first", "first_correct", "task"), ("second", "second_correct", "task"),
+                                      ("general", "correct", "general")]}
         rows.append({"condition": name, "n": acc["n"],
                      "first": mean_ci([float(r["first_correct"]) for r in task_recs]),
                      "second": mean_ci([float(r["second_correct"]) for r in task_recs]),
                      "fixed_by_retry": sum(r["second_correct"] and not r["first_correct"] for r in task_recs),
-                     "general": mean_ci(general) if general else None})
+                     "general": mean_ci(general) if general else None, "vs_base": vs})
     return rows
 
 
 def rrr_table(rows: list[dict[str, Any]]) -> str:
     ci = lambda t: f"{100 * t[0]:.1f} ({100 * t[1]:.1f}–{100 * t[2]:.1f})"  # noqa: E731
-    lines = ["| model | 1st attempt % (95% CI) | 2nd attempt % (95% CI) | fixed by retry | general QA % (95% CI) "
-             "| queries |", "|---|---|---|---|---|---|"]
+    diff = lambda r, k: Paired(**r["vs_base"][k]).cell() + f" {Paired(**r['vs_base'][k]).wtl}" if r["vs_base"] else "–"  # noqa: E731
+    lines = ["| model | 1st attempt % (95% CI) | 2nd attempt % (95% CI) | Δ 2nd vs base, paired (95% CI) W/T/L | "
+             "fixed by retry | general QA % (95% CI) | Δ general vs base | queries |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['condition']} | {ci(r['first'])} | {ci(r['second'])} | {r['fixed_by_retry']} | "
-                     f"{ci(r['general']) if r['general'] else '–'} | {r['n']} |")
+        lines.append(f"| {r['condition']} | {ci(r['first'])} | {ci(r['second'])} | {diff(r, 'second')} | "
+                     f"{r['fixed_by_retry']} | {ci(r['general']) if r['general'] else '–'} | "
+                     f"{diff(r, 'general') if r['general'] else '–'} | {r['n']} |")
     return "\n".join(lines)
 
 
