@@ -62,6 +62,12 @@ def tiny_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """The tiny tokenizer alone (session-wide: hypothesis tests reuse it across examples)."""
+    return build_tokenizer()
+
+
 @pytest.fixture()
 def tiny(tiny_dir):
     from selfadapt.models import load_model

@@ -14,7 +14,7 @@ from selfadapt.arc.augment import (CHAIN, GEOMETRIC, GROUPS, IDENTITY, REPEAT, R
                                    augmented_examples, colour_permutation, leave_out, translate)
 from selfadapt.arc.data import ArcDataError, ArcTask, grid_to_text, load_tasks, text_to_grid
 from selfadapt.arc.domain import ArcDomain, split_exchange, task_messages
-from selfadapt.arc.selfedit import TTTConfig, parse_selfedit
+from selfadapt.arc.selfedit import EPOCH_RANGE, LEARNING_RATES, TTTConfig, parse_selfedit
 from selfadapt.domain import InvalidSelfEdit
 from selfadapt.lora import encode, make_batches
 
@@ -203,3 +203,68 @@ def test_selfedit_prompt_shows_the_default_as_parseable_json(tiny):
 
     prompt = ArcDomain(tiny.tokenizer).selfedit_prompt(_task(3))
     assert parse_selfedit(prompt.split("The default is:", 1)[1]) == DEFAULT_TTT
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_constrained_selfedit_parses(tiny, seed):
+    from selfadapt.generation import SamplingConfig, generate
+
+    domain = ArcDomain(tiny.tokenizer)
+    prompts = [domain.selfedit_prompt(_task(3))] * 4
+    out = generate(tiny.model, tiny.tokenizer, prompts, SamplingConfig(256, 1.5, 1.0, 4), seed=seed,
+                   constraints=[domain.selfedit_constraint(_task(3)) for _ in prompts])
+    for text in out:
+        parse_selfedit(text)  # raises if the grammar let anything invalid through
+
+
+def _accepted(tokenizer, text: str) -> bool:
+    from selfadapt.arc.domain import ArcDomain
+
+    return ArcDomain(tokenizer).selfedit_constraint(_task(3)).accepts(
+        tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+configs = st.builds(TTTConfig, st.lists(st.sampled_from(sorted(GROUPS)), unique=True).map(tuple),
+                    st.sampled_from(["all", "output"]), st.sampled_from(LEARNING_RATES),
+                    st.integers(EPOCH_RANGE[0], EPOCH_RANGE[1]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(cfg=configs)
+def test_grammar_accepts_every_config_the_parser_accepts(tiny_tokenizer, cfg):
+    text = cfg.to_json()
+    parsed = parse_selfedit(text)
+    assert (set(parsed.groups), parsed.loss_scope, parsed.lr, parsed.epochs) == (
+        set(cfg.groups), cfg.loss_scope, cfg.lr, cfg.epochs)
+    assert _accepted(tiny_tokenizer, text)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cfg=configs, mutation=st.sampled_from([
+    (["training", "learning_rate"], 5e-4), (["training", "learning_rate"], "1e-4"),
+    (["training", "num_train_epochs"], 0), (["training", "num_train_epochs"], 11),
+    (["training", "num_train_epochs"], 2.5), (["training", "strategy"], "train_using_everything"),
+    (["data_generation", "use_basic_augmentations"], "true"), (["data_generation", "use_magic"], True),
+    (["training", "seed"], 1)]))
+def test_grammar_rejects_what_the_parser_rejects(tiny_tokenizer, cfg, mutation):
+    obj = json.loads(cfg.to_json())
+    (outer, key), value = mutation
+    obj[outer][key] = value
+    text = json.dumps(obj)
+    with pytest.raises(InvalidSelfEdit):
+        parse_selfedit(text)
+    assert not _accepted(tiny_tokenizer, text)
+    del obj[outer][key]
+    if key in ("learning_rate", "num_train_epochs", "strategy", "use_basic_augmentations"):  # a missing key too
+        assert not _accepted(tiny_tokenizer, json.dumps(obj))
+
+
+def test_schema_and_prompt_read_the_defaults_from_one_place(tiny):
+    from selfadapt.arc.domain import DEFAULT_TTT
+    from selfadapt.arc.selfedit import SCHEMA
+
+    training = SCHEMA["properties"]["training"]["properties"]
+    assert training["learning_rate"]["enum"] == list(LEARNING_RATES)
+    assert (training["num_train_epochs"]["minimum"], training["num_train_epochs"]["maximum"]) == EPOCH_RANGE
+    assert DEFAULT_TTT.lr in LEARNING_RATES and _accepted(tiny.tokenizer, DEFAULT_TTT.to_json())
+    assert DEFAULT_TTT.to_json() in ArcDomain(tiny.tokenizer).selfedit_prompt(_task(3))

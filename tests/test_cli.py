@@ -2,6 +2,8 @@ import json
 from collections import Counter
 
 import pytest
+
+from selfadapt.arc.selfedit import parse_selfedit
 from typer.testing import CliRunner
 
 from selfadapt.cli import app
@@ -124,9 +126,20 @@ def test_arc_train_then_eval_end_to_end(tiny_dir, tmp_path):
     recs = [json.loads(line) for line in (train_run / "records.jsonl").read_text().splitlines()]
     scored = [r for r in recs if r["condition"] == "selfedit"]
     assert len(scored) == 2 and all(r["item"] == "6150a2bd" for r in scored)
-    # A random model writes no valid JSON: each self-edit is recorded as invalid with its reason, reward 0.
-    assert all(r["status"] == "invalid_selfedit" and r["reason"] and r["score"] == 0 for r in scored)
-    assert json.loads((train_run / "round-0" / "policy.json").read_text())["policy"] == str(tiny_dir)
+    # Under the grammar even a random model writes valid self-edits: each one really configures a TTT run.
+    assert all(r["status"] == "ok" and r["train"]["steps"] >= 1 and parse_selfedit(r["selfedit"]) for r in scored)
+    (write,) = [r for r in recs if r["condition"] == "write"]
+    assert len(write["logprobs"]) == 2 and all(lp < 0 for lp in write["logprobs"])
+    policy = json.loads((train_run / "round-0" / "policy.json").read_text())["policy"]
+    assert policy == (str(tiny_dir) if all(r["score"] == 0 for r in scored) else str(train_run / "round-0" / "policy"))
+
+    # Without the grammar a random model writes no valid JSON: invalid with its reason, reward 0.
+    res = invoke("train", "arc", "--task-id", "6150a2bd", "-c", 1, "-k", 2, "--no-constrain", *small)
+    assert res.exit_code == 0, res.output
+    free_run = next(r for r in runs.glob("train-arc-*") if r != train_run)
+    free = [json.loads(line) for line in (free_run / "records.jsonl").read_text().splitlines()]
+    assert all(r["status"] == "invalid_selfedit" and r["reason"] and r["score"] == 0
+               for r in free if r["condition"] == "selfedit")
 
     res = invoke("eval", "arc", "--task", "66e6c45b", "-k", 1, "--policy", train_run / "round-0", *small)
     assert res.exit_code == 0, res.output

@@ -185,13 +185,17 @@ MAX_TOKENS = typer.Option(2048, help="Drop TTT sequences longer than this many t
 VOTES = typer.Option(4, help="Invertible transforms voted over at inference (1–8).")
 
 
+CONSTRAIN = typer.Option(True, help="Sample self-edits under their JSON Schema (llguidance), so every one is "
+                         "valid; --no-constrain samples freely and parses strictly.")
+
+
 def _arc(subset: str, task: list[str], max_cells: int, cap: int, budget: int, max_tokens: int, votes: int,
-         leave_two_out: bool):
+         leave_two_out: bool, constrain: bool = True):
     from .arc.experiment import ArcSettings
 
     if not 1 <= votes <= 8:
         raise ValueError("--votes must be between 1 and 8")
-    return ArcSettings(subset, list(task), max_cells, cap, budget, max_tokens, votes, leave_two_out)
+    return ArcSettings(subset, list(task), max_cells, cap, budget, max_tokens, votes, leave_two_out, constrain)
 
 
 @eval_app.command("arc")
@@ -205,13 +209,15 @@ def eval_arc(
     cap: int = CAP, budget: int = BUDGET, max_tokens: int = MAX_TOKENS, votes: int = VOTES,
     leave_two_out: bool = typer.Option(False, help="Add leave-two-out tasks to the TTT data."),
     temperature: float = typer.Option(1.0, help="Self-edit sampling temperature."),
+    constrain: bool = CONSTRAIN,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
     """ARC baselines: in-context · plain TTT · TTT with own self-edits · oracle TTT · trained policy."""
     from .arc.experiment import ArcEvalConfig, run_arc_eval
 
-    cfg = ArcEvalConfig(model=model, arc=_arc(subset, task, max_cells, cap, budget, max_tokens, votes, leave_two_out),
+    cfg = ArcEvalConfig(model=model, arc=_arc(subset, task, max_cells, cap, budget, max_tokens, votes, leave_two_out,
+                                                            constrain),
                         selfedits=k, oracle=oracle, policies=policy, temperature=temperature, seed=seed, dtype=dtype,
                         device=device, runs_dir=str(runs_dir))
     t0 = time.perf_counter()
@@ -230,7 +236,7 @@ def train_arc(
     max_cells: int = MAX_CELLS, model: str = MODEL,
     cap: int = CAP, budget: int = BUDGET, max_tokens: int = MAX_TOKENS, votes: int = VOTES,
     keep: str = typer.Option("positive", help="'positive' (every self-edit that solved its task) or 'best'."),
-    temperature: float = typer.Option(1.0),
+    temperature: float = typer.Option(1.0), constrain: bool = CONSTRAIN,
     sft_lr: float = typer.Option(3e-4), sft_epochs: int = typer.Option(3), sft_r: int = typer.Option(16),
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE,
@@ -244,7 +250,7 @@ def train_arc(
                        sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r), seed=seed,
                        dtype=dtype, device=device, runs_dir=str(runs_dir))
     t0 = time.perf_counter()
-    run = run_arc_training(cfg, _arc("training", task, max_cells, cap, budget, max_tokens, votes, False),
+    run = run_arc_training(cfg, _arc("training", task, max_cells, cap, budget, max_tokens, votes, False, constrain),
                            resume=resume)
     console.print((run.path / "summary.md").read_text())
     console.print(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")

@@ -50,7 +50,8 @@ class Domain(Protocol):
         """The prompt (chat template applied) that asks the model for a self-edit."""
 
     def selfedit_constraint(self, item: Any) -> Callable[[list[int]], list[int]] | None:
-        """Constrained decoding: the tokens generated so far → the token ids allowed next (None: free)."""
+        """Constrained decoding: the tokens generated so far → the token ids allowed next (None: free).
+        Called once per sampled row, so a constraint may keep state."""
 
     def training_data(self, item: Any, selfedit: str | None) -> TrainingData:
         """Training data from a self-edit (``None``: the item alone). Raises InvalidSelfEdit."""

@@ -10,6 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .domain import Domain
 from .evaluate import Condition, progress_bar, run_conditions
 from .generation import SamplingConfig, generate
+from .likelihood import completion_scores
 from .lora import LoRAConfig, ResidentLoRA
 from .models import load_model
 from .runs import Run
@@ -34,11 +35,20 @@ def write_selfedits(
     if k < 1:
         raise ValueError("k (self-edits per item) must be >= 1")
     prompts = [domain.selfedit_prompt(item) for item in items for _ in range(k)]
-    per_item = [domain.selfedit_constraint(item) for item in items]
-    constraints = None if all(c is None for c in per_item) else [c for c in per_item for _ in range(k)]
+    rows = [domain.selfedit_constraint(item) for item in items for _ in range(k)]  # one per row: they keep state
+    constraints = None if all(c is None for c in rows) else rows
     t0 = time.perf_counter()
     texts = generate(model, tokenizer, prompts, sampling, seed=seed, on_batch=on_batch, constraints=constraints)
     return [texts[i * k : (i + 1) * k] for i in range(len(items))], time.perf_counter() - t0
+
+
+def selfedit_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, domain: Domain, item: Any,
+                      selfedits: list[str]) -> list[float | None]:
+    """log p(self-edit | prompt) under the policy (unconstrained), None for an empty one: what
+    ReST-EM shifts, recorded so a run shows how the policy's choices move."""
+    prompt = domain.selfedit_prompt(item)
+    scored = iter(completion_scores(model, tokenizer, [(prompt, s) for s in selfedits if s], batch_size=8))
+    return [next(scored).logprob if s else None for s in selfedits]
 
 
 def write_into_run(
@@ -67,7 +77,9 @@ def write_into_run(
         for it, t in zip(todo, texts):
             iid = domain.item_id(it)
             run.append(f"{prefix}write/{iid}", {"condition": "write", "item": iid, **(tags or {}),
-                                                "selfedits": t, "seconds": seconds / len(todo)})
+                                                "selfedits": t, "logprobs": selfedit_logprobs(model, tokenizer,
+                                                                                              domain, it, t),
+                                                "seconds": seconds / len(todo)})
     written = {domain.item_id(it): run.get(f"{prefix}write/{domain.item_id(it)}") for it in items}
     return {i: w["selfedits"] for i, w in written.items()}, {i: w["seconds"] for i, w in written.items()}
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import zlib
@@ -26,7 +27,8 @@ from ..generation import SamplingConfig, generate
 from ..models import chat_prompt, render_chat
 from .augment import VOTING, apply, augmented_examples
 from .data import ArcTask, Grid, grid_to_text, text_to_grid
-from .selfedit import EPOCH_RANGE, LR_RANGE, TTTConfig, parse_selfedit
+from ..constrained import JsonSchemaConstraint, schema_grammar
+from .selfedit import EPOCH_RANGE, LEARNING_RATES, SCHEMA, TTTConfig, parse_selfedit
 
 # TTT without a self-edit (the "item alone" condition): plain leave-one-out, no augmentation.
 DEFAULT_TTT = TTTConfig(groups=(), loss_scope="output", lr=1e-4, epochs=2)
@@ -43,7 +45,10 @@ You will be fine-tuned on these examples before solving a new input. Choose how.
 {default}
 Reply with one JSON object of exactly this form. You may switch augmentations on (basic: rotations and flips;
 size: enlarged grids; chain: both combined; repeat: tiled grids), train on "train_using_all_tokens" or
-"train_using_output_tokens", and set learning_rate ({lr_lo} to {lr_hi}) and num_train_epochs ({ep_lo} to {ep_hi})."""
+"train_using_output_tokens", and set learning_rate (one of {lrs}) and num_train_epochs ({ep_lo} to {ep_hi})."""
+
+
+_GRAMMAR = functools.cache(lambda: schema_grammar(SCHEMA))
 
 
 def examples_text(pairs: tuple[tuple[Grid, Grid], ...]) -> str:
@@ -79,6 +84,7 @@ class ArcDomain:
     max_tokens: int = 2048  # TTT examples longer than this are dropped
     leave_two_out: bool = False
     votes: int = 4  # transforms to vote over (identity first), at most 8
+    constrain: bool = True  # grammar-constrained self-edits; off: free sampling, strict parsing
     name: str = "arc"
 
     def item_id(self, task: ArcTask) -> str:
@@ -87,12 +93,11 @@ class ArcDomain:
     def selfedit_prompt(self, task: ArcTask) -> str:
         return chat_prompt(self.tokenizer, SELFEDIT_INSTRUCTION.format(
             examples=f"{TASK_INTRO}\n\n{examples_text(task.train)}", default=DEFAULT_TTT.to_json(),
-            lr_lo=LR_RANGE[0], lr_hi=LR_RANGE[1],
-            ep_lo=EPOCH_RANGE[0], ep_hi=EPOCH_RANGE[1]))
+            lrs=", ".join(map(str, LEARNING_RATES)), ep_lo=EPOCH_RANGE[0], ep_hi=EPOCH_RANGE[1]))
 
-    def selfedit_constraint(self, task: ArcTask) -> None:
-        """ARC self-edits are sampled freely and parsed strictly."""
-        return None
+    def selfedit_constraint(self, task: ArcTask) -> JsonSchemaConstraint | None:
+        """Sampled under the self-edit's JSON Schema (every sample parses), unless ``constrain`` is off."""
+        return JsonSchemaConstraint(self.tokenizer, _GRAMMAR()) if self.constrain else None
 
     def training_data(self, task: ArcTask, selfedit: str | None) -> TrainingData:
         cfg = DEFAULT_TTT if selfedit is None else parse_selfedit(selfedit)

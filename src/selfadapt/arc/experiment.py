@@ -65,6 +65,7 @@ class ArcSettings:
     max_tokens: int = 2048
     votes: int = 4
     leave_two_out: bool = False
+    constrain: bool = True  # grammar-constrained self-edits (off: free sampling, strict parsing)
 
     def load(self) -> list[ArcTask]:
         tasks = load_tasks(self.subset, ids=self.tasks or None)
@@ -76,7 +77,8 @@ class ArcSettings:
         return kept
 
     def domain(self, tokenizer) -> ArcDomain:
-        return ArcDomain(tokenizer, self.cap, self.budget, self.max_tokens, self.leave_two_out, self.votes)
+        return ArcDomain(tokenizer, self.cap, self.budget, self.max_tokens, self.leave_two_out, self.votes,
+                         self.constrain)
 
 
 @dataclass

@@ -5,11 +5,16 @@
      "training": {"strategy": "train_using_output_tokens", "learning_rate": 1e-4,
                   "num_train_epochs": 2}}
 
+The learning rate is one of a log grid (``LEARNING_RATES``): a small policy chooses
+among a few values, ReST-EM can shift that choice, and the grammar that samples it stays
+finite (a free number can grow digits until the token budget runs out).
+
 Parsing is strict: the first JSON object in the model's text (prose around it is
 ignored) must be exactly this shape. Unknown keys, missing keys, wrong types (``true``
 is not an epoch count), out-of-range values, oversized or deeply nested text all raise
 ``InvalidSelfEdit`` with the reason; the self-edit then earns reward 0 and the loop
-moves on.
+moves on. ``SCHEMA`` is the same shape as a JSON Schema, built from the same constants,
+for grammar-constrained sampling (``selfadapt.constrained``).
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..domain import InvalidSelfEdit
 
 MAX_CHARS = 2000
-LR_RANGE = (1e-6, 1e-2)
+LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 EPOCH_RANGE = (1, 10)
 STRATEGIES = {"train_using_all_tokens": "all", "train_using_output_tokens": "output"}
 AUGMENTATIONS = {"use_basic_augmentations": "basic", "use_size_augmentations": "size",
@@ -35,10 +42,28 @@ class TTTConfig:
     epochs: int
 
     def to_json(self) -> str:
-        return json.dumps({
+        """The canonical text: the layout grammar-constrained sampling produces (the learning
+        rate as a positional decimal, ``0.00001`` rather than ``1e-05``)."""
+        text = json.dumps({
             "data_generation": {k: g in self.groups for k, g in AUGMENTATIONS.items()},
             "training": {"strategy": next(k for k, v in STRATEGIES.items() if v == self.loss_scope),
-                         "learning_rate": self.lr, "num_train_epochs": self.epochs}})
+                         "learning_rate": _LR_SLOT, "num_train_epochs": self.epochs}})
+        return text.replace(json.dumps(_LR_SLOT), np.format_float_positional(self.lr, trim="-"))
+
+
+_LR_SLOT = "<learning rate>"
+
+
+def _object(properties: dict) -> dict:
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+SCHEMA = _object({
+    "data_generation": _object({k: {"type": "boolean"} for k in AUGMENTATIONS}),
+    "training": _object({"strategy": {"enum": list(STRATEGIES)}, "learning_rate": {"enum": list(LEARNING_RATES)},
+                         "num_train_epochs": {"type": "integer", "minimum": EPOCH_RANGE[0],
+                                              "maximum": EPOCH_RANGE[1]}}),
+})
 
 
 def _exact_keys(obj: object, keys: set[str], where: str) -> dict:
@@ -74,8 +99,8 @@ def parse_selfedit(text: str) -> TTTConfig:
     if train["strategy"] not in STRATEGIES:
         raise InvalidSelfEdit(f"training.strategy must be one of {', '.join(STRATEGIES)}")
     lr, epochs = train["learning_rate"], train["num_train_epochs"]
-    if type(lr) not in (int, float) or not LR_RANGE[0] <= lr <= LR_RANGE[1]:  # false for NaN, inf, 10**400 too
-        raise InvalidSelfEdit(f"training.learning_rate must be a number in [{LR_RANGE[0]}, {LR_RANGE[1]}], "
+    if type(lr) not in (int, float) or lr not in LEARNING_RATES:  # false for NaN, inf, 10**400 too
+        raise InvalidSelfEdit(f"training.learning_rate must be one of {', '.join(map(str, LEARNING_RATES))}, "
                               f"got {lr!r:.40}")
     if type(epochs) is not int or not EPOCH_RANGE[0] <= epochs <= EPOCH_RANGE[1]:
         raise InvalidSelfEdit(f"training.num_train_epochs must be an integer in [{EPOCH_RANGE[0]}, "
