@@ -160,3 +160,16 @@ def test_passage_baseline_round_evaluates_passage_only_too(train_cfg, passages):
     run = run_restem(train_cfg, passages, make_domain)
     conds = Counter(r["condition"] for r in run.records())
     assert conds["passage"] == 2 * 2 and conds["selfedit"] == 2 * 2 * 2  # items × seeds, items × k × seeds
+
+
+def test_a_trained_policy_is_evaluated_in_the_format_it_was_trained_with(tmp_path):
+    from selfadapt.knowledge.experiment import trained_format
+
+    run = tmp_path / "train-knowledge-x"
+    (run / "round-0").mkdir(parents=True)
+    (run / "round-0" / "policy.json").write_text('{"policy": "smollm2", "winners": 0}')
+    (run / "config.yaml").write_text("domain:\n  name: knowledge\n  fmt: self-qa\n  grounded: true\n")
+    assert trained_format(str(run / "round-0"), "implications", "free") == ("self-qa", "grounded")
+    (run / "config.yaml").write_text("domain: {}\n")
+    assert trained_format(str(run / "round-0"), "implications", "free") == ("implications", "free")
+    assert trained_format("smollm2", "rewrite", "grounded") == ("rewrite", "grounded")

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..domain import ItemError
 from ..evaluate import BASE, Condition, markdown_table, run_conditions, summarize
 from ..generation import SamplingConfig
@@ -160,11 +162,11 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None) -> 
         return psetting.domain, psetting.items, psetting.condition(condition.name, condition.selfedits,
                                                                    condition.generate_seconds)
 
-    for name, spec in policies:
-        names += evaluate_policy(run, name, spec, domain_for, passages, cfg.selfedits_per_passage,
-                                 cfg.sampling(cfg.formats[0]),
-                                 cfg.lora, seed=cfg.seed, base_name=f"{name}-base", dtype=cfg.dtype,
-                                 device=cfg.device, arrange=arrange)
+    for (name, spec), source in zip(policies, cfg.policies):
+        fmt, decoding = trained_format(source, cfg.formats[0], cfg.decodings[0])
+        names += evaluate_policy(run, name, spec, lambda tok: domain_for(tok, fmt, decoding), passages,
+                                 cfg.selfedits_per_passage, cfg.sampling(fmt), cfg.lora, seed=cfg.seed,
+                                 base_name=f"{name}-base", dtype=cfg.dtype, device=cfg.device, arrange=arrange)
 
     rows = summarize(run.records(), names, metrics=tuple(SIDE_METRICS), references=REFERENCES)
     setting_name = "CPT, " if cfg.cpt else ""
@@ -183,6 +185,16 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None) -> 
                      if c in by_name}
         plot_policy_rounds(curve, baselines, run.path / "rounds.png", title)
     return run, rows
+
+
+def trained_format(source: str, fmt: str, decoding: str) -> tuple[str, str]:
+    """The self-edit format and decoding a ``train knowledge`` run trained its policy with (a
+    policy is tested on what it learned to write); ``fmt``/``decoding`` for any other model."""
+    config = Path(source).parent / "config.yaml"
+    if not (Path(source) / "policy.json").is_file() or not config.is_file():
+        return fmt, decoding
+    domain = (yaml.safe_load(config.read_text()) or {}).get("domain") or {}
+    return domain.get("fmt", fmt), "grounded" if domain.get("grounded") else "free"
 
 
 def record_recital(run: Run, domain: KnowledgeDomain | CPTDomain, items: list[Any]) -> None:
