@@ -5,7 +5,7 @@ so a killed sweep loses at most one evaluation and a later session picks it up; 
 chunk the records of all finished chunks are merged into one paired table (OUT/table.md,
 OUT/paired.png). Rerun the same command to resume.
 
-    python benchmarks/knowledge_sweep.py --passages 20 --chunk 4 --out runs/sweep-train
+    python benchmarks/knowledge_sweep.py --passages 20 --chunk 4 --out benchmarks/runs/sweep-train
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="train")
     ap.add_argument("--formats", nargs="+", default=list(FORMATS))
     ap.add_argument("--decodings", nargs="+", default=list(DECODINGS))
-    ap.add_argument("--out", type=Path, default=Path("runs/sweep-train"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/runs/sweep-train"))
     args = ap.parse_args()
     if args.dataset == "eval200":
         raise SystemExit("the sweep chooses defaults; it never runs on eval200")

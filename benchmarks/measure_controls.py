@@ -5,7 +5,7 @@ passage-only training, and the passage plus the gold question→answer pairs (tr
 only to see that the measure can move at all). A measure that is worth a reward ranks
 gold-QA far above everything and the recital no higher than the base model.
 
-    python benchmarks/measure_controls.py --passages 8 --offset 100
+    python benchmarks/measure_controls.py --passages 8 --offset 100 --out benchmarks/runs/controls
 """
 
 from __future__ import annotations

@@ -85,6 +85,16 @@ def test_record_cut_short_by_a_kill_is_redone(cfg):
     assert all(json.loads(line) for line in run2.records_path.read_text().splitlines())
 
 
+def test_a_moved_run_resumes(cfg, tmp_path):
+    run, _ = run_knowledge_eval(cfg)
+    moved = tmp_path / "elsewhere" / run.path.name
+    moved.parent.mkdir()
+    run.path.rename(moved)
+    cfg.runs_dir = str(moved.parent)
+    again, _ = run_knowledge_eval(cfg, resume=moved)
+    assert len(again.records()) == len(run.records())
+
+
 def test_resume_refuses_a_different_config(cfg):
     run, _ = run_knowledge_eval(cfg)
     cfg.lora.lr = 5e-4

@@ -74,7 +74,10 @@ class Run:
 
     @classmethod
     def resume(cls, path: Path, config: Any, ignore: tuple[str, ...] = ()) -> "Run":
-        """Reopen a run; the config must match the saved one except for keys in ``ignore``."""
+        """Reopen a run; the config must match the saved one except for keys in ``ignore`` and
+        ``runs_dir`` (where runs are created says nothing about what they compute: a run
+        directory may be moved)."""
+        ignore = (*ignore, "runs_dir")
         cfg_file = path / "config.yaml"
         if not cfg_file.is_file():
             raise RunError(f"{path} is not a run directory (no config.yaml)")
