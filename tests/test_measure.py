@@ -138,7 +138,7 @@ def test_span_qa_state_machine_by_hand(tiny):
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     c = SpanQA(tok, "Otrar was seized.", pairs=1, question_tokens=3, answer_tokens=3)
     assert c([]) == [c.q] and c([c.q]) == [c.colon]
-    assert len(c([c.q, c.colon])) == len(tok)  # questions are free
+    assert len(c([c.q, c.colon])) == len(tok) - 1 and tok.eos_token_id not in c([c.q, c.colon])  # free but no end
     long_q = [c.q, c.colon] + [c.q] * 3
     assert c(long_q) == [c.newline]  # question cap reached
     after_q = [c.q, c.colon] + enc(" Which?") + [c.newline]

@@ -76,7 +76,8 @@ class SpanQA:
 
     The state is read from the tokens generated so far: an empty line must start with
     ``Q`` (or ``A`` right after a question), the marker is followed by ``:``; a question
-    line is free until a token with a newline (at most ``question_tokens``); an answer
+    line is free until a token with a newline (at most ``question_tokens``; the end token
+    is not allowed there, or a small model ends after its first question); an answer
     line may only continue a span that occurs in the passage (tokenized as one text, so
     spans start at word tokens), ends only where a word ends, and ends once the word that
     crosses ``answer_tokens`` tokens is complete, so it stays a short answer like the test's.
@@ -94,7 +95,7 @@ class SpanQA:
         self.eos, self.pairs = tokenizer.eos_token_id, pairs
         self.question_tokens, self.answer_tokens = question_tokens, answer_tokens
         self.breaks = _line_breaks(tokenizer)
-        self.vocab = list(range(len(tokenizer)))
+        self.question_vocab = [t for t in range(len(tokenizer)) if t != self.eos]
         self.span = tokenizer(" " + " ".join(context.split()), add_special_tokens=False)["input_ids"]
         self.word_starts = {t for t in self.span if tokenizer.decode([t]).startswith(" ")}
         self.starts = [i for i, t in enumerate(self.span) if t in self.word_starts]
@@ -113,8 +114,8 @@ class SpanQA:
             return [self.a] if done and done[-1][0] == self.q else [self.q]
         if len(line) == 1:
             return [self.colon]
-        if line[0] != self.a:
-            return self.vocab if len(line) < 2 + self.question_tokens else [self.newline]
+        if line[0] != self.a:  # a question: free, but it must end with a line break, not the end token
+            return self.question_vocab if len(line) < 2 + self.question_tokens else [self.newline]
         answer, n = line[2:], len(line) - 2
         used = {i for ln in done if ln[0] == self.a for i in self._matches(ln[2:])}
         starts = [i for i in self.starts if i not in used] or self.starts
