@@ -46,7 +46,7 @@ def generate(
     """
     if constraints is not None and len(constraints) != len(prompts):
         raise ValueError(f"{len(constraints)} constraints for {len(prompts)} prompts")
-    vocab = list(range(len(tokenizer)))
+    vocab = list(range(len(tokenizer))) if constraints is not None else []  # what an unconstrained row allows
     if seed is not None:
         torch.manual_seed(seed)
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
