@@ -102,6 +102,19 @@ def test_resume_refuses_a_different_config(cfg):
         run_knowledge_eval(cfg, resume=run.path)
 
 
+def test_a_policy_can_be_added_to_a_finished_evaluation(cfg, tiny_dir):
+    """A ReST-EM round trained later joins the same table, paired with the same passage-only runs."""
+    run, _ = run_knowledge_eval(cfg)
+    before = run.records()
+    cfg.policies = [str(tiny_dir)]
+    again, rows = run_knowledge_eval(cfg, resume=run.path)
+    assert again.records()[: len(before)] == before
+    name = f"policy-{tiny_dir.name}"
+    assert {name, f"{name}-base"} <= {r["condition"] for r in rows}
+    assert next(r for r in rows if r["condition"] == name)["vs"]["passage"]["n"] == 2
+    assert Run.resume(run.path, cfg).config["policies"] == [str(tiny_dir)]
+
+
 def test_two_runs_never_share_a_directory(tmp_path):
     a = Run.create(tmp_path, "x", {"a": 1})
     b = Run.create(tmp_path, "x", {"a": 1})

@@ -40,6 +40,18 @@ def test_likelihood_scorer_matches_a_direct_computation(tiny):
     assert alone[0].logprob == pytest.approx(got[0].logprob, abs=1e-4)  # padding changes nothing
 
 
+def test_completions_sharing_a_prompt_score_as_if_alone(tiny):
+    """Options share their question's forward pass; batches split between prompts, never inside one."""
+    prompts = ["Question: What metal was used? Answer:", "The Mongol army seized", "x"]
+    completions = [" silver", " the town of Otrar in 1219.", " Genghis", " Subutai and Jebe", " dog"]
+    pairs = [(p, c) for p in prompts for c in completions]
+    for batch_size in (1, 4, 32):
+        got = completion_scores(tiny.model, tiny.tokenizer, pairs, batch_size=batch_size)
+        for (prompt, completion), score in zip(pairs, got):
+            assert score.logprob == pytest.approx(direct_logprob(tiny.model, tiny.tokenizer, prompt, completion),
+                                                  abs=1e-4)
+
+
 def test_empty_completion_is_an_error(tiny):
     with pytest.raises(ValueError, match="pair 0"):
         completion_scores(tiny.model, tiny.tokenizer, [("prompt", "")])

@@ -1,4 +1,5 @@
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -12,8 +13,8 @@ from selfadapt.knowledge.domain import KnowledgeDomain
 from selfadapt.knowledge.experiment import KnowledgeEvalConfig, run_knowledge_eval
 from selfadapt.knowledge.train import KnowledgeTrainConfig, run_knowledge_training
 from selfadapt.lora import LoRAConfig
-from selfadapt.restem import (PolicySFTConfig, ReSTEMConfig, any_positive, best_of_k, run_restem, select_winners,
-                              self_edit_rewards, sft_examples, sft_policy)
+from selfadapt.restem import (PolicySFTConfig, ReSTEMConfig, any_positive, best_of_k, policy_of_round, run_restem,
+                              select_winners, self_edit_rewards, sft_examples, sft_policy)
 
 
 def test_winner_rules():
@@ -98,6 +99,20 @@ def test_rounds_chain_policy_checkpoints(train_cfg, passages, monkeypatch):
     assert [r["condition"] for r in rows] == ["base", "recital", "passage", "own-implications",
                                               "own-implications-grounded", "round-0-base", "round-0"]
     assert (erun.path / "rounds.png").is_file()
+
+
+def test_a_moved_run_with_a_lost_checkpoint_resumes(train_cfg, passages, monkeypatch, tmp_path):
+    """Checkpoints stay out of version control; the records and SFT data are enough to go on."""
+    monkeypatch.setattr(restem, "select_winners", lambda rewards, rule: {i: [0] for i in rewards})
+    train_cfg.rounds = 1
+    run = run_restem(train_cfg, passages, make_domain)
+    moved = tmp_path / "moved" / run.path.name
+    moved.parent.mkdir()
+    run.path.rename(moved)
+    shutil.rmtree(moved / "round-0" / "policy")
+    again = run_restem(train_cfg, passages, make_domain, resume=moved)
+    assert policy_of_round(again.path, 0) == str(moved / "round-0" / "policy")
+    assert (moved / "round-0" / "policy" / "model.safetensors").is_file()
 
 
 def test_no_winner_keeps_the_policy(train_cfg, passages, monkeypatch):

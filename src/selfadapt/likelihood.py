@@ -2,9 +2,11 @@
 
 Generation scores a question 0 or 1; the log-probability of the right answer moves with
 every update, so it separates "a little closer" from "no change". Prompt and completion
-are tokenized part by part (as the inner loop does), so the boundary is exact, and the
-LM head runs only over the completion's positions: with a 49k vocabulary it is a large
-share of a small model's FLOPs.
+are tokenized part by part (as the inner loop does), so the boundary is exact.
+
+Multiple choice scores several short completions after one long prompt, so each distinct
+prompt runs once and its key/value cache is shared by its completions: the forward pass
+over a question's 8 options then costs about one prompt plus the options' few tokens.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -32,42 +34,65 @@ def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str
             tokenizer(completion, add_special_tokens=False)["input_ids"])
 
 
+def _padded(seqs: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, cols], mask[row, cols] = torch.tensor(seq), 1
+    return ids, mask
+
+
 @torch.no_grad()
 def completion_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                       pairs: list[tuple[str, str]], batch_size: int = 32) -> list[Score]:
     """log p(completion | prompt) for each (prompt, completion) pair, in order.
 
-    Sequences are left-padded so that every completion ends at the last position, and
-    positions are counted from each sequence's first real token, so padding changes
-    nothing. An empty completion is an error: it has no likelihood to compare.
+    A batch holds whole prompts and at most ``batch_size`` completions (more only when one
+    prompt has more). Prompts are left-padded and completions right-padded after them, and
+    positions count from each sequence's first real token, so padding changes nothing. An
+    empty completion is an error: it has no likelihood to compare.
     """
     encoded = [encode_pair(tokenizer, p, c) for p, c in pairs]
-    for i, (_, comp) in enumerate(encoded):
+    for i, (prompt, comp) in enumerate(encoded):
         if not comp:
             raise ValueError(f"pair {i}: the completion {pairs[i][1]!r} has no tokens")
-    order = sorted(range(len(pairs)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
+        if not prompt:
+            raise ValueError(f"pair {i}: the prompt {pairs[i][0]!r} has no tokens")
+    groups: dict[tuple[int, ...], list[int]] = {}  # prompt ids → the pairs that share it
+    for i, (prompt, _) in enumerate(encoded):
+        groups.setdefault(tuple(prompt), []).append(i)
+    batches, current = [], []
+    for prompt in sorted(groups, key=len):
+        if current and sum(len(groups[p]) for p in current) + len(groups[prompt]) > batch_size:
+            batches.append(current)
+            current = []
+        current.append(prompt)
+    batches.append(current)
+
     out: list[Score | None] = [None] * len(pairs)
     was_training = model.training
     model.eval()
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        seqs = [encoded[i][0] + encoded[i][1] for i in idx]
-        width = max(map(len, seqs))
-        keep = max(len(encoded[i][1]) for i in idx) + 1  # logits that predict the completion tokens
-        ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, seq in enumerate(seqs):
-            ids[row, width - len(seq):] = torch.tensor(seq)
-            mask[row, width - len(seq):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        dev = model.device
-        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
-                       logits_to_keep=keep).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)  # position t predicts token t + 1
-        targets = ids[:, width - keep + 1:].to(dev)
-        token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        for row, i in enumerate(idx):
+    dev = model.device
+    for prompts in batches:
+        p_ids, p_mask = _padded([list(p) for p in prompts], tokenizer.pad_token_id, left=True)
+        cache = DynamicCache()
+        first = model(input_ids=p_ids.to(dev), attention_mask=p_mask.to(dev),
+                      position_ids=(p_mask.cumsum(-1) - 1).clamp(min=0).to(dev),
+                      cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+        rows = [(k, i) for k, p in enumerate(prompts) for i in groups[p]]  # (prompt row, pair) per completion
+        owner = torch.tensor([k for k, _ in rows])
+        cache.reorder_cache(owner.to(dev))
+        c_ids, c_mask = _padded([encoded[i][1] for _, i in rows], tokenizer.pad_token_id, left=False)
+        positions = p_mask.sum(-1)[owner, None] + torch.arange(c_ids.shape[1])
+        logits = model(input_ids=c_ids.to(dev), attention_mask=torch.cat([p_mask[owner], c_mask], -1).to(dev),
+                       position_ids=positions.to(dev), cache=cache, use_cache=True).logits.float()
+        # the prompt's last position predicts a completion's first token; completion position t predicts t + 1
+        logits = torch.cat([first[owner.to(dev), None], logits[:, :-1]], 1)
+        token_logp = torch.log_softmax(logits, -1).gather(-1, c_ids.to(dev)[..., None])[..., 0]
+        for row, (_, i) in enumerate(rows):
             n = len(encoded[i][1])
-            out[i] = Score(float(token_logp[row, keep - 1 - n:].sum()), n)
+            out[i] = Score(float(token_logp[row, :n].sum()), n)
     model.train(was_training)
     return out  # type: ignore[return-value]

@@ -182,11 +182,26 @@ class ReSTEMConfig:
 
 
 def policy_of_round(run_path: Path, r: int) -> str:
-    """The policy a finished round produced (its own checkpoint, or the unchanged input)."""
+    """The policy a finished round produced: its own checkpoint (where the run directory is now,
+    so a moved run still works), or the unchanged input."""
     done = Path(run_path) / f"round-{r}" / "policy.json"
     if not done.is_file():
         raise FileNotFoundError(f"{run_path} has no finished round {r} (no {done.name})")
-    return json.loads(done.read_text())["policy"]
+    saved = json.loads(done.read_text())["policy"]
+    return str(done.parent / "policy") if Path(saved).parts[-2:] == (f"round-{r}", "policy") else saved
+
+
+def _restore_round(run: Run, r: int, previous: str, cfg: "ReSTEMConfig") -> str:
+    """A finished round's policy. Checkpoints are large and not kept with a run's records; if
+    one is gone, it is trained again from the round's ``sft_data.json`` with the same seed."""
+    policy = policy_of_round(run.path, r)
+    rdir = run.path / f"round-{r}"
+    if policy == str(rdir / "policy") and not (rdir / "policy").is_dir():
+        log.warning("round %d: checkpoint %s is missing; training it again from sft_data.json", r, policy)
+        examples = json.loads((rdir / "sft_data.json").read_text())
+        sft_policy(previous, examples, cfg.sft, rdir / "policy", seed=cfg.seed + r, dtype=cfg.dtype,
+                   device=cfg.device)
+    return policy
 
 
 def run_restem(
@@ -204,7 +219,7 @@ def run_restem(
     for r in range(cfg.rounds):
         rdir = run.path / f"round-{r}"
         if (rdir / "policy.json").is_file():
-            policy = policy_of_round(run.path, r)
+            policy = _restore_round(run, r, policy, cfg)
             log.info("round %d already finished (policy %s)", r, policy)
             continue
         rdir.mkdir(exist_ok=True)

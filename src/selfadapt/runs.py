@@ -73,11 +73,13 @@ class Run:
         raise RunError(f"could not create a fresh run directory under {root}")
 
     @classmethod
-    def resume(cls, path: Path, config: Any, ignore: tuple[str, ...] = ()) -> "Run":
+    def resume(cls, path: Path, config: Any, ignore: tuple[str, ...] = (), extend: tuple[str, ...] = ()) -> "Run":
         """Reopen a run; the config must match the saved one except for keys in ``ignore`` and
         ``runs_dir`` (where runs are created says nothing about what they compute: a run
-        directory may be moved)."""
-        ignore = (*ignore, "runs_dir")
+        directory may be moved). A list under a key in ``extend`` may grow (e.g. the policies of
+        an evaluation: a new one adds conditions and changes no record); the saved config then
+        holds the union."""
+        ignore = (*ignore, *extend, "runs_dir")
         cfg_file = path / "config.yaml"
         if not cfg_file.is_file():
             raise RunError(f"{path} is not a run directory (no config.yaml)")
@@ -87,6 +89,11 @@ class Run:
         if differing:
             details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {cfg.get(k)!r}" for k in differing)
             raise RunError(f"cannot resume {path}: config differs ({details})")
+        for key in extend:
+            added = [v for v in cfg.get(key) or [] if v not in (saved.get(key) or [])]
+            if added:
+                saved[key] = [*(saved.get(key) or []), *added]
+                cfg_file.write_text(yaml.safe_dump(saved, sort_keys=False))
         log.info("resuming %s", path)
         return cls(path, saved)
 

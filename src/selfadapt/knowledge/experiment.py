@@ -125,7 +125,8 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None) -> 
     external = {name: load_external_selfedits(name, passages) for name in cfg.external}  # fail before any work
     policies = [resolve_policy(p) for p in cfg.policies]
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
-    run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), "eval-knowledge", cfg)
+    run = (Run.resume(resume, cfg, extend=("policies",)) if resume
+           else Run.create(Path(cfg.runs_dir), "eval-knowledge", cfg))
     judge = None
     if cfg.judge_url:
         judge = LLMJudge(JudgeConfig(cfg.judge_url, cfg.judge_model, cfg.judge_api_key_env,
