@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-import selfadapt.evaluate as evaluate_mod
+import selfadapt.workers as workers_mod
 from selfadapt.evaluate import markdown_table, mean_ci, summarize
 from selfadapt.knowledge.experiment import KnowledgeEvalConfig, run_knowledge_eval
 from selfadapt.lora import LoRAConfig
@@ -49,7 +49,7 @@ def test_full_table(cfg):
 
 def test_killed_run_resumes_without_redoing_anything(cfg, monkeypatch):
     calls = []
-    real = evaluate_mod.evaluate_selfedit
+    real = workers_mod.evaluate_selfedit
 
     def dies_after_three(*args, **kwargs):
         if len(calls) == 3:
@@ -57,7 +57,7 @@ def test_killed_run_resumes_without_redoing_anything(cfg, monkeypatch):
         calls.append(args[2].index)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate_mod, "evaluate_selfedit", dies_after_three)
+    monkeypatch.setattr(workers_mod, "evaluate_selfedit", dies_after_three)
     with pytest.raises(KeyboardInterrupt):
         run_knowledge_eval(cfg)
     (path,) = Path(cfg.runs_dir).iterdir()
@@ -65,7 +65,7 @@ def test_killed_run_resumes_without_redoing_anything(cfg, monkeypatch):
     assert len(first) == 2 + 2 + 2 + 3  # base, recital, write, three evaluations
 
     resumed_calls = []
-    monkeypatch.setattr(evaluate_mod, "evaluate_selfedit",
+    monkeypatch.setattr(workers_mod, "evaluate_selfedit",
                         lambda *a, **k: resumed_calls.append(1) or real(*a, **k))
     run, rows = run_knowledge_eval(cfg, resume=path)
     final = keys(run)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import selfadapt.evaluate as evaluate_mod
+import selfadapt.workers as workers_mod
 import selfadapt.restem as restem
 from selfadapt.knowledge.domain import KnowledgeDomain
 from selfadapt.knowledge.experiment import KnowledgeEvalConfig, run_knowledge_eval
@@ -125,7 +125,7 @@ def test_no_winner_keeps_the_policy(train_cfg, passages, monkeypatch):
 
 def test_killed_training_resumes_each_evaluation_once(train_cfg, passages, monkeypatch):
     train_cfg.rounds = 1
-    real, calls = evaluate_mod.evaluate_selfedit, []
+    real, calls = workers_mod.evaluate_selfedit, []
 
     def dies_after_five(*args, **kwargs):
         if len(calls) == 5:
@@ -133,11 +133,11 @@ def test_killed_training_resumes_each_evaluation_once(train_cfg, passages, monke
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate_mod, "evaluate_selfedit", dies_after_five)
+    monkeypatch.setattr(workers_mod, "evaluate_selfedit", dies_after_five)
     with pytest.raises(KeyboardInterrupt):
         run_restem(train_cfg, passages, make_domain)
     (path,) = Path(train_cfg.runs_dir).iterdir()
-    monkeypatch.setattr(evaluate_mod, "evaluate_selfedit", real)
+    monkeypatch.setattr(workers_mod, "evaluate_selfedit", real)
     run = run_restem(train_cfg, passages, make_domain, resume=path)
     keys = eval_keys(run)
     assert len(keys) == 2 * 2 * 2  # (passage, self-edit, seed), each exactly once

@@ -71,6 +71,16 @@ BATCH = typer.Option(16, help="Inner-loop batch: at most this many sequences (an
 TARGETS = typer.Option("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", help="LoRA target modules.")
 DTYPE = typer.Option("auto", help="auto | float32 | bfloat16 | float16")
 DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N")
+WORKERS = typer.Option(0, help="Spread the inner-loop evaluations over this many Ray workers (0: in this "
+                       "process); one per GPU when there are GPUs, else the CPU threads are split between them.")
+RAY_ADDRESS = typer.Option(None, help="An existing Ray cluster (e.g. 'auto' or 'ray://host:10001'); default: "
+                           "a local Ray started for the run.")
+
+
+def _parallel(workers: int, ray_address: Optional[str]):
+    from .workers import Parallel
+
+    return Parallel(workers, ray_address)
 
 
 @eval_app.command("knowledge")
@@ -106,7 +116,7 @@ def eval_knowledge(
     judge_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the judge API key."),
     runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are created."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run directory."),
-    dtype: str = DTYPE, device: str = DEVICE,
+    dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
     """Baseline table: base · recital · passage · passage + own self-edits · passage + external self-edits.
 
@@ -122,7 +132,7 @@ def eval_knowledge(
         judge_model=judge_model, judge_api_key_env=judge_key_env, runs_dir=str(runs_dir), dtype=dtype, device=device,
     )
     t0 = time.perf_counter()
-    run, rows = run_knowledge_eval(cfg, resume=resume)
+    run, rows = run_knowledge_eval(cfg, resume=resume, parallel=_parallel(workers, ray_address))
     console.print((run.path / "table.md").read_text())
     console.print(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path} · "
                   f"plot {run.path / 'accuracy.png'}")
@@ -154,7 +164,7 @@ def train_knowledge(
     sft_r: int = typer.Option(16, help="Policy SFT LoRA rank (merged after each round)."),
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")),
     resume: Optional[Path] = typer.Option(None, help="Continue this run directory."),
-    dtype: str = DTYPE, device: str = DEVICE,
+    dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
     """ReST-EM on training passages: sample self-edits, keep those that helped, SFT the policy."""
     from .knowledge.train import KnowledgeTrainConfig, run_knowledge_training
@@ -170,7 +180,7 @@ def train_knowledge(
     t0 = time.perf_counter()
     run = run_knowledge_training(cfg, KnowledgeTrainConfig(dataset, fmt, include_passage, grounded,
                                                                           max_new_tokens),
-                                 resume=resume)
+                                 resume=resume, parallel=_parallel(workers, ray_address))
     console.print((run.path / "summary.md").read_text())
     console.print(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
 
@@ -211,7 +221,7 @@ def eval_arc(
     temperature: float = typer.Option(1.0, help="Self-edit sampling temperature."),
     constrain: bool = CONSTRAIN,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
-    dtype: str = DTYPE, device: str = DEVICE,
+    dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
     """ARC baselines: in-context · plain TTT · TTT with own self-edits · oracle TTT · trained policy."""
     from .arc.experiment import ArcEvalConfig, run_arc_eval
@@ -221,7 +231,7 @@ def eval_arc(
                         selfedits=k, oracle=oracle, policies=policy, temperature=temperature, seed=seed, dtype=dtype,
                         device=device, runs_dir=str(runs_dir))
     t0 = time.perf_counter()
-    run, _ = run_arc_eval(cfg, resume=resume)
+    run, _ = run_arc_eval(cfg, resume=resume, parallel=_parallel(workers, ray_address))
     console.print((run.path / "table.md").read_text())
     console.print(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path}")
 
@@ -239,7 +249,7 @@ def train_arc(
     temperature: float = typer.Option(1.0), constrain: bool = CONSTRAIN,
     sft_lr: float = typer.Option(3e-4), sft_epochs: int = typer.Option(3), sft_r: int = typer.Option(16),
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
-    dtype: str = DTYPE, device: str = DEVICE,
+    dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
     """ReST-EM on ARC training tasks: reward 1 if the self-edit's TTT solves the task."""
     from .arc.experiment import SELFEDIT_TOKENS, arc_lora, run_arc_training
@@ -251,7 +261,7 @@ def train_arc(
                        dtype=dtype, device=device, runs_dir=str(runs_dir))
     t0 = time.perf_counter()
     run = run_arc_training(cfg, _arc("training", task, max_cells, cap, budget, max_tokens, votes, False, constrain),
-                           resume=resume)
+                           resume=resume, parallel=_parallel(workers, ray_address))
     console.print((run.path / "summary.md").read_text())
     console.print(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
 

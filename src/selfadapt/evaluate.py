@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .domain import Domain, Evaluation, ItemError
-from .inner_loop import evaluate_base, evaluate_selfedit
+from .domain import Domain, Evaluation
 from .lora import ResidentLoRA
 from .runs import Run
+from .workers import InProcess, Job, Workers
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +43,9 @@ def progress_bar() -> Progress:
     )
 
 
-def _base_record(run: Run, lora: ResidentLoRA, domain: Domain, item: Any, prefix: str, tags: dict,
-                 base_name: str) -> dict[str, Any]:
-    key = f"{prefix}{base_name}/{domain.item_id(item)}"
-    if not run.done(key):
-        try:
-            ev = evaluate_base(lora, domain, item)
-            rec = {"status": "ok", "score": ev.score, "before": ev.score, "records": ev.records,
-                   "seconds": ev.seconds, "extra": ev.extra}
-        except ItemError as e:
-            log.error("%s", e)
-            rec = {"status": "item_error", "score": None, "reason": str(e)}
-        run.append(key, {"condition": base_name, "item": domain.item_id(item), "j": 0, **tags, **rec})
-    return run.get(key)
-
-
 def run_conditions(
     run: Run,
-    lora: ResidentLoRA,
+    workers: Workers | ResidentLoRA,
     domain: Domain,
     items: list[Any],
     conditions: list[Condition],
@@ -76,35 +61,50 @@ def run_conditions(
     Self-edit ``j`` of an item is evaluated with ``seeds`` inner-loop seeds
     (``seed + j + 1000 * s``). Keys are ``{prefix}{condition}/{item}/{j}/{s}``; ``tags``
     are added to every record (e.g. the ReST-EM round). The model's unadapted score is
-    recorded under the condition ``base_name``.
+    recorded under the condition ``base_name``. ``workers`` run the jobs (a bare
+    ``ResidentLoRA``: in this process); this process alone writes the records.
     """
+    workers = InProcess(workers) if isinstance(workers, ResidentLoRA) else workers
     tags = tags or {}
+    base_keys = {domain.item_id(it): f"{prefix}{base_name}/{domain.item_id(it)}" for it in items}
     units = [(c, item, j, s, se) for item in items for c in conditions
              for j, se in enumerate([None] if c.selfedits is None else c.selfedits[domain.item_id(item)])
              for s in range(seeds)]
     with progress_bar() as bar:
-        task = bar.add_task("evaluating", total=len(items) + len(units))
-        bases = {}
-        for item in items:
-            bases[domain.item_id(item)] = _base_record(run, lora, domain, item, prefix, tags, base_name)
-            bar.advance(task)
+        task = bar.add_task("evaluating", total=len(items) + len(units),
+                            completed=sum(run.done(k) for k in base_keys.values()))
+
+        def done(job: Job, record: dict[str, Any]) -> None:
+            run.append(job.key, record)
+            bar.update(task, advance=1, description=f"{record['condition']} {record['item']}")
+
+        workers.run([Job(base_keys[domain.item_id(it)], {"condition": base_name, "item": domain.item_id(it), "j": 0,
+                                                         **tags}, domain, it, base=True)
+                     for it in items if not run.done(base_keys[domain.item_id(it)])], done)
+        jobs = []
         for cond, item, j, s, selfedit in units:
             iid = domain.item_id(item)
             key = f"{prefix}{cond.name}/{iid}/{j}/{s}"
-            bar.update(task, description=f"{cond.name} {iid}")
-            base = bases[iid]
             head = {"condition": cond.name, "item": iid, "j": j, "seed": seed + j + 1000 * s, **tags}
-            if not run.done(key) and base["status"] == "item_error":
-                run.append(key, {**head, "status": "item_error", "score": None, "reason": base["reason"]})
-            elif not run.done(key):
-                before = Evaluation(base["score"], base["records"])
-                res = evaluate_selfedit(lora, cond.domain or domain, item, selfedit, seed=head["seed"], before=before)
-                rec = res.to_dict()
-                rec["score"] = rec.pop("after")
-                if cond.generate_seconds:
-                    rec["seconds"]["generate"] = cond.generate_seconds[iid] / max(1, len(cond.selfedits[iid]))
-                run.append(key, {**head, "selfedit": selfedit, **rec})
-            bar.advance(task)
+            base = run.get(base_keys[iid])
+            if run.done(key):
+                bar.advance(task)
+            elif base["status"] == "item_error":
+                done(Job(key, head, domain, item), {**head, "status": "item_error", "score": None,
+                                                    "reason": base["reason"]})
+            else:
+                jobs.append(Job(key, head, cond.domain or domain, item, selfedit,
+                                before=Evaluation(base["score"], base["records"])))
+        generate = {c.name: c for c in conditions if c.generate_seconds}
+
+        def done_selfedit(job: Job, record: dict[str, Any]) -> None:
+            cond = generate.get(record["condition"])
+            if cond and record.get("seconds") is not None:  # writing time, shared by the item's self-edits
+                iid = record["item"]
+                record["seconds"]["generate"] = cond.generate_seconds[iid] / max(1, len(cond.selfedits[iid]))
+            done(job, record)
+
+        workers.run(jobs, done_selfedit)
     return run.records()
 
 

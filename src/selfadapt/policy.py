@@ -14,6 +14,7 @@ from .likelihood import completion_scores
 from .lora import LoRAConfig, ResidentLoRA
 from .models import load_model
 from .runs import Run
+from .workers import Parallel, workers_for
 
 
 def write_selfedits(
@@ -102,6 +103,7 @@ def evaluate_policy(
     dtype: str = "auto",
     device: str = "auto",
     arrange: Arrange | None = None,
+    parallel: Parallel | None = None,
 ) -> list[str]:
     """SEAL's test of a trained policy: it writes its own self-edits, then adapts itself on them.
 
@@ -116,6 +118,7 @@ def evaluate_policy(
                                     seed=seed)
     condition = Condition(name, edits, seconds)
     eval_domain, eval_items, condition = arrange(domain, condition) if arrange else (domain, items, condition)
-    run_conditions(run, resident, eval_domain, eval_items, [condition], seed=seed, prefix=f"{name}/",
-                   base_name=base_name)
+    with workers_for(parallel, resident, spec, lora, dtype=dtype, device=device) as workers:
+        run_conditions(run, workers, eval_domain, eval_items, [condition], seed=seed, prefix=f"{name}/",
+                       base_name=base_name)
     return [base_name, name]

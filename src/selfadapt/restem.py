@@ -38,6 +38,7 @@ from .models import EMBEDDED, load_model
 from .plots import plot_training_rounds
 from .policy import write_into_run
 from .runs import Run
+from .workers import Parallel, workers_for
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +211,10 @@ def run_restem(
     make_domain: Callable[[PreTrainedTokenizerBase], Domain],
     resume: Path | None = None,
     name: str = "train",
+    parallel: Parallel | None = None,
 ) -> Run:
-    """Run (or resume) ReST-EM rounds; every round leaves ``round-N/policy.json`` when finished."""
+    """Run (or resume) ReST-EM rounds; every round leaves ``round-N/policy.json`` when finished.
+    ``parallel`` spreads each round's inner loops over Ray workers, which load that round's policy."""
     if cfg.items_per_round > len(pool):
         raise ValueError(f"items_per_round={cfg.items_per_round} but the pool has only {len(pool)} items")
     run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), name, cfg)
@@ -223,7 +226,7 @@ def run_restem(
             log.info("round %d already finished (policy %s)", r, policy)
             continue
         rdir.mkdir(exist_ok=True)
-        policy = _round(run, rdir, r, policy, cfg, pool, make_domain)
+        policy = _round(run, rdir, r, policy, cfg, pool, make_domain, parallel)
     summarize_rounds(run, cfg.rounds)
     return run
 
@@ -249,7 +252,7 @@ def summarize_rounds(run: Run, rounds: int) -> str:
 
 
 def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: list[Any],
-           make_domain: Callable[[PreTrainedTokenizerBase], Domain]) -> str:
+           make_domain: Callable[[PreTrainedTokenizerBase], Domain], parallel: Parallel | None) -> str:
     log.info("round %d: policy %s", r, policy)
     items = random.Random(cfg.seed * 1_000_003 + r).sample(pool, cfg.items_per_round)
     teacher = load_model(policy, dtype=cfg.dtype, device=cfg.device)
@@ -267,8 +270,9 @@ def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: l
     conditions = [Condition(SELFEDIT, edits, gen_s)]
     if cfg.reward_baseline == PASSAGE:
         conditions.insert(0, Condition(PASSAGE))
-    records = run_conditions(run, lora, student_domain, items, conditions,
-                             seed=cfg.seed, seeds=cfg.seeds, prefix=prefix, tags=tags)
+    with workers_for(parallel, lora, cfg.student or policy, cfg.lora, dtype=cfg.dtype, device=cfg.device) as workers:
+        records = run_conditions(run, workers, student_domain, items, conditions,
+                                 seed=cfg.seed, seeds=cfg.seeds, prefix=prefix, tags=tags)
     t2 = time.perf_counter()
     round_records = [rec for rec in records if rec.get("round") == r]
     rewards = self_edit_rewards(round_records, cfg.reward_baseline)

@@ -28,6 +28,7 @@ from ..models import EMBEDDED, load_model
 from ..plots import plot_scores
 from ..policy import evaluate_policy, write_into_run
 from ..restem import ReSTEMConfig, resolve_policy, run_restem
+from ..workers import Parallel, workers_for
 from ..runs import Run
 from .augment import GROUPS
 from .data import ArcTask, load_tasks
@@ -108,7 +109,8 @@ def oracle_row(records: list[dict[str, Any]], name: str = "oracle") -> dict[str,
     return {"condition": "oracle (best of grid)", "score": score, "ci_low": score, "ci_high": score}
 
 
-def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None) -> tuple[Run, list[dict[str, Any]]]:
+def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None,
+                 parallel: Parallel | None = None) -> tuple[Run, list[dict[str, Any]]]:
     tasks = cfg.arc.load()
     policies = [resolve_policy(p) for p in cfg.policies]
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
@@ -123,12 +125,14 @@ def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None) -> tuple[Run, l
         conditions.append(Condition("own", edits, seconds))
     if cfg.oracle:
         conditions.append(Condition("oracle", {t.id: [c.to_json() for c in oracle_grid()] for t in tasks}))
-    run_conditions(run, lora, domain, tasks, conditions, seed=cfg.seed, base_name="icl")
+    with workers_for(parallel, lora, cfg.model, cfg.lora, dtype=cfg.dtype, device=cfg.device) as workers:
+        run_conditions(run, workers, domain, tasks, conditions, seed=cfg.seed, base_name="icl")
     names = ["icl"] + [c.name for c in conditions if c.name != "oracle"]
     del lora, loaded
     for name, spec in policies:
         names += evaluate_policy(run, name, spec, cfg.arc.domain, tasks, cfg.selfedits, sampling, cfg.lora,
-                                 seed=cfg.seed, base_name=f"{name}-icl", dtype=cfg.dtype, device=cfg.device)
+                                 seed=cfg.seed, base_name=f"{name}-icl", dtype=cfg.dtype, device=cfg.device,
+                                 parallel=parallel)
     records = run.records()
     rows = summarize(records, names, references=(TTT_PLAIN,))
     table = markdown_table(rows, metric="success", references=(TTT_PLAIN,))
@@ -142,11 +146,12 @@ def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None) -> tuple[Run, l
     return run, rows
 
 
-def run_arc_training(cfg: ReSTEMConfig, arc: ArcSettings, resume: Path | None = None) -> Run:
+def run_arc_training(cfg: ReSTEMConfig, arc: ArcSettings, resume: Path | None = None,
+                     parallel: Parallel | None = None) -> Run:
     """ReST-EM on ARC training tasks: n self-edits per task, reinforce the ones that solve it."""
     if arc.subset != "training":
         raise ValueError("train arc uses the 'training' subset; the evaluation tasks stay held out")
     pool = arc.load()
     cfg.domain = {"name": "arc", "subset": arc.subset, "tasks": [t.id for t in pool], "max_cells": arc.max_cells,
                   "cap": arc.cap, "budget": arc.budget, "votes": arc.votes, "groups": list(GROUPS)}
-    return run_restem(cfg, pool, arc.domain, resume=resume, name="train-arc")
+    return run_restem(cfg, pool, arc.domain, resume=resume, name="train-arc", parallel=parallel)

@@ -37,6 +37,7 @@ from ..runs import Run
 from .data import EXTERNAL_SELFEDITS, Passage, load_external_selfedits, load_passages
 from .domain import ANSWER_CAP, CPTDomain, KnowledgeDomain
 from .measure import REWARD_METRIC
+from ..workers import Parallel, workers_for
 from .selfedit import FORMATS
 
 RECITAL = "recital"
@@ -119,8 +120,12 @@ class _Setting:
         return Condition(name, joint, total, None if domain is None else CPTDomain(domain))
 
 
-def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None) -> tuple[Run, list[dict[str, Any]]]:
-    """Evaluate every condition on the first ``cfg.passages`` passages; returns the run and table rows."""
+def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
+                       parallel: Parallel | None = None) -> tuple[Run, list[dict[str, Any]]]:
+    """Evaluate every condition on the first ``cfg.passages`` passages; returns the run and table rows.
+    ``parallel`` spreads the evaluations over Ray workers."""
+    if parallel and parallel.enabled and cfg.judge_url:
+        raise ValueError("the LLM judge runs in this process only: use it without --workers/--ray-address")
     passages = load_passages(cfg.dataset, limit=cfg.passages, offset=cfg.offset)
     external = {name: load_external_selfedits(name, passages) for name in cfg.external}  # fail before any work
     policies = [resolve_policy(p) for p in cfg.policies]
@@ -154,7 +159,8 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None) -> 
         name = source if source in EXTERNAL_SELFEDITS else Path(source).stem
         edits = {domain.item_id(p): by_index[p.index][: cfg.selfedits_per_passage] for p in passages}
         conditions.append(setting.condition(name, edits, domain=implications))
-    run_conditions(run, lora, setting.domain, setting.items, conditions, seed=cfg.seed)
+    with workers_for(parallel, lora, cfg.model, cfg.lora, dtype=cfg.dtype, device=cfg.device) as workers:
+        run_conditions(run, workers, setting.domain, setting.items, conditions, seed=cfg.seed)
     names = [BASE, RECITAL] + [c.name for c in conditions]
     del lora, loaded
 
@@ -167,7 +173,8 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None) -> 
         fmt, decoding = trained_format(source, cfg.formats[0], cfg.decodings[0])
         names += evaluate_policy(run, name, spec, lambda tok: domain_for(tok, fmt, decoding), passages,
                                  cfg.selfedits_per_passage, cfg.sampling(fmt), cfg.lora, seed=cfg.seed,
-                                 base_name=f"{name}-base", dtype=cfg.dtype, device=cfg.device, arrange=arrange)
+                                 base_name=f"{name}-base", dtype=cfg.dtype, device=cfg.device, arrange=arrange,
+                                 parallel=parallel)
 
     rows = summarize(run.records(), names, metrics=tuple(SIDE_METRICS), references=REFERENCES)
     setting_name = "CPT, " if cfg.cpt else ""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..restem import ReSTEMConfig, run_restem
 from ..runs import Run
+from ..workers import Parallel
 from .data import load_passages
 from .domain import KnowledgeDomain
 from .selfedit import FORMATS
@@ -21,7 +22,8 @@ class KnowledgeTrainConfig:
     max_new_tokens: int | None = None  # None: the format's default
 
 
-def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume: Path | None = None) -> Run:
+def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume: Path | None = None,
+                           parallel: Parallel | None = None) -> Run:
     """Train the self-edit policy on the training pool; eval200 is refused so it stays held out."""
     if kcfg.fmt not in FORMATS:
         raise ValueError(f"unknown self-edit format {kcfg.fmt!r}; choose from {', '.join(FORMATS)}")
@@ -37,4 +39,4 @@ def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume
     cfg.domain = {"name": "knowledge", **asdict(kcfg)}
     return run_restem(cfg, pool, lambda tok: KnowledgeDomain(tok, kcfg.fmt, kcfg.include_passage,
                                                                  grounded=kcfg.grounded),
-                      resume=resume, name="train-knowledge")
+                      resume=resume, name="train-knowledge", parallel=parallel)

@@ -1,0 +1,205 @@
+"""Where inner-loop evaluations run: in this process, or on Ray actors that keep a model resident.
+
+A job is one evaluation: an item's unadapted score, or one (condition, item, self-edit,
+seed) fine-tune and test. Jobs are independent, so ReST-EM's hundreds of them per round
+spread over workers: the GPUs of a node or a cluster, or CPU threads split between actors.
+Ray schedules and restarts the actors; what is ours is small: the driver hands out jobs,
+re-queues a job whose actor died, records a job that failed three times as an error
+naming its item, and stays the only writer of ``records.jsonl``. So resume and the config
+check work the same with or without Ray, and the records are the same in content.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter, deque
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Protocol
+
+from .domain import Domain, Evaluation, ItemError
+from .inner_loop import evaluate_base, evaluate_selfedit
+from .lora import LoRAConfig, ResidentLoRA
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class Job:
+    """One evaluation. ``head`` holds the record's identity (condition, item, j, seed, tags);
+    ``base`` asks for the unadapted score, else the model is adapted on ``selfedit`` (None:
+    the item alone) and ``before`` is the item's unadapted evaluation."""
+
+    key: str
+    head: dict[str, Any]
+    domain: Domain
+    item: Any
+    selfedit: str | None = None
+    base: bool = False
+    before: Evaluation | None = None
+
+
+def run_job(lora: ResidentLoRA, job: Job) -> dict[str, Any]:
+    """The record of one job; the same code runs in this process and in a Ray actor."""
+    if job.base:
+        try:
+            ev = evaluate_base(lora, job.domain, job.item)
+            rec = {"status": "ok", "score": ev.score, "before": ev.score, "records": ev.records,
+                   "seconds": ev.seconds, "extra": ev.extra}
+        except ItemError as e:
+            log.error("%s", e)
+            rec = {"status": "item_error", "score": None, "reason": str(e)}
+        return {**job.head, **rec}
+    res = evaluate_selfedit(lora, job.domain, job.item, job.selfedit, seed=job.head["seed"], before=job.before)
+    rec = res.to_dict()
+    rec["score"] = rec.pop("after")
+    return {**job.head, "selfedit": job.selfedit, **rec}
+
+
+Done = Callable[[Job, dict[str, Any]], None]
+
+
+class Workers(Protocol):
+    def run(self, jobs: list[Job], done: Done) -> None:
+        """Run every job, calling ``done(job, record)`` in this process as each one finishes."""
+
+
+@dataclass
+class InProcess:
+    """The default: one resident model in this process, jobs one after another."""
+
+    lora: ResidentLoRA
+
+    def run(self, jobs: list[Job], done: Done) -> None:
+        for job in jobs:
+            done(job, run_job(self.lora, job))
+
+
+@dataclass
+class Parallel:
+    """How to spread evaluations: ``workers`` Ray actors (0: in this process), on a local Ray
+    started for the run or on the cluster at ``address``. Not part of a run's config: the
+    records do not depend on it, so a run may resume with other workers."""
+
+    workers: int = 0
+    address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.workers > 0 or bool(self.address)
+
+
+@contextmanager
+def workers_for(parallel: Parallel | None, lora: ResidentLoRA, model: str, lora_cfg: LoRAConfig, *,
+                dtype: str = "auto", device: str = "auto") -> Iterator[Workers]:
+    """In-process workers on ``lora``, or a Ray pool whose actors each load ``model`` (the
+    path or spec of the current policy: a new ReST-EM round sends the new path, not weights)."""
+    if parallel is None or not parallel.enabled:
+        yield InProcess(lora)
+        return
+    pool = RayPool(parallel, model, lora_cfg, dtype=dtype, device=device)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def start_local_niceness() -> None:
+    """Ray's raylet renices its workers (to keep the driver responsive); here the workers do the
+    run's work, and reniced they starve behind any other busy process. Call before ``ray.init``."""
+    os.environ.setdefault("RAY_worker_niceness", "0")
+
+
+class _Worker:
+    """A Ray actor: the model is loaded once and every job reuses it (the ``ResidentLoRA`` path)."""
+
+    def __init__(self, model: str, lora_cfg: LoRAConfig, dtype: str, device: str, threads: int | None):
+        import torch
+
+        from .models import load_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        loaded = load_model(model, dtype=dtype, device=device)
+        self.lora = ResidentLoRA(loaded.model, loaded.tokenizer, lora_cfg)
+
+    def run(self, domain: Domain, job: Job) -> dict[str, Any]:
+        job.domain = domain
+        return run_job(self.lora, job)
+
+
+class RayPool:
+    """Actors that Ray restarts when they die; the driver re-queues what they were running."""
+
+    def __init__(self, parallel: Parallel, model: str, lora_cfg: LoRAConfig, *, dtype: str, device: str):
+        try:
+            import ray
+        except ImportError:
+            raise RuntimeError("--workers/--ray-address need Ray: pip install 'selfadapt[ray]'") from None
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            start_local_niceness()
+            ray.init(address=parallel.address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        gpus = int(ray.cluster_resources().get("GPU", 0)) if device != "cpu" else 0
+        n = parallel.workers or max(1, gpus)
+        if gpus:
+            if n > gpus:
+                raise ValueError(f"{n} workers but the Ray cluster has {gpus} GPU(s): one worker per GPU")
+            options, threads, device = {"num_gpus": 1}, None, "cuda"
+        else:
+            cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+            threads = max(1, cpus // n)  # the machine's threads split between the actors
+            options = {"num_cpus": threads}
+        remote = ray.remote(max_restarts=-1, max_task_retries=0)(_Worker)
+        self.actors = [remote.options(**options).remote(model, lora_cfg, dtype, device, threads) for _ in range(n)]
+        self.restarts = 0
+        log.info("Ray: %d worker(s) on %s (%s)", n, parallel.address or "a local Ray",
+                 "one GPU each" if gpus else f"{threads} CPU thread(s) each")
+
+    def run(self, jobs: list[Job], done: Done) -> None:
+        ray = self.ray
+        domains: dict[int, Any] = {}  # each domain (tokenizer and all) is shipped once, not per job
+
+        def submit(actor: Any, job: Job) -> None:
+            ref = domains.setdefault(id(job.domain), ray.put(job.domain))
+            light = Job(job.key, job.head, None, job.item, job.selfedit, job.base, job.before)  # type: ignore[arg-type]
+            inflight[actor.run.remote(ref, light)] = (actor, job)
+
+        queue, idle, inflight = deque(jobs), list(self.actors), {}
+        attempts: Counter[str] = Counter()
+        while queue or inflight:
+            while queue and idle:
+                submit(idle.pop(), queue.popleft())
+            (ref,), _ = ray.wait(list(inflight), num_returns=1)
+            actor, job = inflight.pop(ref)
+            idle.append(actor)
+            try:
+                record = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+                attempts[job.key] += 1
+                died = isinstance(e, ray.exceptions.RayActorError)
+                self.restarts += died
+                log.warning("%s: attempt %d failed (%s)", job.key, attempts[job.key],
+                            "the worker died" if died else type(e).__name__)
+                if attempts[job.key] < MAX_ATTEMPTS:
+                    queue.append(job)
+                    continue
+                record = {**job.head, "status": "error", "score": None,
+                          "reason": f"failed {MAX_ATTEMPTS} times on item {job.head['item']}: {e}"}
+            done(job, record)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        if self.started:
+            self.ray.shutdown()
+
