@@ -20,7 +20,7 @@ def test_eval_knowledge_end_to_end(tiny_dir, passages_file, tmp_path):
                  "--no-external", "--epochs", 1, "--max-new-tokens", 8, "--dtype", "float32",
                  "--runs-dir", tmp_path / "runs")
     assert res.exit_code == 0, res.output
-    assert "| passage |" in res.output and "| own-implications |" in res.output
+    assert "| passage |" in res.output and "| own-self-qa-grounded |" in res.output  # the default self-edit
     (run,) = (tmp_path / "runs").iterdir()
     assert (run / "table.md").is_file()
 

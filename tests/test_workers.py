@@ -129,3 +129,23 @@ def test_a_killed_driver_resumes_with_workers(cfg, monkeypatch):
     run, _ = run_knowledge_eval(cfg, resume=path, parallel=Parallel(workers=2))
     keys = [r["key"] for r in run.records()]
     assert keys[:7] == appended and len(keys) == len(set(keys)) == 12
+
+
+def test_restem_rounds_on_workers_match_one_process(tiny_dir, passages, tmp_path, monkeypatch):
+    """Round 1's workers load round 0's policy (its path): records as in one process."""
+    import selfadapt.restem as restem
+    from selfadapt.restem import PolicySFTConfig, ReSTEMConfig, run_restem
+
+    monkeypatch.setattr(restem, "select_winners", lambda rewards, rule: {i: [0] for i in rewards})
+    runs = []
+    for name, parallel in (("local", None), ("ray", Parallel(workers=2))):
+        cfg = ReSTEMConfig(model=str(tiny_dir), rounds=2, items_per_round=2, k=2, max_new_tokens=12,
+                           lora=LoRAConfig(r=4, epochs=1), sft=PolicySFTConfig(epochs=1, r=4, alpha=8),
+                           dtype="float32", device="cpu", runs_dir=str(tmp_path / name))
+        runs.append(run_restem(cfg, passages, lambda tok: KnowledgeDomain(tok, "implications"), parallel=parallel))
+    local, on_ray = ([r for r in run.records() if r.get("round") == 1 and "policy" in r] for run in runs)
+    assert {r["policy"].split("/")[-2:] == ["round-0", "policy"] for r in local + on_ray} == {True}
+    for records in (local, on_ray):
+        for r in records:
+            r.pop("policy")  # the two runs live in different directories
+    assert_same_records(local, on_ray)

@@ -90,11 +90,13 @@ def eval_knowledge(
     offset: int = typer.Option(0, help="Skip this many passages first."),
     dataset: str = typer.Option("eval200", help="'eval200', 'train', or a JSON file of the same shape."),
     model: str = MODEL,
-    fmt: list[str] = typer.Option(["implications"], "--format", help="Self-edit format of the own condition; "
+    fmt: list[str] = typer.Option(["self-qa"], "--format", help="Self-edit format of the own condition; "
                                   "repeat for several (the first is the policies'): implications | "
-                                  "implications-long | implications-very-long | rewrite | self-qa"),
-    decoding: list[str] = typer.Option(["free", "grounded"], help="How own self-edits are sampled: 'free', or "
-                                       "'grounded' (only the passage's words); repeat for several."),
+                                  "implications-long | implications-very-long | rewrite | self-qa. The default "
+                                  "was chosen on the train split."),
+    decoding: list[str] = typer.Option(["grounded"], help="How own self-edits are sampled: 'free', or "
+                                       "'grounded' (self-QA answers copy passage spans; other formats use only "
+                                       "the passage's words); repeat for several."),
     own: bool = typer.Option(True, help="Evaluate the model's own self-edits."),
     external: list[str] = typer.Option(["gpt-4.1", "seal-qwen"], help="External self-edits: "
                                        "'gpt-4.1', 'seal-qwen' or a JSON file; repeat the option."),
@@ -152,8 +154,10 @@ def train_knowledge(
     model: str = MODEL,
     student: Optional[str] = typer.Option(None, help="A fixed student to adapt (teacher–student split); "
                                           "default: the policy adapts itself."),
-    fmt: str = FMT,
-    grounded: bool = typer.Option(False, help="Grounded decoding: self-edits use only the passage's words."),
+    fmt: str = typer.Option("self-qa", "--format", help="implications | implications-long | "
+                            "implications-very-long | rewrite | self-qa (default: the eval default)"),
+    grounded: bool = typer.Option(True, help="Grounded decoding: self-QA answers copy passage spans; other "
+                                  "formats use only the passage's words."),
     include_passage: bool = typer.Option(True, help="Train on the passage as well as the self-edit."),
     temperature: float = typer.Option(1.0), top_p: float = typer.Option(0.95),
     max_new_tokens: Optional[int] = typer.Option(None, help="Self-edit length cap (default: per format)."),

@@ -214,6 +214,23 @@ class ResidentLoRA:
         finally:
             self.reset()
 
+    def update(self) -> dict[str, torch.Tensor]:
+        """The current LoRA weights (A and B of every layer): one update, to save and replay."""
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if "lora_" in n}
+
+    @torch.no_grad()
+    def merge(self, update: dict[str, torch.Tensor] | None = None) -> None:
+        """Add an update (default: the current LoRA weights) into the base weights for good,
+        then zero the adapter: later updates start from the merged model (continual learning)."""
+        if update is not None:
+            params = dict(self.model.named_parameters())
+            for name, value in update.items():
+                params[name].copy_(value)
+        for layer in self._layers:
+            base = layer.get_base_layer().weight
+            base += layer.get_delta_weight(ADAPTER).to(base.dtype)
+        self.reset()
+
     def save(self, out: Path) -> None:
         """Save the current adapter as a PEFT directory (safetensors only)."""
         self.model.save_pretrained(str(out), safe_serialization=True)

@@ -104,3 +104,23 @@ def plot_curves(history: list[dict[str, Any]], keys: list[str], out: Path, title
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def plot_matrices(matrices: dict[str, list[list[float | None]]], items: list[str], out: Path, title: str) -> Path:
+    """One heatmap per condition: row i is the model after update i, column j passage j (the
+    continual-learning matrix of the SEAL paper); cells above the diagonal are not yet learned."""
+    fig, axes = plt.subplots(1, len(matrices), figsize=(3.6 * len(matrices) + 1, 3.8), squeeze=False)
+    for ax, (name, m) in zip(axes[0], matrices.items()):
+        grid = np.array([[np.nan if v is None else 100 * v for v in row] for row in m], dtype=float)
+        im = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis")
+        for (i, j), v in np.ndenumerate(grid):
+            if not np.isnan(v):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 60 else "black")
+        ax.set_xticks(range(len(items)), items, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(m)), [f"after {i}" for i in range(len(m))], fontsize=7)
+        ax.set_title(name, fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return out

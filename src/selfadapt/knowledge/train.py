@@ -16,9 +16,9 @@ from .selfedit import FORMATS
 @dataclass
 class KnowledgeTrainConfig:
     dataset: str = "train"
-    fmt: str = "implications"
+    fmt: str = "self-qa"  # the eval default, chosen on the train split
     include_passage: bool = True
-    grounded: bool = False
+    grounded: bool = True
     max_new_tokens: int | None = None  # None: the format's default
 
 

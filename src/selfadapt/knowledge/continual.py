@@ -1,0 +1,221 @@
+"""``selfadapt eval continual``: passages learned one after another, and what each update erases.
+
+SEAL's stated limit is catastrophic forgetting. Here N passages are learned in sequence:
+update i trains a fresh LoRA on passage i's data (the passage, its self-edit, and with
+replay a few examples of earlier updates plus general reading-comprehension examples),
+merges it into the weights, and then the questions of every passage seen so far are scored
+without context by the knowledge measure. Row i of the N×N matrix is the model after update
+i, column j is passage j (the paper's continual experiment). Own self-edits are written by
+the model as it is at that point of the sequence. Every update is saved (safetensors) and
+every evaluation recorded, so a killed run resumes by merging the saved updates again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.torch import load_file, save_file
+
+from ..evaluate import mean_ci, paired, progress_bar
+from ..generation import SamplingConfig
+from ..lora import Example, LoRAConfig, ResidentLoRA
+from ..models import EMBEDDED, load_model, render_chat
+from ..plots import plot_matrices
+from ..policy import write_selfedits
+from ..runs import Run
+from .data import EXTERNAL_SELFEDITS, Passage, load_external_selfedits, load_passages
+from .domain import KnowledgeDomain
+from .experiment import DEFAULT_DECODING, DEFAULT_FORMAT
+from .measure import REWARD_METRIC, SHORT_ANSWER_SYSTEM
+from .selfedit import FORMATS
+
+log = logging.getLogger(__name__)
+
+REPLAY = "+replay"
+SOURCES = ("passage", "own", *EXTERNAL_SELFEDITS)
+GENERAL_POOL = range(400, 600)  # train passages for general reading-comprehension examples
+
+
+@dataclass
+class ContinualConfig:
+    model: str = EMBEDDED
+    dataset: str = "eval200"
+    passages: int = 8
+    offset: int = 0
+    conditions: list[str] = field(default_factory=lambda: ["passage", "own", "own+replay"])
+    fmt: str = DEFAULT_FORMAT  # own self-edits: the eval default
+    grounded: bool = DEFAULT_DECODING == "grounded"
+    replay: int = 4  # examples of earlier updates mixed into each update (conditions with +replay)
+    general: int = 2  # reading-comprehension examples, passage in context (conditions with +replay)
+    temperature: float = 1.0
+    top_p: float = 0.95
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    seed: int = 0
+    dtype: str = "auto"
+    device: str = "auto"
+    runs_dir: str = "runs"
+
+    def __post_init__(self) -> None:
+        for c in self.conditions:
+            if c.removesuffix(REPLAY) not in SOURCES:
+                raise ValueError(f"unknown condition {c!r}; choose from {', '.join(SOURCES)}, each optionally "
+                                 f"with {REPLAY}")
+        if self.fmt not in FORMATS:
+            raise ValueError(f"unknown self-edit format {self.fmt!r}; choose from {', '.join(FORMATS)}")
+        if self.passages < 2:
+            raise ValueError("a sequence needs at least 2 passages")
+        if self.replay < 0 or self.general < 0:
+            raise ValueError("replay and general must be >= 0")
+
+
+def replay_examples(history: list[list[Example]], n: int, rng: random.Random) -> list[Example]:
+    """Up to ``n`` examples drawn from the training data of earlier updates (``history``
+    holds exactly those: the caller passes updates 0..i-1)."""
+    pool = [ex for data in history for ex in data]
+    return rng.sample(pool, min(n, len(pool)))
+
+
+def general_examples(tokenizer, n: int, rng: random.Random) -> list[Example]:
+    """Reading comprehension with the passage in context (train split): keeps the model
+    answering from context while it learns facts into its weights."""
+    if n == 0:
+        return []
+    pool = load_passages("train", limit=len(GENERAL_POOL), offset=GENERAL_POOL.start)
+    out: list[Example] = []
+    for p in rng.sample(pool, n):
+        q = rng.choice(p.questions)
+        prompt = render_chat(tokenizer, [{"role": "system", "content": SHORT_ANSWER_SYSTEM},
+                                         {"role": "user", "content": f"{p.text}\n\nQuestion: {q.question}"}])
+        out.append((prompt, q.answer + (tokenizer.eos_token or "")))
+    return out
+
+
+def _plain(examples: list[Example]) -> list[Any]:
+    return [list(ex) if isinstance(ex, tuple) else ex for ex in examples]
+
+
+def _examples(stored: list[Any]) -> list[Example]:
+    return [tuple(ex) if isinstance(ex, list) else ex for ex in stored]
+
+
+def run_continual_eval(cfg: ContinualConfig, resume: Path | None = None) -> tuple[Run, dict[str, Any]]:
+    """Every condition's sequence of N updates; returns the run and the summary."""
+    passages = load_passages(cfg.dataset, limit=cfg.passages, offset=cfg.offset)
+    if len(passages) < 2:
+        raise ValueError(f"{cfg.dataset} has {len(passages)} passage(s) from offset {cfg.offset}; need 2+")
+    external = {c.removesuffix(REPLAY): load_external_selfedits(c.removesuffix(REPLAY), passages)
+                for c in cfg.conditions if c.removesuffix(REPLAY) in EXTERNAL_SELFEDITS}
+    run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), "eval-continual", cfg)
+    for cond in cfg.conditions:
+        _sequence(run, cfg, cond, passages, external)
+    summary = summarize_continual(run.records(), cfg.conditions, [f"p{p.index}" for p in passages])
+    run.write_json("metrics.json", summary)
+    (run.path / "table.md").write_text(continual_table(summary) + "\n")
+    plot_matrices({c: summary["conditions"][c]["matrix"] for c in cfg.conditions},
+                  [f"p{p.index}" for p in passages], run.path / "matrices.png",
+                  f"{REWARD_METRIC} (%) after each update, {cfg.dataset}")
+    return run, summary
+
+
+def _sequence(run: Run, cfg: ContinualConfig, cond: str, passages: list[Passage],
+              external: dict[str, dict[int, list[str]]]) -> None:
+    source, replay = cond.removesuffix(REPLAY), cond.endswith(REPLAY)
+    loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)  # a fresh base model per sequence
+    lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
+    tok = loaded.tokenizer
+    domain = KnowledgeDomain(tok, cfg.fmt, grounded=cfg.grounded)
+    reader = domain if source == "own" else KnowledgeDomain(tok, "implications")  # external files: implications
+    sampling = SamplingConfig(FORMATS[cfg.fmt].max_new_tokens, cfg.temperature, cfg.top_p)
+    updates_dir = run.path / "updates" / cond
+    updates_dir.mkdir(parents=True, exist_ok=True)
+    history: list[list[Example]] = []
+    n = len(passages)
+    with progress_bar() as bar:
+        task = bar.add_task(cond, total=n + n * (n + 1) // 2)
+        for p in passages:  # the unadapted model, once per run
+            key = f"base/p{p.index}"
+            if not run.done(key):
+                ev = domain.evaluate(lora.model, tok, p)
+                run.append(key, {"condition": "base", "item": f"p{p.index}", "score": ev.score,
+                                 "records": ev.records})
+        for i, p in enumerate(passages):
+            key, weights = f"{cond}/update-{i}", updates_dir / f"update-{i}.safetensors"
+            if run.done(key) and weights.is_file():
+                lora.merge(load_file(str(weights)))
+            else:
+                selfedit = None
+                if source == "own":
+                    selfedit = write_selfedits(lora.model, tok, domain, [p], 1, sampling, seed=cfg.seed + i)[0][0][0]
+                elif source in external:
+                    selfedit = external[source][p.index][0]
+                own = reader.training_texts(p, selfedit) if selfedit else [p.text]
+                rng = random.Random(cfg.seed * 1_000_003 + i)
+                extra = (replay_examples(history, cfg.replay, rng) + general_examples(tok, cfg.general, rng)
+                         if replay else [])
+                stats = lora.train(own + extra, seed=cfg.seed + i)
+                save_file(lora.update(), str(weights))
+                lora.merge()
+                if run.done(key):  # the weights file was lost: trained again, the record stands
+                    log.warning("%s: update weights were missing and were trained again", key)
+                else:
+                    run.append(key, {"condition": cond, "update": i, "item": f"p{p.index}", "selfedit": selfedit,
+                                     "examples": _plain(own), "extra": _plain(extra), "steps": stats.steps,
+                                     "tokens": stats.tokens, "final_loss": stats.final_loss,
+                                     "seconds": stats.seconds})
+            history.append(_examples(run.get(key)["examples"]))
+            bar.advance(task)
+            for seen in passages[: i + 1]:
+                ekey = f"{cond}/after-{i}/p{seen.index}"
+                if not run.done(ekey):
+                    ev = domain.evaluate(lora.model, tok, seen)
+                    run.append(ekey, {"condition": cond, "update": i, "item": f"p{seen.index}", "score": ev.score,
+                                      "records": ev.records, "seconds": ev.seconds})
+                bar.advance(task)
+
+
+def summarize_continual(records: list[dict[str, Any]], conditions: list[str], items: list[str]) -> dict[str, Any]:
+    """Per condition: the N×N matrix (row: after update i; column: passage j; None above the
+    diagonal), the final score on all passages, how much earlier passages lost from when they
+    were learned (forgetting), and the final score against the unadapted model, paired."""
+    base = {r["item"]: r["score"] for r in records if r["condition"] == "base"}
+    out: dict[str, Any] = {"items": items, "base": [base.get(it) for it in items], "conditions": {}}
+    n = len(items)
+    for cond in conditions:
+        score = {(r["update"], r["item"]): r["score"] for r in records
+                 if r["condition"] == cond and "update" in r and "score" in r}
+        matrix = [[score.get((i, items[j])) if j <= i else None for j in range(n)] for i in range(n)]
+        if any(v is None for i in range(n) for v in matrix[i][: i + 1]):
+            out["conditions"][cond] = {"matrix": matrix, "complete": False}
+            continue
+        final, learned = matrix[-1], [matrix[j][j] for j in range(n)]
+        drop = [learned[j] - final[j] for j in range(n - 1)]  # the last passage has had no later update
+        out["conditions"][cond] = {
+            "matrix": matrix, "complete": True,
+            "final": mean_ci(final), "just_learned": mean_ci(learned), "forgetting": mean_ci(drop),
+            "final_vs_base": paired(dict(zip(items, final)), {it: base[it] for it in items}).__dict__,
+        }
+    return out
+
+
+def continual_table(summary: dict[str, Any]) -> str:
+    """Markdown: final score on all N passages, score right after learning, forgetting, vs base."""
+    head = (f"| condition | final {REWARD_METRIC} % on all N (95% CI) | just after learning % | forgetting "
+            "(points lost by earlier passages, 95% CI) | final Δ vs base (95% CI) | W/T/L vs base |")
+    lines = [head, "|---|---|---|---|---|---|"]
+    base = [b for b in summary["base"] if b is not None]
+    lines.append(f"| base (no update) | {100 * np.mean(base):.1f} | – | – | – | – |")
+    for cond, s in summary["conditions"].items():
+        if not s["complete"]:
+            lines.append(f"| {cond} | (incomplete) | | | | |")
+            continue
+        f, j, d, v = s["final"], s["just_learned"], s["forgetting"], s["final_vs_base"]
+        lines.append(f"| {cond} | {100 * f[0]:.1f} ({100 * f[1]:.1f}–{100 * f[2]:.1f}) | {100 * j[0]:.1f} | "
+                     f"{100 * d[0]:+.1f} ({100 * d[1]:+.1f}…{100 * d[2]:+.1f}) | "
+                     f"{100 * v['mean']:+.1f} ({100 * v['ci_low']:+.1f}…{100 * v['ci_high']:+.1f}) | "
+                     f"{v['wins']}/{v['ties']}/{v['losses']} |")
+    return "\n".join(lines)
