@@ -11,6 +11,7 @@ import selfadapt.workers as workers_mod
 import selfadapt.restem as restem
 from selfadapt.knowledge.domain import KnowledgeDomain
 from selfadapt.knowledge.experiment import KnowledgeEvalConfig, run_knowledge_eval
+from selfadapt.knowledge.probe import ProbedDomain, probe_passages
 from selfadapt.knowledge.train import KnowledgeTrainConfig, run_knowledge_training
 from selfadapt.lora import LoRAConfig
 from selfadapt.restem import (PolicySFTConfig, ReSTEMConfig, any_positive, best_of_k, policy_of_round, run_restem,
@@ -36,6 +37,47 @@ def test_rewards_average_seeds_and_skip_failed_items():
     assert rewards == {"p0": {0: pytest.approx(0.1), 1: -0.4}}
     assert select_winners(rewards, "best") == {"p0": [0]}
     assert select_winners({"p0": {0: 0.1, 1: 0.3}}, "positive") == {"p0": [0, 1]}
+
+
+def test_forgetting_penalty_subtracts_the_probe_drop():
+    recs = [{"key": "b", "condition": "base", "item": "p0", "j": 0, "gain": None, "extra": {"probe": 0.5}},
+            {"key": "s0", "condition": "selfedit", "item": "p0", "j": 0, "gain": 0.2, "extra": {"probe": 0.3}},
+            {"key": "s1", "condition": "selfedit", "item": "p0", "j": 1, "gain": 0.1, "extra": {"probe": 0.5}}]
+    assert self_edit_rewards(recs) == {"p0": {0: pytest.approx(0.2), 1: pytest.approx(0.1)}}
+    penalised = self_edit_rewards(recs, forgetting_penalty=1.0)
+    assert penalised == {"p0": {0: pytest.approx(0.0), 1: pytest.approx(0.1)}}  # the eraser loses its lead
+    assert select_winners(penalised, "best") == {"p0": [1]}
+    with pytest.raises(ValueError, match="s0: a forgetting penalty needs the probe"):
+        self_edit_rewards([recs[1]], forgetting_penalty=1.0)
+
+
+def test_probed_domain_keeps_the_score_and_adds_the_probe(tiny, passages):
+    inner = KnowledgeDomain(tiny.tokenizer)
+    recall, reading = probe_passages()
+    probed = ProbedDomain(inner, recall[:1], reading[:2])
+    ev, plain = probed.evaluate(tiny.model, tiny.tokenizer, passages[0]), inner.evaluate(tiny.model, tiny.tokenizer,
+                                                                                        passages[0])
+    assert ev.score == pytest.approx(plain.score)
+    assert 0 < ev.extra["probe_recall"] < 1 and 0 < ev.extra["probe_reading"] < 1
+    assert ev.extra["probe"] == pytest.approx((ev.extra["probe_recall"] + ev.extra["probe_reading"]) / 2)
+    assert probed.selfedit_prompt(passages[0]) == inner.selfedit_prompt(passages[0])
+
+
+def test_training_with_a_forgetting_penalty_never_trains_on_the_probe(train_cfg, tmp_path, passages_file):
+    recall, _ = probe_passages()
+    pool = json.loads(passages_file.read_text()) + [
+        {"title": recall[0].title, "context": recall[0].context,
+         "questions": [{"question": q.question, "answer": q.answer} for q in recall[0].questions]}]
+    data = tmp_path / "with_probe.json"
+    data.write_text(json.dumps(pool))
+    train_cfg.rounds, train_cfg.items_per_round, train_cfg.forgetting_penalty = 1, 2, 0.5
+    run = run_knowledge_training(train_cfg, KnowledgeTrainConfig(dataset=str(data), fmt="implications",
+                                                                 grounded=False))
+    trained = {r["item"] for r in run.records() if r["condition"] == "selfedit"}
+    assert trained == {"p0", "p1"}  # the probe passage (p2) is out of the pool
+    assert all("probe" in (r.get("extra") or {}) for r in run.records() if r["condition"] in ("base", "selfedit")
+               and r["status"] == "ok")
+    assert json.loads((run.path / "round-0" / "metrics.json").read_text())["mean_probe_drop"] is not None
 
 
 def test_sft_data_built_from_winners(tiny, passages):

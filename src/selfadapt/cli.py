@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from functools import wraps
 from pathlib import Path
 from typing import Optional
@@ -37,6 +38,9 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logg
                         handlers=[RichHandler(console=console, show_path=False, show_time=False)])
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Deprecation notices of transformers/PEFT/TRL internals: nothing a user of the CLI can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def user_errors(fn):
@@ -150,6 +154,9 @@ def train_knowledge(
     keep: str = typer.Option("best", help="Winner rule: 'best' (best-of-k with positive gain) or 'positive'."),
     reward_baseline: str = typer.Option("base", help="Reward = adapted score minus this: 'base' (unadapted, "
                                         "as in SEAL) or 'passage' (trained on the passage alone)."),
+    forgetting_penalty: float = typer.Option(0.0, help="λ: reward −= λ × the drop of a fixed probe set "
+                                             "(other passages' questions, reading comprehension); implies --probe."),
+    probe: bool = typer.Option(False, help="Score the probe set after every update (its drop is reported)."),
     dataset: str = typer.Option("train", help="Training pool: 'train' or a JSON file (never eval200)."),
     model: str = MODEL,
     student: Optional[str] = typer.Option(None, help="A fixed student to adapt (teacher–student split); "
@@ -176,14 +183,14 @@ def train_knowledge(
 
     cfg = ReSTEMConfig(
         model=model, student=student, rounds=rounds, items_per_round=passages, k=k, seeds=seeds, keep=keep,
-        reward_baseline=reward_baseline,
+        reward_baseline=reward_baseline, forgetting_penalty=forgetting_penalty,
         temperature=temperature, top_p=top_p, lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets),
         sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r), seed=seed, dtype=dtype,
         device=device, runs_dir=str(runs_dir),
     )
     t0 = time.perf_counter()
     run = run_knowledge_training(cfg, KnowledgeTrainConfig(dataset, fmt, include_passage, grounded,
-                                                                          max_new_tokens),
+                                                           max_new_tokens, probe),
                                  resume=resume, parallel=_parallel(workers, ray_address))
     console.print((run.path / "summary.md").read_text())
     console.print(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
@@ -210,6 +217,41 @@ def _arc(subset: str, task: list[str], max_cells: int, cap: int, budget: int, ma
     if not 1 <= votes <= 8:
         raise ValueError("--votes must be between 1 and 8")
     return ArcSettings(subset, list(task), max_cells, cap, budget, max_tokens, votes, leave_two_out, constrain)
+
+
+@eval_app.command("continual")
+@user_errors
+def eval_continual(
+    passages: int = typer.Option(8, help="How many passages to learn one after another."),
+    offset: int = typer.Option(0, help="Skip this many passages first."),
+    dataset: str = typer.Option("eval200", help="'eval200', 'train', or a JSON file of the same shape."),
+    model: str = MODEL,
+    condition: list[str] = typer.Option(["passage", "own", "own+replay"], help="What each update trains on: "
+                                        "passage | own | gpt-4.1 | seal-qwen, each optionally with +replay; "
+                                        "repeat for several."),
+    fmt: str = typer.Option("self-qa", "--format", help="Format of own self-edits (the eval default)."),
+    grounded: bool = typer.Option(True, help="Grounded decoding of own self-edits."),
+    replay: int = typer.Option(4, help="With +replay: examples of earlier updates mixed into each update."),
+    general: int = typer.Option(2, help="With +replay: reading-comprehension examples (passage in context, "
+                                "train split) mixed into each update."),
+    r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
+    batch_size: int = BATCH, targets: str = TARGETS,
+    seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")),
+    resume: Optional[Path] = typer.Option(None, help="Continue this run directory."),
+    dtype: str = DTYPE, device: str = DEVICE,
+) -> None:
+    """Continual learning: passages learned in sequence (each update merged), the N×N matrix of
+    scores on every passage seen so far, and how much each condition forgets."""
+    from .knowledge.continual import ContinualConfig, run_continual_eval
+
+    cfg = ContinualConfig(model=model, dataset=dataset, passages=passages, offset=offset, conditions=condition,
+                          fmt=fmt, grounded=grounded, replay=replay, general=general,
+                          lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets), seed=seed, dtype=dtype,
+                          device=device, runs_dir=str(runs_dir))
+    t0 = time.perf_counter()
+    run, _ = run_continual_eval(cfg, resume=resume)
+    console.print((run.path / "table.md").read_text())
+    console.print(f"wall time {time.perf_counter() - t0:.0f} s · matrices {run.path / 'matrices.png'}")
 
 
 @eval_app.command("arc")

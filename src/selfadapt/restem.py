@@ -31,7 +31,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from .domain import Domain
-from .evaluate import Condition, run_conditions
+from .evaluate import BASE, Condition, run_conditions
 from .generation import SamplingConfig
 from .lora import LoRAConfig, ResidentLoRA
 from .models import EMBEDDED, load_model
@@ -63,23 +63,41 @@ PASSAGE = "passage"
 REWARD_BASELINES = ("base", PASSAGE)
 
 
-def self_edit_rewards(records: list[dict[str, Any]], baseline: str = "base") -> dict[str, dict[int, float]]:
+def probe_drop(record: dict[str, Any], base: dict[str, float]) -> float | None:
+    """How much an update lowered the probe score (see ``knowledge/probe.py``) from the
+    unadapted model's on the same item; None without a probe."""
+    after = (record.get("extra") or {}).get("probe")
+    return None if after is None or record["item"] not in base else base[record["item"]] - after
+
+
+def self_edit_rewards(records: list[dict[str, Any]], baseline: str = "base",
+                      forgetting_penalty: float = 0.0) -> dict[str, dict[int, float]]:
     """item → self-edit index → reward, the mean over seeds of the adapted score minus a baseline.
 
     ``base``: the unadapted score (SEAL). ``passage``: the score after training on the
     item alone with the same seed, so only self-edits that add to plain training count.
+    ``forgetting_penalty`` λ subtracts λ × the probe's drop, so a self-edit that teaches
+    its passage by erasing other knowledge earns less.
     """
     if baseline not in REWARD_BASELINES:
         raise ValueError(f"unknown reward baseline {baseline!r}; choose from {', '.join(REWARD_BASELINES)}")
     alone = {(r["item"], r["seed"]): r["score"] for r in records if r["condition"] == PASSAGE and r["score"] is not None}
+    base_probe = {r["item"]: r["extra"]["probe"] for r in records
+                  if r["condition"] == BASE and (r.get("extra") or {}).get("probe") is not None}
     gains: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         if r["condition"] != SELFEDIT or r.get("gain") is None:
             continue
         if baseline == "base":
-            gains[r["item"]][r["j"]].append(r["gain"])
+            gain = r["gain"]
         else:  # the passage-only run with the same seed index (j = 0) is the reference
-            gains[r["item"]][r["j"]].append(r["score"] - alone[(r["item"], r["seed"] - r["j"])])
+            gain = r["score"] - alone[(r["item"], r["seed"] - r["j"])]
+        if forgetting_penalty:
+            drop = probe_drop(r, base_probe)
+            if drop is None:
+                raise ValueError(f"{r['key']}: a forgetting penalty needs the probe score (knowledge --probe)")
+            gain -= forgetting_penalty * drop
+        gains[r["item"]][r["j"]].append(gain)
     return {item: {j: float(np.mean(g)) for j, g in by_j.items()} for item, by_j in gains.items()}
 
 
@@ -157,6 +175,7 @@ class ReSTEMConfig:
     seeds: int = 1  # s
     keep: str = "best"
     reward_baseline: str = "base"  # or "passage": reward = adapted − passage-only score
+    forgetting_penalty: float = 0.0  # λ: reward −= λ × the probe's drop (the domain must report a probe)
     temperature: float = 1.0
     top_p: float = 0.95
     max_new_tokens: int = 256
@@ -174,6 +193,8 @@ class ReSTEMConfig:
             raise ValueError(f"unknown reward baseline {self.reward_baseline!r}; choose from {', '.join(REWARD_BASELINES)}")
         if self.keep not in WINNER_RULES:
             raise ValueError(f"unknown winner rule {self.keep!r}; choose from {', '.join(WINNER_RULES)}")
+        if self.forgetting_penalty < 0:
+            raise ValueError(f"forgetting_penalty must be >= 0, got {self.forgetting_penalty}")
         if min(self.rounds, self.items_per_round, self.k, self.seeds) < 1:
             raise ValueError("rounds, items per round, k and seeds must all be >= 1")
 
@@ -234,13 +255,15 @@ def run_restem(
 def summarize_rounds(run: Run, rounds: int) -> str:
     """``summary.md``, ``metrics.json`` and the per-round plots of a training run."""
     metrics = [json.loads((run.path / f"round-{r}" / "metrics.json").read_text()) for r in range(rounds)]
-    head = ("| round | mean reward | positive | winners | base score | adapted score | invalid | "
+    head = ("| round | mean reward | positive | winners | base score | adapted score | probe drop | invalid | "
             "self-edit words | generate s | inner loops s | SFT s |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for m in metrics:
         sec = m["seconds"]
         lines.append(f"| {m['round']} | {m['mean_reward']:+.3f} | {m['positive_fraction']:.0%} | {m['winners']} | "
-                     f"{m['mean_base_score']:.3f} | {m['mean_adapted_score']:.3f} | {m['invalid']} | "
+                     f"{m['mean_base_score']:.3f} | {m['mean_adapted_score']:.3f} | "
+                     f"{'–' if m.get('mean_probe_drop') is None else format(m['mean_probe_drop'], '+.3f')} | "
+                     f"{m['invalid']} | "
                      f"{m['mean_selfedit_words']:.0f} | {sec['generate']:.0f} | {sec['inner_loops']:.0f} | "
                      f"{sec['sft']:.0f} |")
     text = "\n".join(lines) + "\n"
@@ -275,7 +298,7 @@ def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: l
                                  seed=cfg.seed, seeds=cfg.seeds, prefix=prefix, tags=tags)
     t2 = time.perf_counter()
     round_records = [rec for rec in records if rec.get("round") == r]
-    rewards = self_edit_rewards(round_records, cfg.reward_baseline)
+    rewards = self_edit_rewards(round_records, cfg.reward_baseline, cfg.forgetting_penalty)
     winners = select_winners(rewards, cfg.keep)
     examples = sft_examples(teacher_domain, items, edits, winners)
     (rdir / "sft_data.json").write_text(json.dumps(examples, indent=1, ensure_ascii=False))
@@ -292,6 +315,9 @@ def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: l
     t3 = time.perf_counter()
 
     evals = [rec for rec in round_records if rec["condition"] == SELFEDIT]
+    base_probe = {rec["item"]: rec["extra"]["probe"] for rec in round_records
+                  if rec["condition"] == BASE and (rec.get("extra") or {}).get("probe") is not None}
+    drops = [d for d in (probe_drop(rec, base_probe) for rec in evals) if d is not None]
     all_rewards = [g for by_j in rewards.values() for g in by_j.values()]
     lengths = [len(e.split()) for it in items for e in edits[teacher_domain.item_id(it)]]
     metrics = {
@@ -304,6 +330,7 @@ def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: l
         "invalid": sum(rec["status"] == "invalid_selfedit" for rec in evals),
         "winners": sum(map(len, winners.values())), "mean_selfedit_words": float(np.mean(lengths)),
         "rewards": all_rewards, "selfedit_words": lengths, "sft": sft,
+        "mean_probe_drop": float(np.mean(drops)) if drops else None,
         # Times of this session's part of the round (a resumed round counts only what it redid).
         "seconds": {"generate": t1 - t0, "inner_loops": t2 - t1, "sft": t3 - t2},
     }

@@ -44,8 +44,9 @@ N_OPTIONS = 8
 N_SHOTS = 3
 
 
-def question_turn(title: str, question: str) -> dict[str, str]:
-    return {"role": "user", "content": f"Topic: {title}\nQuestion: {question}"}
+def question_turn(title: str, question: str, context: str | None = None) -> dict[str, str]:
+    passage = f"\n{context}" if context else ""
+    return {"role": "user", "content": f"Topic: {title}{passage}\nQuestion: {question}"}
 
 
 @functools.cache
@@ -69,10 +70,12 @@ def short_answer_prompt(tokenizer: PreTrainedTokenizerBase, title: str, question
     return render_chat(tokenizer, messages)
 
 
-def qa_prompt(tokenizer: PreTrainedTokenizerBase, title: str, question: str) -> str:
+def qa_prompt(tokenizer: PreTrainedTokenizerBase, title: str, question: str, context: str | None = None) -> str:
     """The no-context question, zero-shot: multiple choice scores each option after it, and
-    self-QA trains on it. The title is given because many SQuAD questions need it."""
-    return render_chat(tokenizer, [{"role": "system", "content": SHORT_ANSWER_SYSTEM}, question_turn(title, question)])
+    self-QA trains on it. The title is given because many SQuAD questions need it. With
+    ``context``, the passage is in the prompt (reading comprehension, for probes)."""
+    return render_chat(tokenizer, [{"role": "system", "content": SHORT_ANSWER_SYSTEM},
+                                   question_turn(title, question, context)])
 
 
 def _overlaps(a: str, b: str) -> bool:
@@ -120,18 +123,25 @@ class KnowledgeMeasure:
     answer: SamplingConfig  # the short-answer generation (greedy, capped)
     batch_size: int = 32
 
+    def multiple_choice(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, passage: Passage,
+                        in_context: bool = False) -> list[tuple[list[str], list[float]]]:
+        """Per question: its options (gold first) and their per-token log-likelihoods; without
+        the passage in the prompt unless ``in_context``."""
+        context = passage.context if in_context else None
+        opts = [options(passage, i) for i in range(len(passage.questions))]
+        pairs = [(qa_prompt(tokenizer, passage.title, q.question, context), o + tokenizer.eos_token)
+                 for q, os_ in zip(passage.questions, opts) for o in os_]
+        flat = iter(s.mean for s in completion_scores(model, tokenizer, pairs, self.batch_size))
+        return [(os_, [next(flat) for _ in os_]) for os_ in opts]
+
     def score(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, passage: Passage) -> list[dict]:
         """One record per question with every metric, the options and the model's choice."""
         qs = passage.questions
-        opts = [options(passage, i) for i in range(len(qs))]
-        pairs = [(qa_prompt(tokenizer, passage.title, q.question), o + tokenizer.eos_token)
-                 for q, os_ in zip(qs, opts) for o in os_]
-        flat = iter(s.mean for s in completion_scores(model, tokenizer, pairs, self.batch_size))
+        choices = self.multiple_choice(model, tokenizer, passage)
         prompts = [short_answer_prompt(tokenizer, passage.title, q.question) for q in qs]
         responses = [r.split("\n")[0].strip() for r in generate(model, tokenizer, prompts, self.answer)]
         records = []
-        for q, os_, response in zip(qs, opts, responses):
-            lp = [next(flat) for _ in os_]
+        for q, (os_, lp), response in zip(qs, choices, responses):
             g = grade(response, q.answer)
             records.append({
                 "question": q.question, "gold": q.answer, "options": os_, "choice": int(np.argmax(lp)),

@@ -10,6 +10,7 @@ from ..runs import Run
 from ..workers import Parallel
 from .data import load_passages
 from .domain import KnowledgeDomain
+from .probe import ProbedDomain, probe_passages
 from .selfedit import FORMATS
 
 
@@ -20,6 +21,7 @@ class KnowledgeTrainConfig:
     include_passage: bool = True
     grounded: bool = True
     max_new_tokens: int | None = None  # None: the format's default
+    probe: bool = False  # score a fixed probe set after every update (on with a forgetting penalty)
 
 
 def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume: Path | None = None,
@@ -35,8 +37,15 @@ def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume
     if overlap:
         raise ValueError(f"{kcfg.dataset}: {len(overlap)} passage(s) are in eval200, first: record "
                          f"{overlap[0].index} ({overlap[0].title!r}); remove them to keep eval200 held out")
+    kcfg.probe = kcfg.probe or cfg.forgetting_penalty > 0
+    recall, reading = probe_passages() if kcfg.probe else ([], [])
+    probe_texts = {p.context for p in recall + reading}
+    pool = [p for p in pool if p.context not in probe_texts]  # the probe is never trained on
     cfg.max_new_tokens = kcfg.max_new_tokens or FORMATS[kcfg.fmt].max_new_tokens
     cfg.domain = {"name": "knowledge", **asdict(kcfg)}
-    return run_restem(cfg, pool, lambda tok: KnowledgeDomain(tok, kcfg.fmt, kcfg.include_passage,
-                                                                 grounded=kcfg.grounded),
-                      resume=resume, name="train-knowledge", parallel=parallel)
+
+    def make_domain(tok):
+        domain = KnowledgeDomain(tok, kcfg.fmt, kcfg.include_passage, grounded=kcfg.grounded)
+        return ProbedDomain(domain, recall, reading) if kcfg.probe else domain
+
+    return run_restem(cfg, pool, make_domain, resume=resume, name="train-knowledge", parallel=parallel)
