@@ -56,11 +56,31 @@ def test_learn_then_ask(tiny_dir, tmp_path):
     assert (out / "adapter_model.safetensors").is_file()
     meta = json.loads((out / "selfadapt.json").read_text())
     assert meta["title"] == "otrar notes" and meta["chunks"] == 1 and meta["steps"] >= 2
+    assert meta["documents"][0]["replayed"] == 0
     res = invoke("ask", "Which town was seized?", "What metal?", "--adapter", out, "--max-new-tokens", 4)
     assert res.exit_code == 0, res.output
     assert res.output.count("Q:") == 2 and res.output.count("A:") == 2
     again = invoke("learn", doc, "--out", out, "--model", tiny_dir)  # never overwrite an adapter
     assert again.exit_code == 2 and "not empty" in again.output
+
+
+def test_learn_several_documents_in_sequence_with_replay_and_checks(tiny_dir, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a_otrar.txt").write_text("The Mongol army seized the town of Otrar in 1219.\n")
+    (docs / "b_metal.md").write_text("Molten silver was poured into the ears of Inalchuq.\n")
+    (docs / "ignored.json").write_text("{}")
+    out = tmp_path / "adapter"
+    res = invoke("learn", docs, "--out", out, "--model", tiny_dir, "-k", 1, "--epochs", 1, "--replay", 2,
+                 "--format", "implications", "--no-grounded", "--seed", 0,
+                 "--dtype", "float32")
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "selfadapt.json").read_text())
+    assert [d["document"].rsplit("/", 1)[-1] for d in meta["documents"]] == ["a_otrar.txt", "b_metal.md"]
+    assert [d["replayed"] for d in meta["documents"]] == [0, min(2, meta["documents"][0]["sequences"])]
+    checks = json.loads((out / "checks.json").read_text())
+    assert meta["checks"] == len(checks)
+    assert all({"question", "expected", "before", "after", "f1_before", "f1_after"} <= set(c) for c in checks)
 
 
 def test_learn_missing_document(tmp_path):

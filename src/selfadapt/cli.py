@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
@@ -434,25 +435,40 @@ def rrr_eval(
 @app.command()
 @user_errors
 def learn(
-    file: Path = typer.Argument(..., help="A text file to learn."),
+    files: list[Path] = typer.Argument(..., help="Text files, or folders of .txt/.md files, learned in order."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the adapter (PEFT, safetensors)."),
     model: str = MODEL,
-    fmt: str = FMT,
+    fmt: str = typer.Option("self-qa", "--format", help="Self-edit format (default: the eval default, "
+                            "grounded self-QA)."),
+    grounded: bool = typer.Option(True, help="Grounded decoding of the self-edits."),
     k: int = typer.Option(2, "--selfedits", "-k", help="Self-edits per chunk."),
-    chunk_words: int = typer.Option(200, help="Words per chunk of the document."),
+    chunk_words: int = typer.Option(200, help="Words per chunk of a document."),
+    replay: int = typer.Option(8, help="Examples of earlier documents mixed into each later one (0: none)."),
+    check: bool = typer.Option(True, help="The model writes check questions per chunk (not trained on) and "
+                               "answers them before and after learning."),
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
     batch_size: int = BATCH, targets: str = TARGETS,
     seed: int = typer.Option(0), dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
-    """Teach the model a document: it writes self-edits, learns them with LoRA, saves the adapter."""
-    from .teach import LearnConfig, learn as learn_document
+    """Teach the model documents, one after another, into one adapter; show what it learned."""
+    from .teach import LearnConfig, learn as learn_documents
 
-    cfg = LearnConfig(model=model, fmt=fmt, selfedits_per_chunk=k, chunk_words=chunk_words,
-                      lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets), seed=seed, dtype=dtype,
-                      device=device)
-    meta = learn_document(file, out, cfg)
-    console.print(f"learned {meta['chunks']} chunk(s), {meta['sequences']} sequences, {meta['steps']} steps, "
-                  f"loss {meta['first_loss']:.3f} → {meta['final_loss']:.3f}; adapter saved to {out}")
+    cfg = LearnConfig(model=model, fmt=fmt, grounded=grounded, selfedits_per_chunk=k, chunk_words=chunk_words,
+                      replay=replay, check=check, lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets),
+                      seed=seed, dtype=dtype, device=device)
+    meta = learn_documents(files, out, cfg)
+    for d in meta["documents"]:
+        console.print(f"{d['document']}: {d['chunks']} chunk(s), {d['sequences']} sequences (+{d['replayed']} "
+                      f"replayed), {d['steps']} steps, loss {d['first_loss']:.3f} → {d['final_loss']:.3f}")
+    if meta["checks"]:
+        checks = json.loads((out / "checks.json").read_text())
+        for c in checks[:10]:
+            console.print(f"Q: {c['question']}\n  expected: {c['expected']} · before: {c['before']} · "
+                          f"after: {c['after']}")
+        console.print(f"{meta['checks']} check questions (the model's own, not trained on): token F1 "
+                      f"{100 * meta['check_f1_before']:.1f} before → {100 * meta['check_f1_after']:.1f} after "
+                      f"(all in {out / 'checks.json'})")
+    console.print(f"adapter saved to {out}")
 
 
 @app.command()
@@ -461,9 +477,11 @@ def ask(
     questions: list[str] = typer.Argument(..., help="One or more questions."),
     adapter: Optional[Path] = typer.Option(None, help="An adapter saved by `selfadapt learn`."),
     model: Optional[str] = typer.Option(None, help="Base model (default: the adapter's, else the embedded one)."),
-    max_new_tokens: int = typer.Option(64), dtype: str = DTYPE, device: str = DEVICE,
+    max_new_tokens: int = typer.Option(12, help="Answer length cap (a short answer phrase)."),
+    dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
-    """Answer questions, without the document in context, optionally with a learned adapter."""
+    """Answer questions with a short phrase, without the documents in context, optionally with a
+    learned adapter."""
     from .teach import ask as ask_questions
 
     for q, a in zip(questions, ask_questions(questions, adapter, model, max_new_tokens=max_new_tokens,

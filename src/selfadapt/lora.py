@@ -161,14 +161,16 @@ class ResidentLoRA:
         lr: float | None = None,
         epochs: int | None = None,
         on_step: Callable[[int, float], None] | None = None,
+        fresh: bool = True,
     ) -> TrainStats:
         """Fine-tune fresh LoRA weights on ``examples``; the model stays adapted until ``reset``.
 
         ``lr``/``epochs`` override the config for this call (an ARC self-edit picks them).
+        ``fresh=False`` continues from the current LoRA weights (one adapter, several documents).
         """
         cfg = replace(self.cfg, lr=lr or self.cfg.lr, epochs=self.cfg.epochs if epochs is None else epochs)
         torch.manual_seed(seed)
-        for layer in self._layers:
+        for layer in self._layers if fresh else []:
             layer.reset_lora_parameters(ADAPTER, True)
         params = self.lora_parameters
         optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
