@@ -14,7 +14,7 @@ from selfadapt.arc.augment import (CHAIN, GEOMETRIC, GROUPS, IDENTITY, REPEAT, R
                                    augmented_examples, colour_permutation, leave_out, translate)
 from selfadapt.arc.data import ArcDataError, ArcTask, grid_to_text, load_tasks, text_to_grid
 from selfadapt.arc.domain import ArcDomain, split_exchange, task_messages
-from selfadapt.arc.selfedit import EPOCH_RANGE, LEARNING_RATES, TTTConfig, parse_selfedit
+from selfadapt.arc.selfedit import EPOCH_RANGE, LEARNING_RATES, TTTConfig, config_distribution, parse_selfedit
 from selfadapt.domain import InvalidSelfEdit
 from selfadapt.lora import encode, make_batches
 
@@ -268,3 +268,13 @@ def test_schema_and_prompt_read_the_defaults_from_one_place(tiny):
     assert (training["num_train_epochs"]["minimum"], training["num_train_epochs"]["maximum"]) == EPOCH_RANGE
     assert DEFAULT_TTT.lr in LEARNING_RATES and _accepted(tiny.tokenizer, DEFAULT_TTT.to_json())
     assert DEFAULT_TTT.to_json() in ArcDomain(tiny.tokenizer).selfedit_prompt(_task(3))
+
+
+def test_config_distribution_counts_each_choice_and_invalid_ones():
+    a = TTTConfig(("basic",), "output", 1e-3, 2).to_json()
+    b = TTTConfig(("basic", "size"), "all", 1e-4, 2).to_json()
+    dist = config_distribution([a, b, a, "not json"])
+    assert dist["valid"] == {"yes": 3, "no": 1}
+    assert dist["learning rate"] == {"0.001": 2, "0.0001": 1}
+    assert dist["epochs"] == {"2": 3} and dist["loss on"] == {"output": 2, "all": 1}
+    assert dist["aug: basic"] == {"on": 3} and dist["aug: size"] == {"off": 2, "on": 1}

@@ -152,6 +152,9 @@ def test_arc_train_then_eval_end_to_end(tiny_dir, tmp_path):
     assert len(write["logprobs"]) == 2 and all(lp < 0 for lp in write["logprobs"])
     policy = json.loads((train_run / "round-0" / "policy.json").read_text())["policy"]
     assert policy == (str(tiny_dir) if all(r["score"] == 0 for r in scored) else str(train_run / "round-0" / "policy"))
+    configs = json.loads((train_run / "configs.json").read_text())  # what the policy chose, per round
+    assert list(configs) == ["round 0"] and configs["round 0"]["valid"] == {"yes": 2}
+    assert sum(configs["round 0"]["learning rate"].values()) == 2 and (train_run / "configs.png").is_file()
 
     # Without the grammar a random model writes no valid JSON: invalid with its reason, reward 0.
     res = invoke("train", "arc", "--task-id", "6150a2bd", "-c", 1, "-k", 2, "--no-constrain", *small)

@@ -124,3 +124,27 @@ def plot_matrices(matrices: dict[str, list[list[float | None]]], items: list[str
     fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out
+
+
+def plot_distributions(dists: dict[str, dict[str, dict[str, int]]], out: Path, title: str) -> Path:
+    """Categorical choices per field, one bar group per label (e.g. before/after ReST-EM):
+    the share of each value among that label's choices."""
+    fields = list(next(iter(dists.values()))) if dists else []
+    fig, axes = plt.subplots(1, max(1, len(fields)), figsize=(2.6 * max(1, len(fields)) + 1, 3.6), squeeze=False)
+    width = 0.8 / max(1, len(dists))
+    for ax, name in zip(axes[0], fields):
+        values = sorted({v for d in dists.values() for v in d[name]}, key=lambda v: (len(v), v))
+        for k, (label, d) in enumerate(dists.items()):
+            total = sum(d[name].values()) or 1
+            ax.bar(np.arange(len(values)) + k * width, [100 * d[name].get(v, 0) / total for v in values], width,
+                   label=label)
+        ax.set_xticks(np.arange(len(values)) + width * (len(dists) - 1) / 2, values, rotation=60, fontsize=7)
+        ax.set_title(name, fontsize=8)
+        ax.set_ylim(0, 100)
+    axes[0][0].set_ylabel("% of self-edits")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

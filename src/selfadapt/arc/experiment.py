@@ -25,7 +25,7 @@ from ..evaluate import Condition, markdown_table, run_conditions, summarize
 from ..generation import SamplingConfig
 from ..lora import LoRAConfig, ResidentLoRA
 from ..models import EMBEDDED, load_model
-from ..plots import plot_scores
+from ..plots import plot_distributions, plot_scores
 from ..policy import evaluate_policy, write_into_run
 from ..restem import ReSTEMConfig, resolve_policy, run_restem
 from ..workers import Parallel, workers_for
@@ -33,7 +33,7 @@ from ..runs import Run
 from .augment import GROUPS
 from .data import ArcTask, load_tasks
 from .domain import ArcDomain
-from .selfedit import TTTConfig
+from .selfedit import TTTConfig, config_distribution
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,25 @@ def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None,
     (run.path / "table.md").write_text(table + "\n")
     run.write_json("metrics.json", {"rows": rows, "tasks": [t.id for t in tasks], "model": cfg.model})
     plot_scores(rows, run.path / "accuracy.png", f"ARC {cfg.arc.subset}: {len(tasks)} tasks")
+    written = {"untrained": ""} | {name: f"{name}/" for name, _ in policies}
+    plot_config_choices(run, {label: f"{prefix}write/" for label, prefix in written.items()},
+                        f"ARC {cfg.arc.subset}: configurations chosen by own self-edits")
     return run, rows
+
+
+def plot_config_choices(run: Run, prefixes: dict[str, str], title: str) -> dict[str, Any]:
+    """The configurations each policy chose (from its write records), per field: ``configs.json``
+    and ``configs.png``. Labels without self-edits are left out."""
+    dists = {}
+    for label, prefix in prefixes.items():
+        edits = [e for r in run.records() if r["key"].startswith(prefix) and r["condition"] == "write"
+                 for e in r["selfedits"]]
+        if edits:
+            dists[label] = {k: dict(v) for k, v in config_distribution(edits).items()}
+    if dists:
+        run.write_json("configs.json", dists)
+        plot_distributions(dists, run.path / "configs.png", title)
+    return dists
 
 
 def run_arc_training(cfg: ReSTEMConfig, arc: ArcSettings, resume: Path | None = None,
@@ -154,4 +172,7 @@ def run_arc_training(cfg: ReSTEMConfig, arc: ArcSettings, resume: Path | None = 
     pool = arc.load()
     cfg.domain = {"name": "arc", "subset": arc.subset, "tasks": [t.id for t in pool], "max_cells": arc.max_cells,
                   "cap": arc.cap, "budget": arc.budget, "votes": arc.votes, "groups": list(GROUPS)}
-    return run_restem(cfg, pool, arc.domain, resume=resume, name="train-arc", parallel=parallel)
+    run = run_restem(cfg, pool, arc.domain, resume=resume, name="train-arc", parallel=parallel)
+    plot_config_choices(run, {f"round {r}": f"round{r}/write/" for r in range(cfg.rounds)},
+                        "ARC training: configurations the policy chose, per ReST-EM round")
+    return run

@@ -20,6 +20,7 @@ for grammar-constrained sampling (``selfadapt.constrained``).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,26 @@ class TTTConfig:
 
 
 _LR_SLOT = "<learning rate>"
+
+
+def config_distribution(selfedits: list[str]) -> dict[str, Counter]:
+    """How often each choice was made, per field (learning rate, epochs, loss scope, each
+    augmentation group), over self-edits; invalid ones are counted apart. What ReST-EM shifts."""
+    dist: dict[str, Counter] = {"learning rate": Counter(), "epochs": Counter(), "loss on": Counter(),
+                                **{f"aug: {g}": Counter() for g in AUGMENTATIONS.values()}, "valid": Counter()}
+    for text in selfedits:
+        try:
+            c = parse_selfedit(text)
+        except InvalidSelfEdit:
+            dist["valid"]["no"] += 1
+            continue
+        dist["valid"]["yes"] += 1
+        dist["learning rate"][np.format_float_positional(c.lr, trim="-")] += 1
+        dist["epochs"][str(c.epochs)] += 1
+        dist["loss on"][c.loss_scope] += 1
+        for g in AUGMENTATIONS.values():
+            dist[f"aug: {g}"]["on" if g in c.groups else "off"] += 1
+    return dist
 
 
 def _object(properties: dict) -> dict:
