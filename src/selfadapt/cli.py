@@ -76,6 +76,8 @@ BATCH = typer.Option(16, help="Inner-loop batch: at most this many sequences (an
 TARGETS = typer.Option("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", help="LoRA target modules.")
 DTYPE = typer.Option("auto", help="auto | float32 | bfloat16 | float16")
 DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N")
+OFFSET = typer.Option(0, help="Skip this many passages first.")
+DATASET = typer.Option("eval200", help="'eval200', 'train', or a JSON file of the same shape.")
 WORKERS = typer.Option(0, help="Spread the inner-loop evaluations over this many Ray workers (0: in this "
                        "process); one per GPU when there are GPUs, else the CPU threads are split between them.")
 RAY_ADDRESS = typer.Option(None, help="An existing Ray cluster (e.g. 'auto' or 'ray://host:10001'); default: "
@@ -92,8 +94,7 @@ def _parallel(workers: int, ray_address: Optional[str]):
 @user_errors
 def eval_knowledge(
     passages: int = typer.Option(20, help="How many passages (from the start of the dataset)."),
-    offset: int = typer.Option(0, help="Skip this many passages first."),
-    dataset: str = typer.Option("eval200", help="'eval200', 'train', or a JSON file of the same shape."),
+    offset: int = OFFSET, dataset: str = DATASET,
     model: str = MODEL,
     fmt: list[str] = typer.Option(["self-qa"], "--format", help="Self-edit format of the own condition; "
                                   "repeat for several (the first is the policies'): implications | "
@@ -224,8 +225,7 @@ def _arc(subset: str, task: list[str], max_cells: int, cap: int, budget: int, ma
 @user_errors
 def eval_continual(
     passages: int = typer.Option(8, help="How many passages to learn one after another."),
-    offset: int = typer.Option(0, help="Skip this many passages first."),
-    dataset: str = typer.Option("eval200", help="'eval200', 'train', or a JSON file of the same shape."),
+    offset: int = OFFSET, dataset: str = DATASET,
     model: str = MODEL,
     condition: list[str] = typer.Option(["passage", "own", "own+replay"], help="What each update trains on: "
                                         "passage | own | gpt-4.1 | seal-qwen, each optionally with +replay; "
