@@ -225,8 +225,9 @@ def test_a_trained_policy_is_evaluated_in_the_format_it_was_trained_with(tmp_pat
     run = tmp_path / "train-knowledge-x"
     (run / "round-0").mkdir(parents=True)
     (run / "round-0" / "policy.json").write_text('{"policy": "smollm2", "winners": 0}')
-    (run / "config.yaml").write_text("domain:\n  name: knowledge\n  fmt: self-qa\n  grounded: true\n")
-    assert trained_format(str(run / "round-0"), "implications", "free") == ("self-qa", "grounded")
+    (run / "config.yaml").write_text("domain:\n  name: knowledge\n  fmt: self-qa\n  grounded: true\n"
+                                     "  prior_prompt: planning\n")
+    assert trained_format(str(run / "round-0"), "implications", "free") == ("self-qa", "grounded", "planning")
     (run / "config.yaml").write_text("domain: {}\n")
-    assert trained_format(str(run / "round-0"), "implications", "free") == ("implications", "free")
-    assert trained_format("smollm2", "rewrite", "grounded") == ("rewrite", "grounded")
+    assert trained_format(str(run / "round-0"), "implications", "free") == ("implications", "free", None)
+    assert trained_format("smollm2", "rewrite", "grounded", "code") == ("rewrite", "grounded", "code")

@@ -78,6 +78,8 @@ DTYPE = typer.Option("auto", help="auto | float32 | bfloat16 | float16")
 DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N")
 OFFSET = typer.Option(0, help="Skip this many passages first.")
 DATASET = typer.Option("eval200", help="'eval200', 'train', or a JSON file of the same shape.")
+PRIOR = typer.Option(None, "--prior-prompt", help="A prior prompt before what the model writes: reasoning | "
+                     "planning | code | knowledge | null-example (see README).")
 WORKERS = typer.Option(0, help="Spread the inner-loop evaluations over this many Ray workers (0: in this "
                        "process); one per GPU when there are GPUs, else the CPU threads are split between them.")
 RAY_ADDRESS = typer.Option(None, help="An existing Ray cluster (e.g. 'auto' or 'ray://host:10001'); default: "
@@ -116,6 +118,7 @@ def eval_knowledge(
     temperature: float = typer.Option(1.0, help="Self-edit sampling temperature."),
     top_p: float = typer.Option(0.95, help="Self-edit nucleus sampling."),
     max_new_tokens: Optional[int] = typer.Option(None, help="Self-edit length cap (default: per format)."),
+    prior_prompt: Optional[str] = PRIOR,
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
     batch_size: int = BATCH, targets: str = TARGETS,
     seed: int = typer.Option(0, help="Seed for sampling and LoRA init (self-edit j uses seed+j)."),
@@ -135,7 +138,7 @@ def eval_knowledge(
     cfg = KnowledgeEvalConfig(
         model=model, dataset=dataset, passages=passages, offset=offset, formats=fmt, decodings=decoding, own=own,
         external=[] if no_external else external, policies=policy, cpt=cpt, selfedits_per_passage=k, include_passage=include_passage,
-        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, prior_prompt=prior_prompt,
         lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets), seed=seed, judge_url=judge_url,
         judge_model=judge_model, judge_api_key_env=judge_key_env, runs_dir=str(runs_dir), dtype=dtype, device=device,
     )
@@ -159,6 +162,7 @@ def train_knowledge(
     forgetting_penalty: float = typer.Option(0.0, help="λ: reward −= λ × the drop of a fixed probe set "
                                              "(other passages' questions, reading comprehension); implies --probe."),
     probe: bool = typer.Option(False, help="Score the probe set after every update (its drop is reported)."),
+    prior_prompt: Optional[str] = PRIOR,
     dataset: str = typer.Option("train", help="Training pool: 'train' or a JSON file (never eval200)."),
     model: str = MODEL,
     student: Optional[str] = typer.Option(None, help="A fixed student to adapt (teacher–student split); "
@@ -192,7 +196,7 @@ def train_knowledge(
     )
     t0 = time.perf_counter()
     run = run_knowledge_training(cfg, KnowledgeTrainConfig(dataset, fmt, include_passage, grounded,
-                                                           max_new_tokens, probe),
+                                                           max_new_tokens, probe, prior_prompt),
                                  resume=resume, parallel=_parallel(workers, ray_address))
     console.print((run.path / "summary.md").read_text())
     console.print(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
@@ -351,6 +355,7 @@ def rrr_probe(
     model: str = MODEL,
     queries: int = typer.Option(40, help="Training-split queries per task."),
     answer_tokens: int = typer.Option(192), reflection_tokens: int = typer.Option(96),
+    prior_prompt: Optional[str] = PRIOR,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
@@ -358,8 +363,8 @@ def rrr_probe(
     from .rrr.experiment import ProbeConfig, run_rrr_probe
 
     cfg = ProbeConfig(model=model, tasks=list(task), queries=queries, answer_tokens=answer_tokens,
-                      reflection_tokens=reflection_tokens, seed=seed, dtype=dtype, device=device,
-                      runs_dir=str(runs_dir))
+                      reflection_tokens=reflection_tokens, prior_prompt=prior_prompt, seed=seed, dtype=dtype,
+                      device=device, runs_dir=str(runs_dir))
     t0 = time.perf_counter()
     run, _ = run_rrr_probe(cfg, resume=str(resume) if resume else None)
     console.print((run.path / "summary.md").read_text())
@@ -387,6 +392,7 @@ def rrr_train(
     reward: list[str] = typer.Option(["retry=1"], help="A reward and its weight, NAME=WEIGHT; repeat to "
                                      "compose: retry (the retry passes the verifier), nover (the policy's "
                                      "likelihood of a reference answer, ranked in the group)."),
+    prior_prompt: Optional[str] = PRIOR,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
@@ -399,7 +405,7 @@ def rrr_train(
                          learning_rate=lr, lr_scheduler=lr_scheduler, warmup_steps=warmup_steps, beta=beta,
                          temperature=temperature, reflection_tokens=reflection_tokens, retry_tokens=retry_tokens,
                          lora_r=lora_r, lora_alpha=2 * lora_r, save_steps=save_steps,
-                         rewards=parse_reward_specs(reward), seed=seed)
+                         rewards=parse_reward_specs(reward), prior_prompt=prior_prompt, seed=seed)
     cfg = RRRTrainConfig(failures=str(failures), model=model, grpo=grpo, dtype=dtype, device=device,
                          runs_dir=str(runs_dir))
     t0 = time.perf_counter()
@@ -416,6 +422,8 @@ def rrr_eval(
     queries: int = typer.Option(50, help="Test-split queries."),
     general: int = typer.Option(30, help="Reading-comprehension questions for the forgetting check (0: skip)."),
     answer_tokens: int = typer.Option(192), reflection_tokens: int = typer.Option(96),
+    prior_prompt: Optional[str] = typer.Option(None, "--prior-prompt", help="Prior prompt for the base model "
+                                               "(a policy uses the one it was trained with)."),
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
@@ -423,8 +431,8 @@ def rrr_eval(
     from .rrr.experiment import RRREvalConfig, run_rrr_eval
 
     cfg = RRREvalConfig(model=model, task=task, queries=queries, policies=policy, general=general,
-                        answer_tokens=answer_tokens, reflection_tokens=reflection_tokens, seed=seed, dtype=dtype,
-                        device=device, runs_dir=str(runs_dir))
+                        answer_tokens=answer_tokens, reflection_tokens=reflection_tokens,
+                        prior_prompt=prior_prompt, seed=seed, dtype=dtype, device=device, runs_dir=str(runs_dir))
     t0 = time.perf_counter()
     run, _ = run_rrr_eval(cfg, resume=str(resume) if resume else None)
     console.print((run.path / "summary.md").read_text())

@@ -12,6 +12,7 @@ from ..domain import Evaluation, InvalidSelfEdit, ItemError, TrainingData
 from ..generation import SamplingConfig
 from ..grading import LLMJudge, contains, normalize_answer
 from ..models import chat_prompt
+from ..prior import check_prior, with_prior
 from .data import Passage
 from .grounded import Constraint, SpanQA, allowed_token_ids, static
 from .measure import REWARD_METRIC, KnowledgeMeasure, qa_prompt
@@ -28,18 +29,21 @@ class KnowledgeDomain:
     answer: SamplingConfig = field(default_factory=lambda: SamplingConfig(ANSWER_CAP, temperature=0.0, batch_size=16))
     judge: LLMJudge | None = None
     grounded: bool = False
+    prior: str | None = None  # a prior prompt before the self-edit instruction (``selfadapt.prior``)
     name: str = "knowledge"
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
             raise ValueError(f"unknown self-edit format {self.fmt!r}; choose from {', '.join(FORMATS)}")
+        check_prior(self.prior)
         self.measure = KnowledgeMeasure(self.answer)
 
     def item_id(self, passage: Passage) -> str:
         return f"p{passage.index}"
 
     def selfedit_prompt(self, passage: Passage) -> str:
-        return chat_prompt(self.tokenizer, selfedit_instruction(self.fmt, passage.title, passage.context))
+        return chat_prompt(self.tokenizer, with_prior(selfedit_instruction(self.fmt, passage.title, passage.context),
+                                                      self.prior))
 
     def selfedit_constraint(self, passage: Passage) -> Constraint | None:
         """Grounded decoding (see ``grounded.py``): self-QA answers copy passage spans, other

@@ -31,6 +31,7 @@ from ..grading import JudgeConfig, LLMJudge
 from ..lora import LoRAConfig, ResidentLoRA
 from ..models import EMBEDDED, load_model
 from ..plots import plot_paired, plot_policy_rounds, plot_scores
+from ..prior import check_prior
 from ..policy import evaluate_policy, write_into_run
 from ..restem import resolve_policy
 from ..runs import Run
@@ -74,6 +75,7 @@ class KnowledgeEvalConfig:
     temperature: float = 1.0
     top_p: float = 0.95
     max_new_tokens: int | None = None  # None: the format's default
+    prior_prompt: str | None = None  # before the self-edit instruction (``selfadapt.prior``)
     gen_batch_size: int = 8
     answer_max_new_tokens: int = ANSWER_CAP
     lora: LoRAConfig = field(default_factory=LoRAConfig)
@@ -96,6 +98,7 @@ class KnowledgeEvalConfig:
             raise ValueError("at least one self-edit format and one decoding are needed")
         if self.passages < 1 or self.selfedits_per_passage < 1:
             raise ValueError("passages and selfedits_per_passage must be >= 1")
+        check_prior(self.prior_prompt)
         if bool(self.judge_url) != bool(self.judge_model):
             raise ValueError("an LLM judge needs both judge_url and judge_model")
 
@@ -141,10 +144,11 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
         judge = LLMJudge(JudgeConfig(cfg.judge_url, cfg.judge_model, cfg.judge_api_key_env,
                                      cache_path=run.path / "judge_cache.jsonl"))
 
-    def domain_for(tokenizer, fmt: str = cfg.formats[0], decoding: str = cfg.decodings[0]) -> KnowledgeDomain:
+    def domain_for(tokenizer, fmt: str = cfg.formats[0], decoding: str = cfg.decodings[0],
+                   prior: str | None = cfg.prior_prompt) -> KnowledgeDomain:
         return KnowledgeDomain(tokenizer, fmt, cfg.include_passage,
                                SamplingConfig(cfg.answer_max_new_tokens, 0.0, 1.0, 16), judge,
-                               grounded=decoding == "grounded")
+                               grounded=decoding == "grounded", prior=prior)
 
     lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
     domain = domain_for(loaded.tokenizer)
@@ -174,8 +178,8 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
                                                                    condition.generate_seconds)
 
     for (name, spec), source in zip(policies, cfg.policies):
-        fmt, decoding = trained_format(source, cfg.formats[0], cfg.decodings[0])
-        names += evaluate_policy(run, name, spec, lambda tok: domain_for(tok, fmt, decoding), passages,
+        fmt, decoding, prior = trained_format(source, cfg.formats[0], cfg.decodings[0], cfg.prior_prompt)
+        names += evaluate_policy(run, name, spec, lambda tok: domain_for(tok, fmt, decoding, prior), passages,
                                  cfg.selfedits_per_passage, cfg.sampling(fmt), cfg.lora, seed=cfg.seed,
                                  base_name=f"{name}-base", dtype=cfg.dtype, device=cfg.device, arrange=arrange,
                                  parallel=parallel)
@@ -199,14 +203,16 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
     return run, rows
 
 
-def trained_format(source: str, fmt: str, decoding: str) -> tuple[str, str]:
-    """The self-edit format and decoding a ``train knowledge`` run trained its policy with (a
-    policy is tested on what it learned to write); ``fmt``/``decoding`` for any other model."""
+def trained_format(source: str, fmt: str, decoding: str, prior: str | None = None) -> tuple[str, str, str | None]:
+    """The self-edit format, decoding and prior prompt a ``train knowledge`` run trained its
+    policy with (a policy is tested on what it learned to write); the given ones for any
+    other model."""
     config = Path(source).parent / "config.yaml"
     if not (Path(source) / "policy.json").is_file() or not config.is_file():
-        return fmt, decoding
+        return fmt, decoding, prior
     domain = (yaml.safe_load(config.read_text()) or {}).get("domain") or {}
-    return domain.get("fmt", fmt), "grounded" if domain.get("grounded") else "free"
+    return (domain.get("fmt", fmt), "grounded" if domain.get("grounded") else "free",
+            domain.get("prior_prompt", prior))
 
 
 def record_recital(run: Run, domain: KnowledgeDomain | CPTDomain, items: list[Any]) -> None:

@@ -22,6 +22,7 @@ class KnowledgeTrainConfig:
     grounded: bool = True
     max_new_tokens: int | None = None  # None: the format's default
     probe: bool = False  # score a fixed probe set after every update (on with a forgetting penalty)
+    prior_prompt: str | None = None  # before the self-edit instruction (``selfadapt.prior``)
 
 
 def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume: Path | None = None,
@@ -45,7 +46,8 @@ def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume
     cfg.domain = {"name": "knowledge", **asdict(kcfg)}
 
     def make_domain(tok):
-        domain = KnowledgeDomain(tok, kcfg.fmt, kcfg.include_passage, grounded=kcfg.grounded)
+        domain = KnowledgeDomain(tok, kcfg.fmt, kcfg.include_passage, grounded=kcfg.grounded,
+                                 prior=kcfg.prior_prompt)
         return ProbedDomain(domain, recall, reading) if kcfg.probe else domain
 
     return run_restem(cfg, pool, make_domain, resume=resume, name="train-knowledge", parallel=parallel)

@@ -36,6 +36,7 @@ class RewardContext:
     log_path: Path | None = None
     model: PreTrainedModel | None = None
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    prior: str | None = None  # the prior prompt the reflections were asked with: the retry repeats it
 
     def policy(self) -> PreTrainedModel:
         if self.model is None:

@@ -57,7 +57,7 @@ class NoverReward(EpisodeReward):
         ctx = self.ctx
         t0 = time.perf_counter()
         references = [ctx.task.reference(q) for q in queries]
-        pairs = [(render_chat(ctx.tokenizer, retry_messages(ctx.task, q, a, r)), ref)
+        pairs = [(render_chat(ctx.tokenizer, retry_messages(ctx.task, q, a, r, ctx.prior)), ref)
                  for q, a, r, ref in zip(queries, attempts, reflections, references)]
         scores = completion_scores(ctx.policy(), ctx.tokenizer, pairs)
         lengths = [len(ctx.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in reflections]

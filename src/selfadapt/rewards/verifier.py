@@ -23,7 +23,7 @@ class RetryReward(EpisodeReward):
     def score(self, queries, attempts, reflections):
         ctx = self.ctx
         t0 = time.perf_counter()
-        chats = [render_chat(ctx.tokenizer, retry_messages(ctx.task, q, a, r))
+        chats = [render_chat(ctx.tokenizer, retry_messages(ctx.task, q, a, r, ctx.prior))
                  for q, a, r in zip(queries, attempts, reflections)]
         retries = generate(ctx.policy(), ctx.tokenizer, chats, ctx.retry)
         t1 = time.perf_counter()

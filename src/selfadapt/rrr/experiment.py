@@ -24,6 +24,7 @@ from ..knowledge.data import load_passages
 from ..lora import load_adapter
 from ..models import EMBEDDED, LoadedModel, chat_prompt, load_model, resolve
 from ..plots import plot_curves, plot_scores
+from ..prior import check_prior
 from ..runs import Run
 from .failures import build_failures, load_failures
 from .grpo import RRRGRPOConfig, make_trainer
@@ -125,10 +126,25 @@ class RRREvalConfig:
     answer_tokens: int = 192
     reflection_tokens: int = 96
     chunk: int = 16
+    prior_prompt: str | None = None  # for the base model (a policy uses the one it was trained with)
     seed: int = 0
     dtype: str = "auto"
     device: str = "auto"
     runs_dir: str = "runs"
+
+    def __post_init__(self) -> None:
+        check_prior(self.prior_prompt)
+
+
+def policy_prior(policy: str | None, default: str | None) -> str | None:
+    """The prior prompt a policy was trained with (its run's config), else ``default``."""
+    if policy is None:
+        return default
+    path = Path(policy)
+    config = (path.parent if path.name == "policy" else path) / "config.yaml"
+    if not config.is_file():
+        return default
+    return ((yaml.safe_load(config.read_text()) or {}).get("grpo") or {}).get("prior_prompt", default)
 
 
 def load_policy(policy: str | None, base: str, dtype: str, device: str) -> LoadedModel:
@@ -157,10 +173,10 @@ def general_questions(n: int) -> list[tuple[str, str]]:
 
 
 def _reflect_into_run(run: Run, name: str, m: LoadedModel, task: Task, queries: list[dict[str, Any]],
-                      cfg: "RRREvalConfig | ProbeConfig", bar: Any, job: Any) -> None:
+                      cfg: "RRREvalConfig | ProbeConfig", bar: Any, job: Any, prior: str | None = None) -> None:
     """Greedy attempt → reflection → retry for every query the run does not hold yet, in chunks."""
     reflect_cfg = ReflectConfig(SamplingConfig(cfg.answer_tokens, 0.0, batch_size=cfg.chunk),
-                                SamplingConfig(cfg.reflection_tokens, 0.0, batch_size=cfg.chunk))
+                                SamplingConfig(cfg.reflection_tokens, 0.0, batch_size=cfg.chunk), prior)
     todo = [q for q in queries if not run.done(f"{name}/task/{q['id']}")]
     for start in range(0, len(todo), cfg.chunk):
         part = todo[start : start + cfg.chunk]
@@ -170,8 +186,8 @@ def _reflect_into_run(run: Run, name: str, m: LoadedModel, task: Task, queries: 
 
 
 def _evaluate(run: Run, name: str, m: LoadedModel, task: Task, queries: list[dict[str, Any]],
-              general: list[tuple[str, str]], cfg: RRREvalConfig, bar: Any, job: Any) -> None:
-    _reflect_into_run(run, name, m, task, queries, cfg, bar, job)
+              general: list[tuple[str, str]], cfg: RRREvalConfig, bar: Any, job: Any, prior: str | None) -> None:
+    _reflect_into_run(run, name, m, task, queries, cfg, bar, job, prior)
     todo_g = [i for i in range(len(general)) if not run.done(f"{name}/general/{i}")]
     for start in range(0, len(todo_g), cfg.chunk):
         idx = todo_g[start : start + cfg.chunk]
@@ -242,7 +258,7 @@ def run_rrr_eval(cfg: RRREvalConfig, resume: str | None = None) -> tuple[Run, li
             if done == per_condition:
                 continue
             _evaluate(run, name, load_policy(policy, cfg.model, cfg.dtype, cfg.device), task, queries, general,
-                      cfg, bar, job)
+                      cfg, bar, job, policy_prior(policy, cfg.prior_prompt))
     rows = summarize_rrr(run.records(), names)
     table = rrr_table(rows)
     (run.path / "summary.md").write_text(f"# selfadapt rrr eval ({task.name}, {len(queries)} test queries)\n\n"
@@ -265,10 +281,14 @@ class ProbeConfig:
     answer_tokens: int = 192
     reflection_tokens: int = 96
     chunk: int = 16
+    prior_prompt: str | None = None  # probe with the prior prompt a training run would use
     seed: int = 0
     dtype: str = "auto"
     device: str = "auto"
     runs_dir: str = "runs"
+
+    def __post_init__(self) -> None:
+        check_prior(self.prior_prompt)
 
 
 TRAINABLE = (0.05, 0.5)  # retry success on first failures where GRPO groups get mixed rewards
@@ -308,7 +328,7 @@ def run_rrr_probe(cfg: ProbeConfig, resume: str | None = None) -> tuple[Run, lis
             queries = task.queries("train", cfg.queries)
             job = bar.add_task(spec, total=len(queries))
             bar.advance(job, sum(run.done(f"{spec}/task/{q['id']}") for q in queries))
-            _reflect_into_run(run, spec, m, task, queries, cfg, bar, job)
+            _reflect_into_run(run, spec, m, task, queries, cfg, bar, job, cfg.prior_prompt)
     rows = summarize_probe(run.records(), cfg.tasks)
     (run.path / "summary.md").write_text(f"# selfadapt rrr probe ({cfg.model}, {cfg.queries} train queries "
                                          f"per task)\n\n{probe_table(rows)}\n")

@@ -27,6 +27,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 from trl import GRPOConfig, GRPOTrainer
 
 from ..generation import SamplingConfig
+from ..prior import check_prior
 from ..rewards import RewardContext, build_rewards, registry
 from .reflect import reflect_messages
 from .tasks import Task
@@ -54,6 +55,7 @@ class RRRGRPOConfig:
     save_steps: int = 5
     gradient_checkpointing: bool = False  # TRL turns it on by default; small models train faster without
     rewards: dict[str, float] = field(default_factory=lambda: {"retry": 1.0})  # name → weight
+    prior_prompt: str | None = None  # a prior prompt before every reflection request (``selfadapt.prior``)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -63,17 +65,18 @@ class RRRGRPOConfig:
             raise ValueError("queries_per_step, max_steps, reflection_tokens, retry_tokens, save_steps must be >= 1")
         if self.lora_r < 0 or self.beta < 0 or self.learning_rate <= 0:
             raise ValueError("lora_r and beta must be >= 0 and learning_rate > 0")
+        check_prior(self.prior_prompt)
         unknown = set(self.rewards) - set(registry())
         if not self.rewards or unknown:
             raise ValueError(f"unknown or missing rewards {sorted(unknown)}; choose from {', '.join(registry())}")
 
 
-def reflection_dataset(task: Task, failures: list[dict[str, Any]]):
+def reflection_dataset(task: Task, failures: list[dict[str, Any]], prior: str | None = None):
     """One row per failed query: the conversation that asks for a reflection, and the query."""
     import datasets
 
     return datasets.Dataset.from_list([
-        {"prompt": reflect_messages(task, f["query"], f["attempt"]), "attempt": f["attempt"],
+        {"prompt": reflect_messages(task, f["query"], f["attempt"], prior), "attempt": f["attempt"],
          "query": json.dumps(f["query"], ensure_ascii=False)} for f in failures])
 
 
@@ -130,8 +133,8 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
             if cfg.lora_r else None)
     ctx = RewardContext(task, tokenizer, SamplingConfig(max_new_tokens=cfg.retry_tokens, temperature=0.0,
                                                         batch_size=cfg.num_generations * cfg.queries_per_step),
-                        log_path=rollouts)
+                        log_path=rollouts, prior=cfg.prior_prompt)
     funcs, _ = build_rewards(cfg.rewards, ctx)
-    return ReflectionGRPOTrainer(model=model, args=args, train_dataset=reflection_dataset(task, failures),
+    return ReflectionGRPOTrainer(model=model, args=args, train_dataset=reflection_dataset(task, failures, cfg.prior_prompt),
                                  processing_class=tokenizer, peft_config=peft, reward_funcs=funcs,
                                  reward_context=ctx)

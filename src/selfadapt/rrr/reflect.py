@@ -14,6 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..generation import SamplingConfig, generate
 from ..models import render_chat
+from ..prior import with_prior
 from .tasks import Task
 
 REFLECT = ("Your answer was wrong. Reflect on what went wrong and write a short explanation that will help "
@@ -21,12 +22,16 @@ REFLECT = ("Your answer was wrong. Reflect on what went wrong and write a short 
 RETRY = "Now try again, using your reflection. Answer in the same format as asked before."
 
 
-def reflect_messages(task: Task, query: dict[str, Any], attempt: str) -> list[dict[str, str]]:
-    return [*task.messages(query), {"role": "assistant", "content": attempt}, {"role": "user", "content": REFLECT}]
+def reflect_messages(task: Task, query: dict[str, Any], attempt: str, prior: str | None = None
+                     ) -> list[dict[str, str]]:
+    """The failed attempt, then the request for a reflection (after the prior prompt ``prior``, if any)."""
+    return [*task.messages(query), {"role": "assistant", "content": attempt},
+            {"role": "user", "content": with_prior(REFLECT, prior)}]
 
 
-def retry_messages(task: Task, query: dict[str, Any], attempt: str, reflection: str) -> list[dict[str, str]]:
-    return [*reflect_messages(task, query, attempt), {"role": "assistant", "content": reflection},
+def retry_messages(task: Task, query: dict[str, Any], attempt: str, reflection: str, prior: str | None = None
+                   ) -> list[dict[str, str]]:
+    return [*reflect_messages(task, query, attempt, prior), {"role": "assistant", "content": reflection},
             {"role": "user", "content": RETRY}]
 
 
@@ -38,6 +43,7 @@ class ReflectConfig:
                                                                           batch_size=16))
     reflection: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=96, temperature=0.0,
                                                                               batch_size=16))
+    prior: str | None = None  # a prior prompt before the reflection request (``selfadapt.prior``)
 
 
 def attempt(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task, queries: list[dict[str, Any]],
@@ -62,9 +68,10 @@ def reflect_and_retry(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         records.append({"id": q["id"], "attempt": a, "first_correct": v.correct, "first_reason": v.reason,
                         "second_correct": v.correct})
     failed = [i for i, r in enumerate(records) if not r["first_correct"]]
-    reflect_prompts = [render_chat(tokenizer, reflect_messages(task, queries[i], answers[i])) for i in failed]
+    reflect_prompts = [render_chat(tokenizer, reflect_messages(task, queries[i], answers[i], cfg.prior))
+                       for i in failed]
     reflections = generate(model, tokenizer, reflect_prompts, cfg.reflection, seed=seed + 1)
-    retry_prompts = [render_chat(tokenizer, retry_messages(task, queries[i], answers[i], r))
+    retry_prompts = [render_chat(tokenizer, retry_messages(task, queries[i], answers[i], r, cfg.prior))
                      for i, r in zip(failed, reflections)]
     retries = generate(model, tokenizer, retry_prompts, cfg.answer, seed=seed + 2)
     for i, reflection, retry in zip(failed, reflections, retries):
