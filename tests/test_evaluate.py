@@ -19,7 +19,8 @@ def cfg(tiny_dir, passages_file, passages, tmp_path):
                                for p in passages]))
     return KnowledgeEvalConfig(
         model=str(tiny_dir), dataset=str(passages_file), passages=2, external=[str(ext)], selfedits_per_passage=2,
-        max_new_tokens=12, answer_max_new_tokens=6, decodings=["free"], lora=LoRAConfig(r=4, epochs=1), dtype="float32",
+        max_new_tokens=12, answer_max_new_tokens=6, formats=["implications"], decodings=["free"],
+        lora=LoRAConfig(r=4, epochs=1), dtype="float32",
         device="cpu", runs_dir=str(tmp_path / "runs"))
 
 

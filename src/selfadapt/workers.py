@@ -134,9 +134,14 @@ class _Worker:
         job.domain = domain
         return run_job(self.lora, job)
 
+    def pid(self) -> int:
+        return os.getpid()
+
 
 class RayPool:
-    """Actors that Ray restarts when they die; the driver re-queues what they were running."""
+    """Actors that Ray restarts when they die. A job whose actor died is run again by Ray on the
+    restarted actor (Ray waits for the restart); a job that raised is re-queued by the driver.
+    Either way a job gets three attempts, then it is recorded as an error naming its item."""
 
     def __init__(self, parallel: Parallel, model: str, lora_cfg: LoRAConfig, *, dtype: str, device: str):
         try:
@@ -159,9 +164,8 @@ class RayPool:
             cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
             threads = max(1, cpus // n)  # the machine's threads split between the actors
             options = {"num_cpus": threads}
-        remote = ray.remote(max_restarts=-1, max_task_retries=0)(_Worker)
+        remote = ray.remote(max_restarts=-1, max_task_retries=MAX_ATTEMPTS - 1)(_Worker)
         self.actors = [remote.options(**options).remote(model, lora_cfg, dtype, device, threads) for _ in range(n)]
-        self.restarts = 0
         log.info("Ray: %d worker(s) on %s (%s)", n, parallel.address or "a local Ray",
                  "one GPU each" if gpus else f"{threads} CPU thread(s) each")
 
@@ -184,12 +188,13 @@ class RayPool:
             idle.append(actor)
             try:
                 record = ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+            except ray.exceptions.RayActorError as e:  # Ray already ran it on the restarted actor, thrice
+                log.warning("%s: its worker died %d times", job.key, MAX_ATTEMPTS)
+                record = {**job.head, "status": "error", "score": None,
+                          "reason": f"failed {MAX_ATTEMPTS} times on item {job.head['item']}: the worker died ({e})"}
+            except ray.exceptions.RayTaskError as e:
                 attempts[job.key] += 1
-                died = isinstance(e, ray.exceptions.RayActorError)
-                self.restarts += died
-                log.warning("%s: attempt %d failed (%s)", job.key, attempts[job.key],
-                            "the worker died" if died else type(e).__name__)
+                log.warning("%s: attempt %d failed (%s)", job.key, attempts[job.key], type(e).__name__)
                 if attempts[job.key] < MAX_ATTEMPTS:
                     queue.append(job)
                     continue
