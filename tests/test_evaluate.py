@@ -116,6 +116,13 @@ def test_a_policy_can_be_added_to_a_finished_evaluation(cfg, tiny_dir):
     assert Run.resume(run.path, cfg).config["policies"] == [str(tiny_dir)]
 
 
+def test_a_setting_added_later_and_off_does_not_block_resume(tmp_path):
+    run = Run.create(tmp_path, "x", {"a": 1, "domain": {"fmt": "self-qa"}})
+    assert Run.resume(run.path, {"a": 1, "domain": {"fmt": "self-qa", "prior_prompt": None}, "new": None})
+    with pytest.raises(RunError, match="config differs.*domain"):
+        Run.resume(run.path, {"a": 1, "domain": {"fmt": "self-qa", "prior_prompt": "planning"}})
+
+
 def test_two_runs_never_share_a_directory(tmp_path):
     a = Run.create(tmp_path, "x", {"a": 1})
     b = Run.create(tmp_path, "x", {"a": 1})

@@ -37,6 +37,14 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def _differs(saved: Any, now: Any) -> bool:
+    """Whether a config value changed. A setting added to selfadapt after the run was created
+    is absent from its saved config; if it is None (off) now, the run still resumes."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return any(_differs(saved.get(k), now.get(k)) for k in set(saved) | set(now))
+    return saved != now
+
+
 class Run:
     def __init__(self, path: Path, config: dict[str, Any]):
         self.path = path
@@ -85,7 +93,7 @@ class Run:
             raise RunError(f"{path} is not a run directory (no config.yaml)")
         saved = yaml.safe_load(cfg_file.read_text())
         cfg = _plain(config)
-        differing = sorted(k for k in set(saved) | set(cfg) if k not in ignore and saved.get(k) != cfg.get(k))
+        differing = sorted(k for k in set(saved) | set(cfg) if k not in ignore and _differs(saved.get(k), cfg.get(k)))
         if differing:
             details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {cfg.get(k)!r}" for k in differing)
             raise RunError(f"cannot resume {path}: config differs ({details})")
