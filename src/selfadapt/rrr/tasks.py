@@ -170,6 +170,41 @@ class FunctionCallingTask:
                                          tuple(query["ground_truth"]))
 
 
+@dataclass
+class MixedTask:
+    """Several tasks in one training run (DISCO's domains): each query names its task's spec
+    in ``"task"`` and is routed to it."""
+
+    tasks: dict[str, Task]
+    name: str = "mixed"
+
+    def __post_init__(self) -> None:
+        if len(self.tasks) < 2:
+            raise ValueError("a mixed task needs at least two tasks")
+
+    def _of(self, query: Any) -> Task:
+        spec = query.get("task") if isinstance(query, dict) else None
+        if spec not in self.tasks:
+            raise ValueError(f"a mixed-task query needs 'task', one of {', '.join(self.tasks)}; got {spec!r}")
+        return self.tasks[spec]
+
+    def queries(self, split: str, n: int | None = None) -> list[dict[str, Any]]:
+        """``n`` queries of each task, tagged with its spec."""
+        return [{**q, "task": spec} for spec, t in self.tasks.items() for q in t.queries(split, n)]
+
+    def messages(self, query: dict[str, Any]) -> list[dict[str, str]]:
+        return self._of(query).messages(query)
+
+    def verify(self, query: dict[str, Any], response: str) -> Verdict:
+        return self._of(query).verify(query, response)
+
+    def reference(self, query: dict[str, Any]) -> str:
+        return self._of(query).reference(query)
+
+    def check(self, query: Any) -> None:
+        self._of(query).check(query)
+
+
 TASKS = {"countdown": CountdownTask, "function-calling": FunctionCallingTask}
 KNOBS = {"countdown": ("numbers", "max_number", "max_target"), "function-calling": ("set", "functions")}
 
