@@ -6,7 +6,13 @@ how many flips contain the gold answer (a flip that does not is most likely the 
 false positive), and the recital control, whose answers are never right: its flips
 measure the judge's false-positive rate directly. Prints examples of flips.
 
-    python benchmarks/tinyv_flips.py RUN_DIR --judge smollm2 [--judge-url URL] -n 8
+A local judge's yes/no margin can first be calibrated on train passages (``--calibrate
+N``), never on the run's own data: right answers worded differently ("It is {gold}.") and
+wrong ones (another question's answer from the same passage, worded the same; the
+passage's opening words). The threshold maximises TPR − FPR there; the AUC says whether
+the margin separates right from wrong at all.
+
+    python benchmarks/tinyv_flips.py RUN_DIR --judge smollm2 [--calibrate 30] [--judge-url URL] -n 8
 """
 
 from __future__ import annotations
@@ -17,11 +23,43 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import yaml
 
-from selfadapt.grading import contains
-from selfadapt.judge import fallback, make_judge
+from selfadapt.grading import contains, normalize_answer
+from selfadapt.judge import LocalJudge, fallback, make_judge
+from selfadapt.knowledge.data import load_passages
 from selfadapt.runs import Run
+
+
+def calibration_items(n: int) -> tuple[list[tuple[str, str, str]], list[bool]]:
+    """Train-split (question, gold, response) triples known to be right or wrong."""
+    items, labels = [], []
+    for p in load_passages("train", limit=n):
+        opening = " ".join(p.context.split()[:12])
+        for i, q in enumerate(p.questions):
+            items.append((q.question, q.answer, f"It is {q.answer}."))
+            labels.append(True)
+            others = [o.answer for j, o in enumerate(p.questions)
+                      if j != i and not set(normalize_answer(o.answer).split()) & set(normalize_answer(q.answer).split())]
+            for wrong in others[:1] + ([opening] if not contains(opening, q.answer) else []):
+                items.append((q.question, q.answer, f"It is {wrong}." if wrong is not opening else wrong))
+                labels.append(False)
+    return items, labels
+
+
+def calibrate(judge: LocalJudge, n: int) -> None:
+    items, labels = calibration_items(n)
+    m = np.array(judge.margins(items))
+    y = np.array(labels)
+    pos, neg = m[y], m[~y]
+    auc = float(np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg]))
+    cuts = np.unique(m)
+    gain = [np.mean(pos > c) - np.mean(neg > c) for c in cuts]
+    judge.threshold = float(cuts[int(np.argmax(gain))])
+    print(f"calibration on {n} train passages: {len(pos)} right / {len(neg)} wrong answers; margin AUC {auc:.3f}; "
+          f"threshold {judge.threshold:+.3f}: TPR {np.mean(pos > judge.threshold):.1%}, "
+          f"FPR {np.mean(neg > judge.threshold):.1%} (at 0: TPR {np.mean(pos > 0):.1%}, FPR {np.mean(neg > 0):.1%})\n")
 
 
 def main() -> None:
@@ -31,9 +69,14 @@ def main() -> None:
     ap.add_argument("--judge-url", default=None)
     ap.add_argument("-n", type=int, default=8, help="flip examples to print")
     ap.add_argument("--out", type=Path, default=None, help="write every verdict here (JSONL)")
+    ap.add_argument("--calibrate", type=int, default=0, help="train passages to set a local judge's threshold on")
     args = ap.parse_args()
     run = Run(args.run, yaml.safe_load((args.run / "config.yaml").read_text()))
     judge = make_judge(args.judge, args.judge_url)
+    if args.calibrate:
+        if not isinstance(judge, LocalJudge):
+            raise SystemExit("--calibrate sets a local judge's threshold; an endpoint judge has none")
+        calibrate(judge, args.calibrate)
     by_condition: dict[str, list[dict]] = defaultdict(list)
     for rec in run.records():
         if rec.get("j", 0) == 0 and rec.get("seed", 0) == 0 and rec.get("records"):
@@ -47,7 +90,7 @@ def main() -> None:
         calls = sum(not v["rule"] for v in verdicts)
         flipped = [(q, v) for q, v in zip(qs, verdicts) if v["flip"]]
         rows.append((condition, len(qs), sum(v["rule"] for v in verdicts), calls, len(flipped),
-                     sum(contains(q["response"], q["gold"]) for q, _ in flipped)))
+                     int(sum(contains(q["response"], q["gold"]) for q, _ in flipped))))
         flips += [(condition, q) for q, _ in flipped]
         if out:
             for q, v in zip(qs, verdicts):

@@ -128,8 +128,9 @@ def test_fallback_asks_only_negatives(rows):
 
 def test_local_judge_matches_a_direct_computation(tiny):
     items = [("Which town was seized?", "Otrar", "Otrar"), ("What metal?", "silver", "gold")]
-    verdicts = LocalJudge(tiny).judge(items)
-    for (q, g, r), verdict in zip(items, verdicts):
+    judge = LocalJudge(tiny)
+    verdicts, margins = judge.judge(items), judge.margins(items)
+    for (q, g, r), verdict, margin in zip(items, verdicts, margins):
         prompt = chat_prompt(tiny.tokenizer, JUDGE_PROMPT.format(question=q, gold=g, response=r))
         ids = tiny.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
@@ -141,7 +142,10 @@ def test_local_judge_matches_a_direct_computation(tiny):
 
         yes = torch.logsumexp(torch.tensor([logp("yes"), logp("Yes")]), 0)
         no = torch.logsumexp(torch.tensor([logp("no"), logp("No")]), 0)
+        assert margin == pytest.approx(float(yes - no), abs=1e-4)
         assert verdict == bool(yes > no)
+    judge.threshold = max(margins)  # a calibrated threshold moves the verdicts
+    assert judge.judge(items) == [False, False]
 
 
 def test_make_judge(tiny_dir, tmp_path):

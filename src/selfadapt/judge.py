@@ -128,26 +128,36 @@ YES, NO = ("yes", "Yes"), ("no", "No")
 
 
 class LocalJudge:
-    """A judge from a model spec (the embedded model, an HF id, a local path), run in this process."""
+    """A judge from a model spec (the embedded model, an HF id, a local path), run in this process.
 
-    def __init__(self, model: str | LoadedModel, *, dtype: str = "auto", device: str = "auto", batch_size: int = 32):
+    Its margin is log p("yes") − log p("no") as the reply; the verdict is margin >
+    ``threshold``. A small model's margins are biased, so ``threshold`` can be set from
+    answers known to be right and wrong (``benchmarks/tinyv_flips.py --calibrate``).
+    """
+
+    def __init__(self, model: str | LoadedModel, *, threshold: float = 0.0, dtype: str = "auto",
+                 device: str = "auto", batch_size: int = 32):
         self.m = load_model(model, dtype=dtype, device=device) if isinstance(model, str) else model
-        self.batch_size = batch_size
+        self.threshold, self.batch_size = threshold, batch_size
 
-    def judge(self, items: list[tuple[str, str, str]]) -> list[bool | JudgeError]:
+    def margins(self, items: list[tuple[str, str, str]]) -> list[float]:
         tok = self.m.tokenizer
         prompts = [chat_prompt(tok, JUDGE_PROMPT.format(question=q, gold=g, response=r)) for q, g, r in items]
         words = YES + NO
         scores = iter(completion_scores(self.m.model, tok, [(p, w) for p in prompts for w in words], self.batch_size))
-        out: list[bool | JudgeError] = []
+        out = []
         for _ in prompts:
             lp = [next(scores).logprob for _ in words]
-            out.append(bool(np.logaddexp(*lp[: len(YES)]) > np.logaddexp(*lp[len(YES):])))
+            out.append(float(np.logaddexp(*lp[: len(YES)]) - np.logaddexp(*lp[len(YES):])))
         return out
+
+    def judge(self, items: list[tuple[str, str, str]]) -> list[bool | JudgeError]:
+        return [m > self.threshold for m in self.margins(items)]
 
 
 def make_judge(model: str | None, url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-               cache_path: Path | None = None, *, dtype: str = "auto", device: str = "auto") -> Judge | None:
+               cache_path: Path | None = None, *, threshold: float = 0.0, dtype: str = "auto",
+               device: str = "auto") -> Judge | None:
     """An endpoint judge when ``url`` is given (``model`` names the endpoint's model), else a
     local one loaded from the ``model`` spec; None without a model."""
     if url and not model:
@@ -156,7 +166,7 @@ def make_judge(model: str | None, url: str | None = None, api_key_env: str = "OP
         return None
     if url:
         return LLMJudge(JudgeConfig(url, model, api_key_env, cache_path=cache_path))
-    return LocalJudge(model, dtype=dtype, device=device)
+    return LocalJudge(model, threshold=threshold, dtype=dtype, device=device)
 
 
 def fallback(rule: list[bool], items: list[tuple[str, str, str]], judge: Judge) -> list[dict[str, Any]]:
