@@ -266,3 +266,19 @@ def test_rrr_summary_pairs_each_policy_with_the_base_on_the_same_queries():
     d = trained["vs_base"]["second"]
     assert (d["n"], d["wins"], d["ties"], d["losses"]) == (3, 1, 2, 0) and d["mean"] == pytest.approx(1 / 3)
     assert "+33.3" in rrr_table([base, trained]) and "1/2/0" in rrr_table([base, trained])
+
+
+def test_countdown_shots_demonstrate_the_format():
+    from selfadapt.rrr.countdown import verify
+    from selfadapt.rrr.tasks import COUNTDOWN_SHOTS
+
+    for problem, answer in COUNTDOWN_SHOTS:  # every demonstration is a correct answer
+        assert verify(problem, f"<answer>{answer}</answer>").correct
+    task = get_task("countdown:numbers=2,shots=2")
+    q = task.queries("test", 1)[0]
+    turns = task.messages(q)
+    assert [t["role"] for t in turns] == ["user", "assistant", "user", "assistant", "user"]
+    assert turns[1]["content"] == "<answer>4 * 7</answer>" and str(q["target"]) in turns[-1]["content"]
+    assert task_spec(task) == "countdown:numbers=2,shots=2"
+    with pytest.raises(ValueError, match="shots must be 0–3"):
+        get_task("countdown:shots=4")

@@ -49,7 +49,10 @@ class CountdownTask:
     """Seeded, solver-checked Countdown instances; the split is fixed by ``pool`` and ``seed``.
 
     Difficulty: ``numbers`` per instance (0: the paper's mix of 3 and 4), their ``max_number``,
-    and the largest target ``max_target``.
+    and the largest target ``max_target``. ``shots`` solved examples (fixed instances) go
+    before the query as earlier turns of the conversation, since a small model copies an
+    answer format from a demonstration more readily than from an instruction; a query
+    equal to a demonstration is left out.
     """
 
     pool: int = 400
@@ -58,23 +61,30 @@ class CountdownTask:
     numbers: int = 0
     max_number: int = 25
     max_target: int = 100
+    shots: int = 0
     name: str = "countdown"
 
     def __post_init__(self) -> None:
         if self.numbers not in (0, 2, 3, 4, 5) or self.max_number < 2 or self.max_target < 10:
             raise ValueError("countdown needs numbers in 2–5 (0: 3 or 4), max_number >= 2, max_target >= 10")
+        if not 0 <= self.shots <= len(COUNTDOWN_SHOTS):
+            raise ValueError(f"countdown shots must be 0–{len(COUNTDOWN_SHOTS)}")
 
     def queries(self, split: str, n: int | None = None) -> list[dict[str, Any]]:
         _split(split)
         sizes = (self.numbers,) if self.numbers else (3, 4)
         train, test = _countdown_split(self.pool, self.test_fraction, self.seed, sizes, self.max_number,
                                        self.max_target)
-        chosen = (train if split == "train" else test)[:n]
+        shown = {(p.numbers, p.target) for p, _ in COUNTDOWN_SHOTS[: self.shots]}
+        chosen = [p for p in (train if split == "train" else test) if (p.numbers, p.target) not in shown][:n]
         return [{"id": f"countdown-{'-'.join(map(str, p.numbers))}-{p.target}", "numbers": list(p.numbers),
                  "target": p.target} for p in chosen]
 
     def messages(self, query: dict[str, Any]) -> list[dict[str, str]]:
-        return [{"role": "user", "content": self._problem(query).prompt()}]
+        shots = [turn for problem, answer in COUNTDOWN_SHOTS[: self.shots]
+                 for turn in ({"role": "user", "content": problem.prompt()},
+                              {"role": "assistant", "content": f"<answer>{answer}</answer>"})]
+        return [*shots, {"role": "user", "content": self._problem(query).prompt()}]
 
     def verify(self, query: dict[str, Any], response: str) -> Verdict:
         return countdown.verify(self._problem(query), response)
@@ -93,6 +103,13 @@ class CountdownTask:
         if not ok:
             raise ValueError("a countdown query needs 'numbers' (a list of integers) and 'target' (an integer)")
         return countdown.Countdown(tuple(query["numbers"]), query["target"])
+
+
+COUNTDOWN_SHOTS = (  # the ``shots`` demonstrations; an instance equal to one is left out of the splits
+    (countdown.Countdown((4, 7), 28), "4 * 7"),
+    (countdown.Countdown((9, 3, 5), 17), "9 + 3 + 5"),
+    (countdown.Countdown((6, 4, 3, 2), 20), "6 * 3 + 4 - 2"),
+)
 
 
 @lru_cache(maxsize=8)
@@ -206,7 +223,7 @@ class MixedTask:
 
 
 TASKS = {"countdown": CountdownTask, "function-calling": FunctionCallingTask}
-KNOBS = {"countdown": ("numbers", "max_number", "max_target"), "function-calling": ("set", "functions")}
+KNOBS = {"countdown": ("numbers", "max_number", "max_target", "shots"), "function-calling": ("set", "functions")}
 
 
 def get_task(spec: str) -> Task:
