@@ -91,7 +91,7 @@ def test_retry_conversation_order():
     task = ParityTask()
     msgs = retry_messages(task, {"id": "a", "text": "Q"}, "wrong", "I should count.")
     assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant", "user"]
-    assert [m["content"] for m in msgs] == ["Q", "wrong", REFLECT, "I should count.", RETRY]
+    assert [m["content"] for m in msgs] == ["Q", "wrong", REFLECT, "I should count.", f"{RETRY}\n\nQ"]
 
 
 def test_failure_set_keeps_only_never_solved_and_resumes(tiny, tmp_path, monkeypatch):

@@ -22,6 +22,12 @@ REFLECT = ("Your answer was wrong. Reflect on what went wrong and write a short 
 RETRY = "Now try again, using your reflection. Answer in the same format as asked before."
 
 
+def retry_request(task: Task, query: dict[str, Any]) -> str:
+    """The retry turn restates the task: a small model, asked only to "try again", answers
+    the reflection (apologies, advice) instead of the task and drops the answer format."""
+    return f"{RETRY}\n\n{task.messages(query)[-1]['content']}"
+
+
 def reflect_messages(task: Task, query: dict[str, Any], attempt: str, prior: str | None = None
                      ) -> list[dict[str, str]]:
     """The failed attempt, then the request for a reflection (after the prior prompt ``prior``, if any)."""
@@ -32,7 +38,7 @@ def reflect_messages(task: Task, query: dict[str, Any], attempt: str, prior: str
 def retry_messages(task: Task, query: dict[str, Any], attempt: str, reflection: str, prior: str | None = None
                    ) -> list[dict[str, str]]:
     return [*reflect_messages(task, query, attempt, prior), {"role": "assistant", "content": reflection},
-            {"role": "user", "content": RETRY}]
+            {"role": "user", "content": retry_request(task, query)}]
 
 
 @dataclass
