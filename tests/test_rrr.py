@@ -282,3 +282,13 @@ def test_countdown_shots_demonstrate_the_format():
     assert task_spec(task) == "countdown:numbers=2,shots=2"
     with pytest.raises(ValueError, match="shots must be 0–3"):
         get_task("countdown:shots=4")
+
+
+def test_function_calling_shot_shows_the_reply_format():
+    plain, shot = get_task("function-calling"), get_task("function-calling:shots=1")
+    q = shot.queries("test", 1)[0]
+    assert shot.messages(q)[0]["content"].startswith(plain.messages(q)[0]["content"])
+    assert '{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}' in shot.messages(q)[0]["content"]
+    assert task_spec(shot) == "function-calling:shots=1"
+    with pytest.raises(ValueError, match="shots must be 0 or 1"):
+        get_task("function-calling:shots=2")

@@ -122,6 +122,10 @@ def _countdown_split(pool: int, test_fraction: float, seed: int, sizes: tuple[in
 
 CALL_SYSTEM = ("You can call these functions (JSON schema):\n{functions}\n\n"
                'Reply with one call and nothing else, as JSON: {{"name": ..., "arguments": {{...}}}}.')
+CALL_SHOT = ('\n\nFor example, offered {{"name": "get_weather", "parameters": {{"type": "dict", "properties": '
+             '{{"city": {{"type": "string"}}, "days": {{"type": "integer"}}}}, "required": ["city"]}}}}, the request '
+             '"Weather in Paris for the next 3 days?" is answered: '
+             '{{"name": "get_weather", "arguments": {{"city": "Paris", "days": 3}}}}')
 
 
 @dataclass
@@ -130,17 +134,21 @@ class FunctionCallingTask:
 
     Difficulty: the BFCL ``set`` (``simple_python``: one function offered; ``multiple``:
     several) and, for ``multiple``, how many ``functions`` are offered (0: all): the
-    ground-truth function and the first others.
+    ground-truth function and the first others. ``shots=1`` adds a worked example of the
+    reply format (a made-up function) to the instructions.
     """
 
     set: str = "simple_python"
     functions: int = 0
+    shots: int = 0
     test_fraction: float = 0.25
     name: str = "function-calling"
 
     def __post_init__(self) -> None:
         if self.functions < 0:
             raise ValueError("functions must be >= 0 (0: offer every function)")
+        if self.shots not in (0, 1):
+            raise ValueError("function-calling shots must be 0 or 1")
 
     def queries(self, split: str, n: int | None = None) -> list[dict[str, Any]]:
         _split(split)
@@ -161,7 +169,8 @@ class FunctionCallingTask:
 
     def messages(self, query: dict[str, Any]) -> list[dict[str, str]]:
         task = self._task(query)
-        system = CALL_SYSTEM.format(functions=json.dumps(task.functions, ensure_ascii=False))
+        system = (CALL_SYSTEM + (CALL_SHOT if self.shots else "")).format(
+            functions=json.dumps(task.functions, ensure_ascii=False))
         return [{"role": "system", "content": system}, *task.messages]
 
     def verify(self, query: dict[str, Any], response: str) -> Verdict:
@@ -223,7 +232,7 @@ class MixedTask:
 
 
 TASKS = {"countdown": CountdownTask, "function-calling": FunctionCallingTask}
-KNOBS = {"countdown": ("numbers", "max_number", "max_target", "shots"), "function-calling": ("set", "functions")}
+KNOBS = {"countdown": ("numbers", "max_number", "max_target", "shots"), "function-calling": ("set", "functions", "shots")}
 
 
 def get_task(spec: str) -> Task:
