@@ -290,5 +290,27 @@ def test_function_calling_shot_shows_the_reply_format():
     assert shot.messages(q)[0]["content"].startswith(plain.messages(q)[0]["content"])
     assert '{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}' in shot.messages(q)[0]["content"]
     assert task_spec(shot) == "function-calling:shots=1"
-    with pytest.raises(ValueError, match="shots must be 0 or 1"):
+    with pytest.raises(ValueError, match="shots and prefill must be 0 or 1"):
         get_task("function-calling:shots=2")
+
+
+def test_prefill_starts_every_answer_and_retry(tiny, monkeypatch):
+    from selfadapt.rrr import reflect as reflect_mod
+    from selfadapt.rrr.reflect import attempt
+
+    task = get_task("countdown:numbers=2,prefill=1")
+    q = task.queries("train", 1)[0]
+    seen = []
+
+    def fake_generate(model, tok, prompts, cfg, seed=None):
+        seen.extend(prompts)
+        return ["1 + 2</answer>"] * len(prompts)
+
+    monkeypatch.setattr(reflect_mod, "generate", fake_generate)
+    assert attempt(tiny.model, tiny.tokenizer, task, [q], SamplingConfig(8, 0.0)) == ["<answer>1 + 2</answer>"]
+    assert seen[0].endswith("<|im_start|>assistant\n<answer>")  # the prefix is written for the model
+    records = reflect_and_retry(tiny.model, tiny.tokenizer, task, [q], ReflectConfig())
+    assert records[0]["retry"] == "<answer>1 + 2</answer>" and seen[-1].endswith("<answer>")
+    assert get_task("function-calling:prefill=1").prefix(q) == '{"name": "'
+    with pytest.raises(ValueError, match="prefill must be 0 or 1"):
+        get_task("countdown:prefill=2")

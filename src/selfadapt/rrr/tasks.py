@@ -62,11 +62,14 @@ class CountdownTask:
     max_number: int = 25
     max_target: int = 100
     shots: int = 0
+    prefill: int = 0  # 1: every answer starts with "<answer>", written for the model
     name: str = "countdown"
 
     def __post_init__(self) -> None:
         if self.numbers not in (0, 2, 3, 4, 5) or self.max_number < 2 or self.max_target < 10:
             raise ValueError("countdown needs numbers in 2–5 (0: 3 or 4), max_number >= 2, max_target >= 10")
+        if self.prefill not in (0, 1):
+            raise ValueError("countdown prefill must be 0 or 1")
         if not 0 <= self.shots <= len(COUNTDOWN_SHOTS):
             raise ValueError(f"countdown shots must be 0–{len(COUNTDOWN_SHOTS)}")
 
@@ -88,6 +91,9 @@ class CountdownTask:
 
     def verify(self, query: dict[str, Any], response: str) -> Verdict:
         return countdown.verify(self._problem(query), response)
+
+    def prefix(self, query: dict[str, Any]) -> str:
+        return "<answer>" if self.prefill else ""
 
     def reference(self, query: dict[str, Any]) -> str:
         p = self._problem(query)
@@ -141,14 +147,15 @@ class FunctionCallingTask:
     set: str = "simple_python"
     functions: int = 0
     shots: int = 0
+    prefill: int = 0  # 1: every answer starts with '{"name": "', written for the model
     test_fraction: float = 0.25
     name: str = "function-calling"
 
     def __post_init__(self) -> None:
         if self.functions < 0:
             raise ValueError("functions must be >= 0 (0: offer every function)")
-        if self.shots not in (0, 1):
-            raise ValueError("function-calling shots must be 0 or 1")
+        if self.shots not in (0, 1) or self.prefill not in (0, 1):
+            raise ValueError("function-calling shots and prefill must be 0 or 1")
 
     def queries(self, split: str, n: int | None = None) -> list[dict[str, Any]]:
         _split(split)
@@ -175,6 +182,9 @@ class FunctionCallingTask:
 
     def verify(self, query: dict[str, Any], response: str) -> Verdict:
         return function_calling.verify(self._task(query), response)
+
+    def prefix(self, query: dict[str, Any]) -> str:
+        return '{"name": "' if self.prefill else ""
 
     def reference(self, query: dict[str, Any]) -> str:
         call = function_calling.gold_call(self._task(query))
@@ -227,12 +237,17 @@ class MixedTask:
     def reference(self, query: dict[str, Any]) -> str:
         return self._of(query).reference(query)
 
+    def prefix(self, query: dict[str, Any]) -> str:
+        prefix = getattr(self._of(query), "prefix", None)
+        return prefix(query) if prefix else ""
+
     def check(self, query: Any) -> None:
         self._of(query).check(query)
 
 
 TASKS = {"countdown": CountdownTask, "function-calling": FunctionCallingTask}
-KNOBS = {"countdown": ("numbers", "max_number", "max_target", "shots"), "function-calling": ("set", "functions", "shots")}
+KNOBS = {"countdown": ("numbers", "max_number", "max_target", "shots", "prefill"),
+         "function-calling": ("set", "functions", "shots", "prefill")}
 
 
 def get_task(spec: str) -> Task:
