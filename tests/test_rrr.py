@@ -91,7 +91,7 @@ def test_retry_conversation_order():
     task = ParityTask()
     msgs = retry_messages(task, {"id": "a", "text": "Q"}, "wrong", "I should count.")
     assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant", "user"]
-    assert [m["content"] for m in msgs] == ["Q", "wrong", REFLECT, "I should count.", RETRY]
+    assert [m["content"] for m in msgs] == ["Q", "wrong", REFLECT, "I should count.", f"{RETRY}\n\nQ"]
 
 
 def test_failure_set_keeps_only_never_solved_and_resumes(tiny, tmp_path, monkeypatch):
@@ -266,3 +266,51 @@ def test_rrr_summary_pairs_each_policy_with_the_base_on_the_same_queries():
     d = trained["vs_base"]["second"]
     assert (d["n"], d["wins"], d["ties"], d["losses"]) == (3, 1, 2, 0) and d["mean"] == pytest.approx(1 / 3)
     assert "+33.3" in rrr_table([base, trained]) and "1/2/0" in rrr_table([base, trained])
+
+
+def test_countdown_shots_demonstrate_the_format():
+    from selfadapt.rrr.countdown import verify
+    from selfadapt.rrr.tasks import COUNTDOWN_SHOTS
+
+    for problem, answer in COUNTDOWN_SHOTS:  # every demonstration is a correct answer
+        assert verify(problem, f"<answer>{answer}</answer>").correct
+    task = get_task("countdown:numbers=2,shots=2")
+    q = task.queries("test", 1)[0]
+    turns = task.messages(q)
+    assert [t["role"] for t in turns] == ["user", "assistant", "user", "assistant", "user"]
+    assert turns[1]["content"] == "<answer>4 * 7</answer>" and str(q["target"]) in turns[-1]["content"]
+    assert task_spec(task) == "countdown:numbers=2,shots=2"
+    with pytest.raises(ValueError, match="shots must be 0–3"):
+        get_task("countdown:shots=4")
+
+
+def test_function_calling_shot_shows_the_reply_format():
+    plain, shot = get_task("function-calling"), get_task("function-calling:shots=1")
+    q = shot.queries("test", 1)[0]
+    assert shot.messages(q)[0]["content"].startswith(plain.messages(q)[0]["content"])
+    assert '{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}' in shot.messages(q)[0]["content"]
+    assert task_spec(shot) == "function-calling:shots=1"
+    with pytest.raises(ValueError, match="shots and prefill must be 0 or 1"):
+        get_task("function-calling:shots=2")
+
+
+def test_prefill_starts_every_answer_and_retry(tiny, monkeypatch):
+    from selfadapt.rrr import reflect as reflect_mod
+    from selfadapt.rrr.reflect import attempt
+
+    task = get_task("countdown:numbers=2,prefill=1")
+    q = task.queries("train", 1)[0]
+    seen = []
+
+    def fake_generate(model, tok, prompts, cfg, seed=None):
+        seen.extend(prompts)
+        return ["1 + 2</answer>"] * len(prompts)
+
+    monkeypatch.setattr(reflect_mod, "generate", fake_generate)
+    assert attempt(tiny.model, tiny.tokenizer, task, [q], SamplingConfig(8, 0.0)) == ["<answer>1 + 2</answer>"]
+    assert seen[0].endswith("<|im_start|>assistant\n<answer>")  # the prefix is written for the model
+    records = reflect_and_retry(tiny.model, tiny.tokenizer, task, [q], ReflectConfig())
+    assert records[0]["retry"] == "<answer>1 + 2</answer>" and seen[-1].endswith("<answer>")
+    assert get_task("function-calling:prefill=1").prefix(q) == '{"name": "'
+    with pytest.raises(ValueError, match="prefill must be 0 or 1"):
+        get_task("countdown:prefill=2")

@@ -16,7 +16,8 @@ The Python API mirrors the CLI::
 
 from .domain import Domain, Evaluation, InvalidSelfEdit, ItemError
 from .generation import SamplingConfig, generate
-from .grading import JudgeConfig, LLMJudge, grade
+from .grading import grade
+from .judge import JudgeConfig, LLMJudge, LocalJudge
 from .inner_loop import InnerLoopResult, evaluate_base, evaluate_selfedit
 from .knowledge import KnowledgeDomain, load_external_selfedits, load_passages
 from .lora import LoRAConfig, NonFiniteLossError, ResidentLoRA, load_adapter
@@ -27,7 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Domain", "Evaluation", "InnerLoopResult", "InvalidSelfEdit", "ItemError", "JudgeConfig", "KnowledgeDomain",
-    "LLMJudge", "LoRAConfig", "ModelLoadError", "NonFiniteLossError", "ResidentLoRA", "SamplingConfig",
+    "LLMJudge", "LocalJudge", "LoRAConfig", "ModelLoadError", "NonFiniteLossError", "ResidentLoRA", "SamplingConfig",
     "evaluate_base", "evaluate_selfedit", "generate", "grade", "load_adapter", "load_external_selfedits",
     "load_model", "load_passages", "write_selfedits",
 ]

@@ -122,8 +122,10 @@ def eval_knowledge(
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
     batch_size: int = BATCH, targets: str = TARGETS,
     seed: int = typer.Option(0, help="Seed for sampling and LoRA init (self-edit j uses seed+j)."),
-    judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL of an LLM judge."),
-    judge_model: Optional[str] = typer.Option(None, help="The judge's model name."),
+    judge_model: Optional[str] = typer.Option(None, help="TinyV fallback judge: it grades the short answers that "
+                                              "exact match rejects. A model spec, or with --judge-url the "
+                                              "endpoint's model name."),
+    judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL for --judge-model."),
     judge_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the judge API key."),
     runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are created."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run directory."),
@@ -149,6 +151,12 @@ def eval_knowledge(
                   f"plot {run.path / 'accuracy.png'}")
 
 
+LASER = typer.Option(None, help="LASER bonus λ: reward += λ for a self-edit that helped and is at most the "
+                     "target length (tokens).")
+LASER_TARGET = typer.Option(None, help="LASER's fixed target length; default: LASER-D's adaptive target per "
+                            "difficulty bucket (share of an item's self-edits that helped).")
+
+
 @train_app.command("knowledge")
 @user_errors
 def train_knowledge(
@@ -162,6 +170,7 @@ def train_knowledge(
     forgetting_penalty: float = typer.Option(0.0, help="λ: reward −= λ × the drop of a fixed probe set "
                                              "(other passages' questions, reading comprehension); implies --probe."),
     probe: bool = typer.Option(False, help="Score the probe set after every update (its drop is reported)."),
+    laser: Optional[float] = LASER, laser_target: Optional[int] = LASER_TARGET,
     prior_prompt: Optional[str] = PRIOR,
     dataset: str = typer.Option("train", help="Training pool: 'train' or a JSON file (never eval200)."),
     model: str = MODEL,
@@ -189,8 +198,8 @@ def train_knowledge(
 
     cfg = ReSTEMConfig(
         model=model, student=student, rounds=rounds, items_per_round=passages, k=k, seeds=seeds, keep=keep,
-        reward_baseline=reward_baseline, forgetting_penalty=forgetting_penalty,
-        temperature=temperature, top_p=top_p, lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets),
+        reward_baseline=reward_baseline, forgetting_penalty=forgetting_penalty, laser=laser,
+        laser_target=laser_target, temperature=temperature, top_p=top_p, lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets),
         sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r), seed=seed, dtype=dtype,
         device=device, runs_dir=str(runs_dir),
     )
@@ -298,6 +307,7 @@ def train_arc(
     cap: int = CAP, budget: int = BUDGET, max_tokens: int = MAX_TOKENS, votes: int = VOTES,
     keep: str = typer.Option("positive", help="'positive' (every self-edit that solved its task) or 'best'."),
     temperature: float = typer.Option(1.0), constrain: bool = CONSTRAIN,
+    laser: Optional[float] = LASER, laser_target: Optional[int] = LASER_TARGET,
     sft_lr: float = typer.Option(3e-4), sft_epochs: int = typer.Option(3), sft_r: int = typer.Option(16),
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
@@ -307,7 +317,7 @@ def train_arc(
     from .restem import PolicySFTConfig, ReSTEMConfig
 
     cfg = ReSTEMConfig(model=model, rounds=rounds, items_per_round=tasks_per_round, k=k, keep=keep,
-                       temperature=temperature, max_new_tokens=SELFEDIT_TOKENS, lora=arc_lora(),
+                       laser=laser, laser_target=laser_target, temperature=temperature, max_new_tokens=SELFEDIT_TOKENS, lora=arc_lora(),
                        sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r), seed=seed,
                        dtype=dtype, device=device, runs_dir=str(runs_dir))
     t0 = time.perf_counter()
@@ -375,7 +385,8 @@ def rrr_probe(
 @rrr_app.command("train")
 @user_errors
 def rrr_train(
-    failures: Path = typer.Argument(..., help="failures.jsonl, or the build-failures run directory."),
+    failures: list[Path] = typer.Argument(..., help="failures.jsonl files or build-failures run directories; "
+                                          "several tasks make one mixed-domain run."),
     model: str = MODEL,
     steps: int = typer.Option(10, help="GRPO optimisation steps."),
     generations: int = typer.Option(4, "--generations", "-G", help="Reflections sampled per failed query."),
@@ -391,7 +402,16 @@ def rrr_train(
     save_steps: int = typer.Option(5, help="Checkpoint every this many steps (for --resume)."),
     reward: list[str] = typer.Option(["retry=1"], help="A reward and its weight, NAME=WEIGHT; repeat to "
                                      "compose: retry (the retry passes the verifier), nover (the policy's "
-                                     "likelihood of a reference answer, ranked in the group)."),
+                                     "likelihood of a reference answer, ranked in the group), laser (retry "
+                                     "correct and reflection within --laser-target tokens), laser-d (the same "
+                                     "with a target per difficulty bucket that adapts)."),
+    laser_target: Optional[int] = typer.Option(None, help="The laser reward's target length (default 64 tokens)."),
+    disco: Optional[str] = typer.Option(None, help="DISCO scaling of each group's rewards: domain weight 'log' "
+                                        "(log(1+1/share)) or 'inverse' (1/share), times 1/(self-consistency+eps)."),
+    disco_eps: Optional[float] = typer.Option(None, help="DISCO's eps (default 0.1)."),
+    judge_model: Optional[str] = typer.Option(None, help="TinyV: a judge for retries the verifier rejects (a "
+                                              "model spec, or with --judge-url the endpoint's model name)."),
+    judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL for --judge-model."),
     prior_prompt: Optional[str] = PRIOR,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE,
@@ -405,8 +425,9 @@ def rrr_train(
                          learning_rate=lr, lr_scheduler=lr_scheduler, warmup_steps=warmup_steps, beta=beta,
                          temperature=temperature, reflection_tokens=reflection_tokens, retry_tokens=retry_tokens,
                          lora_r=lora_r, lora_alpha=2 * lora_r, save_steps=save_steps,
-                         rewards=parse_reward_specs(reward), prior_prompt=prior_prompt, seed=seed)
-    cfg = RRRTrainConfig(failures=str(failures), model=model, grpo=grpo, dtype=dtype, device=device,
+                         rewards=parse_reward_specs(reward), prior_prompt=prior_prompt, laser_target=laser_target,
+                         disco=disco, disco_eps=disco_eps, judge_model=judge_model, judge_url=judge_url, seed=seed)
+    cfg = RRRTrainConfig(failures=[str(f) for f in failures], model=model, grpo=grpo, dtype=dtype, device=device,
                          runs_dir=str(runs_dir))
     t0 = time.perf_counter()
     run = run_rrr_train(cfg, resume=str(resume) if resume else None)

@@ -36,6 +36,7 @@ from .generation import SamplingConfig
 from .lora import LoRAConfig, ResidentLoRA
 from .models import EMBEDDED, load_model
 from .plots import plot_training_rounds
+from .rewards.length import AdaptiveTarget, laser
 from .policy import write_into_run
 from .runs import Run
 from .workers import Parallel, workers_for
@@ -71,13 +72,19 @@ def probe_drop(record: dict[str, Any], base: dict[str, float]) -> float | None:
 
 
 def self_edit_rewards(records: list[dict[str, Any]], baseline: str = "base",
-                      forgetting_penalty: float = 0.0) -> dict[str, dict[int, float]]:
+                      forgetting_penalty: float = 0.0, laser_bonus: float | None = None,
+                      length: Callable[[str], int] = lambda text: len(text.split()),
+                      laser_target: int | None = None, grid: tuple[int, ...] = (32, 64, 128, 256)
+                      ) -> dict[str, dict[int, float]]:
     """item → self-edit index → reward, the mean over seeds of the adapted score minus a baseline.
 
     ``base``: the unadapted score (SEAL). ``passage``: the score after training on the
     item alone with the same seed, so only self-edits that add to plain training count.
     ``forgetting_penalty`` λ subtracts λ × the probe's drop, so a self-edit that teaches
-    its passage by erasing other knowledge earns less.
+    its passage by erasing other knowledge earns less. ``laser_bonus`` adds LASER's step
+    bonus (``rewards/length.py``) to a self-edit that helped and is at most ``laser_target``
+    long (by ``length``), or, without a target, LASER-D's target of its item's difficulty
+    bucket (the share of the item's k self-edits that helped), chosen on ``grid``.
     """
     if baseline not in REWARD_BASELINES:
         raise ValueError(f"unknown reward baseline {baseline!r}; choose from {', '.join(REWARD_BASELINES)}")
@@ -98,7 +105,18 @@ def self_edit_rewards(records: list[dict[str, Any]], baseline: str = "base",
                 raise ValueError(f"{r['key']}: a forgetting penalty needs the probe score (knowledge --probe)")
             gain -= forgetting_penalty * drop
         gains[r["item"]][r["j"]].append(gain)
-    return {item: {j: float(np.mean(g)) for j, g in by_j.items()} for item, by_j in gains.items()}
+    rewards = {item: {j: float(np.mean(g)) for j, g in by_j.items()} for item, by_j in gains.items()}
+    if laser_bonus:
+        texts = {(r["item"], r["j"]): r["selfedit"] for r in records if r["condition"] == SELFEDIT}
+        sizes = {item: {j: length(texts[item, j]) for j in by_j} for item, by_j in rewards.items()}
+        targets = dict.fromkeys(rewards, laser_target)
+        if laser_target is None:
+            adaptive = AdaptiveTarget(grid)
+            names = adaptive.update([[(sizes[item][j], g > 0) for j, g in by_j.items()] for item, by_j in rewards.items()])
+            targets = {item: adaptive.target(name) for item, name in zip(rewards, names)}
+        rewards = {item: {j: g + laser_bonus * laser([sizes[item][j]], [g > 0], targets[item])[0]
+                          for j, g in by_j.items()} for item, by_j in rewards.items()}
+    return rewards
 
 
 def select_winners(rewards: dict[str, dict[int, float]], rule: str) -> dict[str, list[int]]:
@@ -176,6 +194,8 @@ class ReSTEMConfig:
     keep: str = "best"
     reward_baseline: str = "base"  # or "passage": reward = adapted − passage-only score
     forgetting_penalty: float = 0.0  # λ: reward −= λ × the probe's drop (the domain must report a probe)
+    laser: float | None = None  # LASER bonus for a helpful self-edit within the target length (tokens)
+    laser_target: int | None = None  # None: LASER-D's adaptive target per difficulty bucket
     temperature: float = 1.0
     top_p: float = 0.95
     max_new_tokens: int = 256
@@ -195,6 +215,10 @@ class ReSTEMConfig:
             raise ValueError(f"unknown winner rule {self.keep!r}; choose from {', '.join(WINNER_RULES)}")
         if self.forgetting_penalty < 0:
             raise ValueError(f"forgetting_penalty must be >= 0, got {self.forgetting_penalty}")
+        if (self.laser is not None and self.laser < 0) or (self.laser_target is not None and self.laser_target < 1):
+            raise ValueError("laser must be >= 0 and laser_target >= 1")
+        if self.laser_target is not None and not self.laser:
+            raise ValueError("laser_target needs a LASER bonus (laser > 0)")
         if min(self.rounds, self.items_per_round, self.k, self.seeds) < 1:
             raise ValueError("rounds, items per round, k and seeds must all be >= 1")
 
@@ -298,7 +322,10 @@ def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: l
                                  seed=cfg.seed, seeds=cfg.seeds, prefix=prefix, tags=tags)
     t2 = time.perf_counter()
     round_records = [rec for rec in records if rec.get("round") == r]
-    rewards = self_edit_rewards(round_records, cfg.reward_baseline, cfg.forgetting_penalty)
+    tok = teacher.tokenizer
+    rewards = self_edit_rewards(round_records, cfg.reward_baseline, cfg.forgetting_penalty, cfg.laser,
+                                lambda text: len(tok(text, add_special_tokens=False)["input_ids"]), cfg.laser_target,
+                                tuple(range(32, cfg.max_new_tokens + 1, 32)) or (cfg.max_new_tokens,))
     winners = select_winners(rewards, cfg.keep)
     examples = sft_examples(teacher_domain, items, edits, winners)
     (rdir / "sft_data.json").write_text(json.dumps(examples, indent=1, ensure_ascii=False))

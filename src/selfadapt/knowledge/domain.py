@@ -10,7 +10,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..domain import Evaluation, InvalidSelfEdit, ItemError, TrainingData
 from ..generation import SamplingConfig
-from ..grading import LLMJudge, contains, normalize_answer
+from ..grading import contains, normalize_answer
+from ..judge import Judge, fallback
 from ..models import chat_prompt
 from ..prior import check_prior, with_prior
 from .data import Passage
@@ -27,7 +28,7 @@ class KnowledgeDomain:
     fmt: str = "implications"
     include_passage: bool = True
     answer: SamplingConfig = field(default_factory=lambda: SamplingConfig(ANSWER_CAP, temperature=0.0, batch_size=16))
-    judge: LLMJudge | None = None
+    judge: Judge | None = None  # TinyV fallback for short answers that exact match rejects
     grounded: bool = False
     prior: str | None = None  # a prior prompt before the self-edit instruction (``selfadapt.prior``)
     name: str = "knowledge"
@@ -92,14 +93,17 @@ class KnowledgeDomain:
             raise ItemError(f"passage {passage.index} ({passage.title!r}) has no questions")
 
     def _judge(self, records: list[dict]) -> dict:
-        """Add the judge's verdicts; failed verdicts are kept as errors and left out of its score."""
-        verdicts = self.judge.judge([(r["question"], r["gold"], r["response"]) for r in records])
+        """TinyV (``judge.fallback``): exact match decides, the judge sees only its misses. Each
+        record keeps both verdicts; the judge score counts the rule's hits and the flips."""
+        items = [(r["question"], r["gold"], r["response"]) for r in records]
+        verdicts = fallback([r["exact_match"] == 1.0 for r in records], items, self.judge)
         for r, v in zip(records, verdicts):
-            r["judge"] = v if isinstance(v, bool) else None
-            if not isinstance(v, bool):
-                r["judge_error"] = str(v)
-        ok = [r["judge"] for r in records if r["judge"] is not None]
-        return {"judge_score": sum(ok) / len(ok) if ok else None, "judge_failures": len(records) - len(ok)}
+            r["judge"], r["judge_flip"] = v["judge"], v["flip"]
+            if "judge_error" in v:
+                r["judge_error"] = v["judge_error"]
+        ok = [v["correct"] for v in verdicts if "judge_error" not in v]
+        return {"judge_score": sum(ok) / len(ok) if ok else None, "judge_calls": sum(not v["rule"] for v in verdicts),
+                "judge_flips": sum(v["flip"] for v in verdicts), "judge_failures": len(records) - len(ok)}
 
 
 @dataclass

@@ -27,7 +27,7 @@ import yaml
 from ..domain import ItemError
 from ..evaluate import BASE, Condition, markdown_table, run_conditions, summarize
 from ..generation import SamplingConfig
-from ..grading import JudgeConfig, LLMJudge
+from ..judge import make_judge
 from ..lora import LoRAConfig, ResidentLoRA
 from ..models import EMBEDDED, load_model
 from ..plots import plot_paired, plot_policy_rounds, plot_scores
@@ -82,8 +82,8 @@ class KnowledgeEvalConfig:
     seed: int = 0
     dtype: str = "auto"
     device: str = "auto"
-    judge_url: str | None = None
-    judge_model: str | None = None
+    judge_url: str | None = None  # an OpenAI-compatible endpoint; without it judge_model is a local model spec
+    judge_model: str | None = None  # TinyV fallback judge of short answers that exact match rejects
     judge_api_key_env: str = "OPENAI_API_KEY"
     runs_dir: str = "runs"
 
@@ -99,8 +99,8 @@ class KnowledgeEvalConfig:
         if self.passages < 1 or self.selfedits_per_passage < 1:
             raise ValueError("passages and selfedits_per_passage must be >= 1")
         check_prior(self.prior_prompt)
-        if bool(self.judge_url) != bool(self.judge_model):
-            raise ValueError("an LLM judge needs both judge_url and judge_model")
+        if self.judge_url and not self.judge_model:
+            raise ValueError("an endpoint judge (judge_url) needs judge_model, the endpoint's model name")
 
     def sampling(self, fmt: str) -> SamplingConfig:
         return SamplingConfig(self.max_new_tokens or FORMATS[fmt].max_new_tokens,
@@ -131,7 +131,7 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
                        parallel: Parallel | None = None) -> tuple[Run, list[dict[str, Any]]]:
     """Evaluate every condition on the first ``cfg.passages`` passages; returns the run and table rows.
     ``parallel`` spreads the evaluations over Ray workers."""
-    if parallel and parallel.enabled and cfg.judge_url:
+    if parallel and parallel.enabled and cfg.judge_model:
         raise ValueError("the LLM judge runs in this process only: use it without --workers/--ray-address")
     passages = load_passages(cfg.dataset, limit=cfg.passages, offset=cfg.offset)
     external = {name: load_external_selfedits(name, passages) for name in cfg.external}  # fail before any work
@@ -139,10 +139,8 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     run = (Run.resume(resume, cfg, extend=("policies",)) if resume
            else Run.create(Path(cfg.runs_dir), "eval-knowledge", cfg))
-    judge = None
-    if cfg.judge_url:
-        judge = LLMJudge(JudgeConfig(cfg.judge_url, cfg.judge_model, cfg.judge_api_key_env,
-                                     cache_path=run.path / "judge_cache.jsonl"))
+    judge = make_judge(cfg.judge_model, cfg.judge_url, cfg.judge_api_key_env, run.path / "judge_cache.jsonl",
+                       dtype=cfg.dtype, device=cfg.device)
 
     def domain_for(tokenizer, fmt: str = cfg.formats[0], decoding: str = cfg.decodings[0],
                    prior: str | None = cfg.prior_prompt) -> KnowledgeDomain:

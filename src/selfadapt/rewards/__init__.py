@@ -7,8 +7,10 @@ columns are the dataset's, e.g. ``query`` and ``attempt``, plus TRL's
 (the task, the tokenizer, and the policy being trained, which the trainer sets), and
 writes its value for every rollout to the run's ``rewards.jsonl``.
 
-Kinds: ``verifier.py`` (a checker decides), ``likelihood.py`` (verifier-free, the
-policy's own likelihood of a reference). ``REWARDS`` maps the names that
+Kinds: ``verifier.py`` (a checker decides, optionally with TinyV's judge fallback),
+``likelihood.py`` (verifier-free, the policy's own likelihood of a reference),
+``length.py`` (LASER's length shaping), ``disco.py`` (DISCO's domain- and
+difficulty-aware scaling of the summed reward, a trainer option rather than a reward). ``REWARDS`` maps the names that
 ``--reward NAME=WEIGHT`` accepts to their classes; add your own to it.
 """
 
@@ -37,6 +39,10 @@ class RewardContext:
     model: PreTrainedModel | None = None
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     prior: str | None = None  # the prior prompt the reflections were asked with: the retry repeats it
+    judge: Any = None  # TinyV: a ``judge.Judge`` asked about retries the verifier rejects
+    last_retries: tuple | None = None  # the last batch's retries and verdicts, shared by the step's rewards
+    laser_target: int = 64  # LASER's fixed target length of a reflection, in tokens
+    length_grid: tuple[int, ...] = (16, 32, 48, 64, 96, 128)  # LASER-D's candidate targets
 
     def policy(self) -> PreTrainedModel:
         if self.model is None:
@@ -109,7 +115,8 @@ REWARDS: dict[str, type] = {}  # user-registered rewards: name → class taking 
 
 def registry() -> dict[str, type]:
     """The built-in rewards and the registered ones (imported here: they import the rrr tasks)."""
+    from .length import LaserDReward, LaserReward
     from .likelihood import NoverReward
     from .verifier import RetryReward
 
-    return {"retry": RetryReward, "nover": NoverReward} | REWARDS
+    return {"retry": RetryReward, "nover": NoverReward, "laser": LaserReward, "laser-d": LaserDReward} | REWARDS

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..likelihood import completion_scores
 from ..models import render_chat
-from ..rrr.reflect import retry_messages
+from ..rrr.reflect import answer_prefix, retry_messages
 from . import EpisodeReward
 
 
@@ -57,8 +57,9 @@ class NoverReward(EpisodeReward):
         ctx = self.ctx
         t0 = time.perf_counter()
         references = [ctx.task.reference(q) for q in queries]
-        pairs = [(render_chat(ctx.tokenizer, retry_messages(ctx.task, q, a, r, ctx.prior)), ref)
-                 for q, a, r, ref in zip(queries, attempts, reflections, references)]
+        prefixes = [answer_prefix(ctx.task, q) for q in queries]  # the reference after the retry's prefix
+        pairs = [(render_chat(ctx.tokenizer, retry_messages(ctx.task, q, a, r, ctx.prior)) + p, ref[len(p):])
+                 for q, a, r, ref, p in zip(queries, attempts, reflections, references, prefixes)]
         scores = completion_scores(ctx.policy(), ctx.tokenizer, pairs)
         lengths = [len(ctx.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in reflections]
         perplexity = [reasoning_perplexity(s.logprob, s.tokens, n) for s, n in zip(scores, lengths)]

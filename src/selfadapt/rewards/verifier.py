@@ -3,11 +3,45 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from ..generation import generate
+from ..judge import fallback
 from ..models import render_chat
-from ..rrr.reflect import retry_messages
-from . import EpisodeReward
+from ..rrr.reflect import answer_prefix, retry_messages
+from . import EpisodeReward, RewardContext
+
+
+def retry_verdicts(ctx: RewardContext, queries: list[dict], attempts: list[str], reflections: list[str]
+                   ) -> list[dict[str, Any]]:
+    """Per rollout: the retry written after the reflection (greedy, by the current policy) and
+    whether it is correct. Rewards of one step share it (the last batch is kept on the context),
+    so ``retry`` and ``laser`` together generate each retry once.
+
+    With a judge on the context (TinyV), a retry the verifier rejects is judged against the
+    task's reference answer; both verdicts are kept.
+    """
+    key = tuple((q["id"], a, r) for q, a, r in zip(queries, attempts, reflections))
+    if ctx.last_retries is not None and ctx.last_retries[0] == key:
+        return ctx.last_retries[1]
+    t0 = time.perf_counter()
+    prefixes = [answer_prefix(ctx.task, q) for q in queries]
+    chats = [render_chat(ctx.tokenizer, retry_messages(ctx.task, q, a, r, ctx.prior)) + p
+             for q, a, r, p in zip(queries, attempts, reflections, prefixes)]
+    retries = [p + out for p, out in zip(prefixes, generate(ctx.policy(), ctx.tokenizer, chats, ctx.retry))]
+    t1 = time.perf_counter()
+    verdicts = [ctx.task.verify(q, r) for q, r in zip(queries, retries)]
+    out = [{"retry": retry, "correct": v.correct, "reason": v.reason} for retry, v in zip(retries, verdicts)]
+    ctx.seconds["retry_generation"] += t1 - t0
+    ctx.seconds["verify"] += time.perf_counter() - t1
+    if ctx.judge is not None:
+        t2 = time.perf_counter()
+        items = [(ctx.task.messages(q)[-1]["content"], ctx.task.reference(q), retry) for q, retry in zip(queries, retries)]
+        for row, v in zip(out, fallback([row["correct"] for row in out], items, ctx.judge)):
+            row.update(correct=v["correct"], rule=v["rule"], judge=v["judge"], flip=v["flip"])
+        ctx.seconds["judge"] += time.perf_counter() - t2
+    ctx.last_retries = (key, out)
+    return out
 
 
 class RetryReward(EpisodeReward):
@@ -21,15 +55,7 @@ class RetryReward(EpisodeReward):
     __name__ = "retry"
 
     def score(self, queries, attempts, reflections):
-        ctx = self.ctx
-        t0 = time.perf_counter()
-        chats = [render_chat(ctx.tokenizer, retry_messages(ctx.task, q, a, r, ctx.prior))
-                 for q, a, r in zip(queries, attempts, reflections)]
-        retries = generate(ctx.policy(), ctx.tokenizer, chats, ctx.retry)
-        t1 = time.perf_counter()
-        verdicts = [ctx.task.verify(q, r) for q, r in zip(queries, retries)]
-        ctx.seconds["retry_generation"] += t1 - t0
-        ctx.seconds["verify"] += time.perf_counter() - t1
-        values = [1.0 if v.correct else 0.0 for v in verdicts]
-        return values, [{"id": q["id"], "value": x, "reflection": refl, "retry": retry, "reason": v.reason}
-                        for q, x, refl, retry, v in zip(queries, values, reflections, retries, verdicts)]
+        rows = retry_verdicts(self.ctx, queries, attempts, reflections)
+        values = [1.0 if row["correct"] else 0.0 for row in rows]
+        return values, [{"id": q["id"], "value": x, "reflection": refl, **row}
+                        for q, x, refl, row in zip(queries, values, reflections, rows)]

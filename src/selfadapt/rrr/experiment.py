@@ -73,12 +73,16 @@ def run_build_failures(cfg: FailuresConfig, resume: str | None = None) -> tuple[
 
 @dataclass
 class RRRTrainConfig:
-    failures: str  # a failures.jsonl file or the build-failures run directory
+    failures: list[str]  # failures.jsonl files or build-failures run directories (several tasks: a mixed run)
     model: str = EMBEDDED
     grpo: RRRGRPOConfig = field(default_factory=RRRGRPOConfig)
     dtype: str = "auto"
     device: str = "auto"
     runs_dir: str = "runs"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.failures, (str, Path)):
+            self.failures = [str(self.failures)]
 
 
 def _checkpoint_step(path: Path) -> int:

@@ -18,7 +18,7 @@ from ..generation import SamplingConfig
 from ..runs import Run
 from . import read_jsonl
 from .reflect import attempt
-from .tasks import Task, get_task, task_spec
+from .tasks import MixedTask, Task, get_task, task_spec
 
 FILE = "failures.jsonl"
 
@@ -57,9 +57,8 @@ def build_failures(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, t
     return out
 
 
-def load_failures(path: str | Path) -> tuple[Task, list[dict[str, Any]]]:
-    """Read a failure dataset (a file or the run directory holding one); errors name file and line."""
-    path = Path(path)
+def _read_failures(path: Path) -> tuple[Task, str, list[dict[str, Any]]]:
+    """One failure dataset (a file or the run directory holding one); errors name file and line."""
     if path.is_dir():
         path = path / FILE
     if not path.is_file():
@@ -84,4 +83,21 @@ def load_failures(path: str | Path) -> tuple[Task, list[dict[str, Any]]]:
         records.append(rec)
     if task is None:
         raise ValueError(f"{path}: the failure dataset is empty (the model solved every query?)")
-    return task, records
+    return task, spec, records
+
+
+def load_failures(paths: str | Path | list[str | Path]) -> tuple[Task, list[dict[str, Any]]]:
+    """Read one or more failure datasets. Datasets of different tasks make one ``MixedTask``
+    run, each query tagged with its task's spec (its DISCO domain)."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise ValueError("no failure dataset given")
+    tasks: dict[str, Task] = {}
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        task, spec, recs = _read_failures(Path(path))
+        tasks.setdefault(spec, task)
+        records += recs
+    if len(tasks) == 1:
+        return next(iter(tasks.values())), records
+    return MixedTask(tasks), [{**r, "query": {**r["query"], "task": r["task"]}} for r in records]

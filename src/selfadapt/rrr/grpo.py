@@ -10,7 +10,8 @@ How the reward reaches only the reflection tokens:
 - the rewards (``selfadapt.rewards``, composed with ``--reward NAME=WEIGHT``; by default
   ``retry``: 1 if the retry is correct, else 0) are summed with their weights, and TRL turns
   the G totals of one failed query into group-relative advantages that weight every
-  reflection token equally.
+  reflection token equally. With ``disco`` the totals are first scaled per group by
+  DISCO's domain and difficulty weights (``rewards/disco.py``).
 ``tests/test_rrr.py`` checks this on the trainer's own batch.
 """
 
@@ -19,16 +20,20 @@ from __future__ import annotations
 import json
 import logging
 import time
+from statistics import mean
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from ..generation import SamplingConfig
+from ..judge import make_judge
 from ..prior import check_prior
 from ..rewards import RewardContext, build_rewards, registry
+from ..rewards.disco import DOMAIN_WEIGHTS, disco_scales, domain_weights
 from .reflect import reflect_messages
 from .tasks import Task
 
@@ -56,6 +61,11 @@ class RRRGRPOConfig:
     gradient_checkpointing: bool = False  # TRL turns it on by default; small models train faster without
     rewards: dict[str, float] = field(default_factory=lambda: {"retry": 1.0})  # name → weight
     prior_prompt: str | None = None  # a prior prompt before every reflection request (``selfadapt.prior``)
+    laser_target: int | None = None  # the ``laser`` reward's target reflection length (None: 64 tokens)
+    disco: str | None = None  # DISCO's domain weight, "log" or "inverse" (None: plain GRPO)
+    disco_eps: float | None = None  # DISCO's difficulty weight is 1 / (self-consistency + eps) (None: 0.1)
+    judge_model: str | None = None  # TinyV: a judge for retries the verifier rejects (a model spec, or with
+    judge_url: str | None = None  # judge_url an OpenAI-compatible endpoint's model name)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -66,18 +76,29 @@ class RRRGRPOConfig:
         if self.lora_r < 0 or self.beta < 0 or self.learning_rate <= 0:
             raise ValueError("lora_r and beta must be >= 0 and learning_rate > 0")
         check_prior(self.prior_prompt)
+        if self.disco is not None and self.disco not in DOMAIN_WEIGHTS:
+            raise ValueError(f"unknown DISCO domain weight {self.disco!r}; choose from {', '.join(DOMAIN_WEIGHTS)}")
+        if (self.laser_target is not None and self.laser_target < 1) or (self.disco_eps is not None and self.disco_eps <= 0):
+            raise ValueError("laser_target must be >= 1 and disco_eps > 0")
+        if self.judge_url and not self.judge_model:
+            raise ValueError("an endpoint judge (judge_url) needs judge_model, the endpoint's model name")
         unknown = set(self.rewards) - set(registry())
         if not self.rewards or unknown:
             raise ValueError(f"unknown or missing rewards {sorted(unknown)}; choose from {', '.join(registry())}")
 
 
+def domain_of(task: Task, failure: dict[str, Any]) -> str:
+    """A failure's domain for DISCO: its task spec (one per task of a mixed run)."""
+    return failure.get("task", task.name)
+
+
 def reflection_dataset(task: Task, failures: list[dict[str, Any]], prior: str | None = None):
-    """One row per failed query: the conversation that asks for a reflection, and the query."""
+    """One row per failed query: the conversation that asks for a reflection, the query, its domain."""
     import datasets
 
     return datasets.Dataset.from_list([
         {"prompt": reflect_messages(task, f["query"], f["attempt"], prior), "attempt": f["attempt"],
-         "query": json.dumps(f["query"], ensure_ascii=False)} for f in failures])
+         "query": json.dumps(f["query"], ensure_ascii=False), "domain": domain_of(task, f)} for f in failures])
 
 
 class _StepTimes(TrainerCallback):
@@ -100,12 +121,26 @@ class _StepTimes(TrainerCallback):
 class ReflectionGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose completions are reflections; its rewards share a context holding the policy."""
 
-    def __init__(self, *args, reward_context: RewardContext, **kwargs):
+    def __init__(self, *args, reward_context: RewardContext, disco: dict[str, float] | None = None,
+                 disco_eps: float = 0.1, **kwargs):
         super().__init__(*args, **kwargs)
+        if disco is not None and self.accelerator.num_processes > 1:
+            raise ValueError("DISCO scaling runs in a single training process")
+        self.disco, self.disco_eps = disco, disco_eps  # domain → weight, or None for plain GRPO
         reward_context.model = self.model  # the retry and the likelihoods come from the current policy
         self.phase_seconds = reward_context.seconds  # one clock: rewards add retry, verify and scoring time
         self.step_times: list[dict[str, float]] = []
         self.add_callback(_StepTimes(self))
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.disco is None:
+            return rewards
+        totals = (rewards * self.reward_weights.to(rewards.device).unsqueeze(0)).nansum(dim=1).tolist()
+        scales = disco_scales(totals, [x["domain"] for x in inputs], self.num_generations, self.disco,
+                              self.disco_eps)
+        self._metrics["train" if self.model.training else "eval"]["disco/scale"].append(mean(scales))
+        return rewards * torch.tensor(scales, dtype=rewards.dtype, device=rewards.device).unsqueeze(1)
 
     def _generate(self, prompts):
         t0 = time.perf_counter()
@@ -128,13 +163,18 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
         save_strategy="steps", save_steps=cfg.save_steps, report_to=[], use_cpu=model.device.type == "cpu",
         bf16=False, disable_tqdm=False, gradient_checkpointing=cfg.gradient_checkpointing,
         reward_weights=list(cfg.rewards.values()),
+        scale_rewards="none" if cfg.disco else "group",  # a group's std would cancel DISCO's per-group scale
     )
     peft = (LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
             if cfg.lora_r else None)
     ctx = RewardContext(task, tokenizer, SamplingConfig(max_new_tokens=cfg.retry_tokens, temperature=0.0,
                                                         batch_size=cfg.num_generations * cfg.queries_per_step),
-                        log_path=rollouts, prior=cfg.prior_prompt)
+                        log_path=rollouts, prior=cfg.prior_prompt,
+                        judge=make_judge(cfg.judge_model, cfg.judge_url, device=model.device.type),
+                        laser_target=cfg.laser_target or 64,
+                        length_grid=tuple(range(16, cfg.reflection_tokens + 1, 16)) or (cfg.reflection_tokens,))
     funcs, _ = build_rewards(cfg.rewards, ctx)
+    disco = domain_weights([domain_of(task, f) for f in failures], cfg.disco) if cfg.disco else None
     return ReflectionGRPOTrainer(model=model, args=args, train_dataset=reflection_dataset(task, failures, cfg.prior_prompt),
                                  processing_class=tokenizer, peft_config=peft, reward_funcs=funcs,
-                                 reward_context=ctx)
+                                 reward_context=ctx, disco=disco, disco_eps=cfg.disco_eps or 0.1)

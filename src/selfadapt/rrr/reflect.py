@@ -22,6 +22,12 @@ REFLECT = ("Your answer was wrong. Reflect on what went wrong and write a short 
 RETRY = "Now try again, using your reflection. Answer in the same format as asked before."
 
 
+def retry_request(task: Task, query: dict[str, Any]) -> str:
+    """The retry turn restates the task: a small model, asked only to "try again", answers
+    the reflection (apologies, advice) instead of the task and drops the answer format."""
+    return f"{RETRY}\n\n{task.messages(query)[-1]['content']}"
+
+
 def reflect_messages(task: Task, query: dict[str, Any], attempt: str, prior: str | None = None
                      ) -> list[dict[str, str]]:
     """The failed attempt, then the request for a reflection (after the prior prompt ``prior``, if any)."""
@@ -32,7 +38,7 @@ def reflect_messages(task: Task, query: dict[str, Any], attempt: str, prior: str
 def retry_messages(task: Task, query: dict[str, Any], attempt: str, reflection: str, prior: str | None = None
                    ) -> list[dict[str, str]]:
     return [*reflect_messages(task, query, attempt, prior), {"role": "assistant", "content": reflection},
-            {"role": "user", "content": RETRY}]
+            {"role": "user", "content": retry_request(task, query)}]
 
 
 @dataclass
@@ -46,11 +52,25 @@ class ReflectConfig:
     prior: str | None = None  # a prior prompt before the reflection request (``selfadapt.prior``)
 
 
+def answer_prefix(task: Task, query: dict[str, Any]) -> str:
+    """What every answer to ``query`` starts with, written for the model (a task's ``prefill``
+    knob); empty for tasks without one."""
+    prefix = getattr(task, "prefix", None)
+    return prefix(query) if prefix else ""
+
+
+def answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task, queries: list[dict[str, Any]],
+           conversations: list[list[dict[str, str]]], cfg: SamplingConfig, *, seed: int | None = None) -> list[str]:
+    """The model's answer turn of each conversation, after the task's answer prefix."""
+    prefixes = [answer_prefix(task, q) for q in queries]
+    prompts = [render_chat(tokenizer, c) + p for c, p in zip(conversations, prefixes)]
+    return [p + out for p, out in zip(prefixes, generate(model, tokenizer, prompts, cfg, seed=seed))]
+
+
 def attempt(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task, queries: list[dict[str, Any]],
             cfg: SamplingConfig, *, seed: int | None = None) -> list[str]:
     """One first attempt per query."""
-    prompts = [render_chat(tokenizer, task.messages(q)) for q in queries]
-    return generate(model, tokenizer, prompts, cfg, seed=seed)
+    return answer(model, tokenizer, task, queries, [task.messages(q) for q in queries], cfg, seed=seed)
 
 
 def reflect_and_retry(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task,
@@ -71,9 +91,9 @@ def reflect_and_retry(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     reflect_prompts = [render_chat(tokenizer, reflect_messages(task, queries[i], answers[i], cfg.prior))
                        for i in failed]
     reflections = generate(model, tokenizer, reflect_prompts, cfg.reflection, seed=seed + 1)
-    retry_prompts = [render_chat(tokenizer, retry_messages(task, queries[i], answers[i], r, cfg.prior))
-                     for i, r in zip(failed, reflections)]
-    retries = generate(model, tokenizer, retry_prompts, cfg.answer, seed=seed + 2)
+    retries = answer(model, tokenizer, task, [queries[i] for i in failed],
+                     [retry_messages(task, queries[i], answers[i], r, cfg.prior) for i, r in zip(failed, reflections)],
+                     cfg.answer, seed=seed + 2)
     for i, reflection, retry in zip(failed, reflections, retries):
         v = task.verify(queries[i], retry)
         records[i].update(reflection=reflection, retry=retry, second_correct=v.correct, second_reason=v.reason)

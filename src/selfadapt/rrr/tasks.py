@@ -49,7 +49,10 @@ class CountdownTask:
     """Seeded, solver-checked Countdown instances; the split is fixed by ``pool`` and ``seed``.
 
     Difficulty: ``numbers`` per instance (0: the paper's mix of 3 and 4), their ``max_number``,
-    and the largest target ``max_target``.
+    and the largest target ``max_target``. ``shots`` solved examples (fixed instances) go
+    before the query as earlier turns of the conversation, since a small model copies an
+    answer format from a demonstration more readily than from an instruction; a query
+    equal to a demonstration is left out.
     """
 
     pool: int = 400
@@ -58,26 +61,39 @@ class CountdownTask:
     numbers: int = 0
     max_number: int = 25
     max_target: int = 100
+    shots: int = 0
+    prefill: int = 0  # 1: every answer starts with "<answer>", written for the model
     name: str = "countdown"
 
     def __post_init__(self) -> None:
         if self.numbers not in (0, 2, 3, 4, 5) or self.max_number < 2 or self.max_target < 10:
             raise ValueError("countdown needs numbers in 2–5 (0: 3 or 4), max_number >= 2, max_target >= 10")
+        if self.prefill not in (0, 1):
+            raise ValueError("countdown prefill must be 0 or 1")
+        if not 0 <= self.shots <= len(COUNTDOWN_SHOTS):
+            raise ValueError(f"countdown shots must be 0–{len(COUNTDOWN_SHOTS)}")
 
     def queries(self, split: str, n: int | None = None) -> list[dict[str, Any]]:
         _split(split)
         sizes = (self.numbers,) if self.numbers else (3, 4)
         train, test = _countdown_split(self.pool, self.test_fraction, self.seed, sizes, self.max_number,
                                        self.max_target)
-        chosen = (train if split == "train" else test)[:n]
+        shown = {(p.numbers, p.target) for p, _ in COUNTDOWN_SHOTS[: self.shots]}
+        chosen = [p for p in (train if split == "train" else test) if (p.numbers, p.target) not in shown][:n]
         return [{"id": f"countdown-{'-'.join(map(str, p.numbers))}-{p.target}", "numbers": list(p.numbers),
                  "target": p.target} for p in chosen]
 
     def messages(self, query: dict[str, Any]) -> list[dict[str, str]]:
-        return [{"role": "user", "content": self._problem(query).prompt()}]
+        shots = [turn for problem, answer in COUNTDOWN_SHOTS[: self.shots]
+                 for turn in ({"role": "user", "content": problem.prompt()},
+                              {"role": "assistant", "content": f"<answer>{answer}</answer>"})]
+        return [*shots, {"role": "user", "content": self._problem(query).prompt()}]
 
     def verify(self, query: dict[str, Any], response: str) -> Verdict:
         return countdown.verify(self._problem(query), response)
+
+    def prefix(self, query: dict[str, Any]) -> str:
+        return "<answer>" if self.prefill else ""
 
     def reference(self, query: dict[str, Any]) -> str:
         p = self._problem(query)
@@ -95,6 +111,13 @@ class CountdownTask:
         return countdown.Countdown(tuple(query["numbers"]), query["target"])
 
 
+COUNTDOWN_SHOTS = (  # the ``shots`` demonstrations; an instance equal to one is left out of the splits
+    (countdown.Countdown((4, 7), 28), "4 * 7"),
+    (countdown.Countdown((9, 3, 5), 17), "9 + 3 + 5"),
+    (countdown.Countdown((6, 4, 3, 2), 20), "6 * 3 + 4 - 2"),
+)
+
+
 @lru_cache(maxsize=8)
 def _countdown_split(pool: int, test_fraction: float, seed: int, sizes: tuple[int, ...], max_number: int,
                      max_target: int):
@@ -105,6 +128,10 @@ def _countdown_split(pool: int, test_fraction: float, seed: int, sizes: tuple[in
 
 CALL_SYSTEM = ("You can call these functions (JSON schema):\n{functions}\n\n"
                'Reply with one call and nothing else, as JSON: {{"name": ..., "arguments": {{...}}}}.')
+CALL_SHOT = ('\n\nFor example, offered {{"name": "get_weather", "parameters": {{"type": "dict", "properties": '
+             '{{"city": {{"type": "string"}}, "days": {{"type": "integer"}}}}, "required": ["city"]}}}}, the request '
+             '"Weather in Paris for the next 3 days?" is answered: '
+             '{{"name": "get_weather", "arguments": {{"city": "Paris", "days": 3}}}}')
 
 
 @dataclass
@@ -113,17 +140,22 @@ class FunctionCallingTask:
 
     Difficulty: the BFCL ``set`` (``simple_python``: one function offered; ``multiple``:
     several) and, for ``multiple``, how many ``functions`` are offered (0: all): the
-    ground-truth function and the first others.
+    ground-truth function and the first others. ``shots=1`` adds a worked example of the
+    reply format (a made-up function) to the instructions.
     """
 
     set: str = "simple_python"
     functions: int = 0
+    shots: int = 0
+    prefill: int = 0  # 1: every answer starts with '{"name": "', written for the model
     test_fraction: float = 0.25
     name: str = "function-calling"
 
     def __post_init__(self) -> None:
         if self.functions < 0:
             raise ValueError("functions must be >= 0 (0: offer every function)")
+        if self.shots not in (0, 1) or self.prefill not in (0, 1):
+            raise ValueError("function-calling shots and prefill must be 0 or 1")
 
     def queries(self, split: str, n: int | None = None) -> list[dict[str, Any]]:
         _split(split)
@@ -144,11 +176,15 @@ class FunctionCallingTask:
 
     def messages(self, query: dict[str, Any]) -> list[dict[str, str]]:
         task = self._task(query)
-        system = CALL_SYSTEM.format(functions=json.dumps(task.functions, ensure_ascii=False))
+        system = (CALL_SYSTEM + (CALL_SHOT if self.shots else "")).format(
+            functions=json.dumps(task.functions, ensure_ascii=False))
         return [{"role": "system", "content": system}, *task.messages]
 
     def verify(self, query: dict[str, Any], response: str) -> Verdict:
         return function_calling.verify(self._task(query), response)
+
+    def prefix(self, query: dict[str, Any]) -> str:
+        return '{"name": "' if self.prefill else ""
 
     def reference(self, query: dict[str, Any]) -> str:
         call = function_calling.gold_call(self._task(query))
@@ -170,8 +206,48 @@ class FunctionCallingTask:
                                          tuple(query["ground_truth"]))
 
 
+@dataclass
+class MixedTask:
+    """Several tasks in one training run (DISCO's domains): each query names its task's spec
+    in ``"task"`` and is routed to it."""
+
+    tasks: dict[str, Task]
+    name: str = "mixed"
+
+    def __post_init__(self) -> None:
+        if len(self.tasks) < 2:
+            raise ValueError("a mixed task needs at least two tasks")
+
+    def _of(self, query: Any) -> Task:
+        spec = query.get("task") if isinstance(query, dict) else None
+        if spec not in self.tasks:
+            raise ValueError(f"a mixed-task query needs 'task', one of {', '.join(self.tasks)}; got {spec!r}")
+        return self.tasks[spec]
+
+    def queries(self, split: str, n: int | None = None) -> list[dict[str, Any]]:
+        """``n`` queries of each task, tagged with its spec."""
+        return [{**q, "task": spec} for spec, t in self.tasks.items() for q in t.queries(split, n)]
+
+    def messages(self, query: dict[str, Any]) -> list[dict[str, str]]:
+        return self._of(query).messages(query)
+
+    def verify(self, query: dict[str, Any], response: str) -> Verdict:
+        return self._of(query).verify(query, response)
+
+    def reference(self, query: dict[str, Any]) -> str:
+        return self._of(query).reference(query)
+
+    def prefix(self, query: dict[str, Any]) -> str:
+        prefix = getattr(self._of(query), "prefix", None)
+        return prefix(query) if prefix else ""
+
+    def check(self, query: Any) -> None:
+        self._of(query).check(query)
+
+
 TASKS = {"countdown": CountdownTask, "function-calling": FunctionCallingTask}
-KNOBS = {"countdown": ("numbers", "max_number", "max_target"), "function-calling": ("set", "functions")}
+KNOBS = {"countdown": ("numbers", "max_number", "max_target", "shots", "prefill"),
+         "function-calling": ("set", "functions", "shots", "prefill")}
 
 
 def get_task(spec: str) -> Task:
