@@ -44,7 +44,7 @@ def main() -> None:
             log = next((h for h in history if h.get("step") == step + 1), {})
             print(f"| {step} | " + " | ".join(f"{np.mean([r['value'] for r in by[n]]):.3f}" for n in names) +
                   f" | {spread} / {len(totals)} | {sum(r.get('correct', False) for r in retry)} / {len(retry)} | "
-                  f"{np.mean(lengths) if lengths else float('nan'):.0f} | {log.get('disco/scale', '–')} |")
+                  f"{f'{np.mean(lengths):.0f}' if lengths else '–'} | {f"{log['disco/scale']:.3f}" if 'disco/scale' in log else '–'} |")
         adapter = run / "policy" / "adapter_model.safetensors"
         if adapter.exists():
             b = [np.abs(v).max() for k, v in load_file(str(adapter)).items() if "lora_B" in k]
