@@ -42,9 +42,11 @@ def main() -> None:
             retry = by.get("retry") or []
             lengths = [r["length"] for n in names for r in by[n] if "length" in r][: len(first)]
             log = next((h for h in history if h.get("step") == step + 1), {})
+            length = f"{np.mean(lengths):.0f}" if lengths else "–"
+            scale = f"{log['disco/scale']:.3f}" if "disco/scale" in log else "–"
             print(f"| {step} | " + " | ".join(f"{np.mean([r['value'] for r in by[n]]):.3f}" for n in names) +
                   f" | {spread} / {len(totals)} | {sum(r.get('correct', False) for r in retry)} / {len(retry)} | "
-                  f"{f'{np.mean(lengths):.0f}' if lengths else '–'} | {f"{log['disco/scale']:.3f}" if 'disco/scale' in log else '–'} |")
+                  f"{length} | {scale} |")
         adapter = run / "policy" / "adapter_model.safetensors"
         if adapter.exists():
             b = [np.abs(v).max() for k, v in load_file(str(adapter)).items() if "lora_B" in k]
