@@ -314,3 +314,23 @@ def test_prefill_starts_every_answer_and_retry(tiny, monkeypatch):
     assert get_task("function-calling:prefill=1").prefix(q) == '{"name": "'
     with pytest.raises(ValueError, match="prefill must be 0 or 1"):
         get_task("countdown:prefill=2")
+
+
+def test_a_resumed_training_run_regenerates_rollouts_after_its_last_checkpoint(tiny_dir, tmp_path):
+    from selfadapt.rrr.experiment import RRRTrainConfig, run_rrr_train
+
+    task = CountdownTask(pool=40)
+    failures = tmp_path / "failures.jsonl"
+    failures.write_text("".join(json.dumps({"task": "countdown", "id": q["id"], "query": q, "attempt": "no"}) + "\n"
+                                for q in task.queries("train", 2)))
+    grpo = RRRGRPOConfig(num_generations=2, queries_per_step=1, max_steps=1, reflection_tokens=4, retry_tokens=4,
+                         lora_r=2, lora_alpha=4, save_steps=1)
+    cfg = RRRTrainConfig(failures=str(failures), model=str(tiny_dir), grpo=grpo, dtype="float32", device="cpu",
+                         runs_dir=str(tmp_path / "runs"))
+    run = Run.create(tmp_path / "runs", "rrr-train-countdown", cfg)
+    stale = {"step": 0, "reward": "retry", "id": "stale", "value": 0.0}
+    (run.path / "rollouts.jsonl").write_text(json.dumps(stale) + "\n")  # killed before its first checkpoint
+    run_rrr_train(cfg, resume=str(run.path))
+    rows = [json.loads(line) for line in (run.path / "rollouts.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["id"] != "stale" for r in rows)
+    assert (run.path / "policy" / "adapter_config.json").is_file()

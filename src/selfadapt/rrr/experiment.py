@@ -100,9 +100,10 @@ def run_rrr_train(cfg: RRRTrainConfig, resume: str | None = None) -> Path:
         return run.path
     rollouts = run.path / "rollouts.jsonl"
     checkpoints = sorted(run.path.glob("checkpoints/checkpoint-*"), key=_checkpoint_step)
-    if checkpoints and rollouts.exists():  # rollouts after the checkpoint will be generated again
+    if rollouts.exists():  # rollouts after the newest checkpoint (all, without one) will be generated again
+        done = _checkpoint_step(checkpoints[-1]) if checkpoints else 0
         keep = [line for line in rollouts.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["step"] < _checkpoint_step(checkpoints[-1])]
+                if line.strip() and json.loads(line)["step"] < done]
         rollouts.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
     log.info("GRPO on %d failed %s queries, %d steps of %d queries × %d reflections", len(failures), task.name,
              cfg.grpo.max_steps, cfg.grpo.queries_per_step, cfg.grpo.num_generations)
