@@ -140,3 +140,21 @@ def test_a_registered_reward_plugs_in(tiny):
         del REWARDS["brevity"]
     with pytest.raises(ValueError, match="unknown or missing rewards"):
         RRRGRPOConfig(rewards={"brevity": 1.0})
+
+
+def test_nover_scores_the_reference_after_the_answer_prefix(tiny, tmp_path):
+    class Prefilled(ParityTask):
+        def prefix(self, query):
+            return "an "
+
+    task, tok = Prefilled(), tiny.tokenizer
+    q = task.queries("train", 1)[0]
+    ctx = RewardContext(task, tok, model=tiny.model)
+    _, rows = NoverReward(ctx).score([q], ["odd"], ["silver"])
+    p = tok(render_chat(tok, retry_messages(task, q, "odd", "silver")) + "an ", add_special_tokens=False)["input_ids"]
+    c = tok("even answer", add_special_tokens=False)["input_ids"]  # the reference minus the prefix written for it
+    with torch.no_grad():
+        logp = torch.log_softmax(tiny.model(input_ids=torch.tensor([p + c])).logits[0].float(), -1)
+    lp = sum(float(logp[len(p) + i - 1, t]) for i, t in enumerate(c))
+    assert rows[0]["perplexity"] == pytest.approx(reasoning_perplexity(lp, len(c), len(tok("silver")["input_ids"])),
+                                                  rel=1e-4)
