@@ -11,7 +11,7 @@ import torch
 
 from selfadapt.restem import self_edit_rewards
 from selfadapt.rewards import RewardContext, build_rewards
-from selfadapt.rewards import verifier as verifier_mod
+from selfadapt.rrr import reflect as reflect_mod
 from selfadapt.rewards.disco import disco_scales, domain_weights, self_consistency
 from selfadapt.rewards.length import AdaptiveTarget, LaserDReward, LaserReward, bucket, laser
 from selfadapt.rewards.verifier import RetryReward
@@ -63,11 +63,11 @@ def _episode(task, n, reflections):
 def test_laser_rewards_share_one_retry_per_rollout(tiny, monkeypatch, tmp_path):
     calls = []
 
-    def fake_generate(model, tok, prompts, cfg):
+    def fake_generate(model, tok, prompts, cfg, seed=None):
         calls.append(len(prompts))
         return ["ab", "abc", "ab", "ab"][: len(prompts)]  # correct, wrong, correct, correct
 
-    monkeypatch.setattr(verifier_mod, "generate", fake_generate)
+    monkeypatch.setattr(reflect_mod, "generate", fake_generate)
     tok = tiny.tokenizer
     reflections = ["a", "The Mongol army seized the town of Otrar in 1219.", "silver", "The Mongol army seized"]
     lengths = [len(tok(r, add_special_tokens=False)["input_ids"]) for r in reflections]
@@ -82,7 +82,8 @@ def test_laser_rewards_share_one_retry_per_rollout(tiny, monkeypatch, tmp_path):
 
 
 def test_laser_d_reward_uses_the_groups_bucket(tiny, monkeypatch):
-    monkeypatch.setattr(verifier_mod, "generate", lambda model, tok, prompts, cfg: ["ab", "ab", "abc", "abc"])
+    monkeypatch.setattr(reflect_mod, "generate",
+                        lambda model, tok, prompts, cfg, seed=None: ["ab", "ab", "abc", "abc"])
     ctx = RewardContext(ParityTask(), tiny.tokenizer, model=tiny.model, length_grid=(2, 4, 200))
     reward = LaserDReward(ctx)
     # One query, four reflections: two correct retries (medium bucket).
@@ -94,7 +95,7 @@ def test_laser_d_reward_uses_the_groups_bucket(tiny, monkeypatch):
 
 
 def test_retry_reward_with_a_tinyv_judge_records_flips(tiny, monkeypatch, tmp_path):
-    monkeypatch.setattr(verifier_mod, "generate", lambda model, tok, prompts, cfg: ["ab", "abc", "abcde"])
+    monkeypatch.setattr(reflect_mod, "generate", lambda model, tok, prompts, cfg, seed=None: ["ab", "abc", "abcde"])
     asked = []
 
     class Judge:

@@ -10,7 +10,7 @@ import torch
 
 from selfadapt.models import render_chat
 from selfadapt.rewards import REWARDS, RewardContext, build_rewards, parse_reward_specs, registry
-from selfadapt.rewards import verifier as verifier_mod
+from selfadapt.rrr import reflect as reflect_mod
 from selfadapt.rewards.likelihood import NoverReward, group_ranks, reasoning_perplexity
 from selfadapt.rewards.verifier import RetryReward
 from selfadapt.rrr.grpo import RRRGRPOConfig, make_trainer
@@ -64,7 +64,8 @@ def test_retry_reward_truth_table(tiny, monkeypatch, tmp_path):
     task = ParityTask()
     queries = task.queries("train", 4)
     retries = ["ab", "abc", "", "abcd"]  # even, odd, even, even
-    monkeypatch.setattr(verifier_mod, "generate", lambda model, tok, prompts, cfg: retries[: len(prompts)])
+    monkeypatch.setattr(reflect_mod, "generate",
+                        lambda model, tok, prompts, cfg, seed=None: retries[: len(prompts)])
     ctx = RewardContext(task, tiny.tokenizer, log_path=tmp_path / "r.jsonl", model=tiny.model)
     values = RetryReward(ctx)(["p"] * 4, [[{"content": f"reflection {i}"}] for i in range(4)],
                               query=[json.dumps(q) for q in queries], attempt=["x"] * 4)

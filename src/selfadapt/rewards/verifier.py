@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..generation import generate
 from ..judge import fallback
-from ..models import render_chat
-from ..rrr.reflect import answer_prefix, retry_messages
+from ..rrr.reflect import answer, retry_messages
 from . import EpisodeReward, RewardContext
 
 
@@ -25,10 +23,9 @@ def retry_verdicts(ctx: RewardContext, queries: list[dict], attempts: list[str],
     if ctx.last_retries is not None and ctx.last_retries[0] == key:
         return ctx.last_retries[1]
     t0 = time.perf_counter()
-    prefixes = [answer_prefix(ctx.task, q) for q in queries]
-    chats = [render_chat(ctx.tokenizer, retry_messages(ctx.task, q, a, r, ctx.prior)) + p
-             for q, a, r, p in zip(queries, attempts, reflections, prefixes)]
-    retries = [p + out for p, out in zip(prefixes, generate(ctx.policy(), ctx.tokenizer, chats, ctx.retry))]
+    retries = answer(ctx.policy(), ctx.tokenizer, ctx.task, queries,
+                     [retry_messages(ctx.task, q, a, r, ctx.prior) for q, a, r in zip(queries, attempts, reflections)],
+                     ctx.retry)
     t1 = time.perf_counter()
     verdicts = [ctx.task.verify(q, r) for q, r in zip(queries, retries)]
     out = [{"retry": retry, "correct": v.correct, "reason": v.reason} for retry, v in zip(retries, verdicts)]
