@@ -36,8 +36,9 @@ from .generation import SamplingConfig
 from .lora import LoRAConfig, ResidentLoRA
 from .models import EMBEDDED, load_model
 from .plots import plot_training_rounds
-from .rewards.length import AdaptiveTarget, laser
 from .policy import write_into_run
+from .rewards import token_lengths
+from .rewards.length import AdaptiveTarget, laser
 from .runs import Run
 from .workers import Parallel, workers_for
 
@@ -324,7 +325,7 @@ def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: l
     round_records = [rec for rec in records if rec.get("round") == r]
     tok = teacher.tokenizer
     rewards = self_edit_rewards(round_records, cfg.reward_baseline, cfg.forgetting_penalty, cfg.laser,
-                                lambda text: len(tok(text, add_special_tokens=False)["input_ids"]), cfg.laser_target,
+                                lambda text: token_lengths(tok, [text])[0], cfg.laser_target,
                                 tuple(range(32, cfg.max_new_tokens + 1, 32)) or (cfg.max_new_tokens,))
     winners = select_winners(rewards, cfg.keep)
     examples = sft_examples(teacher_domain, items, edits, winners)

@@ -10,8 +10,9 @@ writes its value for every rollout to the run's ``rewards.jsonl``.
 Kinds: ``verifier.py`` (a checker decides, optionally with TinyV's judge fallback),
 ``likelihood.py`` (verifier-free, the policy's own likelihood of a reference),
 ``length.py`` (LASER's length shaping), ``disco.py`` (DISCO's domain- and
-difficulty-aware scaling of the summed reward, a trainer option rather than a reward). ``REWARDS`` maps the names that
-``--reward NAME=WEIGHT`` accepts to their classes; add your own to it.
+difficulty-aware scaling of the summed reward, a trainer option rather than a reward).
+``REWARDS`` maps the names that ``--reward NAME=WEIGHT`` accepts to their classes; add
+your own to it.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ class RewardContext:
         with open(self.log_path, "a", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps({"step": step, "reward": name, **row}, ensure_ascii=False) + "\n")
+
+
+def token_lengths(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[int]:
+    """Each text's length in tokens, as the model sees it (no special tokens)."""
+    return [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
 
 
 def completion_text(completion: Any) -> str:

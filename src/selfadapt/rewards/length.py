@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import EpisodeReward
+from . import EpisodeReward, token_lengths
 from .verifier import retry_verdicts
 
 
@@ -76,10 +76,6 @@ class AdaptiveTarget:
         return names
 
 
-def _lengths(tokenizer, texts: list[str]) -> list[int]:
-    return [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-
-
 class LaserReward(EpisodeReward):
     """LASER on reflections: 1 if the retry after the reflection is correct and the reflection
     is at most ``RewardContext.laser_target`` tokens long."""
@@ -88,7 +84,7 @@ class LaserReward(EpisodeReward):
 
     def score(self, queries, attempts, reflections):
         rows = retry_verdicts(self.ctx, queries, attempts, reflections)
-        lengths = _lengths(self.ctx.tokenizer, reflections)
+        lengths = token_lengths(self.ctx.tokenizer, reflections)
         values = laser(lengths, [r["correct"] for r in rows], self.ctx.laser_target)
         return values, [{"id": q["id"], "value": x, "length": n, "target": self.ctx.laser_target}
                         for q, x, n in zip(queries, values, lengths)]
@@ -107,18 +103,15 @@ class LaserDReward(EpisodeReward):
     def score(self, queries, attempts, reflections):
         rows = retry_verdicts(self.ctx, queries, attempts, reflections)
         t0 = time.perf_counter()
-        lengths = _lengths(self.ctx.tokenizer, reflections)
+        lengths = token_lengths(self.ctx.tokenizer, reflections)
         members: dict[str, list[int]] = defaultdict(list)
         for i, q in enumerate(queries):
             members[q["id"]].append(i)
         groups = list(members.values())
         names = self.targets.update([[(lengths[i], rows[i]["correct"]) for i in g] for g in groups])
-        target = [0] * len(queries)
-        for g, name in zip(groups, names):
-            for i in g:
-                target[i] = self.targets.target(name)
+        bucket_of = {i: name for g, name in zip(groups, names) for i in g}
+        target = [self.targets.target(bucket_of[i]) for i in range(len(queries))]
         values = laser(lengths, [r["correct"] for r in rows], target)
-        group_of = {i: name for g, name in zip(groups, names) for i in g}
         self.ctx.seconds["laser-d"] += time.perf_counter() - t0
-        return values, [{"id": q["id"], "value": x, "length": n, "target": t, "bucket": group_of[i]}
+        return values, [{"id": q["id"], "value": x, "length": n, "target": t, "bucket": bucket_of[i]}
                         for i, (q, x, n, t) in enumerate(zip(queries, values, lengths, target))]

@@ -11,7 +11,7 @@ import numpy as np
 from ..likelihood import completion_scores
 from ..models import render_chat
 from ..rrr.reflect import answer_prefix, retry_messages
-from . import EpisodeReward
+from . import EpisodeReward, token_lengths
 
 
 def reasoning_perplexity(logprob: float, answer_tokens: int, reasoning_tokens: int) -> float:
@@ -61,7 +61,7 @@ class NoverReward(EpisodeReward):
         pairs = [(render_chat(ctx.tokenizer, retry_messages(ctx.task, q, a, r, ctx.prior)) + p, ref[len(p):])
                  for q, a, r, ref, p in zip(queries, attempts, reflections, references, prefixes)]
         scores = completion_scores(ctx.policy(), ctx.tokenizer, pairs)
-        lengths = [len(ctx.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in reflections]
+        lengths = token_lengths(ctx.tokenizer, reflections)
         perplexity = [reasoning_perplexity(s.logprob, s.tokens, n) for s, n in zip(scores, lengths)]
         values = group_ranks(perplexity, [q["id"] for q in queries])
         ctx.seconds["nover"] += time.perf_counter() - t0

@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from statistics import mean
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import mean
 from typing import Any
 
 import torch
