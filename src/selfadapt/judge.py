@@ -3,8 +3,9 @@
 A judge says whether a response answers a question as the gold answer does, for
 (question, gold, response) triples:
 - ``LLMJudge``: an OpenAI-compatible chat endpoint (the SEAL paper's grader);
-- ``LocalJudge``: any model spec, loaded here. Its verdict is whichever reply, "yes" or
-  "no", the model finds likelier, so there is nothing to parse and no refusal to handle.
+- ``LocalJudge``: any model spec, loaded here. Its verdict compares the log-likelihoods of
+  the replies "yes" and "no" (margin above a threshold, 0 by default), so there is
+  nothing to parse and no refusal to handle.
 
 ``fallback`` is TinyV (Xu et al., 2025, "TinyV: Reducing False Negatives in Verification
 Improves RL for LLM Reasoning"): rule verifiers reject correct answers worded
