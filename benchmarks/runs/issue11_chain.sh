@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# Issue 11's long runs, in order, each resumable: rerun this script to continue where it stopped.
-# 1. eval200 paired table (40 passages); 2. ReST-EM, 3 rounds (C=16, k=4, reward vs passage-only,
-# with the probe set scored so that a later --forgetting-penalty run has its "without" round).
+# Issue 11's long runs, each resumable: rerun this script to continue where it stopped.
+# ReST-EM for 3 rounds (C=16, k=4, reward vs passage-only, probe scored so that a later
+# --forgetting-penalty run has its "without" round); each finished round's policy is then
+# evaluated on the first 40 eval200 passages, paired with the same passage-only runs.
 cd "$(dirname "$0")/../.."
-while pgrep -f "selfadapt eval knowledge --dataset eval200" > /dev/null; do sleep 30; done  # one already running
-E=$(ls -d benchmarks/runs/eval200/eval-knowledge-* 2>/dev/null | head -1)
-.venv/bin/selfadapt eval knowledge --dataset eval200 --passages 40 --external gpt-4.1 --workers 2 \
-  --runs-dir benchmarks/runs/eval200 ${E:+--resume $E} > /tmp/eval200.log 2>&1
-R=$(ls -d benchmarks/runs/restem/train-knowledge-* 2>/dev/null | head -1)
-.venv/bin/selfadapt train knowledge --reward-baseline passage -c 16 -k 4 --rounds 3 --probe --workers 2 \
-  --runs-dir benchmarks/runs/restem ${R:+--resume $R} > /tmp/restem.log 2>&1
+R=benchmarks/runs/restem/train-knowledge-20261124-165837
+E=benchmarks/runs/eval200/eval-knowledge-20261124-155031
+train() {  # resume ReST-EM until round $1's policy exists (then stop it: the evaluation runs first)
+  [ -f $R/round-$1/policy.json ] && return
+  setsid .venv/bin/selfadapt train knowledge --reward-baseline passage -c 16 -k 4 --rounds 3 --probe \
+    --workers 2 --runs-dir benchmarks/runs/restem --resume $R >> /tmp/restem.log 2>&1 &
+  local pid=$!
+  while kill -0 $pid 2>/dev/null && [ ! -f $R/round-$1/policy.json ]; do sleep 20; done
+  sleep 5; kill -- -$pid 2>/dev/null; wait $pid 2>/dev/null
+}
+evaluate() {  # the eval200 run with the policies of rounds 0..$1 added (records already there are kept)
+  local p=(); for r in $(seq 0 $1); do p+=(--policy $R/round-$r); done
+  .venv/bin/selfadapt eval knowledge --dataset eval200 --passages 40 --external gpt-4.1 --workers 2 \
+    --runs-dir benchmarks/runs/eval200 --resume $E "${p[@]}" >> /tmp/eval200.log 2>&1
+}
+# With arguments, run just that step (e.g. `train 1`); without, the whole chain.
+if [ $# -gt 0 ]; then "$@"; else train 1 && evaluate 1 && train 2 && evaluate 2; fi
