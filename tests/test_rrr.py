@@ -334,3 +334,77 @@ def test_a_resumed_training_run_regenerates_rollouts_after_its_last_checkpoint(t
     rows = [json.loads(line) for line in (run.path / "rollouts.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(r["id"] != "stale" for r in rows)
     assert (run.path / "policy" / "adapter_config.json").is_file()
+
+
+# --- constrained answers (the tasks' ``constrain`` knob) ---
+
+def _accepts(tokenizer, grammar: str, text: str) -> bool:
+    from selfadapt.constrained import GrammarConstraint
+
+    return GrammarConstraint(tokenizer, grammar).accepts(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_countdown_grammar_is_exactly_the_expressions_using_each_number_once(tiny_tokenizer):
+    from selfadapt.constrained import lark_grammar
+    from selfadapt.rrr.countdown import answer_grammar, solve
+
+    g = lark_grammar(answer_grammar((3, 5, 5)))
+    for ok in ("<answer>3 * (5 + 5)</answer>", "<answer>(5 - 3) * 5</answer>", "<answer>((5 / 5) + 3)</answer>",
+               f"<answer>{solve((3, 5, 5), 13)}</answer>"):
+        assert _accepts(tiny_tokenizer, g, ok), ok
+    for bad in ("<answer>3 * 5</answer>",  # a number left out
+                "<answer>3 * (5 + 5) + 3</answer>",  # one used twice
+                "<answer>3 * (5 + 7)</answer>",  # not given
+                "<answer>3 ** (5 + 5)</answer>", "<answer>3*(5+5)</answer>", "3 * (5 + 5)", "<answer>3 * (5 + 5)"):
+        assert not _accepts(tiny_tokenizer, g, bad), bad
+
+
+def test_constrained_countdown_answers_always_use_the_given_numbers(tiny):
+    """Sampled freely at temperature 1 with and without the prefill, every attempt is an
+    expression over exactly the instance's numbers: only the target can be missed."""
+    from selfadapt.rrr.countdown import evaluate, extract_answer
+    from selfadapt.rrr.reflect import attempt
+
+    for spec in ("countdown:numbers=3,constrain=1", "countdown:numbers=4,constrain=1,prefill=1"):
+        task = get_task(spec)
+        queries = task.queries("train", 6)
+        for seed in range(3):
+            outs = attempt(tiny.model, tiny.tokenizer, task, queries,
+                           SamplingConfig(max_new_tokens=64, temperature=1.0, batch_size=6), seed=seed)
+            for q, out in zip(queries, outs):
+                _, used = evaluate(extract_answer(out))
+                assert sorted(used) == sorted(q["numbers"]), out
+                assert task.verify(q, out).reason.startswith(("equals", "correct")), out
+        assert get_task(task_spec(task)) == task  # the knob survives the run records
+
+
+def test_call_grammar_accepts_the_gold_call_of_every_shipped_task(tiny_tokenizer):
+    task = get_task("function-calling:constrain=1")
+    rejected = [q["id"] for q in task.queries("train") + task.queries("test")
+                if not _accepts(tiny_tokenizer, task.grammar(q), task.reference(q))]
+    # The one exception is in the data: its only non-empty accepted "venue" is `true` for a string
+    # parameter. Leaving the optional venue out is also accepted, and the grammar writes that.
+    assert rejected == ["simple_python_307"]
+    q = next(q for q in task.queries("train") + task.queries("test") if q["id"] == "simple_python_307")
+    call = '{"name": "game_result.get_winner", "arguments": {"teams": ["Lakers", "Clippers"], "date": "2021-01-28"}}'
+    assert _accepts(tiny_tokenizer, task.grammar(q), call) and task.verify(q, call).correct
+
+
+def test_call_grammar_rejects_what_the_functions_do_not_declare(tiny_tokenizer):
+    task = get_task("function-calling:constrain=1")
+    q = next(q for q in task.queries("train") + task.queries("test") if q["functions"][0]["name"] ==
+             "calculate_triangle_area")
+    g = task.grammar(q)
+    assert _accepts(tiny_tokenizer, g, '{"name": "calculate_triangle_area", "arguments": {"base": 10, "height": 5}}')
+    for bad in ('{"name": "triangle_area", "arguments": {"base": 10, "height": 5}}',  # not offered
+                '{"name": "calculate_triangle_area", "arguments": {"base": 10}}',  # required height missing
+                '{"name": "calculate_triangle_area", "arguments": {"base": "10", "height": 5}}',  # declared integer
+                '{"name": "calculate_triangle_area", "arguments": {"base": 10, "height": 5, "color": "red"}}',
+                '{"name": "calculate_triangle_area", "arguments": {"base": 10, "height": 5}} Sure!'):
+        assert not _accepts(tiny_tokenizer, g, bad), bad
+    # With the prefill, the constraint reads the prefix first and the model continues it.
+    from selfadapt.constrained import GrammarConstraint
+
+    c = GrammarConstraint(tiny_tokenizer, g, prefix='{"name": "')
+    assert c.accepts(tiny_tokenizer('calculate_triangle_area", "arguments": {"base": 1, "height": 2}}',
+                                    add_special_tokens=False)["input_ids"])

@@ -12,6 +12,7 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..constrained import GrammarConstraint
 from ..generation import SamplingConfig, generate
 from ..models import render_chat
 from ..prior import with_prior
@@ -61,10 +62,16 @@ def answer_prefix(task: Task, query: dict[str, Any]) -> str:
 
 def answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task, queries: list[dict[str, Any]],
            conversations: list[list[dict[str, str]]], cfg: SamplingConfig, *, seed: int | None = None) -> list[str]:
-    """The model's answer turn of each conversation, after the task's answer prefix."""
+    """The model's answer turn of each conversation, after the task's answer prefix, and under
+    the task's answer grammar if it has one (every attempt and retry goes through here)."""
     prefixes = [answer_prefix(task, q) for q in queries]
     prompts = [render_chat(tokenizer, c) + p for c, p in zip(conversations, prefixes)]
-    return [p + out for p, out in zip(prefixes, generate(model, tokenizer, prompts, cfg, seed=seed))]
+    grammar = getattr(task, "grammar", None)
+    grammars = [grammar(q) for q in queries] if grammar else []
+    constraints = ([GrammarConstraint(tokenizer, g, p) if g else None for g, p in zip(grammars, prefixes)]
+                   if any(grammars) else None)
+    outs = generate(model, tokenizer, prompts, cfg, seed=seed, constraints=constraints)
+    return [p + out for p, out in zip(prefixes, outs)]
 
 
 def attempt(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task, queries: list[dict[str, Any]],
