@@ -198,6 +198,29 @@ def test_one_grpo_step_changes_only_lora_weights(grpo_trainer):
 def test_grpo_config_rejects_groups_of_one():
     with pytest.raises(ValueError, match="num_generations"):
         RRRGRPOConfig(num_generations=1)
+    with pytest.raises(ValueError, match="retry_temperature"):
+        RRRGRPOConfig(retry_temperature=-0.5)
+
+
+def test_sampled_retries_reach_the_reward(tiny, tmp_path):
+    """--retry-temperature samples the retry inside the reward: with the same reflections,
+    two seeds give different retries, where greedy ones would be equal."""
+    from selfadapt.rewards.verifier import retry_verdicts
+
+    task = ParityTask()
+    failures = [{"query": q, "attempt": "The Mongol army"} for q in task.queries("train", 2)]
+    cfg = RRRGRPOConfig(num_generations=2, queries_per_step=2, max_steps=1, reflection_tokens=8, retry_tokens=12,
+                        lora_r=4, lora_alpha=8, retry_temperature=1.0)
+    trainer = make_trainer(tiny.model, tiny.tokenizer, task, failures, cfg, tmp_path / "ckpt")
+    ctx = trainer.reward_context
+    assert ctx.retry.temperature == 1.0
+    queries, attempts = [f["query"] for f in failures], [f["attempt"] for f in failures]
+    outs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        ctx.last_retries = None
+        outs.append([row["retry"] for row in retry_verdicts(ctx, queries, attempts, ["Think again."] * 2)])
+    assert outs[0] != outs[1]
 
 
 def test_difficulty_knobs_and_specs():

@@ -402,6 +402,9 @@ def rrr_train(
     temperature: float = typer.Option(1.0, help="Reflection sampling temperature."),
     reflection_tokens: int = typer.Option(96, help="Reflection length cap (the trained completion)."),
     retry_tokens: int = typer.Option(192, help="Retry length cap (generated inside the reward)."),
+    retry_temperature: float = typer.Option(0.0, help="Retry sampling temperature (0: greedy). Under a task's "
+                                            "constrain=1 a greedy retry tends to repeat the failed attempt; "
+                                            "sampling makes the reward an estimate of P(correct | reflection)."),
     lora_r: int = typer.Option(16, help="LoRA rank; 0 trains every weight."),
     save_steps: int = typer.Option(5, help="Checkpoint every this many steps (for --resume)."),
     reward: list[str] = typer.Option(["retry=1"], help="A reward and its weight, NAME=WEIGHT; repeat to "
@@ -428,7 +431,7 @@ def rrr_train(
     grpo = RRRGRPOConfig(num_generations=generations, queries_per_step=queries_per_step, max_steps=steps,
                          learning_rate=lr, lr_scheduler=lr_scheduler, warmup_steps=warmup_steps, beta=beta,
                          temperature=temperature, reflection_tokens=reflection_tokens, retry_tokens=retry_tokens,
-                         lora_r=lora_r, lora_alpha=2 * lora_r, save_steps=save_steps,
+                         retry_temperature=retry_temperature, lora_r=lora_r, lora_alpha=2 * lora_r, save_steps=save_steps,
                          rewards=parse_reward_specs(reward), prior_prompt=prior_prompt, laser_target=laser_target,
                          disco=disco, disco_eps=disco_eps, judge_model=judge_model, judge_url=judge_url, seed=seed)
     cfg = RRRTrainConfig(failures=[str(f) for f in failures], model=model, grpo=grpo, dtype=dtype, device=device,
