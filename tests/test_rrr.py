@@ -431,3 +431,16 @@ def test_call_grammar_rejects_what_the_functions_do_not_declare(tiny_tokenizer):
     c = GrammarConstraint(tiny_tokenizer, g, prefix='{"name": "')
     assert c.accepts(tiny_tokenizer('calculate_triangle_area", "arguments": {"base": 1, "height": 2}}',
                                     add_special_tokens=False)["input_ids"])
+
+
+def test_probe_can_sample_reflections_and_retries_as_grpo_does(tiny):
+    """Greedy first attempts are the same for every seed; with sampled reflections and retries
+    (the probe's --reflection-temperature/--retry-temperature) the retries are not."""
+    task = get_task("countdown:numbers=3,constrain=1")
+    queries = task.queries("train", 4)
+    greedy = SamplingConfig(max_new_tokens=24, temperature=0.0, batch_size=4)
+    cfg = ReflectConfig(greedy, SamplingConfig(max_new_tokens=8, temperature=1.0, batch_size=4),
+                        retry=SamplingConfig(max_new_tokens=24, temperature=1.0, batch_size=4))
+    a, b = (reflect_and_retry(tiny.model, tiny.tokenizer, task, queries, cfg, seed=s) for s in (0, 1))
+    assert [r["attempt"] for r in a] == [r["attempt"] for r in b]
+    assert [r.get("retry") for r in a] != [r.get("retry") for r in b]

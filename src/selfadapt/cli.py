@@ -370,6 +370,10 @@ def rrr_probe(
     queries: int = typer.Option(40, help="Training-split queries per task."),
     answer_tokens: int = typer.Option(192), reflection_tokens: int = typer.Option(96),
     prior_prompt: Optional[str] = PRIOR,
+    reflection_temperature: float = typer.Option(0.0, help="Reflection sampling temperature (0: greedy; GRPO "
+                                                 "samples at 1)."),
+    retry_temperature: float = typer.Option(0.0, help="Retry sampling temperature, as rrr train "
+                                            "--retry-temperature (0: greedy)."),
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
@@ -377,8 +381,9 @@ def rrr_probe(
     from .rrr.experiment import ProbeConfig, run_rrr_probe
 
     cfg = ProbeConfig(model=model, tasks=list(task), queries=queries, answer_tokens=answer_tokens,
-                      reflection_tokens=reflection_tokens, prior_prompt=prior_prompt, seed=seed, dtype=dtype,
-                      device=device, runs_dir=str(runs_dir))
+                      reflection_tokens=reflection_tokens, prior_prompt=prior_prompt,
+                      reflection_temperature=reflection_temperature, retry_temperature=retry_temperature, seed=seed,
+                      dtype=dtype, device=device, runs_dir=str(runs_dir))
     t0 = time.perf_counter()
     run, _ = run_rrr_probe(cfg, resume=str(resume) if resume else None)
     console.print((run.path / "summary.md").read_text())

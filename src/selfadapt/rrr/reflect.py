@@ -51,6 +51,7 @@ class ReflectConfig:
     reflection: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=96, temperature=0.0,
                                                                               batch_size=16))
     prior: str | None = None  # a prior prompt before the reflection request (``selfadapt.prior``)
+    retry: SamplingConfig | None = None  # the retry's sampling (None: as the first attempt's)
 
 
 def answer_prefix(task: Task, query: dict[str, Any]) -> str:
@@ -100,7 +101,7 @@ def reflect_and_retry(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     reflections = generate(model, tokenizer, reflect_prompts, cfg.reflection, seed=seed + 1)
     retries = answer(model, tokenizer, task, [queries[i] for i in failed],
                      [retry_messages(task, queries[i], answers[i], r, cfg.prior) for i, r in zip(failed, reflections)],
-                     cfg.answer, seed=seed + 2)
+                     cfg.retry or cfg.answer, seed=seed + 2)
     for i, reflection, retry in zip(failed, reflections, retries):
         v = task.verify(queries[i], retry)
         records[i].update(reflection=reflection, retry=retry, second_correct=v.correct, second_reason=v.reason)
