@@ -159,3 +159,12 @@ def test_mean_ci_and_summary():
     assert row["score"] == pytest.approx((0.5 + 0.5) / 2)  # self-edits of an item are averaged first
     assert (row["items"], row["evaluations"], row["invalid"], row["seconds"]["train"]) == (2, 3, 1, 3.0)
     assert "| c | 50.0" in markdown_table([row])
+
+
+def test_a_run_made_before_amp_resumes_only_without_it(tmp_path):
+    """Runs made before ``lora.amp`` existed computed adapters in fp32: resuming one with amp on
+    would change its numbers mid-run, so it must be asked for with --no-amp."""
+    run = Run.create(tmp_path, "x", {"lora": {"r": 8}})
+    assert Run.resume(run.path, {"lora": {"r": 8, "amp": False}})
+    with pytest.raises(RunError, match=r"lora\.amp: not in the saved config \(a run made before it used False\)"):
+        Run.resume(run.path, {"lora": {"r": 8, "amp": True}})

@@ -104,3 +104,24 @@ def test_adapter_without_safetensors_is_refused(tiny, tmp_path):
 def test_bad_lora_config(kwargs):
     with pytest.raises(ValueError):
         LoRAConfig(**kwargs)
+
+
+def test_amp_trains_like_fp32_adapters_and_keeps_fp32_master_weights(tiny_dir):
+    """On a bf16 model, autocast replaces PEFT's fp32 casts: the master weights stay fp32, and
+    the update matches the one computed with fp32 adapters up to bf16 rounding."""
+    from selfadapt.models import load_model
+
+    deltas, losses = {}, {}
+    for amp in (False, True):
+        m = load_model(str(tiny_dir), dtype="bfloat16", device="cpu")
+        lora = ResidentLoRA(m.model, m.tokenizer, LoRAConfig(r=8, alpha=16, lr=1e-2, epochs=5, batch_size=2, amp=amp))
+        stats = lora.train(TEXTS, seed=0)
+        assert {p.dtype for p in lora.lora_parameters} == {torch.float32}
+        losses[amp] = stats.losses
+        with torch.no_grad():
+            deltas[amp] = torch.cat([layer.get_delta_weight("default").float().flatten() for layer in lora._layers])
+    assert losses[True][0] == pytest.approx(losses[False][0], rel=0.02)
+    assert losses[True][-1] < 0.8 * losses[True][0]
+    assert losses[True] != losses[False]  # autocast really took over the adapters' math
+    assert torch.nn.functional.cosine_similarity(deltas[True], deltas[False], dim=0).item() > 0.99
+    assert deltas[True].norm() == pytest.approx(deltas[False].norm().item(), rel=0.1)

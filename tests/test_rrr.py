@@ -198,6 +198,29 @@ def test_one_grpo_step_changes_only_lora_weights(grpo_trainer):
 def test_grpo_config_rejects_groups_of_one():
     with pytest.raises(ValueError, match="num_generations"):
         RRRGRPOConfig(num_generations=1)
+    with pytest.raises(ValueError, match="retry_temperature"):
+        RRRGRPOConfig(retry_temperature=-0.5)
+
+
+def test_sampled_retries_reach_the_reward(tiny, tmp_path):
+    """--retry-temperature samples the retry inside the reward: with the same reflections,
+    two seeds give different retries, where greedy ones would be equal."""
+    from selfadapt.rewards.verifier import retry_verdicts
+
+    task = ParityTask()
+    failures = [{"query": q, "attempt": "The Mongol army"} for q in task.queries("train", 2)]
+    cfg = RRRGRPOConfig(num_generations=2, queries_per_step=2, max_steps=1, reflection_tokens=8, retry_tokens=12,
+                        lora_r=4, lora_alpha=8, retry_temperature=1.0)
+    trainer = make_trainer(tiny.model, tiny.tokenizer, task, failures, cfg, tmp_path / "ckpt")
+    ctx = trainer.reward_context
+    assert ctx.retry.temperature == 1.0
+    queries, attempts = [f["query"] for f in failures], [f["attempt"] for f in failures]
+    outs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        ctx.last_retries = None
+        outs.append([row["retry"] for row in retry_verdicts(ctx, queries, attempts, ["Think again."] * 2)])
+    assert outs[0] != outs[1]
 
 
 def test_difficulty_knobs_and_specs():
@@ -334,3 +357,90 @@ def test_a_resumed_training_run_regenerates_rollouts_after_its_last_checkpoint(t
     rows = [json.loads(line) for line in (run.path / "rollouts.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(r["id"] != "stale" for r in rows)
     assert (run.path / "policy" / "adapter_config.json").is_file()
+
+
+# --- constrained answers (the tasks' ``constrain`` knob) ---
+
+def _accepts(tokenizer, grammar: str, text: str) -> bool:
+    from selfadapt.constrained import GrammarConstraint
+
+    return GrammarConstraint(tokenizer, grammar).accepts(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_countdown_grammar_is_exactly_the_expressions_using_each_number_once(tiny_tokenizer):
+    from selfadapt.constrained import lark_grammar
+    from selfadapt.rrr.countdown import answer_grammar, solve
+
+    g = lark_grammar(answer_grammar((3, 5, 5)))
+    for ok in ("<answer>3 * (5 + 5)</answer>", "<answer>(5 - 3) * 5</answer>", "<answer>((5 / 5) + 3)</answer>",
+               f"<answer>{solve((3, 5, 5), 13)}</answer>"):
+        assert _accepts(tiny_tokenizer, g, ok), ok
+    for bad in ("<answer>3 * 5</answer>",  # a number left out
+                "<answer>3 * (5 + 5) + 3</answer>",  # one used twice
+                "<answer>3 * (5 + 7)</answer>",  # not given
+                "<answer>3 ** (5 + 5)</answer>", "<answer>3*(5+5)</answer>", "3 * (5 + 5)", "<answer>3 * (5 + 5)"):
+        assert not _accepts(tiny_tokenizer, g, bad), bad
+
+
+def test_constrained_countdown_answers_always_use_the_given_numbers(tiny):
+    """Sampled freely at temperature 1 with and without the prefill, every attempt is an
+    expression over exactly the instance's numbers: only the target can be missed."""
+    from selfadapt.rrr.countdown import evaluate, extract_answer
+    from selfadapt.rrr.reflect import attempt
+
+    for spec in ("countdown:numbers=3,constrain=1", "countdown:numbers=4,constrain=1,prefill=1"):
+        task = get_task(spec)
+        queries = task.queries("train", 6)
+        for seed in range(3):
+            outs = attempt(tiny.model, tiny.tokenizer, task, queries,
+                           SamplingConfig(max_new_tokens=64, temperature=1.0, batch_size=6), seed=seed)
+            for q, out in zip(queries, outs):
+                _, used = evaluate(extract_answer(out))
+                assert sorted(used) == sorted(q["numbers"]), out
+                assert task.verify(q, out).reason.startswith(("equals", "correct")), out
+        assert get_task(task_spec(task)) == task  # the knob survives the run records
+
+
+def test_call_grammar_accepts_the_gold_call_of_every_shipped_task(tiny_tokenizer):
+    task = get_task("function-calling:constrain=1")
+    rejected = [q["id"] for q in task.queries("train") + task.queries("test")
+                if not _accepts(tiny_tokenizer, task.grammar(q), task.reference(q))]
+    # The one exception is in the data: its only non-empty accepted "venue" is `true` for a string
+    # parameter. Leaving the optional venue out is also accepted, and the grammar writes that.
+    assert rejected == ["simple_python_307"]
+    q = next(q for q in task.queries("train") + task.queries("test") if q["id"] == "simple_python_307")
+    call = '{"name": "game_result.get_winner", "arguments": {"teams": ["Lakers", "Clippers"], "date": "2021-01-28"}}'
+    assert _accepts(tiny_tokenizer, task.grammar(q), call) and task.verify(q, call).correct
+
+
+def test_call_grammar_rejects_what_the_functions_do_not_declare(tiny_tokenizer):
+    task = get_task("function-calling:constrain=1")
+    q = next(q for q in task.queries("train") + task.queries("test") if q["functions"][0]["name"] ==
+             "calculate_triangle_area")
+    g = task.grammar(q)
+    assert _accepts(tiny_tokenizer, g, '{"name": "calculate_triangle_area", "arguments": {"base": 10, "height": 5}}')
+    for bad in ('{"name": "triangle_area", "arguments": {"base": 10, "height": 5}}',  # not offered
+                '{"name": "calculate_triangle_area", "arguments": {"base": 10}}',  # required height missing
+                '{"name": "calculate_triangle_area", "arguments": {"base": "10", "height": 5}}',  # declared integer
+                '{"name": "calculate_triangle_area", "arguments": {"base": 10, "height": 5, "color": "red"}}',
+                '{"name": "calculate_triangle_area", "arguments": {"base": 10, "height": 5}} Sure!'):
+        assert not _accepts(tiny_tokenizer, g, bad), bad
+    # With the prefill, the constraint reads the prefix first and the model continues it.
+    from selfadapt.constrained import GrammarConstraint
+
+    c = GrammarConstraint(tiny_tokenizer, g, prefix='{"name": "')
+    assert c.accepts(tiny_tokenizer('calculate_triangle_area", "arguments": {"base": 1, "height": 2}}',
+                                    add_special_tokens=False)["input_ids"])
+
+
+def test_probe_can_sample_reflections_and_retries_as_grpo_does(tiny):
+    """Greedy first attempts are the same for every seed; with sampled reflections and retries
+    (the probe's --reflection-temperature/--retry-temperature) the retries are not."""
+    task = get_task("countdown:numbers=3,constrain=1")
+    queries = task.queries("train", 4)
+    greedy = SamplingConfig(max_new_tokens=24, temperature=0.0, batch_size=4)
+    cfg = ReflectConfig(greedy, SamplingConfig(max_new_tokens=8, temperature=1.0, batch_size=4),
+                        retry=SamplingConfig(max_new_tokens=24, temperature=1.0, batch_size=4))
+    a, b = (reflect_and_retry(tiny.model, tiny.tokenizer, task, queries, cfg, seed=s) for s in (0, 1))
+    assert [r["attempt"] for r in a] == [r["attempt"] for r in b]
+    assert [r.get("retry") for r in a] != [r.get("retry") for r in b]

@@ -58,9 +58,10 @@ def user_errors(fn):
     return wrapper
 
 
-def _lora(r: int, alpha: int, dropout: float, lr: float, epochs: int, batch_size: int, targets: str) -> LoRAConfig:
+def _lora(r: int, alpha: int, dropout: float, lr: float, epochs: int, batch_size: int, targets: str,
+          amp: bool) -> LoRAConfig:
     return LoRAConfig(r=r, alpha=alpha, dropout=dropout, lr=lr, epochs=epochs, batch_size=batch_size,
-                      target_modules=[t.strip() for t in targets.split(",") if t.strip()])
+                      target_modules=[t.strip() for t in targets.split(",") if t.strip()], amp=amp)
 
 
 # Options shared by the commands that fine-tune.
@@ -74,6 +75,8 @@ LR = typer.Option(1e-3, help="Inner-loop learning rate.")
 EPOCHS = typer.Option(10, help="Inner-loop epochs.")
 BATCH = typer.Option(16, help="Inner-loop batch: at most this many sequences (and 1024 padded tokens).")
 TARGETS = typer.Option("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", help="LoRA target modules.")
+AMP = typer.Option(True, help="bf16 models: train LoRA under autocast with fp32 master weights (~1.3x faster). "
+                   "--no-amp computes the adapters in fp32 as runs made before this option did.")
 DTYPE = typer.Option("auto", help="auto | float32 | bfloat16 | float16")
 DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N")
 OFFSET = typer.Option(0, help="Skip this many passages first.")
@@ -120,7 +123,7 @@ def eval_knowledge(
     max_new_tokens: Optional[int] = typer.Option(None, help="Self-edit length cap (default: per format)."),
     prior_prompt: Optional[str] = PRIOR,
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
-    batch_size: int = BATCH, targets: str = TARGETS,
+    batch_size: int = BATCH, targets: str = TARGETS, amp: bool = AMP,
     seed: int = typer.Option(0, help="Seed for sampling and LoRA init (self-edit j uses seed+j)."),
     judge_model: Optional[str] = typer.Option(None, help="TinyV fallback judge: it grades the short answers that "
                                               "exact match rejects. A model spec, or with --judge-url the "
@@ -141,7 +144,7 @@ def eval_knowledge(
         model=model, dataset=dataset, passages=passages, offset=offset, formats=fmt, decodings=decoding, own=own,
         external=[] if no_external else external, policies=policy, cpt=cpt, selfedits_per_passage=k, include_passage=include_passage,
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, prior_prompt=prior_prompt,
-        lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets), seed=seed, judge_url=judge_url,
+        lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, judge_url=judge_url,
         judge_model=judge_model, judge_api_key_env=judge_key_env, runs_dir=str(runs_dir), dtype=dtype, device=device,
     )
     t0 = time.perf_counter()
@@ -184,7 +187,7 @@ def train_knowledge(
     temperature: float = typer.Option(1.0), top_p: float = typer.Option(0.95),
     max_new_tokens: Optional[int] = typer.Option(None, help="Self-edit length cap (default: per format)."),
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
-    batch_size: int = BATCH, targets: str = TARGETS,
+    batch_size: int = BATCH, targets: str = TARGETS, amp: bool = AMP,
     sft_lr: float = typer.Option(3e-4, help="Policy SFT learning rate."),
     sft_epochs: int = typer.Option(3, help="Policy SFT epochs."),
     sft_r: int = typer.Option(16, help="Policy SFT LoRA rank (merged after each round)."),
@@ -199,7 +202,7 @@ def train_knowledge(
     cfg = ReSTEMConfig(
         model=model, student=student, rounds=rounds, items_per_round=passages, k=k, seeds=seeds, keep=keep,
         reward_baseline=reward_baseline, forgetting_penalty=forgetting_penalty, laser=laser,
-        laser_target=laser_target, temperature=temperature, top_p=top_p, lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets),
+        laser_target=laser_target, temperature=temperature, top_p=top_p, lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp),
         sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r), seed=seed, dtype=dtype,
         device=device, runs_dir=str(runs_dir),
     )
@@ -249,7 +252,7 @@ def eval_continual(
     general: int = typer.Option(2, help="With +replay: reading-comprehension examples (passage in context, "
                                 "train split) mixed into each update."),
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
-    batch_size: int = BATCH, targets: str = TARGETS,
+    batch_size: int = BATCH, targets: str = TARGETS, amp: bool = AMP,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")),
     resume: Optional[Path] = typer.Option(None, help="Continue this run directory."),
     dtype: str = DTYPE, device: str = DEVICE,
@@ -260,7 +263,7 @@ def eval_continual(
 
     cfg = ContinualConfig(model=model, dataset=dataset, passages=passages, offset=offset, conditions=condition,
                           fmt=fmt, grounded=grounded, replay=replay, general=general,
-                          lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets), seed=seed, dtype=dtype,
+                          lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, dtype=dtype,
                           device=device, runs_dir=str(runs_dir))
     t0 = time.perf_counter()
     run, _ = run_continual_eval(cfg, resume=resume)
@@ -279,17 +282,17 @@ def eval_arc(
     cap: int = CAP, budget: int = BUDGET, max_tokens: int = MAX_TOKENS, votes: int = VOTES,
     leave_two_out: bool = typer.Option(False, help="Add leave-two-out tasks to the TTT data."),
     temperature: float = typer.Option(1.0, help="Self-edit sampling temperature."),
-    constrain: bool = CONSTRAIN,
+    constrain: bool = CONSTRAIN, amp: bool = AMP,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
     """ARC baselines: in-context · plain TTT · TTT with own self-edits · oracle TTT · trained policy."""
-    from .arc.experiment import ArcEvalConfig, run_arc_eval
+    from .arc.experiment import ArcEvalConfig, arc_lora, run_arc_eval
 
     cfg = ArcEvalConfig(model=model, arc=_arc(subset, task, max_cells, cap, budget, max_tokens, votes, leave_two_out,
                                                             constrain),
-                        selfedits=k, oracle=oracle, policies=policy, temperature=temperature, seed=seed, dtype=dtype,
-                        device=device, runs_dir=str(runs_dir))
+                        selfedits=k, oracle=oracle, policies=policy, temperature=temperature, lora=arc_lora(amp),
+                        seed=seed, dtype=dtype, device=device, runs_dir=str(runs_dir))
     t0 = time.perf_counter()
     run, _ = run_arc_eval(cfg, resume=resume, parallel=_parallel(workers, ray_address))
     console.print((run.path / "table.md").read_text())
@@ -306,7 +309,7 @@ def train_arc(
     max_cells: int = MAX_CELLS, model: str = MODEL,
     cap: int = CAP, budget: int = BUDGET, max_tokens: int = MAX_TOKENS, votes: int = VOTES,
     keep: str = typer.Option("positive", help="'positive' (every self-edit that solved its task) or 'best'."),
-    temperature: float = typer.Option(1.0), constrain: bool = CONSTRAIN,
+    temperature: float = typer.Option(1.0), constrain: bool = CONSTRAIN, amp: bool = AMP,
     laser: Optional[float] = LASER, laser_target: Optional[int] = LASER_TARGET,
     sft_lr: float = typer.Option(3e-4), sft_epochs: int = typer.Option(3), sft_r: int = typer.Option(16),
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
@@ -317,7 +320,8 @@ def train_arc(
     from .restem import PolicySFTConfig, ReSTEMConfig
 
     cfg = ReSTEMConfig(model=model, rounds=rounds, items_per_round=tasks_per_round, k=k, keep=keep,
-                       laser=laser, laser_target=laser_target, temperature=temperature, max_new_tokens=SELFEDIT_TOKENS, lora=arc_lora(),
+                       laser=laser, laser_target=laser_target, temperature=temperature, max_new_tokens=SELFEDIT_TOKENS,
+                       lora=arc_lora(amp),
                        sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r), seed=seed,
                        dtype=dtype, device=device, runs_dir=str(runs_dir))
     t0 = time.perf_counter()
@@ -366,6 +370,10 @@ def rrr_probe(
     queries: int = typer.Option(40, help="Training-split queries per task."),
     answer_tokens: int = typer.Option(192), reflection_tokens: int = typer.Option(96),
     prior_prompt: Optional[str] = PRIOR,
+    reflection_temperature: float = typer.Option(0.0, help="Reflection sampling temperature (0: greedy; GRPO "
+                                                 "samples at 1)."),
+    retry_temperature: float = typer.Option(0.0, help="Retry sampling temperature, as rrr train "
+                                            "--retry-temperature (0: greedy)."),
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
@@ -373,8 +381,9 @@ def rrr_probe(
     from .rrr.experiment import ProbeConfig, run_rrr_probe
 
     cfg = ProbeConfig(model=model, tasks=list(task), queries=queries, answer_tokens=answer_tokens,
-                      reflection_tokens=reflection_tokens, prior_prompt=prior_prompt, seed=seed, dtype=dtype,
-                      device=device, runs_dir=str(runs_dir))
+                      reflection_tokens=reflection_tokens, prior_prompt=prior_prompt,
+                      reflection_temperature=reflection_temperature, retry_temperature=retry_temperature, seed=seed,
+                      dtype=dtype, device=device, runs_dir=str(runs_dir))
     t0 = time.perf_counter()
     run, _ = run_rrr_probe(cfg, resume=str(resume) if resume else None)
     console.print((run.path / "summary.md").read_text())
@@ -398,6 +407,9 @@ def rrr_train(
     temperature: float = typer.Option(1.0, help="Reflection sampling temperature."),
     reflection_tokens: int = typer.Option(96, help="Reflection length cap (the trained completion)."),
     retry_tokens: int = typer.Option(192, help="Retry length cap (generated inside the reward)."),
+    retry_temperature: float = typer.Option(0.0, help="Retry sampling temperature (0: greedy). Under a task's "
+                                            "constrain=1 a greedy retry tends to repeat the failed attempt; "
+                                            "sampling makes the reward an estimate of P(correct | reflection)."),
     lora_r: int = typer.Option(16, help="LoRA rank; 0 trains every weight."),
     save_steps: int = typer.Option(5, help="Checkpoint every this many steps (for --resume)."),
     reward: list[str] = typer.Option(["retry=1"], help="A reward and its weight, NAME=WEIGHT; repeat to "
@@ -424,7 +436,7 @@ def rrr_train(
     grpo = RRRGRPOConfig(num_generations=generations, queries_per_step=queries_per_step, max_steps=steps,
                          learning_rate=lr, lr_scheduler=lr_scheduler, warmup_steps=warmup_steps, beta=beta,
                          temperature=temperature, reflection_tokens=reflection_tokens, retry_tokens=retry_tokens,
-                         lora_r=lora_r, lora_alpha=2 * lora_r, save_steps=save_steps,
+                         retry_temperature=retry_temperature, lora_r=lora_r, lora_alpha=2 * lora_r, save_steps=save_steps,
                          rewards=parse_reward_specs(reward), prior_prompt=prior_prompt, laser_target=laser_target,
                          disco=disco, disco_eps=disco_eps, judge_model=judge_model, judge_url=judge_url, seed=seed)
     cfg = RRRTrainConfig(failures=[str(f) for f in failures], model=model, grpo=grpo, dtype=dtype, device=device,
@@ -476,14 +488,14 @@ def learn(
     check: bool = typer.Option(True, help="The model writes check questions per chunk (not trained on) and "
                                "answers them before and after learning."),
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
-    batch_size: int = BATCH, targets: str = TARGETS,
+    batch_size: int = BATCH, targets: str = TARGETS, amp: bool = AMP,
     seed: int = typer.Option(0), dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
     """Teach the model documents, one after another, into one adapter; show what it learned."""
     from .teach import LearnConfig, learn as learn_documents
 
     cfg = LearnConfig(model=model, fmt=fmt, grounded=grounded, selfedits_per_chunk=k, chunk_words=chunk_words,
-                      replay=replay, check=check, lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets),
+                      replay=replay, check=check, lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp),
                       seed=seed, dtype=dtype, device=device)
     meta = learn_documents(files, out, cfg)
     for d in meta["documents"]:

@@ -1,7 +1,8 @@
-"""Grammar-constrained sampling: every self-edit is valid JSON of its schema, by construction.
+"""Grammar-constrained sampling: every sample is a document of its grammar, by construction.
 
 A 135M model asked for a configuration JSON writes prose, Python, or invented keys, so
-ReST-EM has nothing to reinforce. llguidance (the engine behind the guided decoding of
+ReST-EM has nothing to reinforce; asked for a Countdown expression or a function call, it
+apologises or drops arguments, so a retry never succeeds and GRPO has no signal. llguidance (the engine behind the guided decoding of
 vLLM and SGLang) compiles a JSON Schema and, at every step, masks the tokens that could
 not continue a valid document; sampling renormalises over the rest, so every sample is
 valid and still drawn from the model's own distribution over what is allowed. It is a
@@ -35,18 +36,27 @@ def schema_grammar(schema: dict[str, Any]) -> str:
     return llguidance.LLMatcher.grammar_from_json_schema(json.dumps({**schema, "x-guidance": LAYOUT}))
 
 
-class JsonSchemaConstraint:
+def lark_grammar(lark: str) -> str:
+    """The llguidance grammar of a Lark grammar (``start`` is the whole document)."""
+    return llguidance.LLMatcher.grammar_from_lark(lark)
+
+
+class GrammarConstraint:
     """One row's constraint: the tokens generated so far → the token ids allowed next.
 
     Stateful: the matcher consumes the tokens it has not seen yet on each call. After the
-    end token, nothing is consumed (generation pads finished rows).
+    end token, nothing is consumed (generation pads finished rows). ``prefix`` is text the
+    prompt already ends with that belongs to the document (an answer prefill such as
+    ``<answer>``): the matcher reads it first.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, grammar: str):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, grammar: str, prefix: str = ""):
         self.tok = _lltokenizer(tokenizer)
         self.matcher = llguidance.LLMatcher(self.tok, grammar)
         if self.matcher.is_error():
             raise ValueError(f"invalid grammar: {self.matcher.get_error()}")
+        if prefix and not self.matcher.consume_tokens(tokenizer(prefix, add_special_tokens=False)["input_ids"]):
+            raise ValueError(f"the grammar does not allow the prefix {prefix!r}: {self.matcher.get_error()}")
         self.eos, self.seen = tokenizer.eos_token_id, 0
 
     def __call__(self, generated: list[int]) -> list[int]:

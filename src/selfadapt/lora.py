@@ -6,6 +6,11 @@ fine-tune itself on a small model, so the base model is wrapped with PEFT once a
 self-edit gets: re-initialised LoRA weights (seeded), a fresh AdamW over LoRA parameters
 only, and a plain loop of padded batches. Zeroing ``lora_B`` afterwards makes the model
 exactly the base model again.
+
+On a bf16 model PEFT keeps the LoRA weights in fp32 and casts every adapted layer's input
+up and its output back: a sixth of a CPU training step was dtype copies. With ``amp`` the
+step runs under autocast instead: LoRA matmuls in bf16 like the base, fp32 master weights
+and optimizer state (so small updates at lr 1e-4 are not rounded away), ~1.3× the tokens/s.
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ from __future__ import annotations
 import math
 import random
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Union
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.helpers import disable_input_dtype_casting
 from peft.tuners.lora import LoraLayer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -46,6 +52,7 @@ class LoRAConfig:
     max_batch_tokens: int = 1024  # ... and at most this many tokens once padded
     max_length: int = 512
     weight_decay: float = 0.0
+    amp: bool = True  # bf16 models: train under autocast with fp32 master weights (module docstring)
 
     def __post_init__(self) -> None:
         if self.r < 1 or self.epochs < 0 or self.batch_size < 1 or self.max_length < 2:
@@ -180,14 +187,18 @@ class ResidentLoRA:
             raise ValueError("no training sequence of 2+ tokens")
         losses: list[float] = []
         tokens = steps = 0
+        amp = cfg.amp and self.model.dtype == torch.bfloat16
+        dev = self.model.device
         t0 = time.perf_counter()
         self.model.train()
         try:
             for _ in range(cfg.epochs):
                 for ids, mask, labels in make_batches(encoded, self.tokenizer.pad_token_id, cfg.batch_size,
                                                       cfg.max_batch_tokens, rng):
-                    dev = self.model.device
-                    loss = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev)).loss
+                    with (torch.autocast(dev.type, dtype=torch.bfloat16) if amp else nullcontext(),
+                          disable_input_dtype_casting(self.model, amp)):
+                        loss = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                                          labels=labels.to(dev)).loss
                     value = loss.item()
                     if not math.isfinite(value):
                         raise NonFiniteLossError(f"loss became {value} at step {steps + 1}")

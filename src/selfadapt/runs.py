@@ -37,12 +37,24 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _differs(saved: Any, now: Any) -> bool:
-    """Whether a config value changed. A setting added to selfadapt after the run was created
-    is absent from its saved config; if it is None (off) now, the run still resumes."""
+# Settings added after runs were made, with the value that reproduces such a run: a saved config
+# without the key resumes only if the setting has that value now (the error names it).
+LEGACY = {"amp": False, "retry_temperature": 0.0, "reflection_temperature": 0.0}
+
+
+def _differences(saved: Any, now: Any, path: str = "") -> list[str]:
+    """The settings (dotted paths) whose value changed. A setting added to selfadapt after the
+    run was created is absent from its saved config; the run still resumes if the setting is
+    None (off) now, or has its ``LEGACY`` value."""
     if isinstance(saved, dict) and isinstance(now, dict):
-        return any(_differs(saved.get(k), now.get(k)) for k in set(saved) | set(now))
-    return saved != now
+        return [d for k in sorted(set(saved) | set(now), key=str)
+                for d in _differences(saved.get(k), now.get(k), f"{path}.{k}" if path else str(k))]
+    leaf = path.rsplit(".", 1)[-1]
+    if saved is None and leaf in LEGACY:
+        ok = now == LEGACY[leaf]
+        return [] if ok else [f"{path}: not in the saved config (a run made before it used {LEGACY[leaf]!r}), "
+                              f"now {now!r}"]
+    return [] if saved == now else [f"{path}: saved {saved!r}, now {now!r}"]
 
 
 class Run:
@@ -93,10 +105,10 @@ class Run:
             raise RunError(f"{path} is not a run directory (no config.yaml)")
         saved = yaml.safe_load(cfg_file.read_text())
         cfg = _plain(config)
-        differing = sorted(k for k in set(saved) | set(cfg) if k not in ignore and _differs(saved.get(k), cfg.get(k)))
+        differing = _differences({k: v for k, v in saved.items() if k not in ignore},
+                                 {k: v for k, v in cfg.items() if k not in ignore})
         if differing:
-            details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {cfg.get(k)!r}" for k in differing)
-            raise RunError(f"cannot resume {path}: config differs ({details})")
+            raise RunError(f"cannot resume {path}: config differs ({'; '.join(differing)})")
         for key in extend:
             added = [v for v in cfg.get(key) or [] if v not in (saved.get(key) or [])]
             if added:

@@ -27,7 +27,7 @@ from ..generation import SamplingConfig, generate
 from ..models import chat_prompt, render_chat
 from .augment import VOTING, apply, augmented_examples
 from .data import ArcTask, Grid, grid_to_text, text_to_grid
-from ..constrained import JsonSchemaConstraint, schema_grammar
+from ..constrained import GrammarConstraint, schema_grammar
 from .selfedit import EPOCH_RANGE, LEARNING_RATES, SCHEMA, TTTConfig, parse_selfedit
 
 # TTT without a self-edit (the "item alone" condition): plain leave-one-out, no augmentation.
@@ -95,9 +95,9 @@ class ArcDomain:
             examples=f"{TASK_INTRO}\n\n{examples_text(task.train)}", default=DEFAULT_TTT.to_json(),
             lrs=", ".join(map(str, LEARNING_RATES)), ep_lo=EPOCH_RANGE[0], ep_hi=EPOCH_RANGE[1]))
 
-    def selfedit_constraint(self, task: ArcTask) -> JsonSchemaConstraint | None:
+    def selfedit_constraint(self, task: ArcTask) -> GrammarConstraint | None:
         """Sampled under the self-edit's JSON Schema (every sample parses), unless ``constrain`` is off."""
-        return JsonSchemaConstraint(self.tokenizer, _GRAMMAR()) if self.constrain else None
+        return GrammarConstraint(self.tokenizer, _GRAMMAR()) if self.constrain else None
 
     def training_data(self, task: ArcTask, selfedit: str | None) -> TrainingData:
         cfg = DEFAULT_TTT if selfedit is None else parse_selfedit(selfedit)

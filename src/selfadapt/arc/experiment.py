@@ -47,9 +47,10 @@ def oracle_grid() -> list[TTTConfig]:
             itertools.product([(), ("basic",), ("basic", "size")], ["output", "all"], [1e-4, 1e-3])]
 
 
-def arc_lora() -> LoRAConfig:
+def arc_lora(amp: bool = True) -> LoRAConfig:
     """TTT LoRA: rank 16 on all projections, long sequences; lr and epochs come from the self-edit."""
-    return LoRAConfig(r=16, alpha=32, lr=1e-4, epochs=2, batch_size=4, max_batch_tokens=4096, max_length=2048)
+    return LoRAConfig(r=16, alpha=32, lr=1e-4, epochs=2, batch_size=4, max_batch_tokens=4096, max_length=2048,
+                      amp=amp)
 
 
 TTT_PLAIN = "ttt-plain"  # the reference every ARC condition is paired with

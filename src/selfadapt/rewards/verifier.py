@@ -12,7 +12,8 @@ from . import EpisodeReward, RewardContext
 
 def retry_verdicts(ctx: RewardContext, queries: list[dict], attempts: list[str], reflections: list[str]
                    ) -> list[dict[str, Any]]:
-    """Per rollout: the retry written after the reflection (greedy, by the current policy) and
+    """Per rollout: the retry written after the reflection (by the current policy, sampled as
+    ``ctx.retry`` says: greedy unless ``--retry-temperature``) and
     whether it is correct. Rewards of one step share it (the last batch is kept on the context),
     so ``retry`` and ``laser`` together generate each retry once.
 

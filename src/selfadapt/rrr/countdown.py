@@ -97,6 +97,32 @@ def verify(problem: Countdown, response: str) -> Verdict:
     return Verdict(True, "correct")
 
 
+def answer_grammar(numbers: tuple[int, ...]) -> str:
+    """Lark grammar of ``<answer>EXPR</answer>`` where EXPR uses every number exactly once,
+    joined by + - * / with single spaces, every inner operation in parentheses (the outer
+    one optionally, as ``solve`` writes it). "Exactly once" is not context-free in general,
+    but for a handful of numbers one rule per subset of them is: ``e{mask}`` derives the
+    expressions over the numbers whose bits are set, by every ordered split into two parts.
+    The model then only chooses among expressions it could be asked for; whether one hits
+    the target is still up to it."""
+    full = (1 << len(numbers)) - 1
+
+    def operand(mask: int) -> str:
+        return f"e{mask}" if mask & (mask - 1) == 0 else f'"(" e{mask} ")"'
+
+    rules = [f'start: "<answer>" (e{full} | "(" e{full} ")") "</answer>"', 'op: " + " | " - " | " * " | " / "']
+    for mask in range(1, full + 1):
+        if mask & (mask - 1) == 0:
+            rules.append(f'e{mask}: "{numbers[mask.bit_length() - 1]}"')
+            continue
+        splits, part = [], (mask - 1) & mask
+        while part:
+            splits.append(f"{operand(part)} op {operand(mask ^ part)}")
+            part = (part - 1) & mask
+        rules.append(f"e{mask}: " + " | ".join(splits))
+    return "\n".join(rules) + "\n"
+
+
 def solve(numbers: tuple[int, ...], target: int) -> str | None:
     """An expression reaching ``target`` with every number once, or None (exhaustive search)."""
     def search(items: list[tuple[Fraction, str]]) -> str | None:

@@ -178,10 +178,13 @@ def general_questions(n: int) -> list[tuple[str, str]]:
 
 
 def _reflect_into_run(run: Run, name: str, m: LoadedModel, task: Task, queries: list[dict[str, Any]],
-                      cfg: "RRREvalConfig | ProbeConfig", bar: Any, job: Any, prior: str | None = None) -> None:
-    """Greedy attempt → reflection → retry for every query the run does not hold yet, in chunks."""
+                      cfg: "RRREvalConfig | ProbeConfig", bar: Any, job: Any, prior: str | None = None,
+                      temperatures: tuple[float, float] = (0.0, 0.0)) -> None:
+    """Greedy attempt → reflection → retry for every query the run does not hold yet, in chunks
+    (``temperatures``: of the reflection and the retry; 0 is greedy)."""
     reflect_cfg = ReflectConfig(SamplingConfig(cfg.answer_tokens, 0.0, batch_size=cfg.chunk),
-                                SamplingConfig(cfg.reflection_tokens, 0.0, batch_size=cfg.chunk), prior)
+                                SamplingConfig(cfg.reflection_tokens, temperatures[0], batch_size=cfg.chunk), prior,
+                                SamplingConfig(cfg.answer_tokens, temperatures[1], batch_size=cfg.chunk))
     todo = [q for q in queries if not run.done(f"{name}/task/{q['id']}")]
     for start in range(0, len(todo), cfg.chunk):
         part = todo[start : start + cfg.chunk]
@@ -287,6 +290,8 @@ class ProbeConfig:
     reflection_tokens: int = 96
     chunk: int = 16
     prior_prompt: str | None = None  # probe with the prior prompt a training run would use
+    reflection_temperature: float = 0.0  # 1.0: reflections as GRPO samples them
+    retry_temperature: float = 0.0  # as ``rrr train --retry-temperature``
     seed: int = 0
     dtype: str = "auto"
     device: str = "auto"
@@ -294,6 +299,8 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         check_prior(self.prior_prompt)
+        if min(self.reflection_temperature, self.retry_temperature) < 0:
+            raise ValueError("temperatures must be >= 0")
 
 
 TRAINABLE = (0.05, 0.5)  # retry success on first failures where GRPO groups get mixed rewards
@@ -333,7 +340,8 @@ def run_rrr_probe(cfg: ProbeConfig, resume: str | None = None) -> tuple[Run, lis
             queries = task.queries("train", cfg.queries)
             job = bar.add_task(spec, total=len(queries))
             bar.advance(job, sum(run.done(f"{spec}/task/{q['id']}") for q in queries))
-            _reflect_into_run(run, spec, m, task, queries, cfg, bar, job, cfg.prior_prompt)
+            _reflect_into_run(run, spec, m, task, queries, cfg, bar, job, cfg.prior_prompt,
+                              (cfg.reflection_temperature, cfg.retry_temperature))
     rows = summarize_probe(run.records(), cfg.tasks)
     (run.path / "summary.md").write_text(f"# selfadapt rrr probe ({cfg.model}, {cfg.queries} train queries "
                                          f"per task)\n\n{probe_table(rows)}\n")

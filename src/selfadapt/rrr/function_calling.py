@@ -244,6 +244,36 @@ def verify(task: CallTask, response: str) -> Verdict:
     return check_call(call, task)
 
 
+# BFCL's declared types in JSON Schema ("float" accepts an integer, as BFCL does; "any": no constraint).
+_SCHEMA_TYPES = {"string": "string", "integer": "integer", "float": "number", "boolean": "boolean",
+                 "array": "array", "tuple": "array", "dict": "object"}
+
+
+def _schema(declared: dict) -> dict:
+    out: dict[str, Any] = {}
+    kind = _SCHEMA_TYPES.get(declared.get("type", "any"))
+    if kind:
+        out["type"] = kind
+    if kind == "object" and "properties" in declared:
+        out["properties"] = {k: _schema(v) for k, v in declared["properties"].items()}
+        out["required"] = [k for k in declared.get("required", []) if k in declared["properties"]]
+        out["additionalProperties"] = False
+    if kind == "array" and isinstance(declared.get("items"), dict):
+        out["items"] = _schema(declared["items"])
+    if isinstance(declared.get("enum"), list):
+        out["enum"] = declared["enum"]
+    return out
+
+
+def call_schema(functions: list[dict]) -> dict:
+    """The JSON Schema of one call ``{"name": ..., "arguments": {...}}`` to one of ``functions``:
+    the name is one offered, the arguments those it declares, with every required one and the
+    declared types. What the values mean is still the model's to get right."""
+    return {"anyOf": [{"type": "object", "properties": {"name": {"const": f["name"]},
+                                                        "arguments": _schema(f.get("parameters") or {})},
+                       "required": ["name", "arguments"], "additionalProperties": False} for f in functions]}
+
+
 def _jsonl(path: Path) -> list[dict]:
     out = []
     for n, rec in read_jsonl(path):

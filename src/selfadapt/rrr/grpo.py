@@ -55,6 +55,7 @@ class RRRGRPOConfig:
     top_p: float = 1.0
     reflection_tokens: int = 96
     retry_tokens: int = 192
+    retry_temperature: float = 0.0  # 0: greedy retries; > 0: the reward estimates P(correct | reflection)
     lora_r: int = 16
     lora_alpha: int = 32
     save_steps: int = 5
@@ -73,8 +74,8 @@ class RRRGRPOConfig:
             raise ValueError("num_generations must be >= 2: advantages are relative within a group")
         if min(self.queries_per_step, self.max_steps, self.reflection_tokens, self.retry_tokens, self.save_steps) < 1:
             raise ValueError("queries_per_step, max_steps, reflection_tokens, retry_tokens, save_steps must be >= 1")
-        if self.lora_r < 0 or self.beta < 0 or self.learning_rate <= 0:
-            raise ValueError("lora_r and beta must be >= 0 and learning_rate > 0")
+        if self.lora_r < 0 or self.beta < 0 or self.learning_rate <= 0 or self.retry_temperature < 0:
+            raise ValueError("lora_r, beta and retry_temperature must be >= 0 and learning_rate > 0")
         check_prior(self.prior_prompt)
         if self.disco is not None and self.disco not in DOMAIN_WEIGHTS:
             raise ValueError(f"unknown DISCO domain weight {self.disco!r}; choose from {', '.join(DOMAIN_WEIGHTS)}")
@@ -128,6 +129,7 @@ class ReflectionGRPOTrainer(GRPOTrainer):
             raise ValueError("DISCO scaling runs in a single training process")
         self.disco, self.disco_eps = disco, disco_eps  # domain → weight, or None for plain GRPO
         reward_context.model = self.model  # the retry and the likelihoods come from the current policy
+        self.reward_context = reward_context
         self.phase_seconds = reward_context.seconds  # one clock: rewards add retry, verify and scoring time
         self.step_times: list[dict[str, float]] = []
         self.add_callback(_StepTimes(self))
@@ -167,7 +169,8 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
     )
     peft = (LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
             if cfg.lora_r else None)
-    ctx = RewardContext(task, tokenizer, SamplingConfig(max_new_tokens=cfg.retry_tokens, temperature=0.0,
+    ctx = RewardContext(task, tokenizer, SamplingConfig(max_new_tokens=cfg.retry_tokens,
+                                                        temperature=cfg.retry_temperature,
                                                         batch_size=cfg.num_generations * cfg.queries_per_step),
                         log_path=rollouts, prior=cfg.prior_prompt,
                         judge=make_judge(cfg.judge_model, cfg.judge_url, device=model.device.type),

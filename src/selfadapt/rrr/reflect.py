@@ -12,6 +12,7 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..constrained import GrammarConstraint
 from ..generation import SamplingConfig, generate
 from ..models import render_chat
 from ..prior import with_prior
@@ -50,6 +51,7 @@ class ReflectConfig:
     reflection: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=96, temperature=0.0,
                                                                               batch_size=16))
     prior: str | None = None  # a prior prompt before the reflection request (``selfadapt.prior``)
+    retry: SamplingConfig | None = None  # the retry's sampling (None: as the first attempt's)
 
 
 def answer_prefix(task: Task, query: dict[str, Any]) -> str:
@@ -61,10 +63,16 @@ def answer_prefix(task: Task, query: dict[str, Any]) -> str:
 
 def answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task, queries: list[dict[str, Any]],
            conversations: list[list[dict[str, str]]], cfg: SamplingConfig, *, seed: int | None = None) -> list[str]:
-    """The model's answer turn of each conversation, after the task's answer prefix."""
+    """The model's answer turn of each conversation, after the task's answer prefix, and under
+    the task's answer grammar if it has one (every attempt and retry goes through here)."""
     prefixes = [answer_prefix(task, q) for q in queries]
     prompts = [render_chat(tokenizer, c) + p for c, p in zip(conversations, prefixes)]
-    return [p + out for p, out in zip(prefixes, generate(model, tokenizer, prompts, cfg, seed=seed))]
+    grammar = getattr(task, "grammar", None)
+    grammars = [grammar(q) for q in queries] if grammar else []
+    constraints = ([GrammarConstraint(tokenizer, g, p) if g else None for g, p in zip(grammars, prefixes)]
+                   if any(grammars) else None)
+    outs = generate(model, tokenizer, prompts, cfg, seed=seed, constraints=constraints)
+    return [p + out for p, out in zip(prefixes, outs)]
 
 
 def attempt(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task, queries: list[dict[str, Any]],
@@ -93,7 +101,7 @@ def reflect_and_retry(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     reflections = generate(model, tokenizer, reflect_prompts, cfg.reflection, seed=seed + 1)
     retries = answer(model, tokenizer, task, [queries[i] for i in failed],
                      [retry_messages(task, queries[i], answers[i], r, cfg.prior) for i, r in zip(failed, reflections)],
-                     cfg.answer, seed=seed + 2)
+                     cfg.retry or cfg.answer, seed=seed + 2)
     for i, reflection, retry in zip(failed, reflections, retries):
         v = task.verify(queries[i], retry)
         records[i].update(reflection=reflection, retry=retry, second_correct=v.correct, second_reason=v.reason)

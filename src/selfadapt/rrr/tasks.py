@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any, Protocol
 
+from ..constrained import lark_grammar, schema_grammar
 from . import Verdict, countdown, function_calling
 
 SPLITS = ("train", "test")
@@ -37,6 +38,10 @@ class Task(Protocol):
 
     def check(self, query: Any) -> None:
         """ValueError if ``query`` is not one of this task's queries (used when reading files)."""
+
+    def grammar(self, query: dict[str, Any]) -> str | None:
+        """The llguidance grammar every answer to ``query`` is sampled under (the task's
+        ``constrain`` knob), or None: free text, parsed by the verifier."""
 
 
 def _split(split: str) -> None:
@@ -63,13 +68,14 @@ class CountdownTask:
     max_target: int = 100
     shots: int = 0
     prefill: int = 0  # 1: every answer starts with "<answer>", written for the model
+    constrain: int = 0  # 1: answers are sampled under ``countdown.answer_grammar`` (each number once)
     name: str = "countdown"
 
     def __post_init__(self) -> None:
         if self.numbers not in (0, 2, 3, 4, 5) or self.max_number < 2 or self.max_target < 10:
             raise ValueError("countdown needs numbers in 2–5 (0: 3 or 4), max_number >= 2, max_target >= 10")
-        if self.prefill not in (0, 1):
-            raise ValueError("countdown prefill must be 0 or 1")
+        if self.prefill not in (0, 1) or self.constrain not in (0, 1):
+            raise ValueError("countdown prefill and constrain must be 0 or 1")
         if not 0 <= self.shots <= len(COUNTDOWN_SHOTS):
             raise ValueError(f"countdown shots must be 0–{len(COUNTDOWN_SHOTS)}")
 
@@ -94,6 +100,9 @@ class CountdownTask:
 
     def prefix(self, query: dict[str, Any]) -> str:
         return "<answer>" if self.prefill else ""
+
+    def grammar(self, query: dict[str, Any]) -> str | None:
+        return lark_grammar(countdown.answer_grammar(self._problem(query).numbers)) if self.constrain else None
 
     def reference(self, query: dict[str, Any]) -> str:
         p = self._problem(query)
@@ -148,14 +157,15 @@ class FunctionCallingTask:
     functions: int = 0
     shots: int = 0
     prefill: int = 0  # 1: every answer starts with '{"name": "', written for the model
+    constrain: int = 0  # 1: answers are sampled under ``function_calling.call_schema`` of the offered functions
     test_fraction: float = 0.25
     name: str = "function-calling"
 
     def __post_init__(self) -> None:
         if self.functions < 0:
             raise ValueError("functions must be >= 0 (0: offer every function)")
-        if self.shots not in (0, 1) or self.prefill not in (0, 1):
-            raise ValueError("function-calling shots and prefill must be 0 or 1")
+        if self.shots not in (0, 1) or self.prefill not in (0, 1) or self.constrain not in (0, 1):
+            raise ValueError("function-calling shots, prefill and constrain must be 0 or 1")
 
     def queries(self, split: str, n: int | None = None) -> list[dict[str, Any]]:
         _split(split)
@@ -185,6 +195,9 @@ class FunctionCallingTask:
 
     def prefix(self, query: dict[str, Any]) -> str:
         return '{"name": "' if self.prefill else ""
+
+    def grammar(self, query: dict[str, Any]) -> str | None:
+        return schema_grammar(function_calling.call_schema(self._task(query).functions)) if self.constrain else None
 
     def reference(self, query: dict[str, Any]) -> str:
         call = function_calling.gold_call(self._task(query))
@@ -241,13 +254,17 @@ class MixedTask:
         prefix = getattr(self._of(query), "prefix", None)
         return prefix(query) if prefix else ""
 
+    def grammar(self, query: dict[str, Any]) -> str | None:
+        grammar = getattr(self._of(query), "grammar", None)
+        return grammar(query) if grammar else None
+
     def check(self, query: Any) -> None:
         self._of(query).check(query)
 
 
 TASKS = {"countdown": CountdownTask, "function-calling": FunctionCallingTask}
-KNOBS = {"countdown": ("numbers", "max_number", "max_target", "shots", "prefill"),
-         "function-calling": ("set", "functions", "shots", "prefill")}
+KNOBS = {"countdown": ("numbers", "max_number", "max_target", "shots", "prefill", "constrain"),
+         "function-calling": ("set", "functions", "shots", "prefill", "constrain")}
 
 
 def get_task(spec: str) -> Task:

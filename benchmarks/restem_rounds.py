@@ -1,0 +1,101 @@
+"""Per round of a knowledge ReST-EM run: reward and probe drop, paired by passage.
+
+    python benchmarks/restem_rounds.py RUN                 # every finished or started round
+    python benchmarks/restem_rounds.py RUN --vs OTHER_RUN  # two runs on the same passages
+
+For each round: the reward of the self-edits against the run's reward baseline (mean, and
+per passage: the mean of its k self-edits with a paired bootstrap interval and
+win/tie/loss counts, and how many passages have a positive best-of-k), the probe set's
+drop after each update (self-edits and passage-only), and the share of invalid self-edits.
+Round r samples from round r−1's policy, so round r's rows describe that policy. With
+``--vs``, the probe drop and the un-penalised reward of each round's self-edits are paired
+by passage between the two runs (e.g. with and without ``--forgetting-penalty``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from selfadapt.evaluate import paired
+from selfadapt.restem import BASE, PASSAGE, SELFEDIT, probe_drop, self_edit_rewards
+
+
+def load(run: Path) -> dict[int, list[dict]]:
+    by_round: dict[int, list[dict]] = defaultdict(list)
+    for line in (run / "records.jsonl").read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            by_round[r["round"]].append(r)
+    return dict(sorted(by_round.items()))
+
+
+def per_passage(records: list[dict], baseline: str) -> dict[str, dict]:
+    """passage → its self-edits' mean reward (no penalty), best reward, mean probe drop, and
+    passage-only's probe drop, over what the round has finished."""
+    rewards = self_edit_rewards(records, baseline)
+    base_probe = {r["item"]: r["extra"]["probe"] for r in records
+                  if r["condition"] == BASE and (r.get("extra") or {}).get("probe") is not None}
+    drops: dict[str, list[float]] = defaultdict(list)
+    alone: dict[str, float] = {}
+    for r in records:
+        d = probe_drop(r, base_probe) if r["condition"] in (SELFEDIT, PASSAGE) else None
+        if d is not None and r["condition"] == SELFEDIT:
+            drops[r["item"]].append(d)
+        elif d is not None:
+            alone[r["item"]] = d
+    return {item: {"mean": float(np.mean(list(by_j.values()))), "best": max(by_j.values()), "k": len(by_j),
+                   "drop": float(np.mean(drops[item])) if drops[item] else None, "drop_alone": alone.get(item)}
+            for item, by_j in rewards.items()}
+
+
+def fmt(p) -> str:
+    return f"{100 * p.mean:+.1f} ({100 * p.ci_low:+.1f}…{100 * p.ci_high:+.1f}) {p.wins}/{p.ties}/{p.losses}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--vs", type=Path, help="another run on the same passages, paired by passage")
+    args = ap.parse_args()
+    import yaml
+
+    baseline = yaml.safe_load((args.run / "config.yaml").read_text())["reward_baseline"]
+    rounds = load(args.run)
+    print(f"{args.run} (reward vs {baseline}; points of the knowledge measure's mc_prob)\n")
+    print("| round | passages (complete) | self-edits | mean reward | per passage: mean of k, paired (95% CI) W/T/L | "
+          "best-of-k > 0 | probe drop: self-edits | probe drop: passage-only | invalid |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r, recs in rounds.items():
+        pp = per_passage(recs, baseline)
+        edits = [x for x in recs if x["condition"] == SELFEDIT]
+        complete = sum(v["k"] == max((v["k"] for v in pp.values()), default=0) for v in pp.values())
+        means = {i: v["mean"] for i, v in pp.items()}
+        rewards = [g for by_j in self_edit_rewards(recs, baseline).values() for g in by_j.values()]
+        drops = [v["drop"] for v in pp.values() if v["drop"] is not None]
+        alone = [v["drop_alone"] for v in pp.values() if v["drop_alone"] is not None]
+        invalid = sum(x.get("status") == "invalid_selfedit" for x in edits)
+        print(f"| {r} | {len(pp)} ({complete}) | {len(edits)} | {100 * np.mean(rewards):+.1f} | "
+              f"{fmt(paired(means, dict.fromkeys(means, 0.0)))} | {sum(v['best'] > 0 for v in pp.values())} | "
+              f"{100 * np.mean(drops):+.1f} | {100 * np.mean(alone) if alone else float('nan'):+.1f} | {invalid} |")
+    if args.vs:
+        other = load(args.vs)
+        print(f"\nPaired with {args.vs}, passage by passage (this run − that run):\n")
+        print("| round | passages | probe drop of self-edits | reward vs passage-only (no penalty) |")
+        print("|---|---|---|---|")
+        for r in sorted(set(rounds) & set(other)):
+            a, b = per_passage(rounds[r], baseline), per_passage(other[r], baseline)
+            da = {i: v["drop"] for i, v in a.items() if v["drop"] is not None}
+            db = {i: v["drop"] for i, v in b.items() if v["drop"] is not None}
+            print(f"| {r} | {len(set(da) & set(db))} | {fmt(paired(da, db))} | "
+                  f"{fmt(paired({i: v['mean'] for i, v in a.items()}, {i: v['mean'] for i, v in b.items()}))} |")
+    print("\nreproduce: python " + " ".join(sys.argv))
+
+
+if __name__ == "__main__":
+    main()
