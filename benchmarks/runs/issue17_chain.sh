@@ -8,7 +8,7 @@
 #    of each policy is paired by passage.
 cd "$(dirname "$0")/../.."
 C=$(ls -d benchmarks/runs/continual/eval-continual-* 2>/dev/null | head -1)
-.venv/bin/selfadapt eval continual --passages 8 --runs-dir benchmarks/runs/continual ${C:+--resume $C} \
+.venv/bin/selfadapt eval continual --passages 8 --no-amp --runs-dir benchmarks/runs/continual ${C:+--resume $C} \
   >> /tmp/continual.log 2>&1 || exit 1
 SRC=benchmarks/runs/restem/train-knowledge-20261124-165837
 P=benchmarks/runs/restem-penalty/train-knowledge-penalty1
@@ -19,5 +19,5 @@ if [ ! -d $P ]; then
   grep '"round": 0,' $SRC/records.jsonl > $P/records.jsonl
 fi
 .venv/bin/selfadapt train knowledge --reward-baseline passage -c 16 -k 4 --rounds 2 --probe \
-  --forgetting-penalty 1 --workers 2 --runs-dir benchmarks/runs/restem-penalty --resume $P \
+  --forgetting-penalty 1 --no-amp --workers 2 --runs-dir benchmarks/runs/restem-penalty --resume $P \
   >> /tmp/restem-penalty.log 2>&1
