@@ -116,3 +116,27 @@ def test_a_killed_sequence_resumes_without_redoing_anything(cfg, monkeypatch):
     assert keys[: len(appended)] == appended and len(keys) == len(set(keys)) == 3 + 3 + 6
     assert len(trained) == 1  # only update 2 was left
     assert summary["conditions"]["passage"]["complete"]
+
+
+def test_a_run_whose_update_files_are_gone_retrains_them_from_its_records(cfg, monkeypatch):
+    """Update weights are not kept in git: a clone resumes by training each finished update
+    again on the examples (replay included) its record holds, with the same seed; no score is redone."""
+    from selfadapt.knowledge.continual import _examples
+
+    cfg.conditions = ["passage+replay"]
+    run, _ = run_continual_eval(cfg)
+    before = run.records()
+    for f in (run.path / "updates").rglob("*.safetensors"):
+        f.unlink()
+    trained = []
+    real_train = ResidentLoRA.train
+    monkeypatch.setattr(ResidentLoRA, "train", lambda self, ex, **k: trained.append(ex) or real_train(self, ex, **k))
+    import selfadapt.knowledge.continual as continual
+
+    monkeypatch.setattr(continual, "replay_examples", lambda *a, **k: pytest.fail("drew the replay again"))
+    again, _ = run_continual_eval(cfg, resume=run.path)
+    recorded = [r for r in before if r["key"].startswith("passage+replay/update-")]
+    assert any(r["extra"] for r in recorded)
+    assert trained == [_examples(r["examples"]) + _examples(r["extra"]) for r in recorded]
+    assert again.records() == before
+    assert len(list((run.path / "updates").rglob("*.safetensors"))) == len(recorded)

@@ -444,3 +444,38 @@ def test_probe_can_sample_reflections_and_retries_as_grpo_does(tiny):
     a, b = (reflect_and_retry(tiny.model, tiny.tokenizer, task, queries, cfg, seed=s) for s in (0, 1))
     assert [r["attempt"] for r in a] == [r["attempt"] for r in b]
     assert [r.get("retry") for r in a] != [r.get("retry") for r in b]
+
+
+def test_retry_grammar_rules_out_the_failed_value(tiny_tokenizer):
+    from selfadapt.constrained import lark_grammar
+    from selfadapt.rrr.countdown import evaluate, expressions, retry_grammar
+
+    for numbers, count in (((5, 9), 16), ((3, 5, 7), 384)):
+        exprs = expressions(numbers)
+        assert len(exprs) == count
+        for text, value in exprs.items():  # each is what the verifier computes, over exactly the numbers
+            assert value is None or (evaluate(text)[0] == value and sorted(evaluate(text)[1]) == sorted(numbers))
+    g = lark_grammar(retry_grammar((5, 9), "5 * 9"))
+    for bad in ("<answer>5 * 9</answer>", "<answer>9 * 5</answer>", "<answer>(5 * 9)</answer>"):
+        assert not _accepts(tiny_tokenizer, g, bad), bad
+    for ok in ("<answer>5 + 9</answer>", "<answer>9 - 5</answer>", "<answer>(9 / 5)</answer>"):
+        assert _accepts(tiny_tokenizer, g, ok), ok
+    # An attempt without an expression rules nothing out but division by zero.
+    free = lark_grammar(retry_grammar((3, 3, 5), None))
+    assert _accepts(tiny_tokenizer, free, "<answer>3 * (3 + 5)</answer>")
+    assert not _accepts(tiny_tokenizer, free, "<answer>5 / (3 - 3)</answer>")
+
+
+def test_constrain_2_retries_never_repeat_the_failed_value(tiny):
+    from selfadapt.rrr.countdown import evaluate, extract_answer
+
+    task = get_task("countdown:numbers=3,constrain=2,prefill=1")
+    queries = task.queries("train", 6)
+    greedy = SamplingConfig(max_new_tokens=32, temperature=0.0, batch_size=6)
+    records = reflect_and_retry(tiny.model, tiny.tokenizer, task, queries, ReflectConfig(greedy, greedy), seed=0)
+    failures = [r for r in records if not r["first_correct"]]
+    assert failures
+    for r in failures:
+        assert evaluate(extract_answer(r["retry"]))[0] != evaluate(extract_answer(r["attempt"]))[0]
+    with pytest.raises(ValueError, match="constrain"):
+        get_task("function-calling:constrain=2")

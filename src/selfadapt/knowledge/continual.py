@@ -147,6 +147,12 @@ def _sequence(run: Run, cfg: ContinualConfig, cond: str, passages: list[Passage]
             key, weights = f"{cond}/update-{i}", updates_dir / f"update-{i}.safetensors"
             if run.done(key) and weights.is_file():
                 lora.merge(load_file(str(weights)))
+            elif run.done(key):  # the weights file was lost (they are not kept in git): train again on
+                rec = run.get(key)  # the recorded examples, with the same seed; the record stands
+                log.warning("%s: update weights missing; training again on the recorded examples", key)
+                lora.train(_examples(rec["examples"]) + _examples(rec["extra"]), seed=cfg.seed + i)
+                save_file(lora.update(), str(weights))
+                lora.merge()
             else:
                 selfedit = None
                 if source == "own":
@@ -160,13 +166,9 @@ def _sequence(run: Run, cfg: ContinualConfig, cond: str, passages: list[Passage]
                 stats = lora.train(own + extra, seed=cfg.seed + i)
                 save_file(lora.update(), str(weights))
                 lora.merge()
-                if run.done(key):  # the weights file was lost: trained again, the record stands
-                    log.warning("%s: update weights were missing and were trained again", key)
-                else:
-                    run.append(key, {"condition": cond, "update": i, "item": f"p{p.index}", "selfedit": selfedit,
-                                     "examples": _plain(own), "extra": _plain(extra), "steps": stats.steps,
-                                     "tokens": stats.tokens, "final_loss": stats.final_loss,
-                                     "seconds": stats.seconds})
+                run.append(key, {"condition": cond, "update": i, "item": f"p{p.index}", "selfedit": selfedit,
+                                 "examples": _plain(own), "extra": _plain(extra), "steps": stats.steps,
+                                 "tokens": stats.tokens, "final_loss": stats.final_loss, "seconds": stats.seconds})
             history.append(_examples(run.get(key)["examples"]))
             bar.advance(task)
             for seen in passages[: i + 1]:

@@ -26,7 +26,7 @@ def retry_verdicts(ctx: RewardContext, queries: list[dict], attempts: list[str],
     t0 = time.perf_counter()
     retries = answer(ctx.policy(), ctx.tokenizer, ctx.task, queries,
                      [retry_messages(ctx.task, q, a, r, ctx.prior) for q, a, r in zip(queries, attempts, reflections)],
-                     ctx.retry)
+                     ctx.retry, failed=attempts)
     t1 = time.perf_counter()
     verdicts = [ctx.task.verify(q, r) for q, r in zip(queries, retries)]
     out = [{"retry": retry, "correct": v.correct, "reason": v.reason} for retry, v in zip(retries, verdicts)]

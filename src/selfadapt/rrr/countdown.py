@@ -123,6 +123,42 @@ def answer_grammar(numbers: tuple[int, ...]) -> str:
     return "\n".join(rules) + "\n"
 
 
+def expressions(numbers: tuple[int, ...]) -> dict[str, Fraction | None]:
+    """Every expression of ``answer_grammar`` (without the tags) with its exact value, None
+    where it divides by zero: 8 for two numbers, 384 for three, 15,360 for four."""
+    def over(mask: int) -> list[tuple[str, Fraction | None]]:
+        if mask & (mask - 1) == 0:
+            n = numbers[mask.bit_length() - 1]
+            return [(str(n), Fraction(n))]
+        out, part = [], (mask - 1) & mask
+        while part:
+            for ta, va in over(part):
+                for tb, vb in over(mask ^ part):
+                    ta_, tb_ = (t if m & (m - 1) == 0 else f"({t})" for t, m in ((ta, part), (tb, mask ^ part)))
+                    for op in "+-*/":
+                        value = None if va is None or vb is None or (op == "/" and vb == 0) else \
+                            {"+": lambda: va + vb, "-": lambda: va - vb, "*": lambda: va * vb,
+                             "/": lambda: va / vb}[op]()
+                        out.append((f"{ta_} {op} {tb_}", value))
+            part = (part - 1) & mask
+        return out
+
+    top = over((1 << len(numbers)) - 1)
+    return dict(top + [(f"({t})", v) for t, v in top])
+
+
+def retry_grammar(numbers: tuple[int, ...], failed: str | None) -> str:
+    """``answer_grammar`` without what the failed attempt already ruled out: every expression
+    with the failed expression's value (the model was told that value is wrong), and any that
+    divides by zero. A retry under it must try another value; the reflection can steer which."""
+    try:
+        ruled_out = evaluate(failed)[0] if failed is not None else None
+    except ValueError:
+        ruled_out = None
+    allowed = [t for t, v in expressions(numbers).items() if v is not None and v != ruled_out]
+    return 'start: "<answer>" (' + " | ".join(f'"{t}"' for t in allowed) + ') "</answer>"\n'
+
+
 def solve(numbers: tuple[int, ...], target: int) -> str | None:
     """An expression reaching ``target`` with every number once, or None (exhaustive search)."""
     def search(items: list[tuple[Fraction, str]]) -> str | None:

@@ -62,13 +62,18 @@ def answer_prefix(task: Task, query: dict[str, Any]) -> str:
 
 
 def answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task, queries: list[dict[str, Any]],
-           conversations: list[list[dict[str, str]]], cfg: SamplingConfig, *, seed: int | None = None) -> list[str]:
+           conversations: list[list[dict[str, str]]], cfg: SamplingConfig, *, seed: int | None = None,
+           failed: list[str] | None = None) -> list[str]:
     """The model's answer turn of each conversation, after the task's answer prefix, and under
-    the task's answer grammar if it has one (every attempt and retry goes through here)."""
+    the task's answer grammar if it has one (every attempt and retry goes through here). A
+    retry passes the ``failed`` attempts, for the task's retry grammar."""
     prefixes = [answer_prefix(task, q) for q in queries]
     prompts = [render_chat(tokenizer, c) + p for c, p in zip(conversations, prefixes)]
-    grammar = getattr(task, "grammar", None)
-    grammars = [grammar(q) for q in queries] if grammar else []
+    grammar, retry_grammar = getattr(task, "grammar", None), getattr(task, "retry_grammar", None)
+    if failed is not None and retry_grammar:
+        grammars = [retry_grammar(q, a) for q, a in zip(queries, failed)]
+    else:
+        grammars = [grammar(q) for q in queries] if grammar else []
     constraints = ([GrammarConstraint(tokenizer, g, p) if g else None for g, p in zip(grammars, prefixes)]
                    if any(grammars) else None)
     outs = generate(model, tokenizer, prompts, cfg, seed=seed, constraints=constraints)
@@ -101,7 +106,7 @@ def reflect_and_retry(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     reflections = generate(model, tokenizer, reflect_prompts, cfg.reflection, seed=seed + 1)
     retries = answer(model, tokenizer, task, [queries[i] for i in failed],
                      [retry_messages(task, queries[i], answers[i], r, cfg.prior) for i, r in zip(failed, reflections)],
-                     cfg.retry or cfg.answer, seed=seed + 2)
+                     cfg.retry or cfg.answer, seed=seed + 2, failed=[answers[i] for i in failed])
     for i, reflection, retry in zip(failed, reflections, retries):
         v = task.verify(queries[i], retry)
         records[i].update(reflection=reflection, retry=retry, second_correct=v.correct, second_reason=v.reason)

@@ -43,6 +43,9 @@ class Task(Protocol):
         """The llguidance grammar every answer to ``query`` is sampled under (the task's
         ``constrain`` knob), or None: free text, parsed by the verifier."""
 
+    def retry_grammar(self, query: dict[str, Any], attempt: str) -> str | None:
+        """The grammar of a retry after the failed ``attempt`` (by default the same as ``grammar``)."""
+
 
 def _split(split: str) -> None:
     if split not in SPLITS:
@@ -68,14 +71,15 @@ class CountdownTask:
     max_target: int = 100
     shots: int = 0
     prefill: int = 0  # 1: every answer starts with "<answer>", written for the model
-    constrain: int = 0  # 1: answers are sampled under ``countdown.answer_grammar`` (each number once)
+    constrain: int = 0  # 1: answers are sampled under ``countdown.answer_grammar`` (each number once);
+    # 2: and a retry under ``countdown.retry_grammar`` (not the failed attempt's value)
     name: str = "countdown"
 
     def __post_init__(self) -> None:
         if self.numbers not in (0, 2, 3, 4, 5) or self.max_number < 2 or self.max_target < 10:
             raise ValueError("countdown needs numbers in 2–5 (0: 3 or 4), max_number >= 2, max_target >= 10")
-        if self.prefill not in (0, 1) or self.constrain not in (0, 1):
-            raise ValueError("countdown prefill and constrain must be 0 or 1")
+        if self.prefill not in (0, 1) or self.constrain not in (0, 1, 2):
+            raise ValueError("countdown prefill must be 0 or 1, constrain 0, 1 or 2")
         if not 0 <= self.shots <= len(COUNTDOWN_SHOTS):
             raise ValueError(f"countdown shots must be 0–{len(COUNTDOWN_SHOTS)}")
 
@@ -103,6 +107,11 @@ class CountdownTask:
 
     def grammar(self, query: dict[str, Any]) -> str | None:
         return lark_grammar(countdown.answer_grammar(self._problem(query).numbers)) if self.constrain else None
+
+    def retry_grammar(self, query: dict[str, Any], attempt: str) -> str | None:
+        if self.constrain != 2:
+            return self.grammar(query)
+        return lark_grammar(countdown.retry_grammar(self._problem(query).numbers, countdown.extract_answer(attempt)))
 
     def reference(self, query: dict[str, Any]) -> str:
         p = self._problem(query)
@@ -257,6 +266,10 @@ class MixedTask:
     def grammar(self, query: dict[str, Any]) -> str | None:
         grammar = getattr(self._of(query), "grammar", None)
         return grammar(query) if grammar else None
+
+    def retry_grammar(self, query: dict[str, Any], attempt: str) -> str | None:
+        grammar = getattr(self._of(query), "retry_grammar", None)
+        return grammar(query, attempt) if grammar else self.grammar(query)
 
     def check(self, query: Any) -> None:
         self._of(query).check(query)
