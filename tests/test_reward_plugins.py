@@ -63,7 +63,7 @@ def _episode(task, n, reflections):
 def test_laser_rewards_share_one_retry_per_rollout(tiny, monkeypatch, tmp_path):
     calls = []
 
-    def fake_generate(model, tok, prompts, cfg, seed=None):
+    def fake_generate(model, tok, prompts, cfg, seed=None, constraints=None):
         calls.append(len(prompts))
         return ["ab", "abc", "ab", "ab"][: len(prompts)]  # correct, wrong, correct, correct
 
@@ -83,7 +83,7 @@ def test_laser_rewards_share_one_retry_per_rollout(tiny, monkeypatch, tmp_path):
 
 def test_laser_d_reward_uses_the_groups_bucket(tiny, monkeypatch):
     monkeypatch.setattr(reflect_mod, "generate",
-                        lambda model, tok, prompts, cfg, seed=None: ["ab", "ab", "abc", "abc"])
+                        lambda model, tok, prompts, cfg, seed=None, constraints=None: ["ab", "ab", "abc", "abc"])
     ctx = RewardContext(ParityTask(), tiny.tokenizer, model=tiny.model, length_grid=(2, 4, 200))
     reward = LaserDReward(ctx)
     # One query, four reflections: two correct retries (medium bucket).
@@ -95,7 +95,7 @@ def test_laser_d_reward_uses_the_groups_bucket(tiny, monkeypatch):
 
 
 def test_retry_reward_with_a_tinyv_judge_records_flips(tiny, monkeypatch, tmp_path):
-    monkeypatch.setattr(reflect_mod, "generate", lambda model, tok, prompts, cfg, seed=None: ["ab", "abc", "abcde"])
+    monkeypatch.setattr(reflect_mod, "generate", lambda model, tok, prompts, cfg, seed=None, constraints=None: ["ab", "abc", "abcde"])
     asked = []
 
     class Judge:

@@ -65,7 +65,7 @@ def test_retry_reward_truth_table(tiny, monkeypatch, tmp_path):
     queries = task.queries("train", 4)
     retries = ["ab", "abc", "", "abcd"]  # even, odd, even, even
     monkeypatch.setattr(reflect_mod, "generate",
-                        lambda model, tok, prompts, cfg, seed=None: retries[: len(prompts)])
+                        lambda model, tok, prompts, cfg, seed=None, constraints=None: retries[: len(prompts)])
     ctx = RewardContext(task, tiny.tokenizer, log_path=tmp_path / "r.jsonl", model=tiny.model)
     values = RetryReward(ctx)(["p"] * 4, [[{"content": f"reflection {i}"}] for i in range(4)],
                               query=[json.dumps(q) for q in queries], attempt=["x"] * 4)

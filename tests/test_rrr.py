@@ -313,7 +313,7 @@ def test_function_calling_shot_shows_the_reply_format():
     assert shot.messages(q)[0]["content"].startswith(plain.messages(q)[0]["content"])
     assert '{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}' in shot.messages(q)[0]["content"]
     assert task_spec(shot) == "function-calling:shots=1"
-    with pytest.raises(ValueError, match="shots and prefill must be 0 or 1"):
+    with pytest.raises(ValueError, match="shots, prefill and constrain must be 0 or 1"):
         get_task("function-calling:shots=2")
 
 
@@ -325,7 +325,7 @@ def test_prefill_starts_every_answer_and_retry(tiny, monkeypatch):
     q = task.queries("train", 1)[0]
     seen = []
 
-    def fake_generate(model, tok, prompts, cfg, seed=None):
+    def fake_generate(model, tok, prompts, cfg, seed=None, constraints=None):
         seen.extend(prompts)
         return ["1 + 2</answer>"] * len(prompts)
 
