@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import operator
 import random
 import re
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from . import Verdict
 
 MAX_ANSWER_CHARS = 200  # an honest answer for 3–4 numbers is far shorter
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_APPLY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 
 
@@ -135,10 +137,8 @@ def expressions(numbers: tuple[int, ...]) -> dict[str, Fraction | None]:
             for ta, va in over(part):
                 for tb, vb in over(mask ^ part):
                     ta_, tb_ = (t if m & (m - 1) == 0 else f"({t})" for t, m in ((ta, part), (tb, mask ^ part)))
-                    for op in "+-*/":
-                        value = None if va is None or vb is None or (op == "/" and vb == 0) else \
-                            {"+": lambda: va + vb, "-": lambda: va - vb, "*": lambda: va * vb,
-                             "/": lambda: va / vb}[op]()
+                    for op, apply in _APPLY.items():
+                        value = None if va is None or vb is None or (op == "/" and vb == 0) else apply(va, vb)
                         out.append((f"{ta_} {op} {tb_}", value))
             part = (part - 1) & mask
         return out
