@@ -2,6 +2,7 @@
 
     python benchmarks/restem_rounds.py RUN                 # every finished or started round
     python benchmarks/restem_rounds.py RUN --vs OTHER_RUN  # two runs on the same passages
+    python benchmarks/restem_rounds.py RUN --eval EVAL_RUN # each round's policy on held-out passages
 
 For each round: the reward of the self-edits against the run's reward baseline (mean, and
 per passage: the mean of its k self-edits with a paired bootstrap interval and
@@ -9,7 +10,10 @@ win/tie/loss counts, and how many passages have a positive best-of-k), the probe
 drop after each update (self-edits and passage-only), and the share of invalid self-edits.
 Round r samples from round r−1's policy, so round r's rows describe that policy. With
 ``--vs``, the probe drop and the un-penalised reward of each round's self-edits are paired
-by passage between the two runs (e.g. with and without ``--forgetting-penalty``).
+by passage between the two runs (e.g. with and without ``--forgetting-penalty``). With
+``--eval``, an `eval knowledge` run that tested the policies (``--policy RUN/round-N``) gives
+each policy's reward on its passages, paired by passage with passage-only, the recital, the
+untrained policy's self-edits, the policy without an update, and the previous round's policy.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfadapt.evaluate import paired
+from selfadapt.evaluate import paired, per_item
 from selfadapt.restem import BASE, PASSAGE, SELFEDIT, probe_drop, self_edit_rewards
 
 
@@ -54,6 +58,26 @@ def per_passage(records: list[dict], baseline: str) -> dict[str, dict]:
             for item, by_j in rewards.items()}
 
 
+def held_out(eval_run: Path) -> None:
+    """Each round's policy on the eval run's passages (the paper's Figure 4, with our baselines)."""
+    records = [json.loads(x) for x in (eval_run / "records.jsonl").read_text().splitlines() if x.strip()]
+    conditions = sorted({r["condition"] for r in records})
+    names = sorted((n for n in conditions if n.startswith("round-") and not n.endswith("-base")),
+                   key=lambda n: int(n.split("-")[1]))
+    untrained = next((n for n in conditions if n.startswith("own-")), None)
+    print(f"\nPolicies on {eval_run} (`mc_prob` %, differences in points, paired by passage):\n")
+    print(f"| policy | mc_prob | vs passage | vs recital | vs untrained ({untrained}) | vs itself without an update "
+          "| vs the previous round's |")
+    print("|---|---|---|---|---|---|---|")
+    previous = untrained
+    for name in names:
+        score = per_item(records, name)
+        cells = [fmt(paired(score, per_item(records, ref))) if ref else "–"
+                 for ref in ("passage", "recital", untrained, f"{name}-base", previous)]
+        print(f"| {name} | {100 * np.mean(list(score.values())):.1f} | " + " | ".join(cells) + " |")
+        previous = name
+
+
 def fmt(p) -> str:
     return f"{100 * p.mean:+.1f} ({100 * p.ci_low:+.1f}…{100 * p.ci_high:+.1f}) {p.wins}/{p.ties}/{p.losses}"
 
@@ -62,6 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
     ap.add_argument("--vs", type=Path, help="another run on the same passages, paired by passage")
+    ap.add_argument("--eval", type=Path, help="an eval knowledge run with the rounds' policies")
     args = ap.parse_args()
     import yaml
 
@@ -94,6 +119,8 @@ def main() -> None:
             db = {i: v["drop"] for i, v in b.items() if v["drop"] is not None}
             print(f"| {r} | {len(set(da) & set(db))} | {fmt(paired(da, db))} | "
                   f"{fmt(paired({i: v['mean'] for i, v in a.items()}, {i: v['mean'] for i, v in b.items()}))} |")
+    if args.eval:
+        held_out(args.eval)
     print("\nreproduce: python " + " ".join(sys.argv))
 
 
