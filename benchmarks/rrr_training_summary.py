@@ -22,6 +22,9 @@ def main() -> None:
     ap.add_argument("runs", type=Path, nargs="+")
     args = ap.parse_args()
     for run in args.runs:
+        if not (run / "rollouts.jsonl").is_file():
+            print(f"\n## {run.name}\n\nno rollouts yet ({run / 'rollouts.jsonl'} does not exist)")
+            continue
         rows = [json.loads(line) for line in (run / "rollouts.jsonl").read_text().splitlines() if line.strip()]
         history = json.loads((run / "metrics.json").read_text())["history"] if (run / "metrics.json").exists() else []
         steps = sorted({r["step"] for r in rows})
