@@ -28,6 +28,7 @@ import numpy as np
 
 from selfadapt.evaluate import paired, per_item
 from selfadapt.restem import BASE, PASSAGE, SELFEDIT, probe_drop, self_edit_rewards
+from selfadapt.runs import Run
 
 
 def load(run: Path) -> dict[int, list[dict]]:
@@ -60,7 +61,7 @@ def per_passage(records: list[dict], baseline: str) -> dict[str, dict]:
 
 def held_out(eval_run: Path) -> None:
     """Each round's policy on the eval run's passages (the paper's Figure 4, with our baselines)."""
-    records = [json.loads(x) for x in (eval_run / "records.jsonl").read_text().splitlines() if x.strip()]
+    records = Run(eval_run, {}).records()  # as a resume reads them: a cut last line is left out
     conditions = sorted({r["condition"] for r in records})
     names = sorted((n for n in conditions if n.startswith("round-") and not n.endswith("-base")),
                    key=lambda n: int(n.split("-")[1]))
