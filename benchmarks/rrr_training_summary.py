@@ -1,5 +1,7 @@
 """What an `rrr train` run learned, per step: mean reward per component, groups with any
-spread (non-zero advantage), retries correct, reflection length; and whether the saved
+spread (non-zero advantage), retries correct, reflection length, the NOVER reference
+answer's perplexity (the raw signal behind its group-relative reward, whose mean is 0.5 by
+construction); and whether the saved
 adapter moved at all (the largest |B| of its LoRA matrices: 0 means it is the initial one).
 
     python benchmarks/rrr_training_summary.py RUN_DIR [RUN_DIR ...]
@@ -32,8 +34,8 @@ def main() -> None:
         print(f"\n## {run.name}\n")
         names = list(dict.fromkeys(r["reward"] for r in rows))
         print("| step | " + " | ".join(f"mean {n}" for n in names) + " | groups with spread | retries correct | "
-              "mean reflection tokens | DISCO scale |")
-        print("|---|" + "---|" * (len(names) + 4))
+              "mean reflection tokens | reference perplexity | DISCO scale |")
+        print("|---|" + "---|" * (len(names) + 5))
         for step in steps:
             mine = [r for r in rows if r["step"] == step]
             by = {n: [r for r in mine if r["reward"] == n] for n in names}
@@ -47,9 +49,11 @@ def main() -> None:
             log = next((h for h in history if h.get("step") == step + 1), {})
             length = f"{np.mean(lengths):.0f}" if lengths else "–"
             scale = f"{log['disco/scale']:.3f}" if "disco/scale" in log else "–"
+            ppl = [r["perplexity"] for r in by.get("nover") or [] if r.get("perplexity") is not None]
+            perplexity = f"{np.mean(ppl):.3f}" if ppl else "–"
             print(f"| {step} | " + " | ".join(f"{np.mean([r['value'] for r in by[n]]):.3f}" for n in names) +
                   f" | {spread} / {len(totals)} | {sum(r.get('correct', False) for r in retry)} / {len(retry)} | "
-                  f"{length} | {scale} |")
+                  f"{length} | {perplexity} | {scale} |")
         adapter = run / "policy" / "adapter_model.safetensors"
         if adapter.exists():
             b = [np.abs(v).max() for k, v in load_file(str(adapter)).items() if "lora_B" in k]
