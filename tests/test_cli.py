@@ -118,6 +118,8 @@ def test_rrr_build_train_eval_end_to_end(tiny_dir, tmp_path):
     (eval_run,) = runs.glob("rrr-eval-*")
     recs = [json.loads(line) for line in (eval_run / "records.jsonl").read_text().splitlines()]
     assert len(recs) == 2 * (2 + 2) and (eval_run / "accuracy.png").is_file()
+    assert all(r["reference_logprob"] < 0 for r in recs if r["kind"] == "task" and not r["first_correct"])
+    assert "reference answer log p" in res.output
     res = invoke("rrr", "eval", "--queries", 2, "--general", 2, "--answer-tokens", 6, "--reflection-tokens", 6,
                  "--policy", train_run, "--resume", eval_run, *common)
     assert res.exit_code == 0, res.output

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from selfadapt.generation import SamplingConfig
+from selfadapt.models import render_chat
 from selfadapt.rrr import Verdict
 from selfadapt.rrr.failures import FILE, build_failures, load_failures
 from selfadapt.rrr.grpo import RRRGRPOConfig, make_trainer
@@ -289,6 +290,46 @@ def test_rrr_summary_pairs_each_policy_with_the_base_on_the_same_queries():
     d = trained["vs_base"]["second"]
     assert (d["n"], d["wins"], d["ties"], d["losses"]) == (3, 1, 2, 0) and d["mean"] == pytest.approx(1 / 3)
     assert "+33.3" in rrr_table([base, trained]) and "1/2/0" in rrr_table([base, trained])
+
+
+def test_rrr_summary_pairs_the_reference_likelihood_on_queries_both_models_failed():
+    from selfadapt.rrr.experiment import rrr_table, summarize_rrr
+
+    def rec(cond, qid, logp=None):
+        r = {"condition": cond, "kind": "task", "id": qid, "first_correct": logp is None, "second_correct": False}
+        return r | ({"reference_logprob": logp} if logp is not None else {})
+
+    records = [rec("base", "a", -2.0), rec("base", "b", -1.0), rec("base", "c"),
+               rec("trained", "a", -1.5), rec("trained", "b"), rec("trained", "c", -0.1)]
+    base, trained = summarize_rrr(records, ["base", "trained"])
+    assert base["reference"][0] == pytest.approx(-1.5) and trained["reference"][0] == pytest.approx(-0.8)
+    d = trained["vs_base"]["reference"]  # only query a failed for both
+    assert (d["n"], d["wins"], d["losses"]) == (1, 1, 0) and d["mean"] == pytest.approx(0.5)
+    assert "+0.500" in rrr_table([base, trained])
+
+
+def test_eval_scores_the_reference_after_each_reflection(tiny, tmp_path):
+    from selfadapt.rrr import experiment
+
+    task, tok = ParityTask(), tiny.tokenizer
+    queries = task.queries("test", 10)
+    cfg = experiment.RRREvalConfig(answer_tokens=5, reflection_tokens=5, chunk=10)
+    run = Run.create(tmp_path, "e", {})
+    bar = experiment.progress_bar()
+    experiment._reflect_into_run(run, "base", tiny, task, queries, cfg, bar, bar.add_task("t", total=10), dense=True)
+    recs = run.records()
+    failed = [r for r in recs if not r["first_correct"]]
+    assert failed and len(failed) < len(recs)
+    assert all("reference_logprob" not in r for r in recs if r["first_correct"])
+    for r in failed:  # the reference's mean per-token log-likelihood as the retry, computed by hand
+        q = next(q for q in queries if q["id"] == r["id"])
+        p = tok(render_chat(tok, retry_messages(task, q, r["attempt"], r["reflection"])),
+                add_special_tokens=False)["input_ids"]
+        c = tok(task.reference(q), add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny.model(input_ids=torch.tensor([p + c])).logits[0].float(), -1)
+        lp = sum(float(logp[len(p) + i - 1, t]) for i, t in enumerate(c)) / len(c)
+        assert r["reference_logprob"] == pytest.approx(lp, rel=1e-4)
 
 
 def test_countdown_shots_demonstrate_the_format():

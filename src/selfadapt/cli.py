@@ -333,6 +333,8 @@ def train_arc(
 
 TASK = typer.Option("countdown", help="countdown | function-calling, with optional difficulty knobs: "
                     "countdown:numbers=2,max_number=25,max_target=100 or function-calling:set=multiple,functions=2")
+REFLECTION_TEMPERATURE = typer.Option(0.0, help="Reflection sampling temperature (0: greedy; GRPO samples at 1).")
+RETRY_TEMPERATURE = typer.Option(0.0, help="Retry sampling temperature, as rrr train --retry-temperature (0: greedy).")
 
 
 @rrr_app.command("build-failures")
@@ -370,10 +372,7 @@ def rrr_probe(
     queries: int = typer.Option(40, help="Training-split queries per task."),
     answer_tokens: int = typer.Option(192), reflection_tokens: int = typer.Option(96),
     prior_prompt: Optional[str] = PRIOR,
-    reflection_temperature: float = typer.Option(0.0, help="Reflection sampling temperature (0: greedy; GRPO "
-                                                 "samples at 1)."),
-    retry_temperature: float = typer.Option(0.0, help="Retry sampling temperature, as rrr train "
-                                            "--retry-temperature (0: greedy)."),
+    reflection_temperature: float = REFLECTION_TEMPERATURE, retry_temperature: float = RETRY_TEMPERATURE,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
@@ -457,15 +456,19 @@ def rrr_eval(
     answer_tokens: int = typer.Option(192), reflection_tokens: int = typer.Option(96),
     prior_prompt: Optional[str] = typer.Option(None, "--prior-prompt", help="Prior prompt for the base model "
                                                "(a policy uses the one it was trained with)."),
+    reflection_temperature: float = REFLECTION_TEMPERATURE, retry_temperature: float = RETRY_TEMPERATURE,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
-    """First- and second-attempt accuracy (greedy), base vs trained, plus a general-ability check."""
+    """First- and second-attempt accuracy (greedy unless asked), base vs trained, the reference answer's
+    likelihood after each reflection (a dense measure where retries fail), and a general-ability check."""
     from .rrr.experiment import RRREvalConfig, run_rrr_eval
 
     cfg = RRREvalConfig(model=model, task=task, queries=queries, policies=policy, general=general,
                         answer_tokens=answer_tokens, reflection_tokens=reflection_tokens,
-                        prior_prompt=prior_prompt, seed=seed, dtype=dtype, device=device, runs_dir=str(runs_dir))
+                        prior_prompt=prior_prompt, reflection_temperature=reflection_temperature,
+                        retry_temperature=retry_temperature, seed=seed, dtype=dtype, device=device,
+                        runs_dir=str(runs_dir))
     t0 = time.perf_counter()
     run, _ = run_rrr_eval(cfg, resume=str(resume) if resume else None)
     console.print((run.path / "summary.md").read_text())

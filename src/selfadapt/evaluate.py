@@ -150,10 +150,10 @@ class Paired:
     ties: int
     losses: int
 
-    def cell(self, scale: float = 100) -> str:
+    def cell(self, scale: float = 100, digits: int = 1) -> str:
         if not self.n:
             return "–"
-        return f"{scale * self.mean:+.1f} ({scale * self.ci_low:+.1f}…{scale * self.ci_high:+.1f})"
+        return f"{scale * self.mean:+.{digits}f} ({scale * self.ci_low:+.{digits}f}…{scale * self.ci_high:+.{digits}f})"
 
     @property
     def wtl(self) -> str:

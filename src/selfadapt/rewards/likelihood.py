@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..likelihood import completion_scores
+from ..likelihood import Score, completion_scores
 from ..models import render_chat
 from ..rrr.reflect import answer_prefix, retry_messages
 from . import EpisodeReward, token_lengths
@@ -39,6 +39,17 @@ def group_ranks(values: list[float], groups: list[str]) -> list[float]:
     return out
 
 
+def reference_scores(model, tokenizer, task, queries: list[dict], attempts: list[str], reflections: list[str],
+                     prior: str | None = None) -> list[Score]:
+    """The model's log-likelihood of each query's reference answer as the retry after the failed
+    attempt and the reflection (after the answer prefix the task writes for the model): NOVER's
+    signal in training, and ``rrr eval``'s dense measure of a reflection on held-out failures."""
+    prefixes = [answer_prefix(task, q) for q in queries]
+    pairs = [(render_chat(tokenizer, retry_messages(task, q, a, r, prior)) + p, task.reference(q)[len(p):])
+             for q, a, r, p in zip(queries, attempts, reflections, prefixes)]
+    return completion_scores(model, tokenizer, pairs)
+
+
 class NoverReward(EpisodeReward):
     """How much likelier the reflection makes a correct answer, relative to the group.
 
@@ -56,11 +67,7 @@ class NoverReward(EpisodeReward):
     def score(self, queries, attempts, reflections):
         ctx = self.ctx
         t0 = time.perf_counter()
-        references = [ctx.task.reference(q) for q in queries]
-        prefixes = [answer_prefix(ctx.task, q) for q in queries]  # the reference after the retry's prefix
-        pairs = [(render_chat(ctx.tokenizer, retry_messages(ctx.task, q, a, r, ctx.prior)) + p, ref[len(p):])
-                 for q, a, r, ref, p in zip(queries, attempts, reflections, references, prefixes)]
-        scores = completion_scores(ctx.policy(), ctx.tokenizer, pairs)
+        scores = reference_scores(ctx.policy(), ctx.tokenizer, ctx.task, queries, attempts, reflections, ctx.prior)
         lengths = token_lengths(ctx.tokenizer, reflections)
         perplexity = [reasoning_perplexity(s.logprob, s.tokens, n) for s, n in zip(scores, lengths)]
         values = group_ranks(perplexity, [q["id"] for q in queries])

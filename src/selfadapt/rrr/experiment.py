@@ -26,6 +26,7 @@ from ..models import EMBEDDED, LoadedModel, chat_prompt, load_model, resolve
 from ..plots import plot_curves, plot_scores
 from ..prior import check_prior
 from ..runs import Run
+from ..rewards.likelihood import reference_scores
 from .failures import build_failures, load_failures
 from .grpo import RRRGRPOConfig, make_trainer
 from .reflect import ReflectConfig, accuracy, reflect_and_retry
@@ -132,6 +133,8 @@ class RRREvalConfig:
     reflection_tokens: int = 96
     chunk: int = 16
     prior_prompt: str | None = None  # for the base model (a policy uses the one it was trained with)
+    reflection_temperature: float = 0.0  # 1.0: reflections as GRPO samples them
+    retry_temperature: float = 0.0  # as ``rrr train --retry-temperature``
     seed: int = 0
     dtype: str = "auto"
     device: str = "auto"
@@ -139,6 +142,8 @@ class RRREvalConfig:
 
     def __post_init__(self) -> None:
         check_prior(self.prior_prompt)
+        if min(self.reflection_temperature, self.retry_temperature) < 0:
+            raise ValueError("temperatures must be >= 0")
 
 
 def policy_prior(policy: str | None, default: str | None) -> str | None:
@@ -179,23 +184,34 @@ def general_questions(n: int) -> list[tuple[str, str]]:
 
 def _reflect_into_run(run: Run, name: str, m: LoadedModel, task: Task, queries: list[dict[str, Any]],
                       cfg: "RRREvalConfig | ProbeConfig", bar: Any, job: Any, prior: str | None = None,
-                      temperatures: tuple[float, float] = (0.0, 0.0)) -> None:
+                      temperatures: tuple[float, float] = (0.0, 0.0), dense: bool = False) -> None:
     """Greedy attempt → reflection → retry for every query the run does not hold yet, in chunks
-    (``temperatures``: of the reflection and the retry; 0 is greedy)."""
+    (``temperatures``: of the reflection and the retry; 0 is greedy). ``dense`` adds, for each
+    failed first attempt, the mean per-token log-likelihood of the task's reference answer as the
+    retry after the reflection: whether a reflection brings the right answer closer, measured
+    even where every retry fails (NOVER's signal, on held-out queries)."""
     reflect_cfg = ReflectConfig(SamplingConfig(cfg.answer_tokens, 0.0, batch_size=cfg.chunk),
                                 SamplingConfig(cfg.reflection_tokens, temperatures[0], batch_size=cfg.chunk), prior,
                                 SamplingConfig(cfg.answer_tokens, temperatures[1], batch_size=cfg.chunk))
     todo = [q for q in queries if not run.done(f"{name}/task/{q['id']}")]
     for start in range(0, len(todo), cfg.chunk):
         part = todo[start : start + cfg.chunk]
-        for rec in reflect_and_retry(m.model, m.tokenizer, task, part, reflect_cfg, seed=cfg.seed):
+        recs = reflect_and_retry(m.model, m.tokenizer, task, part, reflect_cfg, seed=cfg.seed)
+        failed = [(q, r) for q, r in zip(part, recs) if not r["first_correct"]]
+        if dense and failed:
+            scores = reference_scores(m.model, m.tokenizer, task, [q for q, _ in failed],
+                                      [r["attempt"] for _, r in failed], [r["reflection"] for _, r in failed], prior)
+            for (_, r), score in zip(failed, scores):
+                r["reference_logprob"] = score.logprob / score.tokens
+        for rec in recs:
             run.append(f"{name}/task/{rec['id']}", {"condition": name, "kind": "task", **rec})
         bar.advance(job, len(part))
 
 
 def _evaluate(run: Run, name: str, m: LoadedModel, task: Task, queries: list[dict[str, Any]],
               general: list[tuple[str, str]], cfg: RRREvalConfig, bar: Any, job: Any, prior: str | None) -> None:
-    _reflect_into_run(run, name, m, task, queries, cfg, bar, job, prior)
+    _reflect_into_run(run, name, m, task, queries, cfg, bar, job, prior,
+                      (cfg.reflection_temperature, cfg.retry_temperature), dense=True)
     todo_g = [i for i in range(len(general)) if not run.done(f"{name}/general/{i}")]
     for start in range(0, len(todo_g), cfg.chunk):
         idx = todo_g[start : start + cfg.chunk]
@@ -209,11 +225,12 @@ def _evaluate(run: Run, name: str, m: LoadedModel, task: Task, queries: list[dic
 
 def summarize_rrr(records: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
     """Accuracies with bootstrap intervals, and each policy's paired difference from the first
-    condition (the base model) on the same queries."""
+    condition (the base model) on the same queries. The reference answer's log-likelihood
+    exists only where a first attempt failed, so it is paired on queries both models failed."""
     rows = []
     by_query = lambda name, key, kind="task": {  # noqa: E731
         r["id"] if kind == "task" else r["key"].rsplit("/", 1)[1]: float(r[key])
-        for r in records if r["condition"] == name and r["kind"] == kind}
+        for r in records if r["condition"] == name and r["kind"] == kind and key in r}
     for name in names:
         task_recs = [r for r in records if r["condition"] == name and r["kind"] == "task"]
         general = [float(r["correct"]) for r in records if r["condition"] == name and r["kind"] == "general"]
@@ -221,24 +238,31 @@ def summarize_rrr(records: list[dict[str, Any]], names: list[str]) -> list[dict[
         vs = {} if name == names[0] else {
             key: asdict(paired(by_query(name, field_, kind), by_query(names[0], field_, kind)))
             for key, field_, kind in [("first", "first_correct", "task"), ("second", "second_correct", "task"),
-                                      ("general", "correct", "general")]}
+                                      ("general", "correct", "general"), ("reference", "reference_logprob", "task")]}
+        reference = [r["reference_logprob"] for r in task_recs if "reference_logprob" in r]
         rows.append({"condition": name, "n": acc["n"],
                      "first": mean_ci([float(r["first_correct"]) for r in task_recs]),
                      "second": mean_ci([float(r["second_correct"]) for r in task_recs]),
                      "fixed_by_retry": sum(r["second_correct"] and not r["first_correct"] for r in task_recs),
-                     "general": mean_ci(general) if general else None, "vs_base": vs})
+                     "general": mean_ci(general) if general else None,
+                     "reference": mean_ci(reference) if reference else None, "vs_base": vs})
     return rows
 
 
 def rrr_table(rows: list[dict[str, Any]]) -> str:
     ci = lambda t: f"{100 * t[0]:.1f} ({100 * t[1]:.1f}–{100 * t[2]:.1f})"  # noqa: E731
-    diff = lambda r, k: Paired(**r["vs_base"][k]).cell() + f" {Paired(**r['vs_base'][k]).wtl}" if r["vs_base"] else "–"  # noqa: E731
+    diff = lambda r, k, scale=100, digits=1: (  # noqa: E731
+        Paired(**r["vs_base"][k]).cell(scale, digits) + f" {Paired(**r['vs_base'][k]).wtl}" if r["vs_base"] else "–")
+    logp = lambda t: "–" if not t else f"{t[0]:.3f} ({t[1]:.3f}…{t[2]:.3f})"  # noqa: E731
     lines = ["| model | 1st attempt % (95% CI) | 2nd attempt % (95% CI) | Δ 2nd vs base, paired (95% CI) W/T/L | "
-             "fixed by retry | general QA % (95% CI) | Δ general vs base | queries |", "|---|---|---|---|---|---|---|---|"]
+             "fixed by retry | general QA % (95% CI) | Δ general vs base | reference answer log p / token after "
+             "the reflection (95% CI) | Δ log p vs base, paired | queries |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        reference = r.get("reference")
         lines.append(f"| {r['condition']} | {ci(r['first'])} | {ci(r['second'])} | {diff(r, 'second')} | "
                      f"{r['fixed_by_retry']} | {ci(r['general']) if r['general'] else '–'} | "
-                     f"{diff(r, 'general') if r['general'] else '–'} | {r['n']} |")
+                     f"{diff(r, 'general') if r['general'] else '–'} | {logp(reference)} | "
+                     f"{diff(r, 'reference', 1, 3) if reference and 'reference' in r['vs_base'] else '–'} | {r['n']} |")
     return "\n".join(lines)
 
 
