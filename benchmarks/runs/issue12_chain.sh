@@ -7,10 +7,10 @@
 # 2. `nover` at the paper's difficulty (three numbers: retries never succeed, so only a dense
 #    reward can move), and `retry` + `nover` combined there.
 # 3. `rrr eval` of the base model and every trained policy on the test split (greedy).
-# Runs in a session of its own at autogroup nice 19 (plain `nice` does not reach across the
-# kernel's per-session autogroups), so that issue 11's chain keeps the CPU.
+# Runs in a session of its own; CHAIN_NICE=19 lowers its autogroup's priority (plain `nice`
+# does not reach across the kernel's per-session autogroups) when another chain shares the CPU.
 [ -z "$CHAIN_SESSION" ] && CHAIN_SESSION=1 exec setsid bash "$0" "$@"
-echo 19 > /proc/self/autogroup 2>/dev/null
+[ -n "$CHAIN_NICE" ] && echo "$CHAIN_NICE" > /proc/self/autogroup 2>/dev/null
 cd "$(dirname "$0")/../.."
 D=benchmarks/runs/rrr
 EASY=countdown:numbers=2,shots=3,prefill=1,constrain=2
