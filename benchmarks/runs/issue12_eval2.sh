@@ -6,23 +6,13 @@
 [ -z "$CHAIN_SESSION" ] && CHAIN_SESSION=1 exec setsid bash "$0" "$@"
 cd "$(dirname "$0")/../.."
 while pgrep -f issue12_chain.sh > /dev/null || [ ! -f /tmp/merged ]; do sleep 20; done
-D=benchmarks/runs/rrr
+D=benchmarks/runs/rrr LOG=/tmp/issue12.log
+. benchmarks/runs/chain.sh
 EASY=countdown:numbers=2,shots=3,prefill=1,constrain=2
 HARD=countdown:numbers=3,shots=3,prefill=1,constrain=2
-run() {  # as in issue12_chain.sh
-  local name=$1; shift
-  [ -f $D/$name/done ] && return
-  local made; made=$(ls -d $D/tmp-$name/*/ 2>/dev/null | head -1)
-  [ -n "$made" ] && mv "$made" $D/$name && rmdir $D/tmp-$name
-  if [ -d $D/$name ]; then set -- "$@" --resume $D/$name; else set -- "$@" --runs-dir $D/tmp-$name; fi
-  .venv/bin/selfadapt rrr "$@" >> /tmp/issue12.log 2>&1 || return 1
-  made=$(ls -d $D/tmp-$name/*/ 2>/dev/null | head -1)
-  [ -n "$made" ] && mv "$made" $D/$name && rmdir $D/tmp-$name
-  touch $D/$name/done
-}
-run eval-easy-sampled eval --task $EASY --queries 100 --general 0 --reflection-temperature 1 --retry-temperature 1 \
+run eval-easy-sampled rrr eval --task $EASY --queries 100 --general 0 --reflection-temperature 1 --retry-temperature 1 \
   --policy $D/train-easy-retry &&
-run eval-hard-dense eval --task $HARD --queries 50 --general 30 --policy $D/train-hard-nover --policy $D/train-hard-both
+run eval-hard-dense rrr eval --task $HARD --queries 50 --general 30 --policy $D/train-hard-nover --policy $D/train-hard-both
 .venv/bin/python benchmarks/inner_loop_sweep.py --out benchmarks/runs/sweep/batch-lr.jsonl --passages 12 \
   --setting bs=16,lr=1e-3 --setting bs=4,lr=1e-3 --setting bs=1,lr=1e-3 --setting bs=16,lr=3e-3 \
   >> /tmp/issue14.log 2>&1

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Issue 13, resumable: rerun to continue where it stopped.
+# 1. The oracle grid on the small-grid SEAL *training* tasks (largest grid <= 18 cells: six
+#    tasks), to choose the plain-TTT baseline and the prompt's default configuration there,
+#    never on evaluation tasks (icl and ttt-plain with today's defaults come with it).
+[ -z "$CHAIN_SESSION" ] && CHAIN_SESSION=1 exec setsid bash "$0" "$@"
+cd "$(dirname "$0")/../.."
+while pgrep -f "issue12_eval2.sh|inner_loop_sweep" > /dev/null; do sleep 30; done  # one experiment at a time
+D=benchmarks/runs/arc LOG=/tmp/issue13.log
+. benchmarks/runs/chain.sh
+run oracle-training eval arc --subset training --max-cells 18 -k 0 --oracle
