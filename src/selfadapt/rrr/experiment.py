@@ -25,8 +25,8 @@ from ..lora import load_adapter
 from ..models import EMBEDDED, LoadedModel, chat_prompt, load_model, resolve
 from ..plots import plot_curves, plot_scores
 from ..prior import check_prior
-from ..runs import Run
 from ..rewards.likelihood import reference_scores
+from ..runs import Run
 from .failures import build_failures, load_failures
 from .grpo import RRRGRPOConfig, make_trainer
 from .reflect import ReflectConfig, accuracy, reflect_and_retry
