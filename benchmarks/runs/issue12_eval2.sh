@@ -5,7 +5,7 @@
 # 2. three numbers, greedy, both NOVER policies, with the general-ability check.
 [ -z "$CHAIN_SESSION" ] && CHAIN_SESSION=1 exec setsid bash "$0" "$@"
 cd "$(dirname "$0")/../.."
-while pgrep -f issue12_chain.sh > /dev/null || [ ! -f /tmp/merged ]; do sleep 20; done
+while pgrep -f issue12_chain.sh > /dev/null; do sleep 20; done
 D=benchmarks/runs/rrr LOG=/tmp/issue12.log
 . benchmarks/runs/chain.sh
 EASY=countdown:numbers=2,shots=3,prefill=1,constrain=2

@@ -258,11 +258,10 @@ def rrr_table(rows: list[dict[str, Any]]) -> str:
              "fixed by retry | general QA % (95% CI) | Δ general vs base | reference answer log p / token after "
              "the reflection (95% CI) | Δ log p vs base, paired | queries |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        reference = r.get("reference")
         lines.append(f"| {r['condition']} | {ci(r['first'])} | {ci(r['second'])} | {diff(r, 'second')} | "
                      f"{r['fixed_by_retry']} | {ci(r['general']) if r['general'] else '–'} | "
-                     f"{diff(r, 'general') if r['general'] else '–'} | {logp(reference)} | "
-                     f"{diff(r, 'reference', 1, 3) if reference and 'reference' in r['vs_base'] else '–'} | {r['n']} |")
+                     f"{diff(r, 'general') if r['general'] else '–'} | {logp(r['reference'])} | "
+                     f"{diff(r, 'reference', 1, 3) if r['reference'] else '–'} | {r['n']} |")
     return "\n".join(lines)
 
 
