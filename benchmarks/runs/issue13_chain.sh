@@ -2,10 +2,13 @@
 # Issue 13, resumable: rerun to continue where it stopped.
 # 1. The oracle grid on the small-grid SEAL *training* tasks (largest grid <= 18 cells: six
 #    tasks), to choose the plain-TTT baseline and the prompt's default configuration there,
-#    never on evaluation tasks (icl and ttt-plain with today's defaults come with it).
+#    never on evaluation tasks (icl and ttt-plain with the old defaults come with it).
+# 2. One ReST-EM round on the same six training tasks: 8 grammar-constrained self-edits each,
+#    binary reward, the policy fine-tuned on the winners.
 [ -z "$CHAIN_SESSION" ] && CHAIN_SESSION=1 exec setsid bash "$0" "$@"
 cd "$(dirname "$0")/../.."
 while pgrep -f "issue12_eval2.sh|inner_loop_sweep" > /dev/null; do sleep 30; done  # one experiment at a time
 D=benchmarks/runs/arc LOG=/tmp/issue13.log
 . benchmarks/runs/chain.sh
-run oracle-training eval arc --subset training --max-cells 18 -k 0 --oracle
+run oracle-training eval arc --subset training --max-cells 18 -k 0 --oracle || exit 1
+run train-training train arc --max-cells 18 -c 6 -k 8 --rounds 1

@@ -2,7 +2,7 @@
 
 Conditions (success = fraction of (task, self-edit) pairs whose adapted model solves the task):
 - ``icl``: no update, the examples in context (the model's unadapted score);
-- ``ttt-plain``: TTT on leave-one-out data without augmentation (no self-edit);
+- ``ttt-plain``: TTT with the default configuration (``DEFAULT_TTT``, no self-edit);
 - ``own``: TTT configured by self-edits from the untrained model;
 - ``oracle``: every configuration of a small grid; a task counts as solved if any does;
 - ``round-N``: a policy trained by ``selfadapt train arc`` writes its self-edits and adapts
