@@ -119,13 +119,16 @@ def test_a_killed_sequence_resumes_without_redoing_anything(cfg, monkeypatch):
 
 
 def test_a_run_whose_update_files_are_gone_retrains_them_from_its_records(cfg, monkeypatch):
-    """Update weights are not kept in git: a clone resumes by training each finished update
-    again on the examples (replay included) its record holds, with the same seed; no score is redone."""
+    """Update weights are not kept in git: a clone resumes an unfinished sequence by training each
+    finished update again on the examples (replay included) its record holds, with the same seed;
+    no score is redone."""
     from selfadapt.knowledge.continual import _examples
 
     cfg.conditions = ["passage+replay"]
     run, _ = run_continual_eval(cfg)
-    before = run.records()
+    lines = (run.path / "records.jsonl").read_text().splitlines(keepends=True)
+    (run.path / "records.jsonl").write_text("".join(lines[:-1]))  # killed before the last evaluation
+    before = Run.resume(run.path, cfg).records()
     for f in (run.path / "updates").rglob("*.safetensors"):
         f.unlink()
     trained = []
@@ -138,5 +141,18 @@ def test_a_run_whose_update_files_are_gone_retrains_them_from_its_records(cfg, m
     recorded = [r for r in before if r["key"].startswith("passage+replay/update-")]
     assert any(r["extra"] for r in recorded)
     assert trained == [_examples(r["examples"]) + _examples(r["extra"]) for r in recorded]
-    assert again.records() == before
+    assert again.records()[:-1] == before and again.records()[-1]["key"] == json.loads(lines[-1])["key"]
     assert len(list((run.path / "updates").rglob("*.safetensors"))) == len(recorded)
+
+
+def test_a_finished_run_resumes_without_loading_or_training_anything(cfg, monkeypatch):
+    """A finished sequence cloned without its update weights redoes nothing (no model state is needed)."""
+    import selfadapt.knowledge.continual as continual
+
+    cfg.conditions = ["passage"]
+    run, summary = run_continual_eval(cfg)
+    for f in (run.path / "updates").rglob("*.safetensors"):
+        f.unlink()
+    monkeypatch.setattr(continual, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    again, summary_again = run_continual_eval(cfg, resume=run.path)
+    assert again.records() == run.records() and summary_again == summary

@@ -125,6 +125,12 @@ def run_continual_eval(cfg: ContinualConfig, resume: Path | None = None) -> tupl
 def _sequence(run: Run, cfg: ContinualConfig, cond: str, passages: list[Passage],
               external: dict[str, dict[int, list[str]]]) -> None:
     source, replay = cond.removesuffix(REPLAY), cond.endswith(REPLAY)
+    n = len(passages)
+    keys = ([f"base/p{p.index}" for p in passages] + [f"{cond}/update-{i}" for i in range(n)]
+            + [f"{cond}/after-{i}/p{seen.index}" for i in range(n) for seen in passages[: i + 1]])
+    if all(run.done(k) for k in keys):  # nothing left: no model state to rebuild
+        log.info("%s: every update and evaluation is recorded; nothing to redo", cond)
+        return
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)  # a fresh base model per sequence
     lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
     tok = loaded.tokenizer
@@ -134,7 +140,6 @@ def _sequence(run: Run, cfg: ContinualConfig, cond: str, passages: list[Passage]
     updates_dir = run.path / "updates" / cond
     updates_dir.mkdir(parents=True, exist_ok=True)
     history: list[list[Example]] = []
-    n = len(passages)
     with progress_bar() as bar:
         task = bar.add_task(cond, total=n + n * (n + 1) // 2)
         for p in passages:  # the unadapted model, once per run
