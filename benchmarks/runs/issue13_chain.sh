@@ -10,7 +10,7 @@
 #    policy (its icl and 4 of its self-edits per task).
 [ -z "$CHAIN_SESSION" ] && CHAIN_SESSION=1 exec setsid bash "$0" "$@"
 cd "$(dirname "$0")/../.."
-while pgrep -f "issue12_eval2.sh|inner_loop_sweep" > /dev/null; do sleep 30; done  # one experiment at a time
+while pgrep -f "issue12_eval2.sh|inner_loop_sweep|issue17_chain.sh|restem-penalty" > /dev/null; do sleep 30; done  # one experiment at a time
 D=benchmarks/runs/arc LOG=/tmp/issue13.log
 . benchmarks/runs/chain.sh
 run oracle-training eval arc --subset training --max-cells 18 -k 0 --oracle || exit 1

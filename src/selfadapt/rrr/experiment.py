@@ -123,16 +123,13 @@ def run_rrr_train(cfg: RRRTrainConfig, resume: str | None = None) -> Path:
 
 
 @dataclass
-class RRREvalConfig:
-    model: str = EMBEDDED
-    task: str = "countdown"
-    queries: int = 50  # from the test split
-    policies: list[str] = field(default_factory=list)  # `rrr train` run directories (or their policy/)
-    general: int = 30  # reading-comprehension questions for the forgetting check (0: skip)
+class AttemptSettings:
+    """How attempts, reflections and retries are generated; shared by `rrr eval` and `rrr probe`."""
+
     answer_tokens: int = 192
     reflection_tokens: int = 96
     chunk: int = 16
-    prior_prompt: str | None = None  # for the base model (a policy uses the one it was trained with)
+    prior_prompt: str | None = None  # a policy uses the one it was trained with
     reflection_temperature: float = 0.0  # 1.0: reflections as GRPO samples them
     retry_temperature: float = 0.0  # as ``rrr train --retry-temperature``
     seed: int = 0
@@ -144,6 +141,15 @@ class RRREvalConfig:
         check_prior(self.prior_prompt)
         if min(self.reflection_temperature, self.retry_temperature) < 0:
             raise ValueError("temperatures must be >= 0")
+
+
+@dataclass
+class RRREvalConfig(AttemptSettings):
+    model: str = EMBEDDED
+    task: str = "countdown"
+    queries: int = 50  # from the test split
+    policies: list[str] = field(default_factory=list)  # `rrr train` run directories (or their policy/)
+    general: int = 30  # reading-comprehension questions for the forgetting check (0: skip)
 
 
 def policy_prior(policy: str | None, default: str | None) -> str | None:
@@ -303,27 +309,12 @@ def run_rrr_eval(cfg: RRREvalConfig, resume: str | None = None) -> tuple[Run, li
 
 
 @dataclass
-class ProbeConfig:
+class ProbeConfig(AttemptSettings):
     """Where does the model sometimes succeed? First attempt and retry per difficulty (train split)."""
 
     model: str = EMBEDDED
     tasks: list[str] = field(default_factory=lambda: ["countdown:numbers=2", "countdown:numbers=3", "countdown"])
     queries: int = 40
-    answer_tokens: int = 192
-    reflection_tokens: int = 96
-    chunk: int = 16
-    prior_prompt: str | None = None  # probe with the prior prompt a training run would use
-    reflection_temperature: float = 0.0  # 1.0: reflections as GRPO samples them
-    retry_temperature: float = 0.0  # as ``rrr train --retry-temperature``
-    seed: int = 0
-    dtype: str = "auto"
-    device: str = "auto"
-    runs_dir: str = "runs"
-
-    def __post_init__(self) -> None:
-        check_prior(self.prior_prompt)
-        if min(self.reflection_temperature, self.retry_temperature) < 0:
-            raise ValueError("temperatures must be >= 0")
 
 
 TRAINABLE = (0.05, 0.5)  # retry success on first failures where GRPO groups get mixed rewards
