@@ -1,12 +1,15 @@
-"""Inner-loop batch size and learning rate against accuracy and time, on *train* passages.
+"""Inner-loop batch size, learning rate and epochs against accuracy and time, on *train* passages.
 
     python benchmarks/inner_loop_sweep.py --out benchmarks/runs/sweep/batch.jsonl \
         --setting bs=16,lr=1e-3 --setting bs=4,lr=1e-3 --setting bs=1,lr=1e-3 --setting bs=16,lr=3e-3
+    python benchmarks/inner_loop_sweep.py --out benchmarks/runs/sweep/batch.jsonl \
+        --setting bs=16,lr=1e-3 --setting bs=16,lr=1e-3,ep=3   # fewer epochs: fewer trained tokens
 
 Why: ours trains in length-grouped batches of up to 16 sequences, so a passage gets ~20
 optimiser steps where a SEAL-style loop of one sequence per step takes ~130 at the same
 learning rate and epochs (issue 14). Whether fewer, larger steps cost accuracy is a
-question for training data, never for eval200. Each passage's own self-edit (the default
+question for training data, never for eval200. Fewer epochs train fewer tokens, the one
+way past the matmul bound on a CPU (benchmarks/RESULTS.md, "Speed"). Each passage's own self-edit (the default
 format and decoding, grounded self-QA, seed 0) is written once and every setting trains
 on the same data with the same seed, so settings are compared paired by passage: mean
 ``mc_prob``, the paired difference from the first setting with its bootstrap interval and
@@ -34,20 +37,21 @@ from selfadapt.policy import write_selfedits
 
 
 def parse_setting(text: str) -> dict[str, float]:
-    """'bs=4,lr=1e-3' → {'bs': 4, 'lr': 0.001}; only bs and lr are swept."""
+    """'bs=4,lr=1e-3,ep=3' → {'bs': 4, 'lr': 0.001, 'ep': 3}; only bs, lr and ep are swept."""
     out = {}
     for part in text.split(","):
         key, _, value = part.partition("=")
-        if key not in ("bs", "lr") or not value:
-            raise SystemExit(f"bad --setting {text!r}: expected e.g. bs=4,lr=1e-3")
-        out[key] = int(value) if key == "bs" else float(value)
-    return {"bs": LoRAConfig.batch_size, "lr": LoRAConfig.lr} | out
+        if key not in ("bs", "lr", "ep") or not value:
+            raise SystemExit(f"bad --setting {text!r}: expected e.g. bs=4,lr=1e-3,ep=3")
+        out[key] = float(value) if key == "lr" else int(value)
+    return {"bs": LoRAConfig.batch_size, "lr": LoRAConfig.lr, "ep": LoRAConfig.epochs} | out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="JSONL of finished records (resumed from)")
-    ap.add_argument("--setting", action="append", required=True, help="bs=N,lr=X; the first is the reference")
+    ap.add_argument("--setting", action="append", required=True,
+                    help="bs=N,lr=X,ep=E (each optional); the first is the reference")
     ap.add_argument("--dataset", default="train")
     ap.add_argument("--offset", type=int, default=200, help="skip the train passages ReST-EM runs use")
     ap.add_argument("--passages", type=int, default=16)
@@ -89,7 +93,7 @@ def main() -> None:
             for name, s in settings.items():
                 if (iid, name) in done:
                     continue
-                lora.cfg = replace(LoRAConfig(), batch_size=s["bs"], lr=s["lr"])
+                lora.cfg = replace(LoRAConfig(), batch_size=s["bs"], lr=s["lr"], epochs=s["ep"])
                 res = evaluate_selfedit(lora, domain, p, done[(iid, "write")]["selfedit"], seed=cfg.seed)
                 record({"item": iid, "setting": name, "status": res.status, "score": res.after,
                         "train_s": res.seconds.get("train"), **res.train})
