@@ -34,6 +34,7 @@ from selfadapt.knowledge.experiment import DEFAULT_FORMAT, KnowledgeEvalConfig
 from selfadapt.lora import LoRAConfig, ResidentLoRA
 from selfadapt.models import load_model
 from selfadapt.policy import write_selfedits
+from selfadapt.runs import read_jsonl
 
 
 def parse_setting(text: str) -> dict[str, float]:
@@ -61,10 +62,8 @@ def main() -> None:
 
     done: dict[tuple[str, str], dict] = {}
     if args.out.exists():
-        for line in args.out.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done[(r["item"], r["setting"])] = r
+        for _, r in read_jsonl(args.out):
+            done[(r["item"], r["setting"])] = r
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     loaded = load_model(args.model)

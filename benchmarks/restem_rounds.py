@@ -19,7 +19,6 @@ untrained policy's self-edits, the policy without an update, and the previous ro
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -28,15 +27,13 @@ import numpy as np
 
 from selfadapt.evaluate import paired, per_item
 from selfadapt.restem import BASE, PASSAGE, SELFEDIT, probe_drop, self_edit_rewards
-from selfadapt.runs import Run
+from selfadapt.runs import Run, read_jsonl
 
 
 def load(run: Path) -> dict[int, list[dict]]:
     by_round: dict[int, list[dict]] = defaultdict(list)
-    for line in (run / "records.jsonl").read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            by_round[r["round"]].append(r)
+    for _, r in read_jsonl(run / "records.jsonl", partial_last=True):  # a running job may be writing
+        by_round[r["round"]].append(r)
     return dict(sorted(by_round.items()))
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import yaml
 from safetensors.numpy import load_file
 
+from selfadapt.runs import read_jsonl
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,7 +29,7 @@ def main() -> None:
         if not (run / "rollouts.jsonl").is_file():
             print(f"\n## {run.name}\n\nno rollouts yet ({run / 'rollouts.jsonl'} does not exist)")
             continue
-        rows = [json.loads(line) for line in (run / "rollouts.jsonl").read_text().splitlines() if line.strip()]
+        rows = [r for _, r in read_jsonl(run / "rollouts.jsonl", partial_last=True)]
         history = json.loads((run / "metrics.json").read_text())["history"] if (run / "metrics.json").exists() else []
         steps = sorted({r["step"] for r in rows})
         group = yaml.safe_load((run / "config.yaml").read_text())["grpo"]["num_generations"]

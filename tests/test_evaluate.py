@@ -8,7 +8,7 @@ import selfadapt.workers as workers_mod
 from selfadapt.evaluate import markdown_table, mean_ci, summarize
 from selfadapt.knowledge.experiment import KnowledgeEvalConfig, run_knowledge_eval
 from selfadapt.lora import LoRAConfig
-from selfadapt.runs import Run, RunError
+from selfadapt.runs import Run, RunError, read_jsonl
 
 
 @pytest.fixture()
@@ -146,6 +146,22 @@ def test_item_error_is_recorded_and_other_items_go_on(cfg, tmp_path, passages):
     assert all("passage 0 ('Empty') has no questions" in r["reason"] for r in errors)
     assert rows[2]["condition"] == "passage" and rows[2]["items"] == 1 and rows[2]["item_errors"] == 1
     assert rows[1]["condition"] == "recital" and rows[1]["items"] == 1
+
+
+def test_records_with_unicode_line_separators_read_back_whole(tmp_path):
+    """Model output can hold U+2028/U+0085, which json.dumps(ensure_ascii=False) leaves raw and
+    str.splitlines would break a record at; every JSONL reader splits at "\\n" only."""
+    text = "Q: where?\u2028A: here\x85\x1c end"
+    run = Run.create(tmp_path, "x", {"a": 1})
+    run.append("k", {"selfedit": text})
+    run.append("k2", {"selfedit": "plain"})
+    assert Run.resume(run.path, {"a": 1}).get("k")["selfedit"] == text
+    assert [r["selfedit"] for _, r in read_jsonl(run.records_path)] == [text, "plain"]
+    with open(run.records_path, "a", encoding="utf-8") as f:
+        f.write('{"key": "k3", "self')  # a running job is writing its next line
+    assert [n for n, _ in read_jsonl(run.records_path, partial_last=True)] == [1, 2]
+    with pytest.raises(ValueError, match=r"records.jsonl: line 3: invalid JSON"):
+        read_jsonl(run.records_path)
 
 
 def test_mean_ci_and_summary():

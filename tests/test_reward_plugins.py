@@ -13,7 +13,7 @@ from selfadapt.restem import self_edit_rewards
 from selfadapt.rewards import RewardContext, build_rewards
 from selfadapt.rrr import reflect as reflect_mod
 from selfadapt.rewards.disco import disco_scales, domain_weights, self_consistency
-from selfadapt.rewards.length import AdaptiveTarget, LaserDReward, LaserReward, bucket, laser
+from selfadapt.rewards.length import AdaptiveTarget, LaserDReward, bucket, laser
 from selfadapt.rewards.verifier import RetryReward
 from selfadapt.rrr import Verdict
 from selfadapt.rrr.failures import load_failures

@@ -30,6 +30,7 @@ import numpy as np
 
 from .likelihood import completion_scores
 from .models import LoadedModel, chat_prompt, load_model
+from .runs import read_jsonl
 
 
 class Judge(Protocol):
@@ -78,10 +79,8 @@ class LLMJudge:
         self._lock = threading.Lock()
         self._cache: dict[str, bool] = {}
         if cfg.cache_path and Path(cfg.cache_path).exists():
-            for line in Path(cfg.cache_path).read_text().splitlines():
-                if line.strip():
-                    entry = json.loads(line)
-                    self._cache[entry["key"]] = entry["verdict"]
+            for _, entry in read_jsonl(Path(cfg.cache_path), partial_last=True):
+                self._cache[entry["key"]] = entry["verdict"]
 
     def _key(self, prompt: str) -> str:
         return hashlib.sha256(f"{self.cfg.model}\n{prompt}".encode()).hexdigest()

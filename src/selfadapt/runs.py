@@ -25,6 +25,30 @@ class RunError(RuntimeError):
     """A run directory that cannot be used as asked (exists, config differs, ...)."""
 
 
+def read_jsonl(path: Path, partial_last: bool = False) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; errors name the file and the line.
+
+    Lines end at "\n" only: ``str.splitlines`` also breaks at U+2028, U+0085 and the like,
+    which ``json.dumps(..., ensure_ascii=False)`` leaves raw inside strings of model output.
+    ``partial_last``: skip a last line without its newline (a running job is writing it).
+    """
+    lines = Path(path).read_text(encoding="utf-8").split("\n")
+    if partial_last or not lines[-1].strip():
+        lines = lines[:-1]
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: line {n}: invalid JSON ({e.msg})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}: line {n}: expected an object")
+        out.append((n, rec))
+    return out
+
+
 def _plain(obj: Any) -> Any:
     if is_dataclass(obj):
         return {k: _plain(v) for k, v in asdict(obj).items()}

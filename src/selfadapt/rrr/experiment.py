@@ -26,7 +26,7 @@ from ..models import EMBEDDED, LoadedModel, chat_prompt, load_model, resolve
 from ..plots import plot_curves, plot_scores
 from ..prior import check_prior
 from ..rewards.likelihood import reference_scores
-from ..runs import Run
+from ..runs import Run, read_jsonl
 from .failures import build_failures, load_failures
 from .grpo import RRRGRPOConfig, make_trainer
 from .reflect import ReflectConfig, accuracy, reflect_and_retry
@@ -103,9 +103,8 @@ def run_rrr_train(cfg: RRRTrainConfig, resume: str | None = None) -> Path:
     checkpoints = sorted(run.path.glob("checkpoints/checkpoint-*"), key=_checkpoint_step)
     if rollouts.exists():  # rollouts after the newest checkpoint (all, without one) will be generated again
         done = _checkpoint_step(checkpoints[-1]) if checkpoints else 0
-        keep = [line for line in rollouts.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["step"] < done]
-        rollouts.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+        keep = [r for _, r in read_jsonl(rollouts, partial_last=True) if r["step"] < done]
+        rollouts.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep), encoding="utf-8")
     log.info("GRPO on %d failed %s queries, %d steps of %d queries × %d reflections", len(failures), task.name,
              cfg.grpo.max_steps, cfg.grpo.queries_per_step, cfg.grpo.num_generations)
     trainer = make_trainer(m.model, m.tokenizer, task, failures, cfg.grpo, run.path / "checkpoints", rollouts)

@@ -16,7 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..evaluate import progress_bar
 from ..generation import SamplingConfig
 from ..runs import Run
-from . import read_jsonl
+from ..runs import read_jsonl
 from .reflect import attempt
 from .tasks import MixedTask, Task, get_task, task_spec
 

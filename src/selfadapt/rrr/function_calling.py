@@ -28,7 +28,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import Verdict, read_jsonl
+from ..runs import read_jsonl
+from . import Verdict
 
 MAX_CALL_CHARS = 4000
 SETS = {"simple_python": "BFCL_v4_simple_python", "multiple": "BFCL_v4_multiple"}
