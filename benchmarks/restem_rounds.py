@@ -27,7 +27,7 @@ import numpy as np
 
 from selfadapt.evaluate import paired, per_item
 from selfadapt.restem import BASE, PASSAGE, SELFEDIT, probe_drop, self_edit_rewards
-from selfadapt.runs import Run, read_jsonl
+from selfadapt.runs import read_jsonl
 
 
 def load(run: Path) -> dict[int, list[dict]]:
@@ -58,22 +58,24 @@ def per_passage(records: list[dict], baseline: str) -> dict[str, dict]:
 
 def held_out(eval_run: Path) -> None:
     """Each round's policy on the eval run's passages (the paper's Figure 4, with our baselines)."""
-    records = Run(eval_run, {}).records()  # as a resume reads them: a cut last line is left out
+    records = [r for _, r in read_jsonl(eval_run / "records.jsonl", partial_last=True)]
     conditions = sorted({r["condition"] for r in records})
-    names = sorted((n for n in conditions if n.startswith("round-") and not n.endswith("-base")),
-                   key=lambda n: int(n.split("-")[1]))
+    rounds = sorted((n for n in conditions if n.startswith("round-") and not n.endswith("-base")),
+                    key=lambda n: int(n.split("-")[1]))
+    # Policies named NAME-round-N (`--policy NAME-round-N=OTHER_RUN/round-N`) are paired with this
+    # run's round-N: the same round of another run, e.g. with --forgetting-penalty.
+    others = sorted(n for n in conditions if "-round-" in n and not n.endswith("-base") and f"{n}-base" in conditions)
     untrained = next((n for n in conditions if n.startswith("own-")), None)
     print(f"\nPolicies on {eval_run} (`mc_prob` %, differences in points, paired by passage):\n")
     print(f"| policy | mc_prob | vs passage | vs recital | vs untrained ({untrained}) | vs itself without an update "
-          "| vs the previous round's |")
+          "| vs the previous round's (NAME-round-N: vs round-N) |")
     print("|---|---|---|---|---|---|---|")
-    previous = untrained
-    for name in names:
+    previous = {n: p for n, p in zip(rounds, [untrained, *rounds])} | {n: n[n.index("round-"):] for n in others}
+    for name in rounds + others:
         score = per_item(records, name)
         cells = [fmt(paired(score, per_item(records, ref))) if ref else "–"
-                 for ref in ("passage", "recital", untrained, f"{name}-base", previous)]
+                 for ref in ("passage", "recital", untrained, f"{name}-base", previous[name])]
         print(f"| {name} | {100 * np.mean(list(score.values())):.1f} | " + " | ".join(cells) + " |")
-        previous = name
 
 
 def fmt(p) -> str:

@@ -114,6 +114,12 @@ def test_a_policy_can_be_added_to_a_finished_evaluation(cfg, tiny_dir):
     assert {name, f"{name}-base"} <= {r["condition"] for r in rows}
     assert next(r for r in rows if r["condition"] == name)["vs"]["passage"]["n"] == 2
     assert Run.resume(run.path, cfg).config["policies"] == [str(tiny_dir)]
+    # A later policy alone on the command line: it is evaluated, and the earlier one stays in the table.
+    cfg.policies = [f"later={tiny_dir}"]
+    third, rows = run_knowledge_eval(cfg, resume=run.path)
+    assert {name, "later", "later-base"} <= {r["condition"] for r in rows}
+    assert third.records()[: len(again.records())] == again.records()
+    assert third.config["policies"] == [str(tiny_dir), f"later={tiny_dir}"]
 
 
 def test_a_setting_added_later_and_off_does_not_block_resume(tmp_path):

@@ -231,3 +231,16 @@ def test_a_trained_policy_is_evaluated_in_the_format_it_was_trained_with(tmp_pat
     (run / "config.yaml").write_text("domain: {}\n")
     assert trained_format(str(run / "round-0"), "implications", "free") == ("implications", "free", None)
     assert trained_format("smollm2", "rewrite", "grounded", "code") == ("rewrite", "grounded", "code")
+
+
+def test_policies_of_two_runs_get_distinct_names(tmp_path):
+    """Two runs' round-0 would share the condition name, hence each other's records: NAME=SPEC
+    names one, and an unnamed clash is refused."""
+    for run in ("a", "b"):
+        (tmp_path / run / "round-0").mkdir(parents=True)
+        (tmp_path / run / "round-0" / "policy.json").write_text(json.dumps({"policy": f"model-{run}"}))
+    a, b = str(tmp_path / "a" / "round-0"), str(tmp_path / "b" / "round-0")
+    assert restem.resolve_policies([a, f"b-round-0={b}"]) == [("round-0", "model-a"), ("b-round-0", "model-b")]
+    assert restem.resolve_policy("some/dir") == ("policy-dir", "some/dir")
+    with pytest.raises(ValueError, match="two policies would be named 'round-0'.*NAME=SPEC"):
+        restem.resolve_policies([a, b])

@@ -113,7 +113,8 @@ def eval_knowledge(
                                        "'gpt-4.1', 'seal-qwen' or a JSON file; repeat the option."),
     no_external: bool = typer.Option(False, "--no-external", help="Skip external self-edits."),
     policy: list[str] = typer.Option([], help="A trained policy (RUN/round-N from `selfadapt train "
-                                     "knowledge`, or a model spec); repeat for several rounds."),
+                                     "knowledge`, or a model spec); repeat for several rounds. NAME=SPEC "
+                                     "names its condition (default: round-N, or policy-<dir>)."),
     cpt: bool = typer.Option(False, "--cpt", help="Continued pretraining: one update on all passages' data, "
                              "then all their questions."),
     k: int = typer.Option(1, "--selfedits", "-k", help="Self-edits per passage (own and external)."),
@@ -278,7 +279,8 @@ def eval_arc(
     task: list[str] = ARC_TASKS, max_cells: int = MAX_CELLS, model: str = MODEL,
     k: int = typer.Option(2, "--selfedits", "-k", help="Self-edits per task from the untrained model (0: skip)."),
     oracle: bool = typer.Option(True, help="Also run the oracle: every configuration of a 12-point grid."),
-    policy: list[str] = typer.Option([], help="A trained policy (RUN/round-N from `selfadapt train arc`)."),
+    policy: list[str] = typer.Option([], help="A trained policy (RUN/round-N from `selfadapt train arc`); "
+                                     "NAME=SPEC names its condition (default: round-N)."),
     cap: int = CAP, budget: int = BUDGET, max_tokens: int = MAX_TOKENS, votes: int = VOTES,
     leave_two_out: bool = typer.Option(False, help="Add leave-two-out tasks to the TTT data."),
     temperature: float = typer.Option(1.0, help="Self-edit sampling temperature."),

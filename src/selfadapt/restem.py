@@ -368,8 +368,23 @@ def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: l
 
 
 def resolve_policy(spec: str) -> tuple[str, str]:
-    """(condition name, model spec) for a ``RUN/round-N`` directory or any model spec."""
+    """(condition name, model spec) for a ``RUN/round-N`` directory or any model spec; ``NAME=SPEC``
+    names the condition (two runs' ``round-0`` would otherwise share a name, hence their records)."""
+    name, eq, rest = spec.partition("=")
+    if eq and name and rest and "/" not in name:
+        return name, resolve_policy(rest)[1]
     path = Path(spec)
     if (path / "policy.json").is_file():
         return path.name, policy_of_round(path.parent, int(path.name.rsplit("-", 1)[-1]))
     return f"policy-{path.name}", spec
+
+
+def resolve_policies(specs: list[str]) -> list[tuple[str, str]]:
+    """``resolve_policy`` for each; refuses two policies under one condition name."""
+    out = [resolve_policy(s) for s in specs]
+    names = [n for n, _ in out]
+    for n in set(names):
+        if names.count(n) > 1:
+            raise ValueError(f"two policies would be named {n!r}; name them with NAME=SPEC "
+                             f"(e.g. --policy penalty-{n}=RUN/{n})")
+    return out

@@ -27,7 +27,7 @@ from ..lora import LoRAConfig, ResidentLoRA
 from ..models import EMBEDDED, load_model
 from ..plots import plot_distributions, plot_scores
 from ..policy import evaluate_policy, write_into_run
-from ..restem import ReSTEMConfig, resolve_policy, run_restem
+from ..restem import ReSTEMConfig, resolve_policies, run_restem
 from ..workers import Parallel, workers_for
 from ..runs import Run
 from .augment import GROUPS
@@ -113,7 +113,7 @@ def oracle_row(records: list[dict[str, Any]], name: str = "oracle") -> dict[str,
 def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None,
                  parallel: Parallel | None = None) -> tuple[Run, list[dict[str, Any]]]:
     tasks = cfg.arc.load()
-    policies = [resolve_policy(p) for p in cfg.policies]
+    policies = resolve_policies(cfg.policies)
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), "eval-arc", cfg)
     sampling = SamplingConfig(cfg.selfedit_tokens, cfg.temperature, cfg.top_p, batch_size=8)

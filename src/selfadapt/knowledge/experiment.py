@@ -33,7 +33,7 @@ from ..models import EMBEDDED, load_model
 from ..plots import plot_paired, plot_policy_rounds, plot_scores
 from ..prior import check_prior
 from ..policy import evaluate_policy, write_into_run
-from ..restem import resolve_policy
+from ..restem import resolve_policies
 from ..runs import Run
 from .data import EXTERNAL_SELFEDITS, Passage, load_external_selfedits, load_passages
 from .domain import ANSWER_CAP, CPTDomain, KnowledgeDomain
@@ -135,7 +135,7 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
         raise ValueError("the LLM judge runs in this process only: use it without --workers/--ray-address")
     passages = load_passages(cfg.dataset, limit=cfg.passages, offset=cfg.offset)
     external = {name: load_external_selfedits(name, passages) for name in cfg.external}  # fail before any work
-    policies = [resolve_policy(p) for p in cfg.policies]
+    policies = resolve_policies(cfg.policies)
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     run = (Run.resume(resume, cfg, extend=("policies",)) if resume
            else Run.create(Path(cfg.runs_dir), "eval-knowledge", cfg))
@@ -177,10 +177,14 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
 
     for (name, spec), source in zip(policies, cfg.policies):
         fmt, decoding, prior = trained_format(source, cfg.formats[0], cfg.decodings[0], cfg.prior_prompt)
-        names += evaluate_policy(run, name, spec, lambda tok: domain_for(tok, fmt, decoding, prior), passages,
-                                 cfg.selfedits_per_passage, cfg.sampling(fmt), cfg.lora, seed=cfg.seed,
-                                 base_name=f"{name}-base", dtype=cfg.dtype, device=cfg.device, arrange=arrange,
-                                 parallel=parallel)
+        evaluate_policy(run, name, spec, lambda tok: domain_for(tok, fmt, decoding, prior), passages,
+                        cfg.selfedits_per_passage, cfg.sampling(fmt), cfg.lora, seed=cfg.seed,
+                        base_name=f"{name}-base", dtype=cfg.dtype, device=cfg.device, arrange=arrange,
+                        parallel=parallel)
+    # The table holds every policy the run has tested, also those not named again on this resume
+    # (whose checkpoints need not be on this machine).
+    policies = resolve_policies(run.config.get("policies") or [])
+    names += [n for name, _ in policies for n in (f"{name}-base", name)]
 
     rows = summarize(run.records(), names, metrics=tuple(SIDE_METRICS), references=REFERENCES)
     setting_name = "CPT, " if cfg.cpt else ""
