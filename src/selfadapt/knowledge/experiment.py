@@ -183,8 +183,8 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
                         parallel=parallel)
     # The table holds every policy the run has tested, also those not named again on this resume
     # (whose checkpoints need not be on this machine).
-    policies = resolve_policies(run.config.get("policies") or [])
-    names += [n for name, _ in policies for n in (f"{name}-base", name)]
+    tested = resolve_policies(run.config.get("policies") or [])
+    names += [n for name, _ in tested for n in (f"{name}-base", name)]
 
     rows = summarize(run.records(), names, metrics=tuple(SIDE_METRICS), references=REFERENCES)
     setting_name = "CPT, " if cfg.cpt else ""
@@ -194,11 +194,11 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
     title = f"no-context QA, {setting_name}{len(passages)} {cfg.dataset} passages"
     plot_scores(rows, run.path / "accuracy.png", title, ylabel=f"{REWARD_METRIC} (%)")
     plot_paired(rows, "passage", run.path / "paired.png", f"{title}: paired difference from passage-only")
-    if policies:
+    if tested:
         by_name = {r["condition"]: r for r in rows}
         first = own_name(cfg.formats[0], cfg.decodings[0])
         untrained = [{**by_name[first], "condition": "untrained"}] if first in by_name else []
-        curve = untrained + [by_name[n] for n, _ in policies]
+        curve = untrained + [by_name[n] for n, _ in tested]
         baselines = {c: by_name[c]["score"] for c in ["base", RECITAL, "passage", "gpt-4.1", "seal-qwen"]
                      if c in by_name}
         plot_policy_rounds(curve, baselines, run.path / "rounds.png", title)
