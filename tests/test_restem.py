@@ -185,6 +185,13 @@ def test_killed_training_resumes_each_evaluation_once(train_cfg, passages, monke
     assert len(keys) == 2 * 2 * 2  # (passage, self-edit, seed), each exactly once
     assert Counter(keys).most_common(1)[0][1] == 1
     assert (path / "round-0" / "policy.json").is_file()
+    # The round's times count both sessions' work: writing and every inner loop, from the records.
+    sec = json.loads((path / "round-0" / "metrics.json").read_text())["seconds"]
+    records = [r for r in run.records() if r.get("round") == 0]
+    assert sec["generate"] == pytest.approx(sum(r["seconds"] for r in records if r["condition"] == "write"))
+    assert sec["inner_loops"] == pytest.approx(sum(v for r in records if r["condition"] != "write"
+                                                   for k, v in r["seconds"].items() if k != "generate"))
+    assert sec["inner_loops"] > 0
 
 
 def test_training_refuses_eval200(train_cfg, tmp_path, passages_file):

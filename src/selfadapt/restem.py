@@ -281,7 +281,7 @@ def summarize_rounds(run: Run, rounds: int) -> str:
     """``summary.md``, ``metrics.json`` and the per-round plots of a training run."""
     metrics = [json.loads((run.path / f"round-{r}" / "metrics.json").read_text()) for r in range(rounds)]
     head = ("| round | mean reward | positive | winners | base score | adapted score | probe drop | invalid | "
-            "self-edit words | generate s | inner loops s | SFT s |")
+            "self-edit words | writing s | inner-loop s (all workers) | SFT s |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for m in metrics:
         sec = m["seconds"]
@@ -309,19 +309,16 @@ def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: l
     teacher_domain, student_domain = make_domain(teacher.tokenizer), make_domain(student.tokenizer)
     prefix, tags = f"round{r}/", {"round": r, "policy": policy}
 
-    t0 = time.perf_counter()
     lora.reset()
     gen_model = lora.model if cfg.student is None else teacher.model
     edits, gen_s = write_into_run(run, prefix, gen_model, teacher.tokenizer, teacher_domain, items, cfg.k,
                                   cfg.sampling, seed=cfg.seed * 1_000_003 + r, tags=tags)
-    t1 = time.perf_counter()
     conditions = [Condition(SELFEDIT, edits, gen_s)]
     if cfg.reward_baseline == PASSAGE:
         conditions.insert(0, Condition(PASSAGE))
     with workers_for(parallel, lora, cfg.student or policy, cfg.lora, dtype=cfg.dtype, device=cfg.device) as workers:
         records = run_conditions(run, workers, student_domain, items, conditions,
                                  seed=cfg.seed, seeds=cfg.seeds, prefix=prefix, tags=tags)
-    t2 = time.perf_counter()
     round_records = [rec for rec in records if rec.get("round") == r]
     tok = teacher.tokenizer
     rewards = self_edit_rewards(round_records, cfg.reward_baseline, cfg.forgetting_penalty, cfg.laser,
@@ -332,7 +329,7 @@ def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: l
     (rdir / "sft_data.json").write_text(json.dumps(examples, indent=1, ensure_ascii=False))
     del lora, student, teacher  # free memory before SFT loads the policy afresh
 
-    sft = {}
+    sft, t2 = {}, time.perf_counter()
     if examples:
         sft = sft_policy(policy, examples, cfg.sft, rdir / "policy", seed=cfg.seed + r, dtype=cfg.dtype,
                          device=cfg.device)
@@ -359,8 +356,11 @@ def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: l
         "winners": sum(map(len, winners.values())), "mean_selfedit_words": float(np.mean(lengths)),
         "rewards": all_rewards, "selfedit_words": lengths, "sft": sft,
         "mean_probe_drop": float(np.mean(drops)) if drops else None,
-        # Times of this session's part of the round (a resumed round counts only what it redid).
-        "seconds": {"generate": t1 - t0, "inner_loops": t2 - t1, "sft": t3 - t2},
+        # Writing and inner-loop seconds come from the records, so a resumed round counts the work
+        # of every session (inner loops summed over workers); the SFT is always run whole.
+        "seconds": {"generate": sum(gen_s.values()), "sft": t3 - t2,
+                    "inner_loops": sum(v for rec in round_records if rec["condition"] != "write"
+                                       for k, v in (rec.get("seconds") or {}).items() if k != "generate")},
     }
     run.write_json(f"round-{r}/metrics.json", metrics)
     (rdir / "policy.json").write_text(json.dumps({"policy": new_policy, "winners": metrics["winners"]}))
