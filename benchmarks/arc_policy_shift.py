@@ -58,13 +58,14 @@ def main() -> None:
         for subset, items in tasks.items():
             edits, seconds = write_selfedits(loaded.model, loaded.tokenizer, domain, items, args.k, sampling,
                                              seed=args.seed)
+            col = f"{name}, {subset}"
             flat = [e for per_task in edits for e in per_task]
-            dists[f"{name}, {subset}"] = {f: dict(v) for f, v in config_distribution(flat).items()}
+            dists[col] = {f: dict(v) for f, v in config_distribution(flat).items()}
             scores = [selfedit_logprobs(loaded.model, loaded.tokenizer, domain, t, [c.to_json() for c in grid])
                       for t in items]
-            logp[f"{name}, {subset}"] = [statistics.mean(s[i] for s in scores) for i in range(len(grid))]
-            print(f"{name}, {subset}: {len(flat)} self-edits in {seconds:.0f} s, "
-                  f"{dists[f'{name}, {subset}']['valid'].get('yes', 0)} valid", flush=True)
+            logp[col] = [statistics.mean(s[i] for s in scores) for i in range(len(grid))]
+            print(f"{col}: {len(flat)} self-edits in {seconds:.0f} s, {dists[col]['valid'].get('yes', 0)} valid",
+                  flush=True)
         del loaded
 
     (args.out / "configs.json").write_text(json.dumps({"distributions": dists, "logp": logp,
