@@ -12,11 +12,11 @@ def test_cpt_joins_all_passages_data(tiny, passages):
     cpt = CPTDomain(KnowledgeDomain(tiny.tokenizer))
     items = tuple(passages)
     assert cpt.item_id(items) == "cpt2"
-    assert cpt.training_texts(items, None) == [p.text for p in passages]
-    texts = cpt.training_texts(items, ["1. The Shah fled from the Mongols.", ""])
+    assert cpt.training_examples(items, None) == [p.text for p in passages]
+    texts = cpt.training_examples(items, ["1. The Shah fled from the Mongols.", ""])
     assert texts == [passages[0].text, "Genghis Khan\nThe Shah fled from the Mongols.", passages[1].text]
     with pytest.raises(InvalidSelfEdit, match="every self-edit is invalid"):
-        cpt.training_texts(items, ["", "nope"])
+        cpt.training_examples(items, ["", "nope"])
 
 
 def test_cpt_evaluates_all_questions_after_one_update(tiny_dir, passages_file, passages, tmp_path):

@@ -190,3 +190,25 @@ def test_a_run_made_before_amp_resumes_only_without_it(tmp_path):
     assert Run.resume(run.path, {"lora": {"r": 8, "amp": False}})
     with pytest.raises(RunError, match=r"lora\.amp: not in the saved config \(a run made before it used False\)"):
         Run.resume(run.path, {"lora": {"r": 8, "amp": True}})
+
+
+def test_every_selfedit_of_an_item_shares_the_reference_lora_seed(tiny, passages, tmp_path):
+    """Self-edit j used to train with seed + j, its passage-only reference with seed: with k
+    identical self-edits the rewards then differed by initialisation noise alone."""
+    from selfadapt.evaluate import Condition, run_conditions
+    from selfadapt.knowledge.domain import KnowledgeDomain
+    from selfadapt.lora import ResidentLoRA
+    from selfadapt.generation import SamplingConfig
+
+    domain = KnowledgeDomain(tiny.tokenizer, "implications", answer=SamplingConfig(4, 0.0))
+    lora = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, epochs=2))
+    edit = "1. The Mongol army seized Otrar.\n2. The Shah fled."
+    conds = [Condition("passage"), Condition("own", {"p0": [edit, edit, edit]})]
+    run = Run.create(tmp_path, "pairing", {})
+    records = run_conditions(run, lora, domain, passages[:1], conds, seed=5, seeds=2)
+    for s in range(2):
+        ref = [r for r in records if r["condition"] == "passage" and r["seed"] == 5 + 1000 * s]
+        own = [r for r in records if r["condition"] == "own" and r["seed"] == 5 + 1000 * s]
+        assert len(ref) == 1 and len(own) == 3
+        assert len({r["score"] for r in own}) == 1  # identical data, identical initialisation
+    assert {r["seed"] for r in records if r["condition"] == "own"} == {5, 1005}

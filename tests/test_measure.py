@@ -172,13 +172,13 @@ def test_span_qa_state_machine_by_hand(tiny):
 
 def test_grounded_self_qa_keeps_only_span_answers(tiny):
     d = KnowledgeDomain(tiny.tokenizer, "self-qa", grounded=True)
-    texts = d.training_texts(OTRAR, "Q: Which town?\nA: Otrar\nQ: Who ruled?\nA: Napoleon")
-    assert len(texts) == 2 and texts[1].endswith("Otrar<|im_end|>")
+    texts = d.training_examples(OTRAR, "Q: Which town?\nA: Otrar\nQ: Who ruled?\nA: Napoleon")
+    assert len(texts) == 2 and texts[1][1] == "Otrar<|im_end|>"
     from selfadapt.domain import InvalidSelfEdit
 
     with pytest.raises(InvalidSelfEdit, match="span of the passage"):
-        d.training_texts(OTRAR, "Q: Who ruled?\nA: Napoleon")
-    assert len(KnowledgeDomain(tiny.tokenizer, "self-qa").training_texts(OTRAR, "Q: Who ruled?\nA: Napoleon")) == 2
+        d.training_examples(OTRAR, "Q: Who ruled?\nA: Napoleon")
+    assert len(KnowledgeDomain(tiny.tokenizer, "self-qa").training_examples(OTRAR, "Q: Who ruled?\nA: Napoleon")) == 2
     assert isinstance(d.selfedit_constraint(OTRAR), SpanQA)
     assert KnowledgeDomain(tiny.tokenizer, "self-qa").selfedit_constraint(OTRAR) is None
 

@@ -212,7 +212,7 @@ def test_rewards_against_passage_only_training():
             {"condition": "passage", "item": "p0", "j": 0, "seed": 1000, "score": 0.2},
             {"condition": "selfedit", "item": "p0", "j": 0, "seed": 0, "score": 0.6, "gain": 0.6},
             {"condition": "selfedit", "item": "p0", "j": 0, "seed": 1000, "score": 0.2, "gain": 0.2},
-            {"condition": "selfedit", "item": "p0", "j": 1, "seed": 1, "score": 0.4, "gain": 0.4}]
+            {"condition": "selfedit", "item": "p0", "j": 1, "seed": 0, "score": 0.4, "gain": 0.4}]
     assert self_edit_rewards(recs, "base") == {"p0": {0: pytest.approx(0.4), 1: pytest.approx(0.4)}}
     assert self_edit_rewards(recs, "passage") == {"p0": {0: pytest.approx(0.1), 1: pytest.approx(0.0)}}
     with pytest.raises(ValueError, match="unknown reward baseline"):

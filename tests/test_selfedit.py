@@ -65,18 +65,37 @@ def test_parser_never_crashes_on_garbage(fmt, text):
 def test_training_texts(tiny, passages):
     p = passages[0]
     d = KnowledgeDomain(tiny.tokenizer, "implications")
-    texts = d.training_texts(p, IMPLICATIONS)
+    texts = d.training_examples(p, IMPLICATIONS)
     assert texts[0] == "Genghis Khan\nThe Mongol army seized the town of Otrar. The Shah fled."
     assert texts[1] == "Genghis Khan\nThe Shah's army suffered from internal divisions and feuding."
     assert len(texts) == 4
-    assert d.training_texts(p, None) == [p.text]
+    assert d.training_examples(p, None) == [p.text]
     no_passage = KnowledgeDomain(tiny.tokenizer, "implications", include_passage=False)
-    assert len(no_passage.training_texts(p, IMPLICATIONS)) == 3
+    assert len(no_passage.training_examples(p, IMPLICATIONS)) == 3
 
 
-def test_self_qa_training_texts_have_the_test_prompt_shape(tiny, passages):
+def test_self_qa_pairs_are_prompt_completion_in_the_test_shape(tiny, passages):
     from selfadapt.knowledge.measure import qa_prompt
 
     d = KnowledgeDomain(tiny.tokenizer, "self-qa")
-    texts = d.training_texts(passages[0], "Q: Which town was seized?\nA: Otrar")
-    assert texts[1] == qa_prompt(tiny.tokenizer, "Genghis Khan", "Which town was seized?") + "Otrar<|im_end|>"
+    examples = d.training_examples(passages[0], "Q: Which town was seized?\nA: Otrar")
+    assert examples[1] == (qa_prompt(tiny.tokenizer, "Genghis Khan", "Which town was seized?"), "Otrar<|im_end|>")
+
+
+def test_a_qa_pair_trains_on_its_answer_tokens_only(tiny, passages):
+    """Labels are -100 on every prompt token (system turn, template, question): before, a
+    self-QA pair was one string and ~12 of 13 trained tokens were prompt."""
+    import random
+
+    from selfadapt.lora import encode, make_batches
+    from selfadapt.knowledge.measure import qa_prompt
+
+    tok = tiny.tokenizer
+    d = KnowledgeDomain(tok, "self-qa", include_passage=False)
+    examples = d.training_examples(passages[0], "Q: Which town was seized?\nA: Otrar")
+    assert len(examples) == 1
+    [(ids, mask, labels)] = make_batches(encode(tok, examples, 512), tok.pad_token_id, 16, 1024, random.Random(0))
+    prompt_len = len(tok(qa_prompt(tok, "Genghis Khan", "Which town was seized?"))["input_ids"])
+    answer = tok("Otrar<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert (labels[0, :prompt_len] == -100).all()
+    assert labels[0, prompt_len:].tolist() == answer

@@ -58,8 +58,10 @@ def run_conditions(
 ) -> list[dict[str, Any]]:
     """Evaluate every condition on every item, skipping what the run already holds.
 
-    Self-edit ``j`` of an item is evaluated with ``seeds`` inner-loop seeds
-    (``seed + j + 1000 * s``). Keys are ``{prefix}{condition}/{item}/{j}/{s}``; ``tags``
+    Every self-edit of an item is evaluated with ``seeds`` inner-loop seeds ``seed + 1000 * s``,
+    the same as the item-alone condition: with one seed per repetition ``s`` for all of them,
+    a self-edit's difference from passage-only holds no LoRA-initialisation noise, and
+    best-of-k selects the self-edit, not a lucky initialisation. Keys are ``{prefix}{condition}/{item}/{j}/{s}``; ``tags``
     are added to every record (e.g. the ReST-EM round). The model's unadapted score is
     recorded under the condition ``base_name``. ``workers`` run the jobs (a bare
     ``ResidentLoRA``: in this process); this process alone writes the records.
@@ -85,7 +87,7 @@ def run_conditions(
         for cond, item, j, s, selfedit in units:
             iid = domain.item_id(item)
             key = f"{prefix}{cond.name}/{iid}/{j}/{s}"
-            head = {"condition": cond.name, "item": iid, "j": j, "seed": seed + j + 1000 * s, **tags}
+            head = {"condition": cond.name, "item": iid, "j": j, "seed": seed + 1000 * s, **tags}
             base = run.get(base_keys[iid])
             if run.done(key):
                 bar.advance(task)

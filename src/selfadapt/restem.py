@@ -98,8 +98,8 @@ def self_edit_rewards(records: list[dict[str, Any]], baseline: str = "base",
             continue
         if baseline == "base":
             gain = r["gain"]
-        else:  # the passage-only run with the same seed index (j = 0) is the reference
-            gain = r["score"] - alone[(r["item"], r["seed"] - r["j"])]
+        else:  # the passage-only run with the same LoRA seed is the reference
+            gain = r["score"] - alone[(r["item"], r["seed"])]
         if forgetting_penalty:
             drop = probe_drop(r, base_probe)
             if drop is None:

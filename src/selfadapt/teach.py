@@ -28,7 +28,7 @@ from .knowledge.domain import ANSWER_CAP, KnowledgeDomain
 from .knowledge.experiment import DEFAULT_DECODING, DEFAULT_FORMAT
 from .knowledge.measure import short_answer_prompt
 from .knowledge.selfedit import FORMATS, selfedit_items
-from .lora import LoRAConfig, ResidentLoRA, load_adapter
+from .lora import Example, LoRAConfig, ResidentLoRA, load_adapter
 from .models import EMBEDDED, load_model
 from .policy import write_selfedits
 
@@ -124,7 +124,7 @@ def learn(paths: list[Path], out: Path, cfg: LearnConfig) -> dict:
                                                                                                  next(flat)[0])]
         for c, answer in zip(checks, answer_questions(lora.model, lora.tokenizer, checks)):
             c["before"] = answer
-    history: list[list[str]] = []
+    history: list[list[Example]] = []
     rng = random.Random(cfg.seed)
     report, stats = [], None
     for d, (path, title, chunks) in enumerate(docs):
@@ -137,7 +137,7 @@ def learn(paths: list[Path], out: Path, cfg: LearnConfig) -> dict:
             texts.append(chunk.text)
             for edit in edits:
                 try:
-                    texts.extend(domain.training_texts(chunk, edit)[1:])  # [0] is the chunk itself
+                    texts.extend(domain.training_examples(chunk, edit)[1:])  # [0] is the chunk itself
                 except InvalidSelfEdit as e:
                     invalid += 1
                     log.warning("%s chunk %d: self-edit skipped: %s", path.name, chunk.index, e)

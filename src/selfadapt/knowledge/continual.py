@@ -164,7 +164,7 @@ def _sequence(run: Run, cfg: ContinualConfig, cond: str, passages: list[Passage]
                     selfedit = write_selfedits(lora.model, tok, domain, [p], 1, sampling, seed=cfg.seed + i)[0][0][0]
                 elif source in external:
                     selfedit = external[source][p.index][0]
-                own = reader.training_texts(p, selfedit) if selfedit else [p.text]
+                own = reader.training_examples(p, selfedit) if selfedit else [p.text]
                 rng = random.Random(cfg.seed * 1_000_003 + i)
                 extra = (replay_examples(history, cfg.replay, rng) + general_examples(tok, cfg.general, rng)
                          if replay else [])

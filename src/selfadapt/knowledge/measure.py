@@ -78,6 +78,13 @@ def qa_prompt(tokenizer: PreTrainedTokenizerBase, title: str, question: str, con
                                    question_turn(title, question, context)])
 
 
+def qa_examples(tokenizer: PreTrainedTokenizerBase, title: str, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Question→answer pairs as training examples: (the test's prompt, answer + end token), so
+    the loss falls on the answer alone, as TRL's completion-only SFT does."""
+    eos = tokenizer.eos_token or ""
+    return [(qa_prompt(tokenizer, title, q), a + eos) for q, a in pairs]
+
+
 def _overlaps(a: str, b: str) -> bool:
     """Two answers that could both be right: equal, or one inside the other on word boundaries."""
     na, nb = normalize_answer(a), normalize_answer(b)
