@@ -143,6 +143,29 @@ def test_rounds_chain_policy_checkpoints(train_cfg, passages, monkeypatch):
     assert (erun.path / "rounds.png").is_file()
 
 
+@pytest.mark.parametrize("restart", [True, False])
+def test_each_round_fine_tunes_the_base_model_unless_told_to_continue(train_cfg, passages, monkeypatch, restart):
+    """ReST-EM fine-tunes the base model on each round's winners; before, round r+1 trained
+    round r's merged policy, so rounds compounded."""
+    monkeypatch.setattr(restem, "select_winners", lambda rewards, rule: {i: [0] for i in rewards})
+    starts, real = [], restem.sft_policy
+    monkeypatch.setattr(restem, "sft_policy", lambda policy, *a, **kw: starts.append(policy) or real(policy, *a, **kw))
+    train_cfg.restart = restart
+    run = run_restem(train_cfg, passages, make_domain)
+    round0 = str(run.path / "round-0" / "policy")
+    assert starts == [train_cfg.model, train_cfg.model if restart else round0]
+    assert {rec["policy"] for rec in run.records() if rec.get("round") == 1} == {round0}  # round 1 samples round 0's
+
+
+def test_policy_sft_trains_in_fp32_and_saves_in_the_asked_dtype(tiny_dir, tmp_path):
+    examples = [{"prompt": "<|im_start|>user\nList implications.<|im_end|>\n<|im_start|>assistant\n",
+                 "completion": "The Mongol army seized the town of Otrar."}] * 2
+    out = tmp_path / "policy"
+    sft_policy(str(tiny_dir), examples, PolicySFTConfig(lr=1e-2, epochs=1, r=4, alpha=8, batch_size=2),
+               out, seed=0, dtype="bfloat16", device="cpu")
+    assert {t.dtype for t in load_file(out / "model.safetensors").values()} == {torch.bfloat16}
+
+
 def test_a_moved_run_with_a_lost_checkpoint_resumes(train_cfg, passages, monkeypatch, tmp_path):
     """Checkpoints stay out of version control; the records and SFT data are enough to go on."""
     monkeypatch.setattr(restem, "select_winners", lambda rewards, rule: {i: [0] for i in rewards})

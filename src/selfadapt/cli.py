@@ -125,7 +125,8 @@ def eval_knowledge(
     prior_prompt: Optional[str] = PRIOR,
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
     batch_size: int = BATCH, targets: str = TARGETS, amp: bool = AMP,
-    seed: int = typer.Option(0, help="Seed for sampling and LoRA init (self-edit j uses seed+j)."),
+    seed: int = typer.Option(0, help="Seed for sampling and LoRA init (every self-edit of a passage and its "
+                             "passage-only reference share it)."),
     judge_model: Optional[str] = typer.Option(None, help="TinyV fallback judge: it grades the short answers that "
                                               "exact match rejects. A model spec, or with --judge-url the "
                                               "endpoint's model name."),
@@ -155,6 +156,8 @@ def eval_knowledge(
                   f"plot {run.path / 'accuracy.png'}")
 
 
+RESTART = typer.Option(True, "--restart/--continue-policy", help="Each round's SFT fine-tunes the base model on "
+                       "that round's winners (ReST-EM); --continue-policy fine-tunes the previous round's policy.")
 LASER = typer.Option(None, help="LASER bonus λ: reward += λ for a self-edit that helped and is at most the "
                      "target length (tokens).")
 LASER_TARGET = typer.Option(None, help="LASER's fixed target length; default: LASER-D's adaptive target per "
@@ -192,6 +195,7 @@ def train_knowledge(
     sft_lr: float = typer.Option(3e-4, help="Policy SFT learning rate."),
     sft_epochs: int = typer.Option(3, help="Policy SFT epochs."),
     sft_r: int = typer.Option(16, help="Policy SFT LoRA rank (merged after each round)."),
+    restart: bool = RESTART,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")),
     resume: Optional[Path] = typer.Option(None, help="Continue this run directory."),
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
@@ -204,8 +208,8 @@ def train_knowledge(
         model=model, student=student, rounds=rounds, items_per_round=passages, k=k, seeds=seeds, keep=keep,
         reward_baseline=reward_baseline, forgetting_penalty=forgetting_penalty, laser=laser,
         laser_target=laser_target, temperature=temperature, top_p=top_p, lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp),
-        sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r), seed=seed, dtype=dtype,
-        device=device, runs_dir=str(runs_dir),
+        sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r), restart=restart, seed=seed,
+        dtype=dtype, device=device, runs_dir=str(runs_dir),
     )
     t0 = time.perf_counter()
     run = run_knowledge_training(cfg, KnowledgeTrainConfig(dataset, fmt, include_passage, grounded,
@@ -314,6 +318,7 @@ def train_arc(
     temperature: float = typer.Option(1.0), constrain: bool = CONSTRAIN, amp: bool = AMP,
     laser: Optional[float] = LASER, laser_target: Optional[int] = LASER_TARGET,
     sft_lr: float = typer.Option(3e-4), sft_epochs: int = typer.Option(3), sft_r: int = typer.Option(16),
+    restart: bool = RESTART,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
@@ -324,8 +329,8 @@ def train_arc(
     cfg = ReSTEMConfig(model=model, rounds=rounds, items_per_round=tasks_per_round, k=k, keep=keep,
                        laser=laser, laser_target=laser_target, temperature=temperature, max_new_tokens=SELFEDIT_TOKENS,
                        lora=arc_lora(amp),
-                       sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r), seed=seed,
-                       dtype=dtype, device=device, runs_dir=str(runs_dir))
+                       sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r),
+                       restart=restart, seed=seed, dtype=dtype, device=device, runs_dir=str(runs_dir))
     t0 = time.perf_counter()
     run = run_arc_training(cfg, _arc("training", task, max_cells, cap, budget, max_tokens, votes, False, constrain),
                            resume=resume, parallel=_parallel(workers, ray_address))

@@ -6,8 +6,12 @@ Round r:
 3. each self-edit is evaluated with s inner-loop seeds on the student; its reward is the
    adapted score minus the student's base score on that item, averaged over seeds;
 4. winners are kept by a rule (best-of-k with positive gain, or any positive gain);
-5. the policy is fine-tuned on (self-edit prompt → winning self-edit) with TRL's SFT
-   trainer and LoRA, the adapter merged, and the result is the next round's policy.
+5. the *base* model is fine-tuned on this round's (self-edit prompt → winning self-edit)
+   pairs with TRL's SFT trainer and LoRA, the adapter merged in fp32, and the result is
+   the next round's policy. Restarting from the base each round is ReST-EM as Singh et
+   al. (2023) run it: a round's policy is never trained on its own ancestors' data twice,
+   so a degenerate shape one round rewarded (empty questions) does not accumulate.
+   ``restart=False`` continues from the previous round's policy instead.
 
 Without a separate student, the policy is also the model adapted in the inner loop, as
 in SEAL; with one (``student=...``), a fixed student is adapted and only the teacher
@@ -34,7 +38,7 @@ from .domain import Domain
 from .evaluate import BASE, Condition, run_conditions
 from .generation import SamplingConfig
 from .lora import LoRAConfig, ResidentLoRA
-from .models import EMBEDDED, load_model
+from .models import EMBEDDED, load_model, pick_dtype
 from .plots import plot_training_rounds
 from .policy import write_into_run
 from .rewards import token_lengths
@@ -151,7 +155,10 @@ class PolicySFTConfig:
 
 def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig, out: Path, *,
                seed: int, dtype: str = "auto", device: str = "auto") -> dict[str, Any]:
-    """Fine-tune ``policy`` on ``examples`` with TRL's SFTTrainer + LoRA; save the merged model to ``out``."""
+    """Fine-tune ``policy`` on ``examples`` with TRL's SFTTrainer + LoRA; save the merged model to ``out``.
+
+    The model is loaded, trained and merged in fp32 and saved in the dtype ``dtype`` resolves
+    to: adding a small LoRA delta to bf16 weights rounds most of it away."""
     import datasets
     from peft import LoraConfig
     from transformers import PrinterCallback
@@ -159,7 +166,7 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
 
     datasets.disable_progress_bars()
 
-    m = load_model(policy, dtype=dtype, device=device)
+    m = load_model(policy, dtype="float32", device=device)
     m.tokenizer.padding_side = "right"
     with tempfile.TemporaryDirectory() as tmp:
         args = SFTConfig(
@@ -174,7 +181,7 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
         trainer.remove_callback(PrinterCallback)  # losses go to the round's metrics instead
         result = trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    merged = trainer.model.merge_and_unload()
+    merged = trainer.model.merge_and_unload().to(pick_dtype(dtype, m.device))
     tmp_out = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp_out, ignore_errors=True)
     merged.save_pretrained(tmp_out, safe_serialization=True)
@@ -203,6 +210,7 @@ class ReSTEMConfig:
     gen_batch_size: int = 8
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     sft: PolicySFTConfig = field(default_factory=PolicySFTConfig)
+    restart: bool = True  # each round's SFT starts from ``model`` (ReST-EM); False: from the last policy
     seed: int = 0
     dtype: str = "auto"
     device: str = "auto"
@@ -238,6 +246,11 @@ def policy_of_round(run_path: Path, r: int) -> str:
     return str(done.parent / "policy") if Path(saved).parts[-2:] == (f"round-{r}", "policy") else saved
 
 
+def sft_start(cfg: "ReSTEMConfig", policy: str) -> str:
+    """The model a round's SFT fine-tunes: the base (ReST-EM's restart) or the round's policy."""
+    return cfg.model if cfg.restart else policy
+
+
 def _restore_round(run: Run, r: int, previous: str, cfg: "ReSTEMConfig") -> str:
     """A finished round's policy. Checkpoints are large and not kept with a run's records; if
     one is gone, it is trained again from the round's ``sft_data.json`` with the same seed."""
@@ -246,8 +259,8 @@ def _restore_round(run: Run, r: int, previous: str, cfg: "ReSTEMConfig") -> str:
     if policy == str(rdir / "policy") and not (rdir / "policy").is_dir():
         log.warning("round %d: checkpoint %s is missing; training it again from sft_data.json", r, policy)
         examples = json.loads((rdir / "sft_data.json").read_text())
-        sft_policy(previous, examples, cfg.sft, rdir / "policy", seed=cfg.seed + r, dtype=cfg.dtype,
-                   device=cfg.device)
+        sft_policy(sft_start(cfg, previous), examples, cfg.sft, rdir / "policy", seed=cfg.seed + r,
+                   dtype=cfg.dtype, device=cfg.device)
     return policy
 
 
@@ -331,8 +344,8 @@ def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: l
 
     sft, t2 = {}, time.perf_counter()
     if examples:
-        sft = sft_policy(policy, examples, cfg.sft, rdir / "policy", seed=cfg.seed + r, dtype=cfg.dtype,
-                         device=cfg.device)
+        sft = sft_policy(sft_start(cfg, policy), examples, cfg.sft, rdir / "policy", seed=cfg.seed + r,
+                         dtype=cfg.dtype, device=cfg.device)
         new_policy = str(rdir / "policy")
     else:
         log.warning("round %d: no self-edit beat the base score; the policy is unchanged", r)
