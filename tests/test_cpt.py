@@ -21,7 +21,8 @@ def test_cpt_joins_all_passages_data(tiny, passages):
 
 def test_cpt_evaluates_all_questions_after_one_update(tiny_dir, passages_file, passages, tmp_path):
     ext = tmp_path / "ext.json"
-    ext.write_text(json.dumps([{"context": p.context, "completions": [f"1. {p.context}"]} for p in passages]))
+    ext.write_text(json.dumps([{"context": p.context, "completions": [f"1. {p.context}"], "format": "implications"}
+                               for p in passages]))
     cfg = KnowledgeEvalConfig(model=str(tiny_dir), dataset=str(passages_file), passages=2, external=[str(ext)],
                               cpt=True, max_new_tokens=8, answer_max_new_tokens=4, lora=LoRAConfig(r=4, epochs=1),
                               dtype="float32", device="cpu", runs_dir=str(tmp_path / "runs"))

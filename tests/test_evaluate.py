@@ -14,9 +14,9 @@ from selfadapt.runs import Run, RunError, read_jsonl
 @pytest.fixture()
 def cfg(tiny_dir, passages_file, passages, tmp_path):
     ext = tmp_path / "ext.json"
-    ext.write_text(json.dumps([{"context": p.context, "completions": [f"1. {p.context}\n2. Otrar is a town in Asia.",
-                                                                      "- Otrar was seized by the Mongol army."]}
-                               for p in passages]))
+    ext.write_text(json.dumps([{"context": p.context, "format": "implications",
+                                "completions": [f"1. {p.context}\n2. Otrar is a town in Asia.",
+                                                "- Otrar was seized by the Mongol army."]} for p in passages]))
     return KnowledgeEvalConfig(
         model=str(tiny_dir), dataset=str(passages_file), passages=2, external=[str(ext)], selfedits_per_passage=2,
         max_new_tokens=12, answer_max_new_tokens=6, formats=["implications"], decodings=["free"],
@@ -212,3 +212,19 @@ def test_every_selfedit_of_an_item_shares_the_reference_lora_seed(tiny, passages
         assert len(ref) == 1 and len(own) == 3
         assert len({r["score"] for r in own}) == 1  # identical data, identical initialisation
     assert {r["seed"] for r in records if r["condition"] == "own"} == {5, 1005}
+
+
+def test_a_self_qa_external_file_trains_qa_pairs(cfg, passages, tmp_path, monkeypatch):
+    """External files were always parsed as implications: a self-QA file trained its "Q:" lines
+    as loose sentences and dropped answers under four words."""
+    from selfadapt.lora import ResidentLoRA
+
+    qa = tmp_path / "qa.json"
+    qa.write_text(json.dumps([{"context": p.context, "format": "self-qa",
+                               "completions": ["Q: Which town was seized?\nA: Otrar"]} for p in passages]))
+    seen, real = [], ResidentLoRA.train
+    monkeypatch.setattr(ResidentLoRA, "train", lambda self, examples, **kw: seen.append(examples) or real(self, examples, **kw))
+    cfg.external, cfg.own, cfg.selfedits_per_passage = [str(qa)], False, 1
+    run_knowledge_eval(cfg)
+    pairs = [ex for examples in seen for ex in examples if isinstance(ex, tuple)]
+    assert len(pairs) == 2 and all(a == "Otrar<|im_end|>" for _, a in pairs)  # one per passage

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from selfadapt.knowledge.data import DatasetError, load_external_selfedits, load_passages
+from selfadapt.knowledge.data import DatasetError, external_format, load_external_selfedits, load_passages
 
 
 def test_shipped_eval200_is_the_papers_set():
@@ -65,3 +65,18 @@ def test_external_selfedits_must_cover_every_passage(tmp_path, passages):
     path.write_text(json.dumps([{"context": passages[0].context, "completions": "x"}]))
     with pytest.raises(DatasetError, match="record 0: 'completions' must be a list of strings"):
         load_external_selfedits(path, passages)
+
+
+def test_an_external_file_is_read_in_the_format_it_declares(tmp_path, passages):
+    path = tmp_path / "qa.json"
+    path.write_text(json.dumps([{"context": p.context, "format": "self-qa", "completions": ["Q: What?\nA: x"]}
+                                for p in passages]))
+    assert external_format(path) == "self-qa"
+    assert external_format(path, "implications") == "implications"  # --external-format wins
+    assert external_format("gpt-4.1") == "implications"
+    path.write_text(json.dumps([{"context": "c", "completions": []}]))
+    with pytest.raises(DatasetError, match="does not declare its self-edit format.*--external-format"):
+        external_format(path)
+    path.write_text(json.dumps([{"context": "c", "completions": [], "format": f} for f in ("self-qa", "rewrite")]))
+    with pytest.raises(DatasetError, match="different formats"):
+        external_format(path)

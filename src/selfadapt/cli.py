@@ -112,6 +112,8 @@ def eval_knowledge(
     external: list[str] = typer.Option(["gpt-4.1", "seal-qwen"], help="External self-edits: "
                                        "'gpt-4.1', 'seal-qwen' or a JSON file; repeat the option."),
     no_external: bool = typer.Option(False, "--no-external", help="Skip external self-edits."),
+    external_format: Optional[str] = typer.Option(None, help="The self-edit format of --external files (default: "
+                                                  "each file's \"format\" field; the shipped ones hold implications)."),
     policy: list[str] = typer.Option([], help="A trained policy (RUN/round-N from `selfadapt train "
                                      "knowledge`, or a model spec); repeat for several rounds. NAME=SPEC "
                                      "names its condition (default: round-N, or policy-<dir>)."),
@@ -144,7 +146,7 @@ def eval_knowledge(
 
     cfg = KnowledgeEvalConfig(
         model=model, dataset=dataset, passages=passages, offset=offset, formats=fmt, decodings=decoding, own=own,
-        external=[] if no_external else external, policies=policy, cpt=cpt, selfedits_per_passage=k, include_passage=include_passage,
+        external=[] if no_external else external, external_format=external_format, policies=policy, cpt=cpt, selfedits_per_passage=k, include_passage=include_passage,
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, prior_prompt=prior_prompt,
         lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, judge_url=judge_url,
         judge_model=judge_model, judge_api_key_env=judge_key_env, runs_dir=str(runs_dir), dtype=dtype, device=device,

@@ -28,7 +28,7 @@ from ..models import EMBEDDED, load_model, render_chat
 from ..plots import plot_matrices
 from ..policy import write_selfedits
 from ..runs import Run
-from .data import EXTERNAL_SELFEDITS, Passage, load_external_selfedits, load_passages
+from .data import EXTERNAL_SELFEDITS, Passage, external_format, load_external_selfedits, load_passages
 from .domain import KnowledgeDomain
 from .experiment import DEFAULT_DECODING, DEFAULT_FORMAT
 from .measure import REWARD_METRIC, SHORT_ANSWER_SYSTEM
@@ -135,7 +135,7 @@ def _sequence(run: Run, cfg: ContinualConfig, cond: str, passages: list[Passage]
     lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
     tok = loaded.tokenizer
     domain = KnowledgeDomain(tok, cfg.fmt, grounded=cfg.grounded)
-    reader = domain if source == "own" else KnowledgeDomain(tok, "implications")  # external files: implications
+    reader = KnowledgeDomain(tok, external_format(source)) if source in external else domain
     sampling = SamplingConfig(FORMATS[cfg.fmt].max_new_tokens, cfg.temperature, cfg.top_p)
     updates_dir = run.path / "updates" / cond
     updates_dir.mkdir(parents=True, exist_ok=True)

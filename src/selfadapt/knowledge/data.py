@@ -19,6 +19,7 @@ EXTERNAL_SELFEDITS = {
     "gpt-4.1": "eval200_gpt-4.1_implications.json",
     "seal-qwen": "eval200_seal-qwen2.5-7b-round2_implications.json",
 }
+SHIPPED_FORMAT = "implications"  # what both shipped files hold
 
 
 class DatasetError(ValueError):
@@ -95,8 +96,9 @@ def load_passages(source: str | Path = "eval200", limit: int | None = None, offs
 def load_external_selfedits(source: str | Path, passages: list[Passage]) -> dict[int, list[str]]:
     """Self-edits written by another model, keyed by passage index, matched on context.
 
-    The file is a list of ``{"context": ..., "completions": [str, ...]}``. A passage the
-    file does not cover is an error: silently skipping it would bias the comparison.
+    The file is a list of ``{"context": ..., "completions": [str, ...]}`` (optionally with
+    ``"format"``, see ``external_format``). A passage the file does not cover is an error:
+    silently skipping it would bias the comparison.
     """
     path = _shipped(str(source), EXTERNAL_SELFEDITS) if str(source) in EXTERNAL_SELFEDITS else Path(source)
     by_context: dict[str, list[str]] = {}
@@ -114,3 +116,22 @@ def load_external_selfedits(source: str | Path, passages: list[Passage]) -> dict
             f"{path}: no self-edits for {len(missing)} passage(s), first: record {missing[0].index} ({missing[0].title!r})"
         )
     return {p.index: by_context[p.context] for p in passages}
+
+
+def external_format(source: str | Path, override: str | None = None) -> str:
+    """The self-edit format an external file's completions are written in: ``override``, else
+    the file's own declaration (a ``"format"`` field on its records, the same on all), else an
+    error: reading self-QA as implications trains its "Q:" lines as loose sentences."""
+    if override:
+        return override
+    if str(source) in EXTERNAL_SELFEDITS:
+        return SHIPPED_FORMAT
+    path = Path(source)
+    declared = {rec.get("format") for rec in _read_json_list(path) if isinstance(rec, dict)}
+    if len(declared) > 1:
+        raise DatasetError(f"{path}: records declare different formats ({', '.join(map(str, sorted(declared, key=str)))})")
+    (fmt,) = declared or {None}
+    if not isinstance(fmt, str):
+        raise DatasetError(f"{path}: the file does not declare its self-edit format: add \"format\": \"self-qa\" "
+                           "(or implications, rewrite, ...) to each record, or pass --external-format")
+    return fmt

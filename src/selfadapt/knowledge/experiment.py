@@ -35,7 +35,7 @@ from ..prior import check_prior
 from ..policy import evaluate_policy, write_into_run
 from ..restem import resolve_policies
 from ..runs import Run
-from .data import EXTERNAL_SELFEDITS, Passage, load_external_selfedits, load_passages
+from .data import EXTERNAL_SELFEDITS, DatasetError, Passage, external_format, load_external_selfedits, load_passages
 from .domain import ANSWER_CAP, CPTDomain, KnowledgeDomain
 from .measure import REWARD_METRIC
 from ..workers import Parallel, workers_for
@@ -68,6 +68,7 @@ class KnowledgeEvalConfig:
     decodings: list[str] = field(default_factory=lambda: [DEFAULT_DECODING])
     own: bool = True
     external: list[str] = field(default_factory=lambda: ["gpt-4.1", "seal-qwen"])
+    external_format: str | None = None  # None: each file's declared format (``data.external_format``)
     policies: list[str] = field(default_factory=list)  # RUN/round-N directories or model specs
     cpt: bool = False
     selfedits_per_passage: int = 1
@@ -88,7 +89,7 @@ class KnowledgeEvalConfig:
     runs_dir: str = "runs"
 
     def __post_init__(self) -> None:
-        for fmt in self.formats:
+        for fmt in [*self.formats, *([self.external_format] if self.external_format else [])]:
             if fmt not in FORMATS:
                 raise ValueError(f"unknown self-edit format {fmt!r}; choose from {', '.join(FORMATS)}")
         for decoding in self.decodings:
@@ -135,6 +136,10 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
         raise ValueError("the LLM judge runs in this process only: use it without --workers/--ray-address")
     passages = load_passages(cfg.dataset, limit=cfg.passages, offset=cfg.offset)
     external = {name: load_external_selfedits(name, passages) for name in cfg.external}  # fail before any work
+    external_formats = {name: external_format(name, cfg.external_format) for name in cfg.external}
+    for name, fmt in external_formats.items():
+        if fmt not in FORMATS:
+            raise DatasetError(f"{name}: unknown self-edit format {fmt!r}; choose from {', '.join(FORMATS)}")
     policies = resolve_policies(cfg.policies)
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     run = (Run.resume(resume, cfg, extend=("policies",)) if resume
@@ -160,11 +165,12 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
             edits, seconds = write_into_run(run, f"{name}/", lora.model, lora.tokenizer, own_domain, passages,
                                             cfg.selfedits_per_passage, cfg.sampling(fmt), seed=cfg.seed)
             conditions.append(setting.condition(name, edits, seconds, domain=own_domain))
-    implications = replace(domain, fmt="implications", grounded=False)  # the shipped files hold implications
     for source, by_index in external.items():
         name = source if source in EXTERNAL_SELFEDITS else Path(source).stem
         edits = {domain.item_id(p): by_index[p.index][: cfg.selfedits_per_passage] for p in passages}
-        conditions.append(setting.condition(name, edits, domain=implications))
+        # read in the file's own format; every answer kept (another model's, not grounded here)
+        conditions.append(setting.condition(name, edits, domain=replace(domain, fmt=external_formats[source],
+                                                                        grounded=False)))
     with workers_for(parallel, lora, cfg.model, cfg.lora, dtype=cfg.dtype, device=cfg.device) as workers:
         run_conditions(run, workers, setting.domain, setting.items, conditions, seed=cfg.seed)
     names = [BASE, RECITAL] + [c.name for c in conditions]
