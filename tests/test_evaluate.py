@@ -30,19 +30,20 @@ def keys(run):
 
 def test_full_table(cfg):
     run, rows = run_knowledge_eval(cfg)
-    assert [r["condition"] for r in rows] == ["base", "recital", "passage", "own-implications", "ext"]
-    own = rows[3]
+    assert [r["condition"] for r in rows] == ["base", "recital", "passage", "format-control", "own-implications",
+                                              "ext"]
+    own = rows[4]
     assert own["items"] == 2 and own["evaluations"] == 4
     assert own["invalid"] + own["nan_loss"] <= own["evaluations"]
     assert all(0 <= r["ci_low"] <= r["score"] <= r["ci_high"] <= 1 for r in rows)
-    assert rows[4]["invalid"] == 0 and rows[4]["seconds"]["train"] > 0
-    assert set(own["vs"]) == {"passage", "recital"} and own["vs"]["passage"]["n"] == 2
-    assert set(rows[2]["vs"]) == {"recital"}  # never compared with itself
+    assert rows[5]["invalid"] == 0 and rows[5]["seconds"]["train"] > 0
+    assert set(own["vs"]) == {"passage", "recital", "format-control"} and own["vs"]["passage"]["n"] == 2
+    assert set(rows[2]["vs"]) == {"recital", "format-control"}  # never compared with itself
     for name in ("config.yaml", "records.jsonl", "metrics.json", "table.md", "accuracy.png", "paired.png"):
         assert (run.path / name).is_file(), name
     # base ×2, recital ×2, passage ×2, own: write ×2 + 2×2, external 2×2
     assert Counter(k.split("/")[0] for k in keys(run)) == {"base": 2, "recital": 2, "passage": 2,
-                                                          "own-implications": 6, "ext": 4}
+                                                          "format-control": 2, "own-implications": 6, "ext": 4}
     table = (run.path / "table.md").read_text()
     assert table.startswith("| condition | mc_prob % (95% CI) | Δ vs passage (95% CI) | W/T/L vs passage |")
     assert "| own-implications |" in table
@@ -70,9 +71,9 @@ def test_killed_run_resumes_without_redoing_anything(cfg, monkeypatch):
                         lambda *a, **k: resumed_calls.append(1) or real(*a, **k))
     run, rows = run_knowledge_eval(cfg, resume=path)
     final = keys(run)
-    assert len(final) == len(set(final)) == 2 + 2 + 2 + 2 + 4 + 4
+    assert len(final) == len(set(final)) == 2 + 2 + 2 + 2 + 2 + 4 + 4  # + format control
     assert final[: len(first)] == first
-    assert len(resumed_calls) == 10 - 3
+    assert len(resumed_calls) == 12 - 3
 
 
 def test_record_cut_short_by_a_kill_is_redone(cfg):
@@ -82,7 +83,7 @@ def test_record_cut_short_by_a_kill_is_redone(cfg):
     run.records_path.write_bytes(data[: last_start + 20])  # half of the last line
     run2, _ = run_knowledge_eval(cfg, resume=run.path)
     final = keys(run2)
-    assert len(final) == len(set(final)) == 16
+    assert len(final) == len(set(final)) == 18
     assert all(json.loads(line) for line in run2.records_path.read_text().splitlines())
 
 
@@ -148,7 +149,7 @@ def test_item_error_is_recorded_and_other_items_go_on(cfg, tmp_path, passages):
     cfg.dataset, cfg.external, cfg.own = str(bad), [], False
     run, rows = run_knowledge_eval(cfg)
     errors = [r for r in run.records() if r["status"] == "item_error"]
-    assert {r["condition"] for r in errors} == {"base", "passage"}
+    assert {r["condition"] for r in errors} == {"base", "passage", "format-control"}
     assert all("passage 0 ('Empty') has no questions" in r["reason"] for r in errors)
     assert rows[2]["condition"] == "passage" and rows[2]["items"] == 1 and rows[2]["item_errors"] == 1
     assert rows[1]["condition"] == "recital" and rows[1]["items"] == 1
@@ -224,7 +225,7 @@ def test_a_self_qa_external_file_trains_qa_pairs(cfg, passages, tmp_path, monkey
                                "completions": ["Q: Which town was seized?\nA: Otrar"]} for p in passages]))
     seen, real = [], ResidentLoRA.train
     monkeypatch.setattr(ResidentLoRA, "train", lambda self, examples, **kw: seen.append(examples) or real(self, examples, **kw))
-    cfg.external, cfg.own, cfg.selfedits_per_passage = [str(qa)], False, 1
+    cfg.external, cfg.own, cfg.selfedits_per_passage, cfg.controls = [str(qa)], False, 1, []
     run_knowledge_eval(cfg)
     pairs = [ex for examples in seen for ex in examples if isinstance(ex, tuple)]
     assert len(pairs) == 2 and all(a == "Otrar<|im_end|>" for _, a in pairs)  # one per passage

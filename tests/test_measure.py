@@ -194,3 +194,25 @@ def test_paired_statistics_on_hand_made_cases():
     assert (same.mean, same.ci_low, same.ci_high) == pytest.approx((0.2, 0.2, 0.2))
     assert (same.wins, same.losses) == (2, 0)
     assert paired({}, {"x": 1.0}).cell() == "–"
+
+
+def test_calibrated_choice_subtracts_each_options_neutral_likelihood(tiny, passages):
+    """cal_prob: softmax over options of log p(option | question) − log p(option | neutral
+    question), per token; an option favoured whatever is asked gains nothing."""
+    from selfadapt.knowledge.measure import NEUTRAL_QUESTION, qa_prompt, softmax_at_zero
+    from selfadapt.likelihood import completion_scores
+
+    m = KnowledgeMeasure(SamplingConfig(4, 0.0))
+    p = passages[0]
+    recs = m.score(tiny.model, tiny.tokenizer, p)
+    eos = tiny.tokenizer.eos_token
+    for q, rec in zip(p.questions, recs):
+        asked = completion_scores(tiny.model, tiny.tokenizer,
+                                  [(qa_prompt(tiny.tokenizer, p.title, q.question), o + eos) for o in rec["options"]])
+        neutral = completion_scores(tiny.model, tiny.tokenizer,
+                                    [(qa_prompt(tiny.tokenizer, p.title, NEUTRAL_QUESTION), o + eos)
+                                     for o in rec["options"]])
+        cal = [a.mean - n.mean for a, n in zip(asked, neutral)]
+        assert rec["cal_prob"] == pytest.approx(softmax_at_zero(cal), abs=1e-5)
+        assert rec["cal_logprob"] == pytest.approx(cal[0], abs=1e-4)
+        assert rec["cal_acc"] == float(max(range(len(cal)), key=cal.__getitem__) == 0)

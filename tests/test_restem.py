@@ -133,7 +133,7 @@ def test_rounds_chain_policy_checkpoints(train_cfg, passages, monkeypatch):
     assert m["evaluations"] == 2 * 2 * 2 and set(m["seconds"]) == {"generate", "inner_loops", "sft"}
 
     # A trained round evaluates like any baseline, in the same table.
-    ecfg = KnowledgeEvalConfig(model=train_cfg.model, dataset="eval200", passages=1, external=[],
+    ecfg = KnowledgeEvalConfig(model=train_cfg.model, dataset="eval200", passages=1, external=[], controls=[],
                                policies=[str(run.path / "round-0")], max_new_tokens=8, answer_max_new_tokens=4,
                                lora=LoRAConfig(r=4, epochs=1), dtype="float32", device="cpu",
                                runs_dir=str(Path(train_cfg.runs_dir) / "eval"))

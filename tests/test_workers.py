@@ -27,7 +27,7 @@ def cfg(tiny_dir, passages_file, tmp_path):
     return KnowledgeEvalConfig(
         model=str(tiny_dir), dataset=str(passages_file), passages=2, external=[], selfedits_per_passage=2,
         max_new_tokens=12, answer_max_new_tokens=6, formats=["implications"], decodings=["free"],
-        lora=LoRAConfig(r=4, epochs=2),
+        lora=LoRAConfig(r=4, epochs=2), controls=[],
         dtype="float32", device="cpu", runs_dir=str(tmp_path / "runs"))
 
 

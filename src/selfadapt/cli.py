@@ -109,6 +109,10 @@ def eval_knowledge(
                                        "'grounded' (self-QA answers copy passage spans; other formats use only "
                                        "the passage's words); repeat for several."),
     own: bool = typer.Option(True, help="Evaluate the model's own self-edits."),
+    control: list[str] = typer.Option(["format"], help="Controls trained like a condition: 'format' (the passage "
+                                      "+ another train passage's gold Q→A pairs: answer form, no fact) and "
+                                      "'gold-qa' (+ its own gold pairs, a ceiling; --dataset train only); repeat."),
+    no_control: bool = typer.Option(False, "--no-control", help="Skip the controls."),
     external: list[str] = typer.Option(["gpt-4.1", "seal-qwen"], help="External self-edits: "
                                        "'gpt-4.1', 'seal-qwen' or a JSON file; repeat the option."),
     no_external: bool = typer.Option(False, "--no-external", help="Skip external self-edits."),
@@ -146,7 +150,8 @@ def eval_knowledge(
 
     cfg = KnowledgeEvalConfig(
         model=model, dataset=dataset, passages=passages, offset=offset, formats=fmt, decodings=decoding, own=own,
-        external=[] if no_external else external, external_format=external_format, policies=policy, cpt=cpt, selfedits_per_passage=k, include_passage=include_passage,
+        external=[] if no_external else external, external_format=external_format,
+        controls=[] if no_control else control, policies=policy, cpt=cpt, selfedits_per_passage=k, include_passage=include_passage,
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, prior_prompt=prior_prompt,
         lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, judge_url=judge_url,
         judge_model=judge_model, judge_api_key_env=judge_key_env, runs_dir=str(runs_dir), dtype=dtype, device=device,

@@ -5,6 +5,8 @@ Conditions, each evaluated without the passage in context after its own LoRA upd
 - ``recital``: no model at all; every answer is the passage's opening (the control that
   a measure of knowledge must not reward);
 - ``passage``: the passage alone;
+- ``format-control``, ``gold-qa`` (``controls``): the passage plus another passage's gold Q→A
+  pairs (teaches the answer form, no fact), or its own (train on test, a ceiling; see ``controls.py``);
 - ``own-<format>[-grounded]``: the passage plus self-edits the model writes itself, freely
   or with grounded decoding (only the passage's words);
 - ``<name>``: the passage plus self-edits from a file (``gpt-4.1``, ``seal-qwen`` ship);
@@ -36,6 +38,7 @@ from ..policy import evaluate_policy, write_into_run
 from ..restem import resolve_policies
 from ..runs import Run
 from .data import EXTERNAL_SELFEDITS, DatasetError, Passage, external_format, load_external_selfedits, load_passages
+from .controls import CONTROLS, FORMAT, control_domain
 from .domain import ANSWER_CAP, CPTDomain, KnowledgeDomain
 from .measure import REWARD_METRIC
 from ..workers import Parallel, workers_for
@@ -48,8 +51,10 @@ DECODINGS = ("free", "grounded")
 # yet certain (the interval crosses 0).
 DEFAULT_FORMAT, DEFAULT_DECODING = "self-qa", "grounded"
 REFERENCES = ("passage", RECITAL)  # every condition is compared with these, paired by passage
-SIDE_METRICS = {"mc_acc": ("MC acc %", 100), "answer_logprob": ("log p(gold)/tok", 1),
-                "exact_match": ("EM %", 100), "f1": ("F1 %", 100), "contains": ("contains %", 100)}
+SIDE_METRICS = {m: v for m, v in {
+    "mc_prob": ("mc_prob %", 100), "mc_acc": ("MC acc %", 100), "cal_prob": ("cal_prob %", 100),
+    "cal_logprob": ("cal log p/tok", 1), "answer_logprob": ("log p(gold)/tok", 1), "exact_match": ("EM %", 100),
+    "f1": ("F1 %", 100), "contains": ("contains %", 100)}.items() if m != REWARD_METRIC}
 
 
 def own_name(fmt: str, decoding: str) -> str:
@@ -69,6 +74,7 @@ class KnowledgeEvalConfig:
     own: bool = True
     external: list[str] = field(default_factory=lambda: ["gpt-4.1", "seal-qwen"])
     external_format: str | None = None  # None: each file's declared format (``data.external_format``)
+    controls: list[str] = field(default_factory=lambda: ["format"])  # and/or "gold-qa" (train split only)
     policies: list[str] = field(default_factory=list)  # RUN/round-N directories or model specs
     cpt: bool = False
     selfedits_per_passage: int = 1
@@ -100,6 +106,12 @@ class KnowledgeEvalConfig:
         if self.passages < 1 or self.selfedits_per_passage < 1:
             raise ValueError("passages and selfedits_per_passage must be >= 1")
         check_prior(self.prior_prompt)
+        for control in self.controls:
+            if control not in CONTROLS:
+                raise ValueError(f"unknown control {control!r}; choose from {', '.join(CONTROLS)}")
+        if "gold-qa" in self.controls and self.dataset != "train":
+            raise ValueError("the gold-qa control trains on the test questions: only on the train split "
+                             "(--dataset train)")
         if self.judge_url and not self.judge_model:
             raise ValueError("an endpoint judge (judge_url) needs judge_model, the endpoint's model name")
 
@@ -158,6 +170,8 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
     setting = _Setting(domain, passages, cfg.cpt)
     record_recital(run, setting.domain, setting.items)
     conditions = [setting.condition("passage", None)]
+    conditions += [setting.condition(CONTROLS[c], None, domain=control_domain(c, domain, passages))
+                   for c in cfg.controls]
     for fmt in cfg.formats if cfg.own else []:
         for decoding in cfg.decodings:
             name, own_domain = own_name(fmt, decoding), domain_for(loaded.tokenizer, fmt, decoding)
@@ -192,11 +206,12 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
     tested = resolve_policies(run.config.get("policies") or [])
     names += [n for name, _ in tested for n in (f"{name}-base", name)]
 
-    rows = summarize(run.records(), names, metrics=tuple(SIDE_METRICS), references=REFERENCES)
+    references = REFERENCES + ((FORMAT,) if "format" in cfg.controls else ())
+    rows = summarize(run.records(), names, metrics=tuple(SIDE_METRICS), references=references)
     setting_name = "CPT, " if cfg.cpt else ""
     run.write_json("metrics.json", {"rows": rows, "model": cfg.model, "passages": len(passages), "cpt": cfg.cpt,
                                     "reward_metric": REWARD_METRIC})
-    (run.path / "table.md").write_text(markdown_table(rows, REWARD_METRIC, SIDE_METRICS, REFERENCES) + "\n")
+    (run.path / "table.md").write_text(markdown_table(rows, REWARD_METRIC, SIDE_METRICS, references) + "\n")
     title = f"no-context QA, {setting_name}{len(passages)} {cfg.dataset} passages"
     plot_scores(rows, run.path / "accuracy.png", title, ylabel=f"{REWARD_METRIC} (%)")
     plot_paired(rows, "passage", run.path / "paired.png", f"{title}: paired difference from passage-only")

@@ -38,7 +38,9 @@ from ..models import render_chat
 from .data import Passage
 
 REWARD_METRIC = "mc_prob"
-METRICS = ("mc_prob", "mc_acc", "answer_logprob", "exact_match", "f1", "contains")
+METRICS = ("mc_prob", "mc_acc", "answer_logprob", "cal_prob", "cal_acc", "cal_logprob", "exact_match", "f1",
+           "contains")
+NEUTRAL_QUESTION = "What is the answer?"  # the calibration prompt: a question that asks for nothing
 SHORT_ANSWER_SYSTEM = "Answer with the answer phrase only, a few words, no sentence."
 N_OPTIONS = 8
 N_SHOTS = 3
@@ -141,18 +143,31 @@ class KnowledgeMeasure:
         flat = iter(s.mean for s in completion_scores(model, tokenizer, pairs, self.batch_size))
         return [(os_, [next(flat) for _ in os_]) for os_ in opts]
 
+    def neutral_scores(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, passage: Passage,
+                       opts: list[list[str]]) -> dict[str, float]:
+        """Each distinct option's per-token log-likelihood after the neutral question: what the
+        model gives an option whatever is asked (its form, its being passage text)."""
+        prompt = qa_prompt(tokenizer, passage.title, NEUTRAL_QUESTION)
+        distinct = sorted({o for os_ in opts for o in os_})
+        scores = completion_scores(model, tokenizer, [(prompt, o + tokenizer.eos_token) for o in distinct],
+                                   self.batch_size)
+        return {o: s.mean for o, s in zip(distinct, scores)}
+
     def score(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, passage: Passage) -> list[dict]:
         """One record per question with every metric, the options and the model's choice."""
         qs = passage.questions
         choices = self.multiple_choice(model, tokenizer, passage)
+        neutral = self.neutral_scores(model, tokenizer, passage, [os_ for os_, _ in choices])
         prompts = [short_answer_prompt(tokenizer, passage.title, q.question) for q in qs]
         responses = [r.split("\n")[0].strip() for r in generate(model, tokenizer, prompts, self.answer)]
         records = []
         for q, (os_, lp), response in zip(qs, choices, responses):
             g = grade(response, q.answer)
+            cal = [v - neutral[o] for o, v in zip(os_, lp)]
             records.append({
                 "question": q.question, "gold": q.answer, "options": os_, "choice": int(np.argmax(lp)),
                 "mc_prob": softmax_at_zero(lp), "mc_acc": float(int(np.argmax(lp)) == 0), "answer_logprob": lp[0],
+                "cal_prob": softmax_at_zero(cal), "cal_acc": float(int(np.argmax(cal)) == 0), "cal_logprob": cal[0],
                 "response": response, "exact_match": g.exact_match, "f1": g.f1, "contains": g.contains,
             })
         return records
@@ -170,7 +185,8 @@ class KnowledgeMeasure:
             g = grade(text, q.answer)
             records.append({
                 "question": q.question, "gold": q.answer, "options": os_, "choice": best[0],
-                "mc_prob": hit, "mc_acc": hit, "answer_logprob": None,
+                "mc_prob": hit, "mc_acc": hit, "answer_logprob": None, "cal_prob": hit, "cal_acc": hit,
+                "cal_logprob": None,
                 "response": text, "exact_match": g.exact_match, "f1": g.f1, "contains": g.contains,
             })
         return records
