@@ -1,55 +1,72 @@
-"""Check the knowledge measure against trivial controls before believing any number built on it.
+"""Check each candidate knowledge measure against the controls before one becomes the reward.
 
-On train passages: the base model, the recital control (no model: the passage's opening),
-passage-only training, and the passage plus the gold question→answer pairs (train-on-test:
-only to see that the measure can move at all). A measure that is worth a reward ranks
-gold-QA far above everything and the recital no higher than the base model.
+A measure worth a reward puts the recital (no model: the passage's opening) and the format
+control (another passage's gold Q→A pairs: answer form, no fact) at or below passage-only
+training, and gold-QA (train on test) far above it. This reads a finished
+``selfadapt eval knowledge`` run that has those conditions and prints, per metric, every
+condition's mean and its paired difference from passage-only (95% bootstrap interval,
+wins/ties/losses), then whether the metric passes.
 
-    python benchmarks/measure_controls.py --passages 8 --offset 100 --out benchmarks/runs/controls
+    selfadapt eval knowledge --dataset train --offset 1000 --passages 20 --control format \
+        --control gold-qa --no-external --runs-dir benchmarks/runs/controls27
+    python benchmarks/measure_controls.py benchmarks/runs/controls27/eval-knowledge-*
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from dataclasses import replace
 from pathlib import Path
 
-from selfadapt.evaluate import BASE, Condition, markdown_table, run_conditions, summarize
-from selfadapt.knowledge.data import load_passages
-from selfadapt.knowledge.domain import KnowledgeDomain
-from selfadapt.knowledge.experiment import RECITAL, SIDE_METRICS, record_recital
-from selfadapt.knowledge.measure import REWARD_METRIC
-from selfadapt.lora import LoRAConfig, ResidentLoRA
-from selfadapt.models import EMBEDDED, load_model
-from selfadapt.runs import Run
+import numpy as np
 
-REFERENCES = ("passage", RECITAL, BASE)
+from selfadapt.evaluate import paired, per_item
+from selfadapt.runs import read_jsonl
+
+METRICS = ("mc_prob", "cal_prob", "cal_acc", "mc_acc", "exact_match", "f1", "cal_logprob", "answer_logprob")
+NO_RECITAL = ("cal_logprob", "answer_logprob")  # likelihoods: the recital has none
+ORDER = ("base", "recital", "passage", "format-control", "own-self-qa-grounded", "gold-qa")
+
+
+def table(records: list[dict], metric: str) -> tuple[str, bool]:
+    conds = [c for c in ORDER if any(r["condition"] == c for r in records)]
+    conds += sorted({r["condition"] for r in records} - set(conds) - {"write"} - {c for c in ORDER})
+    ref = per_item(records, "passage", metric)
+    scale = 100 if metric not in NO_RECITAL else 1
+    lines = [f"| condition | {metric} | Δ vs passage (95% CI) | W/T/L |", "|---|---|---|---|"]
+    deltas = {}
+    for c in conds:
+        values = per_item(records, c, metric)
+        if not values:
+            continue
+        d = paired(values, ref)
+        deltas[c] = d
+        digits = 1 if scale == 100 else 2
+        versus = "– | –" if c == "passage" else f"{d.cell(scale, digits)} | {d.wtl}"
+        lines.append(f"| {c} | {np.mean(list(values.values())) * scale:.{digits}f} | {versus} |")
+    checks = []
+    for c in ("recital", "format-control"):
+        if c in deltas:
+            checks.append((f"{c} ≤ passage", deltas[c].mean <= 0))
+    if "gold-qa" in deltas:
+        checks.append(("gold-qa above passage (interval > 0)", deltas["gold-qa"].ci_low > 0))
+    passes = all(ok for _, ok in checks) and len(checks) == 3 - (metric in NO_RECITAL)
+    lines.append("\n" + "; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks)
+                 + f" → **{'passes' if passes else 'fails'}**")
+    return "\n".join(lines), passes
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--passages", type=int, default=8)
-    ap.add_argument("--offset", type=int, default=100)
-    ap.add_argument("--model", default=EMBEDDED)
-    ap.add_argument("--out", type=Path, default=Path("runs"))
+    ap.add_argument("run", type=Path, help="an eval-knowledge run directory with the controls")
+    ap.add_argument("--metric", action="append", help=f"default: {', '.join(METRICS)}")
     args = ap.parse_args()
-    t0 = time.perf_counter()
-    passages = load_passages("train", limit=args.passages, offset=args.offset)
-    loaded = load_model(args.model)
-    lora = ResidentLoRA(loaded.model, loaded.tokenizer, LoRAConfig())
-    domain = KnowledgeDomain(loaded.tokenizer)
-    gold = {domain.item_id(p): ["\n".join(f"Q: {q.question}\nA: {q.answer}" for q in p.questions)] for p in passages}
-    run = Run.create(args.out, "measure-controls", vars(args))
-    record_recital(run, domain, passages)
-    conditions = [Condition("passage"), Condition("gold-qa (train on test)", gold, domain=replace(domain, fmt="self-qa"))]
-    records = run_conditions(run, lora, domain, passages, conditions, seed=0)
-    names = [BASE, RECITAL] + [c.name for c in conditions]
-    rows = summarize(records, names, metrics=tuple(SIDE_METRICS), references=REFERENCES)
-    table = markdown_table(rows, REWARD_METRIC, SIDE_METRICS, REFERENCES)
-    (run.path / "table.md").write_text(table + "\n")
-    print(f"train passages {args.offset}–{args.offset + args.passages - 1}, "
-          f"{sum(len(p.questions) for p in passages)} questions, wall {time.perf_counter() - t0:.0f} s\n{table}")
+    records = [r for _, r in read_jsonl(args.run / "records.jsonl", partial_last=True) if r.get("status") != "item_error"]
+    items = {r["item"] for r in records if r["condition"] == "passage"}
+    print(f"{args.run}: {len(items)} passages, "
+          f"{sum(len(r.get('records') or []) for r in records if r['condition'] == 'passage')} questions\n")
+    for metric in args.metric or METRICS:
+        text, _ = table(records, metric)
+        print(f"### {metric}\n\n{text}\n")
 
 
 if __name__ == "__main__":
