@@ -520,3 +520,14 @@ def test_constrain_2_retries_never_repeat_the_failed_value(tiny):
         assert evaluate(extract_answer(r["retry"]))[0] != evaluate(extract_answer(r["attempt"]))[0]
     with pytest.raises(ValueError, match="constrain"):
         get_task("function-calling:constrain=2")
+
+
+def test_grpo_reflections_ignore_the_checkpoints_generation_config(grpo_trainer, tiny):
+    """TRL sets temperature, top_p, top_k, min_p and repetition_penalty and leaves every other
+    field to the checkpoint's generation_config; ours sets them all."""
+    trainer, _ = grpo_trainer
+    tiny.model.generation_config.update(typical_p=0.2, no_repeat_ngram_size=2, min_p=0.5, epsilon_cutoff=0.1)
+    kw = trainer.generation_kwargs
+    assert (kw["typical_p"], kw["no_repeat_ngram_size"], kw["min_p"], kw["epsilon_cutoff"]) == (1.0, 0, 0.0, 0.0)
+    assert kw["repetition_penalty"] == 1.0 and kw["top_k"] == 0
+    assert trainer.generation_config.typical_p == 1.0

@@ -25,6 +25,18 @@ class SamplingConfig:
             raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
 
 
+def decoding_settings(cfg: SamplingConfig) -> dict:
+    """Every field that shapes the next-token distribution, set. ``generate`` fills any field
+    left unset from the checkpoint's ``generation_config`` (Qwen2.5-Instruct ships
+    ``repetition_penalty=1.05, top_k=20, top_p=0.8``), which would decode answers, grids and
+    self-edits from a distribution the likelihood scoring and the policy's training never see."""
+    sample = cfg.temperature > 0
+    return dict(do_sample=sample, temperature=cfg.temperature if sample else 1.0, top_p=cfg.top_p if sample else 1.0,
+                top_k=0, min_p=0.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0,
+                no_repeat_ngram_size=0, encoder_repetition_penalty=1.0, num_beams=1, min_new_tokens=None,
+                bad_words_ids=None, suppress_tokens=None, begin_suppress_tokens=None, sequence_bias=None)
+
+
 @torch.no_grad()
 def generate(
     model: PreTrainedModel,
@@ -53,8 +65,7 @@ def generate(
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     out: list[str] = [""] * len(prompts)
     pad_id = tokenizer.pad_token_id
-    sample = cfg.temperature > 0
-    kwargs = dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p) if sample else dict(do_sample=False)
+    kwargs = decoding_settings(cfg)
     was_training = model.training
     model.eval()
     for start in range(0, len(order), cfg.batch_size):
@@ -75,7 +86,6 @@ def generate(
             attention_mask=mask.to(model.device),
             max_new_tokens=cfg.max_new_tokens,
             pad_token_id=pad_id,
-            top_k=None,
             **kwargs,
             **constraint,
         )

@@ -29,7 +29,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from ..generation import SamplingConfig
+from ..generation import SamplingConfig, decoding_settings
 from ..judge import make_judge
 from ..prior import check_prior
 from ..rewards import RewardContext, build_rewards, registry
@@ -162,6 +162,10 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
         num_generations=cfg.num_generations, per_device_train_batch_size=cfg.num_generations * cfg.queries_per_step,
         gradient_accumulation_steps=1, max_completion_length=cfg.reflection_tokens,
         temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, logging_steps=1,
+        # every sampling field set: TRL leaves the rest to the checkpoint's generation_config
+        generation_kwargs={k: v for k, v in decoding_settings(SamplingConfig(temperature=cfg.temperature,
+                                                                             top_p=cfg.top_p)).items()
+                           if v is not None},
         save_strategy="steps", save_steps=cfg.save_steps, report_to=[], use_cpu=model.device.type == "cpu",
         bf16=False, disable_tqdm=False, gradient_checkpointing=cfg.gradient_checkpointing,
         reward_weights=list(cfg.rewards.values()),
