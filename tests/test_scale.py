@@ -32,3 +32,52 @@ def test_a_checkpoints_generation_config_does_not_leak_into_decoding(tiny_tokeni
         ours = generate(plain, tiny_tokenizer, prompts, cfg, seed=3)
         theirs = generate(shipped, tiny_tokenizer, prompts, cfg, seed=3)
         assert ours == theirs
+
+
+def bos_tokenizer():
+    """The tiny tokenizer behaving like Llama 3's: it adds a BOS, and its chat template writes one."""
+    from tokenizers import processors
+
+    from conftest import build_tokenizer
+
+    tok = build_tokenizer()
+    tok.add_special_tokens({"bos_token": "<|bos|>"})
+    bos = tok.convert_tokens_to_ids("<|bos|>")
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="<|bos|> $A", special_tokens=[("<|bos|>", bos)])
+    tok.chat_template = "{{ bos_token }}" + tok.chat_template
+    return tok
+
+
+def test_exactly_one_bos_in_training_scoring_generation_and_sft(tiny_dir, tmp_path, monkeypatch):
+    """lora.encode tokenized templated text with special tokens (two BOS), inference without
+    (one); TRL's SFT tokenized ReST-EM's rendered prompts with special tokens again."""
+    import trl
+
+    from selfadapt.likelihood import encode_pair
+    from selfadapt.lora import encode
+    from selfadapt.models import chat_prompt, encode_text
+    from selfadapt.restem import PolicySFTConfig, sft_policy
+
+    tok = bos_tokenizer()
+    bos = tok.bos_token_id
+    prompt = chat_prompt(tok, "Which town was seized?")
+    assert tok(prompt)["input_ids"][:2] == [bos, bos]  # the defect, as the tokenizer would have it
+    count = lambda ids: ids.count(bos)  # noqa: E731
+    (pair, start), (text, _) = encode(tok, [(prompt, "Otrar"), "The Mongol army seized Otrar."], 512)
+    assert count(pair) == 1 and pair[0] == bos and count(text) == 1 and text[0] == bos
+    assert count(encode_pair(tok, prompt, "Otrar")[0]) == 1
+    assert encode_text(tok, prompt) == pair[:start]  # generation and scoring see the training prompt
+
+    model_dir = tmp_path / "bos-model"
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    m.resize_token_embeddings(len(tok))
+    m.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    seen, real = [], trl.SFTTrainer.train
+    monkeypatch.setattr(trl.SFTTrainer, "train", lambda self, *a, **k: seen.append(self.train_dataset[0]["input_ids"])
+                        or real(self, *a, **k))
+    sft_policy(str(model_dir), [{"prompt": prompt, "completion": "Otrar"}], PolicySFTConfig(epochs=1, r=4, alpha=8),
+               tmp_path / "policy", seed=0, dtype="float32", device="cpu")
+    assert count(seen[0]) == 1 and seen[0][0] == bos

@@ -8,6 +8,8 @@ from typing import Callable
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .models import encode_text
+
 
 @dataclass
 class SamplingConfig:
@@ -50,8 +52,8 @@ def generate(
 ) -> list[str]:
     """Complete each prompt once; returns the completions in prompt order.
 
-    Prompts are grouped by token length so that batches carry little padding; the prompt
-    strings already contain any chat-template special tokens, so none are added here.
+    Prompts are grouped by token length so that batches carry little padding; each starts
+    with exactly one BOS where the tokenizer uses one (``models.encode_text``).
     ``constraints`` (one per prompt, or None) map the tokens generated so far to the token
     ids allowed next, through transformers' ``prefix_allowed_tokens_fn``: the other tokens
     are masked and sampling renormalises over the rest.
@@ -61,7 +63,7 @@ def generate(
     vocab = list(range(len(tokenizer))) if constraints is not None else []  # what an unconstrained row allows
     if seed is not None:
         torch.manual_seed(seed)
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    encoded = [encode_text(tokenizer, p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     out: list[str] = [""] * len(prompts)
     pad_id = tokenizer.pad_token_id

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from .models import encode_text
+
 
 @dataclass(frozen=True)
 class Score:
@@ -29,9 +31,8 @@ class Score:
 
 
 def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str) -> tuple[list[int], list[int]]:
-    """Prompt ids (chat-template special tokens are already in the text) and completion ids."""
-    return (tokenizer(prompt, add_special_tokens=False)["input_ids"],
-            tokenizer(completion, add_special_tokens=False)["input_ids"])
+    """Prompt ids (one BOS where the tokenizer uses one, as in training) and completion ids."""
+    return encode_text(tokenizer, prompt), tokenizer(completion, add_special_tokens=False)["input_ids"]
 
 
 def _padded(seqs: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,6 +29,8 @@ from peft.helpers import disable_input_dtype_casting
 from peft.tuners.lora import LoraLayer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .models import encode_text
+
 ADAPTER = "default"
 
 
@@ -82,15 +84,16 @@ def encode(tokenizer: PreTrainedTokenizerBase, examples: list[Example], max_leng
     """(token ids, number of leading tokens without loss) per example, truncated to ``max_length``.
 
     A (prompt, completion) pair is tokenized part by part, so the loss boundary falls exactly
-    where the completion starts. Sequences with fewer than 2 tokens, or no trained token
+    where the completion starts; every sequence starts with one BOS where the tokenizer uses
+    one (``models.encode_text``), as at test time. Sequences with fewer than 2 tokens, or no trained token
     left after truncation, carry no loss and are dropped.
     """
     out = []
     for ex in examples:
         if isinstance(ex, str):
-            ids, start = tokenizer(ex, add_special_tokens=True)["input_ids"], 0
+            ids, start = encode_text(tokenizer, ex), 0
         else:
-            prompt = tokenizer(ex[0], add_special_tokens=True)["input_ids"]
+            prompt = encode_text(tokenizer, ex[0])
             ids, start = prompt + tokenizer(ex[1], add_special_tokens=False)["input_ids"], len(prompt)
         ids = ids[:max_length]
         if len(ids) >= 2 and start < len(ids):

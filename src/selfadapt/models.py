@@ -169,6 +169,29 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, path=str(where))
 
 
+def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether tokenizing with special tokens puts a BOS first (Llama tokenizers; not SmolLM2's)."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+
+
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of a text that begins a sequence, with exactly one BOS where the tokenizer uses
+    one. A chat template (Llama 3's) already writes the BOS into the text, and tokenizing it
+    with special tokens would add a second: training and test sequences would then differ."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if adds_bos(tokenizer) and ids[:1] != [tokenizer.bos_token_id]:
+        ids = [tokenizer.bos_token_id, *ids]
+    return ids
+
+
+def strip_bos(tokenizer: PreTrainedTokenizerBase, text: str) -> str:
+    """The text without its leading BOS token where the tokenizer adds one itself: for trainers
+    (TRL's SFT) that tokenize a rendered prompt with special tokens."""
+    bos = tokenizer.bos_token
+    return text[len(bos):] if bos and adds_bos(tokenizer) and text.startswith(bos) else text
+
+
 def render_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:
     """A conversation ready for the model's next turn: its chat template, or plain text without one."""
     if tokenizer.chat_template:

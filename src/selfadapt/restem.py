@@ -38,7 +38,7 @@ from .domain import Domain
 from .evaluate import BASE, Condition, run_conditions
 from .generation import SamplingConfig
 from .lora import LoRAConfig, ResidentLoRA
-from .models import EMBEDDED, load_model, pick_dtype
+from .models import EMBEDDED, load_model, pick_dtype, strip_bos
 from .plots import plot_training_rounds
 from .policy import write_into_run
 from .rewards import token_lengths
@@ -176,7 +176,9 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
             use_cpu=m.device.type == "cpu", bf16=False, completion_only_loss=True,
         )
         peft_cfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, target_modules="all-linear", task_type="CAUSAL_LM")
-        trainer = SFTTrainer(model=m.model, args=args, train_dataset=datasets.Dataset.from_list(examples),
+        # TRL tokenizes the rendered prompt with special tokens: a template's own BOS would double
+        rows = [{**ex, "prompt": strip_bos(m.tokenizer, ex["prompt"])} for ex in examples]
+        trainer = SFTTrainer(model=m.model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                              processing_class=m.tokenizer, peft_config=peft_cfg)
         trainer.remove_callback(PrinterCallback)  # losses go to the round's metrics instead
         result = trainer.train()
