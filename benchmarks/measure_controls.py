@@ -22,7 +22,8 @@ import numpy as np
 from selfadapt.evaluate import paired, per_item
 from selfadapt.runs import read_jsonl
 
-METRICS = ("mc_prob", "cal_prob", "cal_acc", "mc_acc", "exact_match", "f1", "cal_logprob", "answer_logprob")
+METRICS = ("mc_prob", "cal_prob", "typed_prob", "typed_cal_prob", "typed_acc", "mc_acc", "exact_match", "f1",
+           "contains", "cal_logprob", "answer_logprob")
 NO_RECITAL = ("cal_logprob", "answer_logprob")  # likelihoods: the recital has none
 ORDER = ("base", "recital", "passage", "format-control", "own-self-qa-grounded", "gold-qa")
 

@@ -216,3 +216,24 @@ def test_calibrated_choice_subtracts_each_options_neutral_likelihood(tiny, passa
         assert rec["cal_prob"] == pytest.approx(softmax_at_zero(cal), abs=1e-5)
         assert rec["cal_logprob"] == pytest.approx(cal[0], abs=1e-4)
         assert rec["cal_acc"] == float(max(range(len(cal)), key=cal.__getitem__) == 0)
+
+
+def test_typed_options_match_the_golds_type_and_are_whole_phrases():
+    from selfadapt.knowledge.measure import FUNCTION_WORDS, answer_type, typed_options
+
+    p = Passage("Trains", "Virgin Trains East Coast runs a half-hourly service to London King's Cross, "
+                "a journey of about three hours. CrossCountry trains serve Edinburgh, Glasgow and Aberdeen "
+                "since 1997, and Northern Rail runs 120 local services of the region.",
+                (Question("Which company runs local services?", "Northern Rail"),
+                 Question("How long is the journey?", "about three hours"),
+                 Question("Since when does CrossCountry serve Edinburgh?", "1997"),
+                 Question("How often do trains run?", "half-hourly")))
+    assert [answer_type(q.answer) for q in p.questions] == ["name", "number", "number", "phrase"]
+    for i, q in enumerate(p.questions):
+        opts = typed_options(p, i)
+        assert opts[0] == q.answer and len(opts) == len(set(opts)) >= 2
+        assert all(answer_type(o) == answer_type(q.answer) for o in opts), opts
+        for o in opts[1:]:  # no fragment that starts or ends on a function word
+            assert o.split()[0].lower() not in FUNCTION_WORDS and o.split()[-1].lower() not in FUNCTION_WORDS
+        assert typed_options(p, i) == opts  # seeded
+    assert "Edinburgh" in typed_options(p, 0) or "Aberdeen" in typed_options(p, 0)

@@ -53,7 +53,7 @@ DEFAULT_FORMAT, DEFAULT_DECODING = "self-qa", "grounded"
 REFERENCES = ("passage", RECITAL)  # every condition is compared with these, paired by passage
 SIDE_METRICS = {m: v for m, v in {
     "mc_prob": ("mc_prob %", 100), "mc_acc": ("MC acc %", 100), "cal_prob": ("cal_prob %", 100),
-    "cal_logprob": ("cal log p/tok", 1), "answer_logprob": ("log p(gold)/tok", 1), "exact_match": ("EM %", 100),
+    "cal_logprob": ("cal log p/tok", 1), "typed_prob": ("typed_prob %", 100), "typed_cal_prob": ("typed cal %", 100), "answer_logprob": ("log p(gold)/tok", 1), "exact_match": ("EM %", 100),
     "f1": ("F1 %", 100), "contains": ("contains %", 100)}.items() if m != REWARD_METRIC}
 
 

@@ -38,8 +38,8 @@ from ..models import render_chat
 from .data import Passage
 
 REWARD_METRIC = "mc_prob"
-METRICS = ("mc_prob", "mc_acc", "answer_logprob", "cal_prob", "cal_acc", "cal_logprob", "exact_match", "f1",
-           "contains")
+METRICS = ("mc_prob", "mc_acc", "answer_logprob", "cal_prob", "cal_acc", "cal_logprob", "typed_prob", "typed_acc",
+           "typed_cal_prob", "exact_match", "f1", "contains")
 NEUTRAL_QUESTION = "What is the answer?"  # the calibration prompt: a question that asks for nothing
 SHORT_ANSWER_SYSTEM = "Answer with the answer phrase only, a few words, no sentence."
 N_OPTIONS = 8
@@ -115,6 +115,76 @@ def options(passage: Passage, qi: int, n: int = N_OPTIONS) -> list[str]:
     return out
 
 
+FUNCTION_WORDS = frozenset(
+    "a an the of in on at to for and or by with from as into than that which who is was were are be been its it "
+    "this these those their his her our".split())
+NUMBER_WORDS = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty hundred thousand "
+    "million billion half dozen first second third fourth fifth sixth seventh eighth ninth tenth january february "
+    "march april may june july august september october november december century decade".split())
+_PUNCT = ".,;:!?\"'()[]"
+
+
+def answer_type(text: str) -> str:
+    """'number' (digits, number words, dates), 'name' (every content word capitalised) or 'phrase'."""
+    words = [w.strip(_PUNCT) for w in text.split()]
+    words = [w for w in words if w]
+    if any(c.isdigit() for c in text) or any(w.lower() in NUMBER_WORDS for w in words):
+        return "number"
+    content = [w for w in words if w.lower() not in FUNCTION_WORDS]
+    return "name" if content and all(w[0].isupper() for w in content) else "phrase"
+
+
+def _spans(context: str, length: int) -> list[str]:
+    """Word windows of ``length`` words within one clause (no punctuation inside), not starting
+    or ending on a function word (no fragments like "of the"), and maximal runs of capitalised words."""
+    words = context.split()
+    out = []
+    for s in range(len(words) - length + 1):
+        window = words[s : s + length]
+        if any(w[-1] in _PUNCT for w in window[:-1]):
+            continue
+        span = " ".join(window).strip(_PUNCT)
+        inner = span.split()
+        if inner and inner[0].lower() not in FUNCTION_WORDS and inner[-1].lower() not in FUNCTION_WORDS:
+            out.append(span)
+    run: list[str] = []
+    for w in [*words, "."]:
+        bare = w.strip(_PUNCT)
+        if bare and (bare[0].isupper() or (run and bare.lower() in FUNCTION_WORDS and w[-1] not in _PUNCT)):
+            run.append(bare)
+        if not bare or not (bare[0].isupper() or bare.lower() in FUNCTION_WORDS) or w[-1] in _PUNCT:
+            while run and run[-1].lower() in FUNCTION_WORDS:
+                run.pop()
+            if run:
+                out.append(" ".join(run))
+            run = []
+    return out
+
+
+def typed_options(passage: Passage, qi: int, n: int = N_OPTIONS) -> list[str]:
+    """Gold first, then passage text of the gold's type (other answers first, then spans): a
+    number against numbers, a name against names, a phrase against whole phrases, so knowing
+    what *kind* of answer a question wants (what training on any Q→A pairs teaches) does not
+    pick the gold. No option overlaps another; seeded by the passage and question."""
+    gold = passage.questions[qi].answer
+    kind = answer_type(gold)
+    out = [gold]
+    for j, q in enumerate(passage.questions):
+        if j != qi and len(out) < n and answer_type(q.answer) == kind and not any(_overlaps(q.answer, o) for o in out):
+            out.append(q.answer)
+    length = max(1, len(gold.split()))
+    spans = [sp for sp in dict.fromkeys(_spans(passage.context, length)) if answer_type(sp) == kind
+             and (kind == "name" or len(sp.split()) == length)]
+    random.Random(f"typed\n{passage.title}\n{passage.context[:64]}\n{qi}").shuffle(spans)
+    for sp in spans:
+        if len(out) >= n:
+            break
+        if not any(_overlaps(sp, o) for o in out):
+            out.append(sp)
+    return out
+
+
 def recital(tokenizer: PreTrainedTokenizerBase, passage: Passage, max_tokens: int) -> str:
     """The passage's opening, cut to the answer cap: what a model that only recites would say."""
     ids = tokenizer(passage.context, add_special_tokens=False)["input_ids"][:max_tokens]
@@ -133,11 +203,11 @@ class KnowledgeMeasure:
     batch_size: int = 32
 
     def multiple_choice(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, passage: Passage,
-                        in_context: bool = False) -> list[tuple[list[str], list[float]]]:
+                        in_context: bool = False, make_options=options) -> list[tuple[list[str], list[float]]]:
         """Per question: its options (gold first) and their per-token log-likelihoods; without
         the passage in the prompt unless ``in_context``."""
         context = passage.context if in_context else None
-        opts = [options(passage, i) for i in range(len(passage.questions))]
+        opts = [make_options(passage, i) for i in range(len(passage.questions))]
         pairs = [(qa_prompt(tokenizer, passage.title, q.question, context), o + tokenizer.eos_token)
                  for q, os_ in zip(passage.questions, opts) for o in os_]
         flat = iter(s.mean for s in completion_scores(model, tokenizer, pairs, self.batch_size))
@@ -157,36 +227,46 @@ class KnowledgeMeasure:
         """One record per question with every metric, the options and the model's choice."""
         qs = passage.questions
         choices = self.multiple_choice(model, tokenizer, passage)
-        neutral = self.neutral_scores(model, tokenizer, passage, [os_ for os_, _ in choices])
+        typed = self.multiple_choice(model, tokenizer, passage, make_options=typed_options)
+        neutral = self.neutral_scores(model, tokenizer, passage, [os_ for os_, _ in choices + typed])
         prompts = [short_answer_prompt(tokenizer, passage.title, q.question) for q in qs]
         responses = [r.split("\n")[0].strip() for r in generate(model, tokenizer, prompts, self.answer)]
         records = []
-        for q, (os_, lp), response in zip(qs, choices, responses):
+        for q, (os_, lp), (tos, tlp), response in zip(qs, choices, typed, responses):
             g = grade(response, q.answer)
             cal = [v - neutral[o] for o, v in zip(os_, lp)]
+            tcal = [v - neutral[o] for o, v in zip(tos, tlp)]
             records.append({
                 "question": q.question, "gold": q.answer, "options": os_, "choice": int(np.argmax(lp)),
                 "mc_prob": softmax_at_zero(lp), "mc_acc": float(int(np.argmax(lp)) == 0), "answer_logprob": lp[0],
                 "cal_prob": softmax_at_zero(cal), "cal_acc": float(int(np.argmax(cal)) == 0), "cal_logprob": cal[0],
+                "typed_options": tos, "typed_prob": softmax_at_zero(tlp), "typed_acc": float(int(np.argmax(tlp)) == 0),
+                "typed_cal_prob": softmax_at_zero(tcal),
                 "response": response, "exact_match": g.exact_match, "f1": g.f1, "contains": g.contains,
             })
         return records
 
     def recital_records(self, tokenizer: PreTrainedTokenizerBase, passage: Passage) -> list[dict]:
-        """The recital control, scored by the same rules; it has no likelihoods."""
+        """The recital control, scored by the same rules; it has no likelihoods. In multiple
+        choice it picks the option it recited most of (ties: uniformly, in expectation)."""
         text = recital(tokenizer, passage, self.answer.max_new_tokens)
         recited = set(normalize_answer(text).split())
-        records = []
-        for i, q in enumerate(passage.questions):
-            os_ = options(passage, i)
+
+        def pick(os_: list[str]) -> tuple[int, float]:
             overlap = [len(recited & set(t)) / max(1, len(t)) for t in (normalize_answer(o).split() for o in os_)]
             best = [j for j, v in enumerate(overlap) if v == max(overlap)]
-            hit = 1.0 / len(best) if 0 in best else 0.0  # ties broken uniformly at random, in expectation
+            return best[0], 1.0 / len(best) if 0 in best else 0.0
+
+        records = []
+        for i, q in enumerate(passage.questions):
+            os_, tos = options(passage, i), typed_options(passage, i)
+            (choice, hit), (_, typed_hit) = pick(os_), pick(tos)
             g = grade(text, q.answer)
             records.append({
-                "question": q.question, "gold": q.answer, "options": os_, "choice": best[0],
+                "question": q.question, "gold": q.answer, "options": os_, "choice": choice,
                 "mc_prob": hit, "mc_acc": hit, "answer_logprob": None, "cal_prob": hit, "cal_acc": hit,
-                "cal_logprob": None,
+                "cal_logprob": None, "typed_options": tos, "typed_prob": typed_hit, "typed_acc": typed_hit,
+                "typed_cal_prob": typed_hit,
                 "response": text, "exact_match": g.exact_match, "f1": g.f1, "contains": g.contains,
             })
         return records
