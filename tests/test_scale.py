@@ -81,3 +81,50 @@ def test_exactly_one_bos_in_training_scoring_generation_and_sft(tiny_dir, tmp_pa
     sft_policy(str(model_dir), [{"prompt": prompt, "completion": "Otrar"}], PolicySFTConfig(epochs=1, r=4, alpha=8),
                tmp_path / "policy", seed=0, dtype="float32", device="cpu")
     assert count(seen[0]) == 1 and seen[0][0] == bos
+
+
+def track_loads(monkeypatch, *modules):
+    """Patch ``load_model`` where ``modules`` import it: each load records how many models loaded
+    before are still alive (after a garbage collection)."""
+    import gc
+    import weakref
+
+    from selfadapt import models
+
+    alive, counts = [], []
+
+    def tracking(spec, **kw):
+        gc.collect()
+        counts.append(sum(ref() is not None for ref in alive))
+        loaded = models.load_model(spec, **kw)
+        alive.append(weakref.ref(loaded.model))
+        return loaded
+
+    for module in modules:
+        monkeypatch.setattr(module, "load_model", tracking)
+    return counts
+
+
+def test_no_model_copy_is_alive_when_the_next_one_loads(tiny_dir, passages, tmp_path, monkeypatch):
+    """The generation model stayed referenced through policy SFT and every --policy evaluation
+    (``gen_model``, the ``workers`` bound by ``with``): at 7B, two 15 GB copies on one GPU."""
+    from selfadapt import policy, restem
+    from selfadapt.knowledge import experiment
+    from selfadapt.knowledge.domain import KnowledgeDomain
+    from selfadapt.knowledge.experiment import KnowledgeEvalConfig, run_knowledge_eval
+    from selfadapt.lora import LoRAConfig
+    from selfadapt.restem import PolicySFTConfig, ReSTEMConfig, run_restem
+
+    counts = track_loads(monkeypatch, restem, policy, experiment)
+    monkeypatch.setattr(restem, "select_winners", lambda rewards, rule: {i: [0] for i in rewards})
+    cfg = ReSTEMConfig(model=str(tiny_dir), rounds=2, items_per_round=2, k=1, max_new_tokens=8,
+                       lora=LoRAConfig(r=4, epochs=1), sft=PolicySFTConfig(epochs=1, r=4, alpha=8),
+                       dtype="float32", device="cpu", runs_dir=str(tmp_path / "runs"))
+    run = run_restem(cfg, passages, lambda tok: KnowledgeDomain(tok, "implications"))
+    assert counts == [0, 0, 0, 0]  # round 0, its SFT, round 1, its SFT
+    ecfg = KnowledgeEvalConfig(model=str(tiny_dir), dataset="eval200", passages=1, external=[], controls=[],
+                               policies=[str(run.path / "round-0")], max_new_tokens=8, answer_max_new_tokens=4,
+                               lora=LoRAConfig(r=4, epochs=1), dtype="float32", device="cpu",
+                               runs_dir=str(tmp_path / "eval"))
+    run_knowledge_eval(ecfg)
+    assert counts[4:] == [0, 0]  # the base model, then the policy

@@ -12,6 +12,7 @@ A model spec is one of:
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.metadata
 import logging
@@ -148,7 +149,9 @@ def load_model(
     device: str = "auto",
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load a causal LM and its tokenizer, ready for batched generation (left padding)."""
+    """Load a causal LM and its tokenizer, ready for batched generation (left padding). Models
+    nothing references any more are collected first, so a caller that dropped one never holds two."""
+    free_memory()
     hf_logging.disable_progress_bar()  # our own progress bars cover the long work
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
@@ -167,6 +170,14 @@ def load_model(
     model.to(dev).eval()
     log.info("loaded %s (%s, %s on %s)", spec, model.config.model_type, torch_dtype, dev)
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, path=str(where))
+
+
+def free_memory() -> None:
+    """Collect the models nothing references any more (PEFT wrappers hold reference cycles) and
+    give their GPU memory back, before the next model is loaded."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:

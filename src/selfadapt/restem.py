@@ -314,35 +314,43 @@ def summarize_rounds(run: Run, rounds: int) -> str:
     return text
 
 
-def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: list[Any],
-           make_domain: Callable[[PreTrainedTokenizerBase], Domain], parallel: Parallel | None) -> str:
-    log.info("round %d: policy %s", r, policy)
-    items = random.Random(cfg.seed * 1_000_003 + r).sample(pool, cfg.items_per_round)
+def _write_and_evaluate(run: Run, r: int, policy: str, cfg: ReSTEMConfig, items: list[Any],
+                        make_domain: Callable[[PreTrainedTokenizerBase], Domain], parallel: Parallel | None
+                        ) -> tuple[list[dict[str, Any]], dict[str, list[str]], dict[str, float], Domain,
+                                   PreTrainedTokenizerBase]:
+    """The round's self-edits and their inner loops: its records, self-edits, writing seconds, the
+    policy's domain and tokenizer. The models live only in this call, so none is alive when the policy
+    SFT loads its own copy (at 7B two copies do not fit one GPU)."""
     teacher = load_model(policy, dtype=cfg.dtype, device=cfg.device)
     student = teacher if cfg.student is None else load_model(cfg.student, dtype=cfg.dtype, device=cfg.device)
     lora = ResidentLoRA(student.model, student.tokenizer, cfg.lora)
     teacher_domain, student_domain = make_domain(teacher.tokenizer), make_domain(student.tokenizer)
     prefix, tags = f"round{r}/", {"round": r, "policy": policy}
-
     lora.reset()
-    gen_model = lora.model if cfg.student is None else teacher.model
-    edits, gen_s = write_into_run(run, prefix, gen_model, teacher.tokenizer, teacher_domain, items, cfg.k,
-                                  cfg.sampling, seed=cfg.seed * 1_000_003 + r, tags=tags)
+    edits, gen_s = write_into_run(run, prefix, lora.model if cfg.student is None else teacher.model,
+                                  teacher.tokenizer, teacher_domain, items, cfg.k, cfg.sampling,
+                                  seed=cfg.seed * 1_000_003 + r, tags=tags)
     conditions = [Condition(SELFEDIT, edits, gen_s)]
     if cfg.reward_baseline == PASSAGE:
         conditions.insert(0, Condition(PASSAGE))
     with workers_for(parallel, lora, cfg.student or policy, cfg.lora, dtype=cfg.dtype, device=cfg.device) as workers:
         records = run_conditions(run, workers, student_domain, items, conditions,
                                  seed=cfg.seed, seeds=cfg.seeds, prefix=prefix, tags=tags)
-    round_records = [rec for rec in records if rec.get("round") == r]
-    tok = teacher.tokenizer
+    return [rec for rec in records if rec.get("round") == r], edits, gen_s, teacher_domain, teacher.tokenizer
+
+
+def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: list[Any],
+           make_domain: Callable[[PreTrainedTokenizerBase], Domain], parallel: Parallel | None) -> str:
+    log.info("round %d: policy %s", r, policy)
+    items = random.Random(cfg.seed * 1_000_003 + r).sample(pool, cfg.items_per_round)
+    round_records, edits, gen_s, teacher_domain, tok = _write_and_evaluate(run, r, policy, cfg, items, make_domain,
+                                                                           parallel)
     rewards = self_edit_rewards(round_records, cfg.reward_baseline, cfg.forgetting_penalty, cfg.laser,
                                 lambda text: token_lengths(tok, [text])[0], cfg.laser_target,
                                 tuple(range(32, cfg.max_new_tokens + 1, 32)) or (cfg.max_new_tokens,))
     winners = select_winners(rewards, cfg.keep)
     examples = sft_examples(teacher_domain, items, edits, winners)
     (rdir / "sft_data.json").write_text(json.dumps(examples, indent=1, ensure_ascii=False))
-    del lora, student, teacher  # free memory before SFT loads the policy afresh
 
     sft, t2 = {}, time.perf_counter()
     if examples:

@@ -110,13 +110,11 @@ def oracle_row(records: list[dict[str, Any]], name: str = "oracle") -> dict[str,
     return {"condition": "oracle (best of grid)", "score": score, "ci_low": score, "ci_high": score}
 
 
-def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None,
-                 parallel: Parallel | None = None) -> tuple[Run, list[dict[str, Any]]]:
-    tasks = cfg.arc.load()
-    policies = resolve_policies(cfg.policies)
+def _baselines(run: Run, cfg: ArcEvalConfig, tasks: list, sampling: SamplingConfig,
+               parallel: Parallel | None) -> list[str]:
+    """icl, ttt-plain, own self-edits and the oracle grid on the base model; returns the table's
+    names. The model lives only in this call, so no copy is alive while a policy is evaluated."""
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
-    run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), "eval-arc", cfg)
-    sampling = SamplingConfig(cfg.selfedit_tokens, cfg.temperature, cfg.top_p, batch_size=8)
     lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
     domain = cfg.arc.domain(loaded.tokenizer)
     conditions = [Condition(TTT_PLAIN, None)]
@@ -128,8 +126,16 @@ def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None,
         conditions.append(Condition("oracle", {t.id: [c.to_json() for c in oracle_grid()] for t in tasks}))
     with workers_for(parallel, lora, cfg.model, cfg.lora, dtype=cfg.dtype, device=cfg.device) as workers:
         run_conditions(run, workers, domain, tasks, conditions, seed=cfg.seed, base_name="icl")
-    names = ["icl"] + [c.name for c in conditions if c.name != "oracle"]
-    del lora, loaded
+    return ["icl"] + [c.name for c in conditions if c.name != "oracle"]
+
+
+def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None,
+                 parallel: Parallel | None = None) -> tuple[Run, list[dict[str, Any]]]:
+    tasks = cfg.arc.load()
+    policies = resolve_policies(cfg.policies)
+    run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), "eval-arc", cfg)
+    sampling = SamplingConfig(cfg.selfedit_tokens, cfg.temperature, cfg.top_p, batch_size=8)
+    names = _baselines(run, cfg, tasks, sampling, parallel)
     for name, spec in policies:
         names += evaluate_policy(run, name, spec, cfg.arc.domain, tasks, cfg.selfedits, sampling, cfg.lora,
                                  seed=cfg.seed, base_name=f"{name}-icl", dtype=cfg.dtype, device=cfg.device,

@@ -153,7 +153,6 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
         if fmt not in FORMATS:
             raise DatasetError(f"{name}: unknown self-edit format {fmt!r}; choose from {', '.join(FORMATS)}")
     policies = resolve_policies(cfg.policies)
-    loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     run = (Run.resume(resume, cfg, extend=("policies",)) if resume
            else Run.create(Path(cfg.runs_dir), "eval-knowledge", cfg))
     judge = make_judge(cfg.judge_model, cfg.judge_url, cfg.judge_api_key_env, run.path / "judge_cache.jsonl",
@@ -165,30 +164,36 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
                                SamplingConfig(cfg.answer_max_new_tokens, 0.0, 1.0, 16), judge,
                                grounded=decoding == "grounded", prior=prior)
 
-    lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
-    domain = domain_for(loaded.tokenizer)
-    setting = _Setting(domain, passages, cfg.cpt)
-    record_recital(run, setting.domain, setting.items)
-    conditions = [setting.condition("passage", None)]
-    conditions += [setting.condition(CONTROLS[c], None, domain=control_domain(c, domain, passages))
-                   for c in cfg.controls]
-    for fmt in cfg.formats if cfg.own else []:
-        for decoding in cfg.decodings:
-            name, own_domain = own_name(fmt, decoding), domain_for(loaded.tokenizer, fmt, decoding)
-            lora.reset()
-            edits, seconds = write_into_run(run, f"{name}/", lora.model, lora.tokenizer, own_domain, passages,
-                                            cfg.selfedits_per_passage, cfg.sampling(fmt), seed=cfg.seed)
-            conditions.append(setting.condition(name, edits, seconds, domain=own_domain))
-    for source, by_index in external.items():
-        name = source if source in EXTERNAL_SELFEDITS else Path(source).stem
-        edits = {domain.item_id(p): by_index[p.index][: cfg.selfedits_per_passage] for p in passages}
-        # read in the file's own format; every answer kept (another model's, not grounded here)
-        conditions.append(setting.condition(name, edits, domain=replace(domain, fmt=external_formats[source],
-                                                                        grounded=False)))
-    with workers_for(parallel, lora, cfg.model, cfg.lora, dtype=cfg.dtype, device=cfg.device) as workers:
-        run_conditions(run, workers, setting.domain, setting.items, conditions, seed=cfg.seed)
-    names = [BASE, RECITAL] + [c.name for c in conditions]
-    del lora, loaded
+    def baselines() -> list[str]:
+        """Every condition of the base model; returns their names. The model lives only in this
+        call, so no copy of it is alive while a policy is evaluated (at 7B two do not fit a GPU)."""
+        loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+        lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
+        domain = domain_for(loaded.tokenizer)
+        setting = _Setting(domain, passages, cfg.cpt)
+        record_recital(run, setting.domain, setting.items)
+        conditions = [setting.condition("passage", None)]
+        conditions += [setting.condition(CONTROLS[c], None, domain=control_domain(c, domain, passages))
+                       for c in cfg.controls]
+        for fmt in cfg.formats if cfg.own else []:
+            for decoding in cfg.decodings:
+                name, own_domain = own_name(fmt, decoding), domain_for(loaded.tokenizer, fmt, decoding)
+                lora.reset()
+                edits, seconds = write_into_run(run, f"{name}/", lora.model, lora.tokenizer, own_domain,
+                                                passages, cfg.selfedits_per_passage, cfg.sampling(fmt),
+                                                seed=cfg.seed)
+                conditions.append(setting.condition(name, edits, seconds, domain=own_domain))
+        for source, by_index in external.items():
+            name = source if source in EXTERNAL_SELFEDITS else Path(source).stem
+            edits = {domain.item_id(p): by_index[p.index][: cfg.selfedits_per_passage] for p in passages}
+            # read in the file's own format; every answer kept (another model's, not grounded here)
+            conditions.append(setting.condition(
+                name, edits, domain=replace(domain, fmt=external_formats[source], grounded=False)))
+        with workers_for(parallel, lora, cfg.model, cfg.lora, dtype=cfg.dtype, device=cfg.device) as pool:
+            run_conditions(run, pool, setting.domain, setting.items, conditions, seed=cfg.seed)
+        return [BASE, RECITAL] + [c.name for c in conditions]
+
+    names = baselines()
 
     def arrange(pdomain, condition):
         psetting = _Setting(pdomain, passages, cfg.cpt)
