@@ -125,3 +125,29 @@ def test_amp_trains_like_fp32_adapters_and_keeps_fp32_master_weights(tiny_dir):
     assert losses[True] != losses[False]  # autocast really took over the adapters' math
     assert torch.nn.functional.cosine_similarity(deltas[True], deltas[False], dim=0).item() > 0.99
     assert deltas[True].norm() == pytest.approx(deltas[False].norm().item(), rel=0.1)
+
+
+def test_the_base_model_skips_the_adapter_and_matches_a_zero_update(tiny):
+    """Sampling self-edits through the PEFT wrapper with B = 0 ran every LoRA matmul for zeros."""
+    lora = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4))
+    ids = tiny.tokenizer(["The Mongol army seized"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        zero = lora.model(input_ids=ids).logits
+    calls = []
+    hooks = [m.register_forward_hook(lambda *a: calls.append(1)) for n, m in lora.model.named_modules()
+             if n.endswith("lora_A.default")]
+    with lora.base() as model, torch.no_grad():
+        skipped = model(input_ids=ids).logits
+    assert not calls and torch.allclose(zero, skipped)
+    with torch.no_grad():
+        lora.model(input_ids=ids)
+    assert calls  # the adapter runs again outside
+    for h in hooks:
+        h.remove()
+
+
+def test_all_linear_reaches_peft_as_its_shorthand(tiny):
+    lora = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, target_modules=["all-linear"]))
+    adapted = {n.rsplit(".", 1)[-1] for n, m in lora.model.named_modules() if hasattr(m, "lora_A")}
+    assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= adapted
+    assert "lm_head" not in adapted

@@ -35,9 +35,9 @@ class InnerLoopResult:
 
 
 def evaluate_base(lora: ResidentLoRA, domain: Domain, item: Any) -> Evaluation:
-    """The base model's score on the item (LoRA update is zero)."""
-    lora.reset()
-    return domain.evaluate(lora.model, lora.tokenizer, item)
+    """The base model's score on the item (the adapter skipped)."""
+    with lora.base() as model:
+        return domain.evaluate(model, lora.tokenizer, item)
 
 
 def evaluate_selfedit(

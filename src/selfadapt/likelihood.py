@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from trl.trainer.utils import selective_log_softmax
 
 from .models import encode_text
 
@@ -81,17 +82,19 @@ def completion_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         cache = DynamicCache()
         first = model(input_ids=p_ids.to(dev), attention_mask=p_mask.to(dev),
                       position_ids=(p_mask.cumsum(-1) - 1).clamp(min=0).to(dev),
-                      cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+                      cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         rows = [(k, i) for k, p in enumerate(prompts) for i in groups[p]]  # (prompt row, pair) per completion
         owner = torch.tensor([k for k, _ in rows])
         cache.reorder_cache(owner.to(dev))
         c_ids, c_mask = _padded([encoded[i][1] for _, i in rows], tokenizer.pad_token_id, left=False)
         positions = p_mask.sum(-1)[owner, None] + torch.arange(c_ids.shape[1])
         logits = model(input_ids=c_ids.to(dev), attention_mask=torch.cat([p_mask[owner], c_mask], -1).to(dev),
-                       position_ids=positions.to(dev), cache=cache, use_cache=True).logits.float()
+                       position_ids=positions.to(dev), cache=cache, use_cache=True).logits
         # the prompt's last position predicts a completion's first token; completion position t predicts t + 1
         logits = torch.cat([first[owner.to(dev), None], logits[:, :-1]], 1)
-        token_logp = torch.log_softmax(logits, -1).gather(-1, c_ids.to(dev)[..., None])[..., 0]
+        # one completion's fp32 logits at a time, gathered before the normaliser (TRL's selective
+        # log-softmax): no full-vocabulary fp32 copy of the batch and no log-softmax copy of it
+        token_logp = torch.stack([selective_log_softmax(row.float(), ids) for row, ids in zip(logits, c_ids.to(dev))])
         for row, (_, i) in enumerate(rows):
             n = len(encoded[i][1])
             out[i] = Score(float(token_logp[row, :n].sum()), n)

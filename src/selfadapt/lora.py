@@ -145,7 +145,7 @@ class ResidentLoRA:
             r=cfg.r,
             lora_alpha=cfg.alpha,
             lora_dropout=cfg.dropout,
-            target_modules=cfg.target_modules,
+            target_modules="all-linear" if cfg.target_modules == ["all-linear"] else cfg.target_modules,
             task_type="CAUSAL_LM",
         )
         self.model: PeftModel = model if isinstance(model, PeftModel) else get_peft_model(model, peft_cfg)
@@ -229,6 +229,13 @@ class ResidentLoRA:
             yield stats
         finally:
             self.reset()
+
+    @contextmanager
+    def base(self) -> Iterator[PeftModel]:
+        """The base model with the adapter skipped, not computed as B = 0: for sampling self-edits
+        and scoring the unadapted model, where the LoRA matmuls would only add zeros."""
+        with self.model.disable_adapter():
+            yield self.model
 
     def update(self) -> dict[str, torch.Tensor]:
         """The current LoRA weights (A and B of every layer): one update, to save and replay."""

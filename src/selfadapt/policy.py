@@ -114,8 +114,9 @@ def evaluate_policy(
     loaded = load_model(spec, dtype=dtype, device=device)
     resident = ResidentLoRA(loaded.model, loaded.tokenizer, lora)
     domain = make_domain(loaded.tokenizer)
-    edits, seconds = write_into_run(run, f"{name}/", resident.model, loaded.tokenizer, domain, items, k, sampling,
-                                    seed=seed)
+    with resident.base() as model:
+        edits, seconds = write_into_run(run, f"{name}/", model, loaded.tokenizer, domain, items, k, sampling,
+                                        seed=seed)
     condition = Condition(name, edits, seconds)
     eval_domain, eval_items, condition = arrange(domain, condition) if arrange else (domain, items, condition)
     with workers_for(parallel, resident, spec, lora, dtype=dtype, device=device) as workers:

@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -326,10 +327,9 @@ def _write_and_evaluate(run: Run, r: int, policy: str, cfg: ReSTEMConfig, items:
     lora = ResidentLoRA(student.model, student.tokenizer, cfg.lora)
     teacher_domain, student_domain = make_domain(teacher.tokenizer), make_domain(student.tokenizer)
     prefix, tags = f"round{r}/", {"round": r, "policy": policy}
-    lora.reset()
-    edits, gen_s = write_into_run(run, prefix, lora.model if cfg.student is None else teacher.model,
-                                  teacher.tokenizer, teacher_domain, items, cfg.k, cfg.sampling,
-                                  seed=cfg.seed * 1_000_003 + r, tags=tags)
+    with lora.base() if cfg.student is None else nullcontext(teacher.model) as model:
+        edits, gen_s = write_into_run(run, prefix, model, teacher.tokenizer, teacher_domain, items, cfg.k,
+                                      cfg.sampling, seed=cfg.seed * 1_000_003 + r, tags=tags)
     conditions = [Condition(SELFEDIT, edits, gen_s)]
     if cfg.reward_baseline == PASSAGE:
         conditions.insert(0, Condition(PASSAGE))

@@ -119,8 +119,9 @@ def _baselines(run: Run, cfg: ArcEvalConfig, tasks: list, sampling: SamplingConf
     domain = cfg.arc.domain(loaded.tokenizer)
     conditions = [Condition(TTT_PLAIN, None)]
     if cfg.selfedits:
-        edits, seconds = write_into_run(run, "", lora.model, lora.tokenizer, domain, tasks, cfg.selfedits, sampling,
-                                        seed=cfg.seed)
+        with lora.base() as model:
+            edits, seconds = write_into_run(run, "", model, lora.tokenizer, domain, tasks, cfg.selfedits, sampling,
+                                            seed=cfg.seed)
         conditions.append(Condition("own", edits, seconds))
     if cfg.oracle:
         conditions.append(Condition("oracle", {t.id: [c.to_json() for c in oracle_grid()] for t in tasks}))

@@ -178,10 +178,9 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
         for fmt in cfg.formats if cfg.own else []:
             for decoding in cfg.decodings:
                 name, own_domain = own_name(fmt, decoding), domain_for(loaded.tokenizer, fmt, decoding)
-                lora.reset()
-                edits, seconds = write_into_run(run, f"{name}/", lora.model, lora.tokenizer, own_domain,
-                                                passages, cfg.selfedits_per_passage, cfg.sampling(fmt),
-                                                seed=cfg.seed)
+                with lora.base() as model:
+                    edits, seconds = write_into_run(run, f"{name}/", model, lora.tokenizer, own_domain, passages,
+                                                    cfg.selfedits_per_passage, cfg.sampling(fmt), seed=cfg.seed)
                 conditions.append(setting.condition(name, edits, seconds, domain=own_domain))
         for source, by_index in external.items():
             name = source if source in EXTERNAL_SELFEDITS else Path(source).stem
