@@ -531,3 +531,6 @@ def test_grpo_reflections_ignore_the_checkpoints_generation_config(grpo_trainer,
     assert (kw["typical_p"], kw["no_repeat_ngram_size"], kw["min_p"], kw["epsilon_cutoff"]) == (1.0, 0, 0.0, 0.0)
     assert kw["repetition_penalty"] == 1.0 and kw["top_k"] == 0
     assert trainer.generation_config.typical_p == 1.0
+    # and the loss is what we tested, not whatever TRL's default has become
+    assert (trainer.args.loss_type, trainer.args.num_iterations, trainer.args.mask_truncated_completions) == (
+        "dapo", 1, False)

@@ -51,6 +51,9 @@ class RRRGRPOConfig:
     lr_scheduler: str = "constant"
     warmup_steps: int = 0
     beta: float = 0.04  # KL coefficient towards the initial model
+    # TRL's loss normalisation; set here because TRL's default has changed across releases
+    # ("dapo" in the TRL this is tested with: token-level over the batch, as DAPO)
+    loss_type: str = "dapo"
     temperature: float = 1.0
     top_p: float = 1.0
     reflection_tokens: int = 96
@@ -170,6 +173,8 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
         bf16=False, disable_tqdm=False, gradient_checkpointing=cfg.gradient_checkpointing,
         reward_weights=list(cfg.rewards.values()),
         scale_rewards="none" if cfg.disco else "group",  # a group's std would cancel DISCO's per-group scale
+        loss_type=cfg.loss_type, num_iterations=1,
+        mask_truncated_completions=False,  # a reflection cut at reflection_tokens still earns its retry's reward
     )
     peft = (LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
             if cfg.lora_r else None)
