@@ -534,3 +534,27 @@ def test_grpo_reflections_ignore_the_checkpoints_generation_config(grpo_trainer,
     # and the loss is what we tested, not whatever TRL's default has become
     assert (trainer.args.loss_type, trainer.args.num_iterations, trainer.args.mask_truncated_completions) == (
         "dapo", 1, False)
+
+
+def test_full_fine_tuning_moves_the_weights_at_a_small_learning_rate(tiny_dir, tmp_path):
+    """--lora-r 0 loaded the model in bf16 and TRL ran AdamW on the bf16 weights: at lr 1e-6 a
+    weight of 0.3 moves by ~1e-6, under bf16's spacing, so the weights never changed. (NOVER: a dense
+    reward, so a group's advantages are not all zero.)"""
+    from safetensors.torch import load_file
+
+    from selfadapt.rrr.experiment import RRRTrainConfig, run_rrr_train
+
+    task = CountdownTask(pool=40)
+    failures = tmp_path / "failures.jsonl"
+    failures.write_text("".join(json.dumps({"task": "countdown", "id": q["id"], "query": q, "attempt": "no"}) + "\n"
+                                for q in task.queries("train", 2)))
+    grpo = RRRGRPOConfig(num_generations=2, queries_per_step=1, max_steps=2, reflection_tokens=4, retry_tokens=4,
+                         lora_r=0, learning_rate=1e-6, beta=0.0, save_steps=10, rewards={"nover": 1.0})
+    cfg = RRRTrainConfig(failures=str(failures), model=str(tiny_dir), grpo=grpo, dtype="bfloat16", device="cpu",
+                         runs_dir=str(tmp_path / "runs"))
+    out = run_rrr_train(cfg)
+    before = load_file(tiny_dir / "model.safetensors")
+    after = load_file(out / "policy" / "model.safetensors")
+    key = "model.layers.0.mlp.down_proj.weight"
+    changed = (after[key] != before[key].to(after[key].dtype)).float().mean()  # bf16 rounding alone is no change
+    assert changed > 0.5

@@ -93,7 +93,9 @@ def _checkpoint_step(path: Path) -> int:
 def run_rrr_train(cfg: RRRTrainConfig, resume: str | None = None) -> Path:
     """GRPO on the failure set; resumes from the newest checkpoint; returns the run directory."""
     task, failures = load_failures(cfg.failures)
-    m = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    # Full fine-tuning keeps fp32 master weights: AdamW on bf16 weights rounds a step of lr 1e-6
+    # away entirely (bf16 spacing at 0.02 is ~1e-4). LoRA adapters are fp32 in PEFT already.
+    m = load_model(cfg.model, dtype="float32" if cfg.grpo.lora_r == 0 else cfg.dtype, device=cfg.device)
     run = _open_run(resume, cfg.runs_dir, f"rrr-train-{task.name}", cfg)
     policy = run.path / "policy"
     if policy.exists():

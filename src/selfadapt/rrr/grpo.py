@@ -170,7 +170,9 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
                                                                              top_p=cfg.top_p)).items()
                            if v is not None},
         save_strategy="steps", save_steps=cfg.save_steps, report_to=[], use_cpu=model.device.type == "cpu",
-        bf16=False, disable_tqdm=False, gradient_checkpointing=cfg.gradient_checkpointing,
+        # an fp32 model on a bf16 GPU trains under bf16 autocast with its fp32 master weights
+        bf16=model.dtype == torch.float32 and model.device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        disable_tqdm=False, gradient_checkpointing=cfg.gradient_checkpointing,
         reward_weights=list(cfg.rewards.values()),
         scale_rewards="none" if cfg.disco else "group",  # a group's std would cancel DISCO's per-group scale
         loss_type=cfg.loss_type, num_iterations=1,
