@@ -99,3 +99,14 @@ def test_a_qa_pair_trains_on_its_answer_tokens_only(tiny, passages):
     answer = tok("Otrar<|im_end|>", add_special_tokens=False)["input_ids"]
     assert (labels[0, :prompt_len] == -100).all()
     assert labels[0, prompt_len:].tolist() == answer
+
+
+def test_a_qa_pair_whose_question_is_an_instruction_is_dropped():
+    from selfadapt.knowledge.selfedit import is_question
+
+    text = ("Q: Read the following article and answer the question.\nA: The Mongol army\n"
+            "Q: In which year was Otrar seized\nA: 1219\nQ: Who fled?\nA: the Shah")
+    assert selfedit_items("self-qa", text) == [("In which year was Otrar seized", "1219"), ("Who fled?", "the Shah")]
+    assert not is_question("Answer the questions below.") and is_question("Name the town?")
+    with pytest.raises(InvalidSelfEdit, match="whose Q is a question"):
+        selfedit_items("self-qa", "Q: Summarise the passage.\nA: Otrar fell")

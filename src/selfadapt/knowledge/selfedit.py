@@ -103,6 +103,18 @@ def parse_qa(text: str) -> list[tuple[str, str]]:
     return [(m["q"].strip(), m["a"].strip()) for m in _QA.finditer(text) if m["q"].strip() and m["a"].strip()]
 
 
+_ASKING = frozenset("who whom whose what which when where why how is are was were do does did can could will "
+                    "would should shall has have had".split())
+
+
+def is_question(text: str) -> bool:
+    """A question, not an instruction: it ends with "?" or asks within its first three words
+    ("In which year ...", "Who ..."). The small model often writes "Read the following article
+    and answer the question." as its Q line; trained on, that teaches nothing about the passage."""
+    words = re.findall(r"[a-z]+", text.lower())[:3]
+    return text.rstrip().endswith("?") or any(w in _ASKING for w in words)
+
+
 def selfedit_items(fmt: str, text: str) -> list[str] | list[tuple[str, str]]:
     """The units a self-edit contributes: lines, paragraphs, or (question, answer) pairs."""
     if fmt not in FORMATS:
@@ -110,8 +122,8 @@ def selfedit_items(fmt: str, text: str) -> list[str] | list[tuple[str, str]]:
     if not text or not text.strip():
         raise InvalidSelfEdit("empty self-edit")
     if fmt == "self-qa":
-        items: list = parse_qa(text)
-        reason = "no 'Q: ... / A: ...' pair found"
+        items: list = [(q, a) for q, a in parse_qa(text) if is_question(q)]
+        reason = "no 'Q: ... / A: ...' pair whose Q is a question"
     elif fmt == "rewrite":
         items = _paragraphs(text)
         reason = "no paragraph of 4+ words"
