@@ -136,8 +136,8 @@ def test_the_base_model_skips_the_adapter_and_matches_a_zero_update(tiny):
     calls = []
     hooks = [m.register_forward_hook(lambda *a: calls.append(1)) for n, m in lora.model.named_modules()
              if n.endswith("lora_A.default")]
-    with lora.base() as model, torch.no_grad():
-        skipped = model(input_ids=ids).logits
+    with lora.base(), torch.no_grad():
+        skipped = lora.model(input_ids=ids).logits
     assert not calls and torch.allclose(zero, skipped)
     with torch.no_grad():
         lora.model(input_ids=ids)

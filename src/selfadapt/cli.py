@@ -85,14 +85,17 @@ PRIOR = typer.Option(None, "--prior-prompt", help="A prior prompt before what th
                      "planning | code | knowledge | null-example (see README).")
 WORKERS = typer.Option(0, help="Spread the inner-loop evaluations over this many Ray workers (0: in this "
                        "process); one per GPU when there are GPUs, else the CPU threads are split between them.")
+GPUS_PER_WORKER = typer.Option(None, help="GPUs per Ray worker, a fraction for several small-model workers on one "
+                               "GPU (e.g. 0.25: four per GPU); default 1 where the cluster has GPUs. With no "
+                               "--workers, as many workers as the free GPUs hold.")
 RAY_ADDRESS = typer.Option(None, help="An existing Ray cluster (e.g. 'auto' or 'ray://host:10001'); default: "
                            "a local Ray started for the run.")
 
 
-def _parallel(workers: int, ray_address: Optional[str]):
+def _parallel(workers: int, ray_address: Optional[str], gpus_per_worker: Optional[float] = None):
     from .workers import Parallel
 
-    return Parallel(workers, ray_address)
+    return Parallel(workers, ray_address, gpus_per_worker)
 
 
 @eval_app.command("knowledge")
@@ -141,6 +144,7 @@ def eval_knowledge(
     runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are created."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run directory."),
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
+    gpus_per_worker: Optional[float] = GPUS_PER_WORKER,
 ) -> None:
     """Baseline table: base · recital · passage · passage + own self-edits · passage + external self-edits.
 
@@ -157,7 +161,7 @@ def eval_knowledge(
         judge_model=judge_model, judge_api_key_env=judge_key_env, runs_dir=str(runs_dir), dtype=dtype, device=device,
     )
     t0 = time.perf_counter()
-    run, rows = run_knowledge_eval(cfg, resume=resume, parallel=_parallel(workers, ray_address))
+    run, rows = run_knowledge_eval(cfg, resume=resume, parallel=_parallel(workers, ray_address, gpus_per_worker))
     console.print((run.path / "table.md").read_text())
     console.print(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path} · "
                   f"plot {run.path / 'accuracy.png'}")
@@ -206,6 +210,7 @@ def train_knowledge(
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")),
     resume: Optional[Path] = typer.Option(None, help="Continue this run directory."),
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
+    gpus_per_worker: Optional[float] = GPUS_PER_WORKER,
 ) -> None:
     """ReST-EM on training passages: sample self-edits, keep those that helped, SFT the policy."""
     from .knowledge.train import KnowledgeTrainConfig, run_knowledge_training
@@ -221,7 +226,7 @@ def train_knowledge(
     t0 = time.perf_counter()
     run = run_knowledge_training(cfg, KnowledgeTrainConfig(dataset, fmt, include_passage, grounded,
                                                            max_new_tokens, probe, prior_prompt),
-                                 resume=resume, parallel=_parallel(workers, ray_address))
+                                 resume=resume, parallel=_parallel(workers, ray_address, gpus_per_worker))
     console.print((run.path / "summary.md").read_text())
     console.print(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
 
@@ -298,6 +303,7 @@ def eval_arc(
     constrain: bool = CONSTRAIN, amp: bool = AMP,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
+    gpus_per_worker: Optional[float] = GPUS_PER_WORKER,
 ) -> None:
     """ARC baselines: in-context · plain TTT · TTT with own self-edits · oracle TTT · trained policy."""
     from .arc.experiment import ArcEvalConfig, arc_lora, run_arc_eval
@@ -307,7 +313,7 @@ def eval_arc(
                         selfedits=k, oracle=oracle, policies=policy, temperature=temperature, lora=arc_lora(amp),
                         seed=seed, dtype=dtype, device=device, runs_dir=str(runs_dir))
     t0 = time.perf_counter()
-    run, _ = run_arc_eval(cfg, resume=resume, parallel=_parallel(workers, ray_address))
+    run, _ = run_arc_eval(cfg, resume=resume, parallel=_parallel(workers, ray_address, gpus_per_worker))
     console.print((run.path / "table.md").read_text())
     console.print(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path}")
 
@@ -328,6 +334,7 @@ def train_arc(
     restart: bool = RESTART,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
+    gpus_per_worker: Optional[float] = GPUS_PER_WORKER,
 ) -> None:
     """ReST-EM on ARC training tasks: reward 1 if the self-edit's TTT solves the task."""
     from .arc.experiment import SELFEDIT_TOKENS, arc_lora, run_arc_training
@@ -340,7 +347,7 @@ def train_arc(
                        restart=restart, seed=seed, dtype=dtype, device=device, runs_dir=str(runs_dir))
     t0 = time.perf_counter()
     run = run_arc_training(cfg, _arc("training", task, max_cells, cap, budget, max_tokens, votes, False, constrain),
-                           resume=resume, parallel=_parallel(workers, ray_address))
+                           resume=resume, parallel=_parallel(workers, ray_address, gpus_per_worker))
     console.print((run.path / "summary.md").read_text())
     console.print(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
 

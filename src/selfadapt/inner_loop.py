@@ -36,8 +36,8 @@ class InnerLoopResult:
 
 def evaluate_base(lora: ResidentLoRA, domain: Domain, item: Any) -> Evaluation:
     """The base model's score on the item (the adapter skipped)."""
-    with lora.base() as model:
-        return domain.evaluate(model, lora.tokenizer, item)
+    with lora.base():
+        return domain.evaluate(lora.model, lora.tokenizer, item)
 
 
 def evaluate_selfedit(

@@ -231,11 +231,13 @@ class ResidentLoRA:
             self.reset()
 
     @contextmanager
-    def base(self) -> Iterator[PeftModel]:
-        """The base model with the adapter skipped, not computed as B = 0: for sampling self-edits
-        and scoring the unadapted model, where the LoRA matmuls would only add zeros."""
+    def base(self) -> Iterator[None]:
+        """Inside, ``self.model`` is the base model with the adapter skipped, not computed as
+        B = 0: for sampling self-edits and scoring the unadapted model, where the LoRA matmuls
+        would only add zeros. (It yields nothing: a name bound by ``as`` would keep the model
+        alive after the block.)"""
         with self.model.disable_adapter():
-            yield self.model
+            yield
 
     def update(self) -> dict[str, torch.Tensor]:
         """The current LoRA weights (A and B of every layer): one update, to save and replay."""

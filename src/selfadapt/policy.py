@@ -14,7 +14,7 @@ from .likelihood import completion_scores
 from .lora import LoRAConfig, ResidentLoRA
 from .models import load_model
 from .runs import Run
-from .workers import Parallel, workers_for
+from .workers import Parallel, local, workers_for
 
 
 def write_selfedits(
@@ -114,12 +114,14 @@ def evaluate_policy(
     loaded = load_model(spec, dtype=dtype, device=device)
     resident = ResidentLoRA(loaded.model, loaded.tokenizer, lora)
     domain = make_domain(loaded.tokenizer)
-    with resident.base() as model:
-        edits, seconds = write_into_run(run, f"{name}/", model, loaded.tokenizer, domain, items, k, sampling,
+    with resident.base():
+        edits, seconds = write_into_run(run, f"{name}/", resident.model, loaded.tokenizer, domain, items, k, sampling,
                                         seed=seed)
     condition = Condition(name, edits, seconds)
     eval_domain, eval_items, condition = arrange(domain, condition) if arrange else (domain, items, condition)
-    with workers_for(parallel, resident, spec, lora, dtype=dtype, device=device) as workers:
+    in_process = local(parallel, resident)
+    del resident, loaded  # with Ray, the actors load their own copies
+    with workers_for(parallel, in_process, spec, lora, dtype=dtype, device=device) as workers:
         run_conditions(run, workers, eval_domain, eval_items, [condition], seed=seed, prefix=f"{name}/",
                        base_name=base_name)
     return [base_name, name]

@@ -45,7 +45,7 @@ from .policy import write_into_run
 from .rewards import token_lengths
 from .rewards.length import AdaptiveTarget, laser
 from .runs import Run
-from .workers import Parallel, workers_for
+from .workers import Parallel, local, workers_for
 
 log = logging.getLogger(__name__)
 
@@ -327,16 +327,20 @@ def _write_and_evaluate(run: Run, r: int, policy: str, cfg: ReSTEMConfig, items:
     lora = ResidentLoRA(student.model, student.tokenizer, cfg.lora)
     teacher_domain, student_domain = make_domain(teacher.tokenizer), make_domain(student.tokenizer)
     prefix, tags = f"round{r}/", {"round": r, "policy": policy}
-    with lora.base() if cfg.student is None else nullcontext(teacher.model) as model:
-        edits, gen_s = write_into_run(run, prefix, model, teacher.tokenizer, teacher_domain, items, cfg.k,
-                                      cfg.sampling, seed=cfg.seed * 1_000_003 + r, tags=tags)
+    with lora.base() if cfg.student is None else nullcontext():
+        edits, gen_s = write_into_run(run, prefix, lora.model if cfg.student is None else teacher.model,
+                                      teacher.tokenizer, teacher_domain, items, cfg.k, cfg.sampling,
+                                      seed=cfg.seed * 1_000_003 + r, tags=tags)
     conditions = [Condition(SELFEDIT, edits, gen_s)]
     if cfg.reward_baseline == PASSAGE:
         conditions.insert(0, Condition(PASSAGE))
-    with workers_for(parallel, lora, cfg.student or policy, cfg.lora, dtype=cfg.dtype, device=cfg.device) as workers:
+    tok, resident = teacher.tokenizer, local(parallel, lora)
+    del lora, student, teacher  # with Ray, the actors load their own copies
+    with workers_for(parallel, resident, cfg.student or policy, cfg.lora, dtype=cfg.dtype,
+                     device=cfg.device) as workers:
         records = run_conditions(run, workers, student_domain, items, conditions,
                                  seed=cfg.seed, seeds=cfg.seeds, prefix=prefix, tags=tags)
-    return [rec for rec in records if rec.get("round") == r], edits, gen_s, teacher_domain, teacher.tokenizer
+    return [rec for rec in records if rec.get("round") == r], edits, gen_s, teacher_domain, tok
 
 
 def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: list[Any],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any, Callable, Iterator, Protocol
 from .domain import Domain, Evaluation, ItemError
 from .inner_loop import evaluate_base, evaluate_selfedit
 from .lora import LoRAConfig, ResidentLoRA
+from .models import free_memory
 
 log = logging.getLogger(__name__)
 
@@ -81,29 +83,44 @@ class InProcess:
 @dataclass
 class Parallel:
     """How to spread evaluations: ``workers`` Ray actors (0: in this process), on a local Ray
-    started for the run or on the cluster at ``address``. Not part of a run's config: the
-    records do not depend on it, so a run may resume with other workers."""
+    started for the run or on the cluster at ``address``; ``gpus_per_worker`` GPUs each (a
+    fraction puts several small-model actors on one GPU; default 1 where there are GPUs).
+    Not part of a run's config: the records do not depend on it, so a run may resume with
+    other workers."""
 
     workers: int = 0
     address: str | None = None
+    gpus_per_worker: float | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.gpus_per_worker is not None and not 0 < self.gpus_per_worker <= 1:
+            raise ValueError(f"gpus_per_worker must be in (0, 1], got {self.gpus_per_worker}: an actor "
+                             "holds one model copy on one GPU")
 
     @property
     def enabled(self) -> bool:
-        return self.workers > 0 or bool(self.address)
+        return self.workers > 0 or bool(self.address) or self.gpus_per_worker is not None
+
+
+def local(parallel: Parallel | None, lora: ResidentLoRA) -> ResidentLoRA | None:
+    """``lora`` if the evaluations run in this process, else None: with Ray, the caller drops its
+    own model before the actors load theirs (a driver copy on cuda:0 is outside Ray's accounting)."""
+    return None if parallel is not None and parallel.enabled else lora
 
 
 @contextmanager
-def workers_for(parallel: Parallel | None, lora: ResidentLoRA, model: str, lora_cfg: LoRAConfig, *,
+def workers_for(parallel: Parallel | None, lora: ResidentLoRA | None, model: str, lora_cfg: LoRAConfig, *,
                 dtype: str = "auto", device: str = "auto") -> Iterator[Workers]:
     """In-process workers on ``lora``, or a Ray pool whose actors each load ``model`` (the
     path or spec of the current policy: a new ReST-EM round sends the new path, not weights)."""
     if parallel is None or not parallel.enabled:
+        if lora is None:
+            raise ValueError("in-process evaluation needs the resident model")
         yield InProcess(lora)
         return
+    free_memory()  # the driver's own copy, dropped by the caller (``local``)
     pool = RayPool(parallel, model, lora_cfg, dtype=dtype, device=device)
     try:
         yield pool
@@ -138,6 +155,17 @@ class _Worker:
         return os.getpid()
 
 
+def _free_gpus(ray: Any, need: float, wait: float = 30.0) -> float:
+    """GPUs no actor holds (not all of the cluster's), waiting up to ``wait`` seconds for ``need``:
+    actors killed by the previous pool (a ReST-EM round) give theirs back asynchronously."""
+    deadline = time.monotonic() + wait
+    while True:
+        free = ray.available_resources().get("GPU", 0)
+        if free + 1e-9 >= need or time.monotonic() > deadline:
+            return free
+        time.sleep(0.2)
+
+
 class RayPool:
     """Actors that Ray restarts when they die. A job whose actor died is run again by Ray on the
     restarted actor (Ray waits for the restart); a job that raised is re-queued by the driver.
@@ -154,20 +182,32 @@ class RayPool:
             start_local_niceness()
             ray.init(address=parallel.address, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
-        gpus = int(ray.cluster_resources().get("GPU", 0)) if device != "cpu" else 0
-        n = parallel.workers or max(1, gpus)
-        if gpus:
-            if n > gpus:
-                raise ValueError(f"{n} workers but the Ray cluster has {gpus} GPU(s): one worker per GPU")
-            options, threads, device = {"num_gpus": 1}, None, "cuda"
+        total = ray.cluster_resources().get("GPU", 0) if device != "cpu" else 0
+        per = parallel.gpus_per_worker or (1 if total else 0)
+        if per:
+            free = _free_gpus(ray, (parallel.workers or 1) * per)
+            n = parallel.workers or max(1, int(free / per + 1e-9))
+            if n * per > free + 1e-9:
+                raise ValueError(f"{n} workers × {per:g} GPU need {n * per:g} GPUs; the Ray cluster has {free:g} "
+                                 "free (--gpus-per-worker 0.5 puts two workers on a GPU)")
+            options, threads = {"num_gpus": per}, None
         else:
+            n = parallel.workers or 1
             cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
             threads = max(1, cpus // n)  # the machine's threads split between the actors
             options = {"num_cpus": threads}
-        remote = ray.remote(max_restarts=-1, max_task_retries=MAX_ATTEMPTS - 1)(_Worker)
+        # A worker that dies while loading (out of memory) is restarted a bounded number of times,
+        # then the run stops with that error; ``max_restarts=-1`` had the driver wait forever.
+        remote = ray.remote(max_restarts=MAX_ATTEMPTS - 1, max_task_retries=MAX_ATTEMPTS - 1)(_Worker)
         self.actors = [remote.options(**options).remote(model, lora_cfg, dtype, device, threads) for _ in range(n)]
+        try:
+            ray.get([a.pid.remote() for a in self.actors])
+        except ray.exceptions.RayActorError as e:
+            self.close()
+            raise RuntimeError(f"a Ray worker could not load {model!r} ({type(e).__name__}; out of memory? fewer "
+                               "--workers or a larger --gpus-per-worker): see the worker's log for the cause") from None
         log.info("Ray: %d worker(s) on %s (%s)", n, parallel.address or "a local Ray",
-                 "one GPU each" if gpus else f"{threads} CPU thread(s) each")
+                 f"{per:g} GPU each" if per else f"{threads} CPU thread(s) each")
 
     def run(self, jobs: list[Job], done: Done) -> None:
         ray = self.ray

@@ -28,7 +28,7 @@ from ..models import EMBEDDED, load_model
 from ..plots import plot_distributions, plot_scores
 from ..policy import evaluate_policy, write_into_run
 from ..restem import ReSTEMConfig, resolve_policies, run_restem
-from ..workers import Parallel, workers_for
+from ..workers import Parallel, local, workers_for
 from ..runs import Run
 from .augment import GROUPS
 from .data import ArcTask, load_tasks
@@ -119,13 +119,15 @@ def _baselines(run: Run, cfg: ArcEvalConfig, tasks: list, sampling: SamplingConf
     domain = cfg.arc.domain(loaded.tokenizer)
     conditions = [Condition(TTT_PLAIN, None)]
     if cfg.selfedits:
-        with lora.base() as model:
-            edits, seconds = write_into_run(run, "", model, lora.tokenizer, domain, tasks, cfg.selfedits, sampling,
+        with lora.base():
+            edits, seconds = write_into_run(run, "", lora.model, lora.tokenizer, domain, tasks, cfg.selfedits, sampling,
                                             seed=cfg.seed)
         conditions.append(Condition("own", edits, seconds))
     if cfg.oracle:
         conditions.append(Condition("oracle", {t.id: [c.to_json() for c in oracle_grid()] for t in tasks}))
-    with workers_for(parallel, lora, cfg.model, cfg.lora, dtype=cfg.dtype, device=cfg.device) as workers:
+    resident = local(parallel, lora)
+    del lora, loaded  # with Ray, the actors load their own copies
+    with workers_for(parallel, resident, cfg.model, cfg.lora, dtype=cfg.dtype, device=cfg.device) as workers:
         run_conditions(run, workers, domain, tasks, conditions, seed=cfg.seed, base_name="icl")
     return ["icl"] + [c.name for c in conditions if c.name != "oracle"]
 

@@ -41,7 +41,7 @@ from .data import EXTERNAL_SELFEDITS, DatasetError, Passage, external_format, lo
 from .controls import CONTROLS, FORMAT, control_domain
 from .domain import ANSWER_CAP, CPTDomain, KnowledgeDomain
 from .measure import REWARD_METRIC
-from ..workers import Parallel, workers_for
+from ..workers import Parallel, local, workers_for
 from .selfedit import FORMATS
 
 RECITAL = "recital"
@@ -178,8 +178,8 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
         for fmt in cfg.formats if cfg.own else []:
             for decoding in cfg.decodings:
                 name, own_domain = own_name(fmt, decoding), domain_for(loaded.tokenizer, fmt, decoding)
-                with lora.base() as model:
-                    edits, seconds = write_into_run(run, f"{name}/", model, lora.tokenizer, own_domain, passages,
+                with lora.base():
+                    edits, seconds = write_into_run(run, f"{name}/", lora.model, lora.tokenizer, own_domain, passages,
                                                     cfg.selfedits_per_passage, cfg.sampling(fmt), seed=cfg.seed)
                 conditions.append(setting.condition(name, edits, seconds, domain=own_domain))
         for source, by_index in external.items():
@@ -188,7 +188,9 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
             # read in the file's own format; every answer kept (another model's, not grounded here)
             conditions.append(setting.condition(
                 name, edits, domain=replace(domain, fmt=external_formats[source], grounded=False)))
-        with workers_for(parallel, lora, cfg.model, cfg.lora, dtype=cfg.dtype, device=cfg.device) as pool:
+        resident = local(parallel, lora)
+        del lora, loaded  # with Ray, the actors load their own copies
+        with workers_for(parallel, resident, cfg.model, cfg.lora, dtype=cfg.dtype, device=cfg.device) as pool:
             run_conditions(run, pool, setting.domain, setting.items, conditions, seed=cfg.seed)
         return [BASE, RECITAL] + [c.name for c in conditions]
 
