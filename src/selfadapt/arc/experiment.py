@@ -24,7 +24,7 @@ from typing import Any
 from ..evaluate import Condition, markdown_table, run_conditions, summarize
 from ..generation import SamplingConfig
 from ..lora import LoRAConfig, ResidentLoRA
-from ..models import EMBEDDED, load_model
+from ..models import EMBEDDED, load_model, resolve
 from ..plots import plot_distributions, plot_scores
 from ..policy import evaluate_policy, write_into_run
 from ..restem import ReSTEMConfig, resolve_policies, run_restem
@@ -136,6 +136,7 @@ def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None,
                  parallel: Parallel | None = None) -> tuple[Run, list[dict[str, Any]]]:
     tasks = cfg.arc.load()
     policies = resolve_policies(cfg.policies)
+    resolve(cfg.model)  # a bad model spec fails here, before a run directory exists
     run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), "eval-arc", cfg)
     sampling = SamplingConfig(cfg.selfedit_tokens, cfg.temperature, cfg.top_p, batch_size=8)
     names = _baselines(run, cfg, tasks, sampling, parallel)

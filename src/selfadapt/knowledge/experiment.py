@@ -31,7 +31,7 @@ from ..evaluate import BASE, Condition, markdown_table, run_conditions, summariz
 from ..generation import SamplingConfig
 from ..judge import make_judge
 from ..lora import LoRAConfig, ResidentLoRA
-from ..models import EMBEDDED, load_model
+from ..models import EMBEDDED, load_model, resolve
 from ..plots import plot_paired, plot_policy_rounds, plot_scores
 from ..prior import check_prior
 from ..policy import evaluate_policy, write_into_run
@@ -153,6 +153,7 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
         if fmt not in FORMATS:
             raise DatasetError(f"{name}: unknown self-edit format {fmt!r}; choose from {', '.join(FORMATS)}")
     policies = resolve_policies(cfg.policies)
+    resolve(cfg.model)  # a bad model spec fails here, before a run directory exists
     run = (Run.resume(resume, cfg, extend=("policies",)) if resume
            else Run.create(Path(cfg.runs_dir), "eval-knowledge", cfg))
     judge = make_judge(cfg.judge_model, cfg.judge_url, cfg.judge_api_key_env, run.path / "judge_cache.jsonl",
