@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from .domain import Domain
@@ -174,7 +175,8 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
             output_dir=tmp, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
             per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length, seed=seed,
             logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
-            use_cpu=m.device.type == "cpu", bf16=False, completion_only_loss=True,
+            use_cpu=m.device.type == "cpu", completion_only_loss=True,
+            bf16=m.device.type == "cuda" and torch.cuda.is_bf16_supported(),  # autocast over the fp32 weights
         )
         peft_cfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, target_modules="all-linear", task_type="CAUSAL_LM")
         # TRL tokenizes the rendered prompt with special tokens: a template's own BOS would double
