@@ -14,19 +14,23 @@ import json
 import logging
 import random
 import re
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
 from .domain import InvalidSelfEdit
-from .generation import SamplingConfig, generate
+from .evaluate import progress_bar
+from .generation import SamplingConfig
 from .grading import contains, normalize_answer, token_f1
-from .knowledge.continual import replay_examples
+from .knowledge.continual import general_examples, replay_examples
 from .knowledge.data import Passage
 from .knowledge.domain import ANSWER_CAP, KnowledgeDomain
+from .knowledge.general import distillation, general_questions, probe, short_answers
 from .knowledge.experiment import DEFAULT_DECODING, DEFAULT_FORMAT
-from .knowledge.measure import short_answer_prompt
 from .knowledge.selfedit import FORMATS, selfedit_items
 from .lora import Example, LoRAConfig, ResidentLoRA, load_adapter
 from .models import EMBEDDED, load_model
@@ -44,7 +48,10 @@ class LearnConfig:
     selfedits_per_chunk: int = 2
     chunk_words: int = 200
     replay: int = 8  # examples of earlier documents mixed into each later document's update
+    distill: int = 16  # the unadapted model's own general answers replayed into every update
+    reading: int = 4  # reading-comprehension examples (a train passage in context) in every update
     check: bool = True  # the model writes check questions per chunk (held out of training)
+    probe: bool = True  # simple general questions asked before and after: what the update erased
     temperature: float = 1.0
     top_p: float = 0.95
     lora: LoRAConfig = field(default_factory=LoRAConfig)
@@ -94,10 +101,60 @@ def check_questions(domain: KnowledgeDomain, chunk: Passage, text: str) -> list[
         return []
 
 
-def learn(paths: list[Path], out: Path, cfg: LearnConfig) -> dict:
-    """Learn documents in sequence into one adapter (replaying a few examples of earlier ones)
-    and save it with its metadata to ``out``; with ``check``, grade the model's own check
-    questions before and after, without the documents in context."""
+Progress = Callable[[str, int, Optional[int]], None]  # (step, done, total or None)
+
+
+class _Steps:
+    """Seconds per step, and a progress event for each: the caller's callback, else a rich bar."""
+
+    def __init__(self, progress: Progress | None):
+        self.seconds: dict[str, float] = {}
+        self.progress = progress
+        self.bar = progress_bar() if progress is None else None
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> "_Steps":
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar:
+            self.bar.stop()
+
+    def update(self, step: str, done: int, total: int | None) -> None:
+        if self.progress:
+            self.progress(step, done, total)
+            return
+        if step not in self.tasks:
+            self.tasks[step] = self.bar.add_task(step, total=total)
+        self.bar.update(self.tasks[step], completed=done, total=total)
+
+    @contextmanager
+    def timed(self, step: str, total: int | None = 1) -> Iterator[Callable[[int], None]]:
+        """``with steps.timed(name, total) as advance:`` — events at start, on ``advance(n)``, at the end."""
+        done, t0 = 0, time.perf_counter()
+        self.update(step, 0, total)
+
+        def advance(n: int = 1) -> None:
+            nonlocal done
+            done += n
+            self.update(step, done, total)
+
+        try:
+            yield advance
+        finally:
+            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - t0
+            self.update(step, total if total is not None else done, total if total is not None else done)
+
+
+def learn(paths: list[Path], out: Path, cfg: LearnConfig, progress: Progress | None = None) -> dict:
+    """Learn documents in sequence into one adapter (replaying a few examples of earlier ones,
+    and the unadapted model's own answers to general questions) and save it with its metadata
+    and a model card to ``out``. With ``check``, the model's own check questions are graded
+    before and after; with ``probe``, simple general questions, so that a report shows what
+    the update erased. Every step emits progress events (``progress``, else a progress bar)
+    and its time goes into the metadata."""
     files = documents(paths)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out")
@@ -108,70 +165,145 @@ def learn(paths: list[Path], out: Path, cfg: LearnConfig) -> dict:
         if not chunks:
             raise ValueError(f"{path} holds no text to learn")
         docs.append((path, title, chunks))
-    loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
-    lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
-    domain = KnowledgeDomain(loaded.tokenizer, cfg.fmt, grounded=cfg.grounded)
-    checker = KnowledgeDomain(loaded.tokenizer, "self-qa", grounded=True)
-    sampling = SamplingConfig(FORMATS[cfg.fmt].max_new_tokens, cfg.temperature, cfg.top_p)
-    checks: list[dict] = []
-    if cfg.check:  # written by the unadapted model, before anything is learned
-        drafts, _ = write_selfedits(lora.model, lora.tokenizer, checker, [c for _, _, cs in docs for c in cs], 1,
-                                    SamplingConfig(FORMATS["self-qa"].max_new_tokens, cfg.temperature, cfg.top_p),
-                                    seed=cfg.seed + 7919)
-        flat = iter(drafts)
-        checks = [{"document": str(path), "title": title, "question": q, "expected": a}
-                  for path, title, chunks in docs for chunk in chunks for q, a in check_questions(checker, chunk,
-                                                                                                 next(flat)[0])]
-        for c, answer in zip(checks, answer_questions(lora.model, lora.tokenizer, checks)):
-            c["before"] = answer
-    history: list[list[Example]] = []
-    rng = random.Random(cfg.seed)
-    report, stats = [], None
-    for d, (path, title, chunks) in enumerate(docs):
-        log.info("%s: writing %d %s self-edits for %d chunk(s)", path.name, cfg.selfedits_per_chunk * len(chunks),
-                 cfg.fmt, len(chunks))
-        selfedits, gen_s = write_selfedits(lora.model, lora.tokenizer, domain, chunks, cfg.selfedits_per_chunk,
-                                           sampling, seed=cfg.seed + d)
-        texts, invalid = [], 0
-        for chunk, edits in zip(chunks, selfedits):
-            texts.append(chunk.text)
-            for edit in edits:
-                try:
-                    texts.extend(domain.training_examples(chunk, edit)[1:])  # [0] is the chunk itself
-                except InvalidSelfEdit as e:
-                    invalid += 1
-                    log.warning("%s chunk %d: self-edit skipped: %s", path.name, chunk.index, e)
-        replayed = replay_examples(history, cfg.replay, rng)
-        log.info("%s: training on %d sequences (+%d replayed)", path.name, len(texts), len(replayed))
-        stats = lora.train(texts + replayed, seed=cfg.seed + d, fresh=d == 0)  # one adapter, continued
-        history.append(texts)
-        report.append({"document": str(path), "title": title, "chunks": len(chunks), "sequences": len(texts),
-                       "replayed": len(replayed), "invalid_selfedits": invalid, "steps": stats.steps,
-                       "first_loss": stats.losses[0] if stats.losses else None, "final_loss": stats.final_loss,
-                       "generate_seconds": gen_s, "train_seconds": stats.seconds, "selfedits": selfedits})
-    for c, answer in zip(checks, answer_questions(lora.model, lora.tokenizer, checks)):
-        c["after"] = answer
-        c["f1_before"], c["f1_after"] = token_f1(c["before"], c["expected"]), token_f1(answer, c["expected"])
+    title = docs[-1][1] if len(docs) == 1 else "your documents"  # what `ask` puts in its prompt
+    with _Steps(progress) as steps:
+        with steps.timed("loading the model"):
+            loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+            lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
+        tok = lora.tokenizer
+        domain = KnowledgeDomain(tok, cfg.fmt, grounded=cfg.grounded)
+        checker = KnowledgeDomain(tok, "self-qa", grounded=True)
+        probe_questions, distill_prompts = general_questions()
+        checks: list[dict] = []
+        general_before: list[dict] = []
+        own_answers: list[Example] = []
+        with lora.base():  # the unadapted model, before anything is learned
+            if cfg.check:
+                all_chunks = [c for _, _, cs in docs for c in cs]
+                with steps.timed("writing check questions", len(all_chunks)) as advance:
+                    drafts, _ = write_selfedits(lora.model, tok, checker, all_chunks, 1,
+                                                SamplingConfig(FORMATS["self-qa"].max_new_tokens, cfg.temperature,
+                                                               cfg.top_p),
+                                                seed=cfg.seed + 7919, on_batch=advance)
+                flat = iter(drafts)
+                checks = [{"document": str(path), "title": t, "question": q, "expected": a}
+                          for path, t, chunks in docs for chunk in chunks
+                          for q, a in check_questions(checker, chunk, next(flat)[0])]
+                with steps.timed("answering check questions (before)"):
+                    for c, answer in zip(checks, answer_questions(lora.model, tok, checks)):
+                        c["before"] = answer
+            if cfg.probe:
+                with steps.timed("general questions (before)"):
+                    general_before = probe(lora.model, tok, title, probe_questions)
+            if cfg.distill:
+                with steps.timed("the model's own general answers, to replay"):
+                    own_answers = distillation(lora.model, tok, title, distill_prompts)
+        history: list[list[Example]] = []
+        rng = random.Random(cfg.seed)
+        report, stats = [], None
+        for d, (path, doc_title, chunks) in enumerate(docs):
+            with steps.timed(f"{path.name}: writing self-edits", cfg.selfedits_per_chunk * len(chunks)) as advance:
+                selfedits, gen_s = write_selfedits(lora.model, tok, domain, chunks, cfg.selfedits_per_chunk,
+                                                   SamplingConfig(FORMATS[cfg.fmt].max_new_tokens, cfg.temperature,
+                                                                  cfg.top_p),
+                                                   seed=cfg.seed + d, on_batch=advance)
+            texts: list[Example] = []
+            invalid = 0
+            for chunk, edits in zip(chunks, selfedits):
+                texts.append(chunk.text)
+                for edit in edits:
+                    try:
+                        texts.extend(domain.training_examples(chunk, edit)[1:])  # [0] is the chunk itself
+                    except InvalidSelfEdit as e:
+                        invalid += 1
+                        log.info("%s chunk %d: self-edit skipped: %s", path.name, chunk.index, e)
+            replayed = replay_examples(history, cfg.replay, rng)
+            kept = replay_examples([own_answers], cfg.distill, rng) + general_examples(tok, cfg.reading, rng)
+            with steps.timed(f"{path.name}: training", None) as advance:
+                stats = lora.train(texts + replayed + kept, seed=cfg.seed + d, fresh=d == 0,  # one adapter
+                                   on_step=lambda step, loss: advance())
+            history.append(texts)
+            report.append({"document": str(path), "title": doc_title, "chunks": len(chunks), "sequences": len(texts),
+                           "replayed": len(replayed), "general": len(kept), "invalid_selfedits": invalid,
+                           "steps": stats.steps, "first_loss": stats.losses[0] if stats.losses else None,
+                           "final_loss": stats.final_loss, "generate_seconds": gen_s,
+                           "train_seconds": stats.seconds, "selfedits": selfedits})
+        if checks:
+            with steps.timed("answering check questions (after)"):
+                for c, answer in zip(checks, answer_questions(lora.model, tok, checks)):
+                    c["after"] = answer
+                    c["f1_before"], c["f1_after"] = token_f1(c["before"], c["expected"]), token_f1(answer, c["expected"])
+        general_after = []
+        if cfg.probe:
+            with steps.timed("general questions (after)"):
+                general_after = probe(lora.model, tok, title, probe_questions)
     out.mkdir(parents=True, exist_ok=True)
     lora.save(out)
-    meta = {"model": cfg.model, "title": docs[-1][1] if len(docs) == 1 else "your documents",
+    meta = {"model": cfg.model, "title": title,
             "documents": [{k: v for k, v in r.items() if k != "selfedits"} for r in report],
             "chunks": sum(r["chunks"] for r in report), "sequences": sum(r["sequences"] for r in report),
             "steps": sum(r["steps"] for r in report), "final_loss": stats.final_loss if stats else None,
             "checks": len(checks),
             "check_f1_before": float(np.mean([c["f1_before"] for c in checks])) if checks else None,
             "check_f1_after": float(np.mean([c["f1_after"] for c in checks])) if checks else None,
-            "config": asdict(cfg)}
+            "general": general_summary(general_before, general_after),
+            "seconds": steps.seconds, "config": asdict(cfg)}
     (out / META).write_text(json.dumps(meta, indent=2))
     (out / "selfedits.json").write_text(json.dumps([r["selfedits"] for r in report], indent=2, ensure_ascii=False))
     (out / "checks.json").write_text(json.dumps(checks, indent=2, ensure_ascii=False))
+    (out / "README.md").write_text(model_card(meta, checks))
     return meta
 
 
+def general_summary(before: list[dict], after: list[dict]) -> dict | None:
+    """The probe before and after: of the questions the unadapted model answered right, how many
+    the adapted one still does, and a warning when more than one was lost."""
+    if not before:
+        return None
+    known = [b["question"] for b in before if b["correct"]]
+    still = {a["question"] for a in after if a["correct"]}
+    lost = [q for q in known if q not in still]
+    return {"questions": len(before), "known_before": len(known), "kept": len(known) - len(lost), "lost": lost,
+            "correct_after": len(still),
+            "warning": (f"the update erased {len(lost)} of the {len(known)} general facts the model knew"
+                        if len(lost) > 1 else None),
+            "before": before, "after": after}
+
+
+def report_lines(meta: dict, checks: list[dict], limit: int = 10) -> list[str]:
+    """What a person reads after `learn`: the check questions before/after, the general probe, the time."""
+    lines = []
+    if checks:
+        lines += ["| check question (the model's own, not trained on) | expected | before | after |",
+                  "|---|---|---|---|"]
+        lines += [f"| {c['question']} | {c['expected']} | {c['before']} | {c['after']} |" for c in checks[:limit]]
+        lines += ["", f"{len(checks)} check questions: token F1 {100 * meta['check_f1_before']:.1f} before → "
+                      f"{100 * meta['check_f1_after']:.1f} after."]
+    g = meta.get("general")
+    if g:
+        lines += ["", f"General questions the model answered right before learning: {g['known_before']} of "
+                      f"{g['questions']}; still right after: {g['kept']} of {g['known_before']}."]
+        if g["lost"]:
+            lines += ["Lost: " + "; ".join(g["lost"][:limit])]
+        if g["warning"]:
+            lines += [f"**Warning: {g['warning']}.** Learn with fewer epochs or a lower learning rate, or more "
+                      "--distill examples."]
+    lines += ["", "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in meta["seconds"].items())]
+    return lines
+
+
+def model_card(meta: dict, checks: list[dict]) -> str:
+    """The adapter's README: what it was trained from and on, and how well it kept what it knew."""
+    docs = "\n".join(f"- {d['document']} ({d['chunks']} chunk(s), {d['sequences']} sequences)"
+                      for d in meta["documents"])
+    return (f"# selfadapt adapter: {meta['title']}\n\nA LoRA adapter (PEFT, safetensors) for `{meta['model']}`, "
+            f"written by `selfadapt learn` from:\n\n{docs}\n\nAnswer with `selfadapt ask \"...\" --adapter "
+            f"<this directory>`.\n\n" + "\n".join(report_lines(meta, checks, limit=50)) + "\n")
+
+
 def answer_questions(model, tokenizer, checks: list[dict]) -> list[str]:
-    """Short answers (the measure's few-shot prompt), without the documents in context."""
-    prompts = [short_answer_prompt(tokenizer, c["title"], c["question"]) for c in checks]
-    return [r.split("\n")[0].strip() for r in generate(model, tokenizer, prompts, SamplingConfig(ANSWER_CAP, 0.0))]
+    """Short answers to check questions, without the documents in context."""
+    return short_answers(model, tokenizer, [(c["title"], c["question"]) for c in checks])
 
 
 def ask(questions: list[str], adapter: Path | None, model: str | None = None, *, max_new_tokens: int = ANSWER_CAP,
@@ -185,6 +317,4 @@ def ask(questions: list[str], adapter: Path | None, model: str | None = None, *,
     loaded = load_model(model or meta.get("model", EMBEDDED), dtype=dtype, device=device)
     net = load_adapter(loaded.model, Path(adapter)) if adapter is not None else loaded.model
     title = meta.get("title", "general knowledge")
-    prompts = [short_answer_prompt(loaded.tokenizer, title, q) for q in questions]
-    answers = generate(net, loaded.tokenizer, prompts, SamplingConfig(max_new_tokens, 0.0, 1.0, 8))
-    return [a.split("\n")[0].strip() for a in answers]
+    return short_answers(net, loaded.tokenizer, [(title, q) for q in questions], max_new_tokens)

@@ -1,0 +1,61 @@
+"""What the model knew before it learned a document: a general probe, and its own answers to replay.
+
+An update that teaches one fact and erases "Paris" is not a usable ``learn``, and a report
+that grades only the document cannot show it. So ``learn`` asks simple general questions
+before and after (the probe: a shipped list, graded against its answers; what counts is
+the questions the unadapted model got right), and replays the unadapted model's *own*
+answers to another list of general questions into every update (self-distillation: the
+update is asked to keep answering them as before). Both use ``ask``'s prompt, under the
+adapter's title, so they measure what a user of the adapter sees.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..generation import SamplingConfig, generate
+from ..grading import contains
+from ..lora import Example
+from .domain import ANSWER_CAP
+from .measure import short_answer_prompt
+
+
+@dataclass(frozen=True)
+class GeneralQuestion:
+    question: str
+    answers: tuple[str, ...]  # any of them in the response counts
+
+
+def general_questions() -> tuple[list[GeneralQuestion], list[str]]:
+    """The shipped probe (questions with answers) and distillation prompts (no two the same)."""
+    raw = json.loads(resources.files("selfadapt").joinpath("data/general/questions.json").read_text())
+    return [GeneralQuestion(q["question"], tuple(q["answers"])) for q in raw["probe"]], list(raw["distill"])
+
+
+def short_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, asked: list[tuple[str, str]],
+                  max_new_tokens: int = ANSWER_CAP) -> list[str]:
+    """Greedy short answers to (title, question) pairs with ``ask``'s prompt, no document in context."""
+    prompts = [short_answer_prompt(tokenizer, title, q) for title, q in asked]
+    answers = generate(model, tokenizer, prompts, SamplingConfig(max_new_tokens, 0.0, 1.0, 8))
+    return [a.split("\n")[0].strip() for a in answers]
+
+
+def probe(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, title: str,
+          questions: list[GeneralQuestion]) -> list[dict]:
+    """One record per question: the response and whether it holds one of the answers."""
+    responses = short_answers(model, tokenizer, [(title, q.question) for q in questions])
+    return [{"question": q.question, "answers": list(q.answers), "response": r,
+             "correct": any(contains(r, a) for a in q.answers)} for q, r in zip(questions, responses)]
+
+
+def distillation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, title: str,
+                 prompts: list[str]) -> list[Example]:
+    """The model's own answers to ``prompts`` as (prompt, answer) training pairs; call it on the
+    unadapted model, before anything is learned."""
+    eos = tokenizer.eos_token or ""
+    return [(short_answer_prompt(tokenizer, title, q), a + eos)
+            for q, a in zip(prompts, short_answers(model, tokenizer, [(title, q) for q in prompts])) if a]
