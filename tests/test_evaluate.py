@@ -229,3 +229,43 @@ def test_a_self_qa_external_file_trains_qa_pairs(cfg, passages, tmp_path, monkey
     run_knowledge_eval(cfg)
     pairs = [ex for examples in seen for ex in examples if isinstance(ex, tuple)]
     assert len(pairs) == 2 and all(a == "Otrar<|im_end|>" for _, a in pairs)  # one per passage
+
+
+def test_a_run_mirrored_to_tensorboard_holds_the_records_scores(cfg):
+    """The tracker is a mirror: its scalars are the run's numbers, record by record."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from selfadapt import tracking
+
+    tracking.configure(["tensorboard"])
+    try:
+        run, rows = run_knowledge_eval(cfg)
+    finally:
+        tracking.configure([])
+    events = EventAccumulator(str(run.path / "tensorboard"))
+    events.Reload()
+    for cond in ("base", "passage", "own-implications"):
+        logged = [e.value for e in events.Scalars(f"{cond}/score")]
+        assert logged == pytest.approx([r["score"] for r in run.records() if r["condition"] == cond])
+    passage = next(r for r in rows if r["condition"] == "passage")
+    assert events.Scalars("rows/passage/score")[0].value == pytest.approx(passage["score"])
+    with pytest.raises(ValueError, match="unknown tracker 'mlflow'"):
+        tracking.configure(["mlflow"])
+
+
+def test_a_run_mirrored_to_wandb_offline_writes_its_local_run(cfg, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb is an optional tracker (pip install 'selfadapt[trackers]')")
+    from selfadapt import tracking
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg.own, cfg.passages = False, 1
+    tracking.configure(["wandb"])
+    try:
+        run, _ = run_knowledge_eval(cfg)
+        run.tracker.close()
+    finally:
+        tracking.configure([])
+    (offline,) = (run.path / "wandb").glob("offline-run-*")
+    assert any(offline.glob("*.wandb"))

@@ -34,7 +34,13 @@ USER_ERRORS = (ModelLoadError, DatasetError, RunError, ValueError, FileNotFoundE
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+         report_to: list[str] = typer.Option(["none"], help="Mirror every run's records and metrics into an "
+                                             "experiment tracker: none | tensorboard (RUN/tensorboard) | wandb "
+                                             "(offline, in RUN/wandb); repeat for several.")) -> None:
+    from . import tracking
+
+    tracking.configure(report_to)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False, show_time=False)])
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):

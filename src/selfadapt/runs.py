@@ -18,6 +18,9 @@ from typing import Any
 
 import yaml
 
+from . import tracking
+from .tracking import Tracker
+
 log = logging.getLogger(__name__)
 
 
@@ -88,6 +91,8 @@ class Run:
         self.records_path = path / "records.jsonl"
         self._drop_partial_line()
         self._by_key = {r["key"]: r for r in self._read()}
+        # a mirror of the records and metrics in the configured experiment trackers (``tracking``)
+        self.tracker = Tracker(path, config) if tracking.report_to() else None
 
     def _drop_partial_line(self) -> None:
         """A kill mid-write leaves a line without its newline; cut it so appends stay valid."""
@@ -175,10 +180,14 @@ class Run:
             f.flush()
             os.fsync(f.fileno())
         self._by_key[key] = record
+        if self.tracker:
+            self.tracker.record(record)
 
     def write_json(self, name: str, data: Any) -> Path:
         out = self.path / name
         tmp = out.with_suffix(out.suffix + ".tmp")
         tmp.write_text(json.dumps(_plain(data), indent=2, ensure_ascii=False))
         tmp.replace(out)
+        if self.tracker and out.name == "metrics.json":
+            self.tracker.metrics(name, _plain(data))
         return out

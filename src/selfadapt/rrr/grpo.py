@@ -29,6 +29,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
+from .. import tracking
 from ..generation import SamplingConfig, decoding_settings
 from ..judge import make_judge
 from ..prior import check_prior
@@ -169,7 +170,7 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
         generation_kwargs={k: v for k, v in decoding_settings(SamplingConfig(temperature=cfg.temperature,
                                                                              top_p=cfg.top_p)).items()
                            if v is not None},
-        save_strategy="steps", save_steps=cfg.save_steps, report_to=[], use_cpu=model.device.type == "cpu",
+        save_strategy="steps", save_steps=cfg.save_steps, report_to=tracking.report_to(), use_cpu=model.device.type == "cpu",
         # an fp32 model on a bf16 GPU trains under bf16 autocast with its fp32 master weights
         bf16=model.dtype == torch.float32 and model.device.type == "cuda" and torch.cuda.is_bf16_supported(),
         disable_tqdm=False, gradient_checkpointing=cfg.gradient_checkpointing,
