@@ -91,13 +91,11 @@ class EpisodeReward:
 
 def parse_reward_specs(specs: list[str]) -> dict[str, float]:
     """``["retry=1", "nover=0.5"]`` → ``{"retry": 1.0, "nover": 0.5}``; a bare name weighs 1."""
-    known = registry()
     out: dict[str, float] = {}
     for spec in specs:
         name, _, weight = spec.partition("=")
         name = name.strip()
-        if name not in known:
-            raise ValueError(f"unknown reward {name!r} in {spec!r}; choose from {', '.join(sorted(known))}")
+        reward_class(name)  # an unknown or unloadable reward fails here, naming it
         if name in out:
             raise ValueError(f"reward {name!r} is given twice")
         try:
@@ -111,9 +109,27 @@ def parse_reward_specs(specs: list[str]) -> dict[str, float]:
 
 def build_rewards(weights: dict[str, float], ctx: RewardContext) -> tuple[list, list[float]]:
     """The reward callables and their weights, in a fixed order, for ``GRPOTrainer``."""
-    known = registry()
     names = list(weights)
-    return [known[n](ctx) for n in names], [weights[n] for n in names]
+    return [reward_class(n)(ctx) for n in names], [weights[n] for n in names]
+
+
+def reward_class(name: str) -> type:
+    """A reward by name: built in, registered in ``REWARDS``, your own ``pkg.module:NAME`` or
+    ``path/to/file.py:NAME`` (a class taking a ``RewardContext``), or a plug-in installed under
+    the entry-point group ``selfadapt.rewards``."""
+    from ..plugins import REWARDS_GROUP, entry_point, installed, is_reference, load_object
+
+    known = registry()
+    if name in known:
+        return known[name]
+    found = load_object(name) if is_reference(name) else entry_point(REWARDS_GROUP, name)
+    if found is None:
+        raise ValueError(f"unknown reward {name!r}; choose from {', '.join([*known, *installed(REWARDS_GROUP)])}, "
+                         "or your own pkg.module:NAME / file.py:NAME")
+    if not callable(found):
+        raise ValueError(f"{name}: a reward is a class taking a RewardContext, whose instances are called "
+                         "like TRL reward functions")
+    return found
 
 
 REWARDS: dict[str, type] = {}  # user-registered rewards: name → class taking a RewardContext

@@ -33,7 +33,7 @@ from .. import tracking
 from ..generation import SamplingConfig, decoding_settings
 from ..judge import make_judge
 from ..prior import check_prior
-from ..rewards import RewardContext, build_rewards, registry
+from ..rewards import RewardContext, build_rewards, registry, reward_class
 from ..rewards.disco import DOMAIN_WEIGHTS, disco_scales, domain_weights
 from .reflect import reflect_messages
 from .tasks import Task
@@ -87,9 +87,10 @@ class RRRGRPOConfig:
             raise ValueError("laser_target must be >= 1 and disco_eps > 0")
         if self.judge_url and not self.judge_model:
             raise ValueError("an endpoint judge (judge_url) needs judge_model, the endpoint's model name")
-        unknown = set(self.rewards) - set(registry())
-        if not self.rewards or unknown:
-            raise ValueError(f"unknown or missing rewards {sorted(unknown)}; choose from {', '.join(registry())}")
+        if not self.rewards:
+            raise ValueError(f"no reward; choose from {', '.join(registry())} or your own pkg.module:NAME")
+        for name in self.rewards:
+            reward_class(name)
 
 
 def domain_of(task: Task, failure: dict[str, Any]) -> str:

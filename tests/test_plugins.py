@@ -1,0 +1,74 @@
+"""Your own RRR task and reward, from a file path and from an installed plug-in (entry points),
+and reasoning-gym's generators behind the same Task interface."""
+
+from pathlib import Path
+
+import pytest
+
+from selfadapt.rrr.tasks import get_task, task_spec
+from selfadapt.rewards import parse_reward_specs, reward_class
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "parity_task.py"
+REWARD = '''
+class Brevity:
+    __name__ = "brevity"
+    def __init__(self, ctx): self.ctx = ctx
+    def __call__(self, prompts, completions, **columns):
+        return [-len(c[-1]["content"]) / 500 for c in completions]
+'''
+
+
+def test_a_task_from_a_file_path_round_trips_through_its_spec():
+    spec = f"{EXAMPLE}:Parity"
+    task = get_task(spec)
+    q = task.queries("train", 2)[0]
+    assert task.verify(q, task.reference(q)).correct and not task.verify(q, "<answer>maybe</answer>").correct
+    assert task_spec(task) == spec and get_task(task_spec(task)).queries("train", 2)[0] == q
+    with pytest.raises(ValueError, match="has no 'Nope'"):
+        get_task(f"{EXAMPLE}:Nope")
+    with pytest.raises(ValueError, match="not a task, it lacks"):
+        get_task(f"{EXAMPLE}:Verdict")
+
+
+def test_a_reward_from_a_file_path(tmp_path):
+    path = tmp_path / "my_rewards.py"
+    path.write_text(REWARD)
+    assert parse_reward_specs(["retry=1", f"{path}:Brevity=0.2"]) == {"retry": 1.0, f"{path}:Brevity": 0.2}
+    reward = reward_class(f"{path}:Brevity")(None)
+    assert reward([], [[{"content": "x" * 50}]]) == [-0.1]
+    with pytest.raises(ValueError, match="unknown reward 'nope'"):
+        parse_reward_specs(["nope=1"])
+
+
+def test_an_installed_plugin_task_and_reward(tmp_path, monkeypatch):
+    """Entry points ``selfadapt.tasks`` / ``selfadapt.rewards`` of an installed package."""
+    (tmp_path / "myplug.py").write_text(EXAMPLE.read_text() + REWARD)
+    dist = tmp_path / "myplug-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[selfadapt.tasks]\nparity = myplug:Parity\n\n"
+                                           "[selfadapt.rewards]\nbrevity = myplug:Brevity\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    task = get_task("parity")
+    assert task.name == "parity" and task_spec(task) == "parity"
+    assert reward_class("brevity").__name__ == "Brevity"
+
+
+def test_reasoning_gym_verifier_agrees_with_its_own_score_answer():
+    rg = pytest.importorskip("reasoning_gym", reason="reasoning-gym is installed with --no-deps (see README)")
+    task = get_task("reasoning-gym:basic_arithmetic:min_terms=2,max_terms=2")
+    assert task_spec(task) == "reasoning-gym:basic_arithmetic:min_terms=2,max_terms=2"
+    train, test = task.queries("train", 50), task.queries("test", 50)
+    assert not {q["question"] for q in train} & {q["question"] for q in test}
+    data = rg.create_dataset("basic_arithmetic", size=300, seed=0, min_terms=2, max_terms=2)
+    for q in train[:20]:
+        entry = data[q["index"]]
+        for answer in (entry["answer"], str(int(entry["answer"]) + 1), "seven", f" {entry['answer']} "):
+            ours = task.verify(q, f"So the result is <answer>{answer}</answer>").correct
+            assert ours == (data.score_answer(answer.strip(), entry) >= 1.0)
+        assert task.verify(q, task.reference(q)).correct and not task.verify(q, entry["answer"]).correct
+        task.check(q)
+    with pytest.raises(ValueError, match="not an instance"):
+        task.check({**train[0], "question": "What is 1 + 1?"})
+    with pytest.raises(ValueError, match="reasoning-gym:no_such_task"):
+        get_task("reasoning-gym:no_such_task")
