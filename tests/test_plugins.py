@@ -72,3 +72,15 @@ def test_reasoning_gym_verifier_agrees_with_its_own_score_answer():
         task.check({**train[0], "question": "What is 1 + 1?"})
     with pytest.raises(ValueError, match="reasoning-gym:no_such_task"):
         get_task("reasoning-gym:no_such_task")
+
+
+def test_rrr_probe_runs_a_user_task_from_the_command_line(tiny_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from selfadapt.cli import app
+
+    res = CliRunner().invoke(app, ["rrr", "probe", "--task", f"{EXAMPLE}:Parity", "--model", str(tiny_dir),
+                                   "--queries", "2", "--answer-tokens", "4", "--reflection-tokens", "4",
+                                   "--dtype", "float32", "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    assert "parity_task.py:Parity" in res.output
