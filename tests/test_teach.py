@@ -44,3 +44,29 @@ def test_a_check_question_that_is_not_a_question_is_dropped(tiny):
     checker = KnowledgeDomain(tiny.tokenizer, "self-qa", grounded=True)
     text = "Q: Read the following article and answer the question.\nA: The Mongol army\nQ: When was Otrar seized?\nA: 1219"
     assert check_questions(checker, chunk, text) == [("When was Otrar seized?", "1219")]
+
+
+def test_an_adapter_from_learn_loads_with_peft_alone_and_gives_asks_logits(tiny_dir, tmp_path):
+    """It names its base model as a user would find it, so PEFT's AutoPeftModelForCausalLM loads it."""
+    import torch
+    from peft import AutoPeftModelForCausalLM
+
+    from selfadapt.lora import load_adapter
+    from selfadapt.models import load_model
+    from selfadapt.teach import name_base_model
+
+    doc = tmp_path / "otrar.txt"
+    doc.write_text("The Mongol army seized the town of Otrar in 1219.\n")
+    cfg = LearnConfig(model=str(tiny_dir), selfedits_per_chunk=1, check=False, probe=False, distill=0, reading=0,
+                      lora=LoRAConfig(r=4, epochs=2), dtype="float32", device="cpu")
+    out = tmp_path / "adapter"
+    learn([doc], out, cfg, progress=lambda *a: None)
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_dir.resolve())
+    peft_model = AutoPeftModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    ours = load_adapter(load_model(str(tiny_dir), dtype="float32", device="cpu").model, out)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        assert torch.allclose(peft_model(input_ids=ids).logits, ours(input_ids=ids).logits, atol=1e-5)
+    name_base_model(out, "smollm2", "/root/.cache/selfadapt/models/x")
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        "HuggingFaceTB/SmolLM2-135M-Instruct"

