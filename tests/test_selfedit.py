@@ -101,12 +101,9 @@ def test_a_qa_pair_trains_on_its_answer_tokens_only(tiny, passages):
     assert labels[0, prompt_len:].tolist() == answer
 
 
-def test_a_qa_pair_whose_question_is_an_instruction_is_dropped():
+def test_questions_are_told_from_instructions():
     from selfadapt.knowledge.selfedit import is_question
 
-    text = ("Q: Read the following article and answer the question.\nA: The Mongol army\n"
-            "Q: In which year was Otrar seized\nA: 1219\nQ: Who fled?\nA: the Shah")
-    assert selfedit_items("self-qa", text) == [("In which year was Otrar seized", "1219"), ("Who fled?", "the Shah")]
+    assert is_question("In which year was Otrar seized") and is_question("Who fled?")
+    assert not is_question("Read the following article and answer the question.")
     assert not is_question("Answer the questions below.") and is_question("Name the town?")
-    with pytest.raises(InvalidSelfEdit, match="whose Q is a question"):
-        selfedit_items("self-qa", "Q: Summarise the passage.\nA: Otrar fell")

@@ -31,7 +31,7 @@ from .knowledge.data import Passage
 from .knowledge.domain import ANSWER_CAP, KnowledgeDomain
 from .knowledge.general import distillation, general_questions, probe, short_answers
 from .knowledge.experiment import DEFAULT_DECODING, DEFAULT_FORMAT
-from .knowledge.selfedit import FORMATS, selfedit_items
+from .knowledge.selfedit import FORMATS, is_question, selfedit_items
 from .lora import Example, LoRAConfig, ResidentLoRA, load_adapter
 from .models import EMBEDDED, EMBEDDED_HUB_ID, load_model
 from .policy import write_selfedits
@@ -93,10 +93,10 @@ def documents(paths: list[Path]) -> list[Path]:
 
 def check_questions(domain: KnowledgeDomain, chunk: Passage, text: str) -> list[tuple[str, str]]:
     """Q/A pairs the model wrote about a chunk, kept out of training: asked after it, without
-    the document, they show what was learned."""
+    the document, they show what was learned. A Q line that is not a question is dropped."""
     try:
         return [(q, a) for q, a in selfedit_items("self-qa", text)
-                if not domain.grounded or contains(normalize_answer(chunk.context), a)]
+                if is_question(q) and (not domain.grounded or contains(normalize_answer(chunk.context), a))]
     except InvalidSelfEdit:
         return []
 

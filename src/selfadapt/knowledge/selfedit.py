@@ -110,7 +110,8 @@ _ASKING = frozenset("who whom whose what which when where why how is are was wer
 def is_question(text: str) -> bool:
     """A question, not an instruction: it ends with "?" or asks within its first three words
     ("In which year ...", "Who ..."). The small model often writes "Read the following article
-    and answer the question." as its Q line; trained on, that teaches nothing about the passage."""
+    and answer the question." as its Q line: as a check question that tests nothing. (Self-QA
+    training keeps such pairs: the loss is on the answer span, the Q line is only its prompt.)"""
     words = re.findall(r"[a-z]+", text.lower())[:3]
     return text.rstrip().endswith("?") or any(w in _ASKING for w in words)
 
@@ -122,8 +123,8 @@ def selfedit_items(fmt: str, text: str) -> list[str] | list[tuple[str, str]]:
     if not text or not text.strip():
         raise InvalidSelfEdit("empty self-edit")
     if fmt == "self-qa":
-        items: list = [(q, a) for q, a in parse_qa(text) if is_question(q)]
-        reason = "no 'Q: ... / A: ...' pair whose Q is a question"
+        items: list = parse_qa(text)
+        reason = "no 'Q: ... / A: ...' pair found"
     elif fmt == "rewrite":
         items = _paragraphs(text)
         reason = "no paragraph of 4+ words"
