@@ -80,3 +80,62 @@ def test_an_external_file_is_read_in_the_format_it_declares(tmp_path, passages):
     path.write_text(json.dumps([{"context": "c", "completions": [], "format": f} for f in ("self-qa", "rewrite")]))
     with pytest.raises(DatasetError, match="different formats"):
         external_format(path)
+
+
+SQUAD_ROWS = [  # SQuAD's own shape: flat rows, answers as {"text": [...], "answer_start": [...]}
+    {"id": "a", "title": "Otrar", "context": "The Mongols seized Otrar in 1219.", "question": "Who seized Otrar?",
+     "answers": {"text": ["The Mongols"], "answer_start": [0]}},
+    {"id": "b", "title": "Otrar", "context": "The Mongols seized Otrar in 1219.", "question": "When?",
+     "answers": {"text": ["1219"], "answer_start": [28]}},
+    {"id": "c", "title": "Silver", "context": "Molten silver was poured.", "question": "What was poured?",
+     "answers": {"text": ["Molten silver"], "answer_start": [0]}},
+]
+
+
+def _write(fmt: str, rows: list[dict], path):
+    import datasets
+
+    if fmt == "json":
+        path.write_text(json.dumps(rows))
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif fmt == "csv":
+        datasets.Dataset.from_list(rows).to_csv(str(path), index=False)
+    elif fmt == "parquet":
+        datasets.Dataset.from_list(rows).to_parquet(str(path))
+    else:  # a directory saved with datasets
+        datasets.Dataset.from_list(rows).save_to_disk(str(path))
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "parquet", "saved"])
+def test_your_own_data_in_every_format_with_a_column_map(tmp_path, fmt):
+    from selfadapt.knowledge.data import parse_columns
+
+    rows = [{"doc": r["title"], "passage": r["context"], "q": r["question"], "a": r["answers"]["text"][0]}
+            for r in SQUAD_ROWS]
+    path = tmp_path / (f"data.{fmt}" if fmt != "saved" else "saved")
+    _write(fmt, rows, path)
+    columns = parse_columns("title=doc,context=passage,question=q,answer=a")
+    passages = load_passages(path, columns=columns)
+    assert [(p.title, [q.answer for q in p.questions]) for p in passages] == [
+        ("Otrar", ["The Mongols", "1219"]), ("Silver", ["Molten silver"])]  # flat rows grouped by passage
+    assert [p.index for p in passages] == [0, 1] and load_passages(path, columns=columns, offset=1)[0].title == "Silver"
+    bad = [*rows, {"doc": "Gold", "passage": "Gold glitters.", "q": "What glitters?", "a": ""}]
+    _write(fmt, bad, path if fmt != "saved" else tmp_path / "saved-bad")
+    with pytest.raises(DatasetError, match=r"record 3: field 'a' must be a non-empty string"):
+        load_passages(path if fmt != "saved" else tmp_path / "saved-bad", columns=columns)
+
+
+def test_squad_rows_load_as_they_are_and_a_bad_column_map_is_refused(tmp_path):
+    from selfadapt.knowledge.data import parse_columns
+
+    path = tmp_path / "squad.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in SQUAD_ROWS))
+    passages = load_passages(path, columns={"answer": "answers"})
+    assert [q.answer for q in passages[0].questions] == ["The Mongols", "1219"]
+    with pytest.raises(DatasetError, match="record 0 \\('Otrar'\\): no 'questions' list and no 'query' column"):
+        load_passages(path, columns={"question": "query", "answer": "answers"})
+    with pytest.raises(DatasetError, match="bad column map item 'passage'"):
+        parse_columns("passage")
+    with pytest.raises(DatasetError, match="not a shipped set"):
+        load_passages("nonsense")

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from .knowledge.data import DatasetError
+from .knowledge.data import DatasetError, parse_columns
 from .lora import LoRAConfig
 from .models import EMBEDDED, ModelLoadError
 from .runs import RunError
@@ -86,7 +86,10 @@ AMP = typer.Option(True, help="bf16 models: train LoRA under autocast with fp32 
 DTYPE = typer.Option("auto", help="auto | float32 | bfloat16 | float16")
 DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N")
 OFFSET = typer.Option(0, help="Skip this many passages first.")
-DATASET = typer.Option("eval200", help="'eval200', 'train', or a JSON file of the same shape.")
+DATASET = typer.Option("eval200", help="'eval200', 'train', your .json/.jsonl/.csv/.parquet file, a saved "
+                       "datasets directory or a Hub dataset id (from the local cache); nested or flat (SQuAD) rows.")
+COLUMNS = typer.Option(None, help="Your columns for our fields, e.g. 'title=doc_title,context=passage,question=q,"
+                       "answer=a' (fields: title, context, questions, question, answer).")
 PRIOR = typer.Option(None, "--prior-prompt", help="A prior prompt before what the model writes: reasoning | "
                      "planning | code | knowledge | null-example (see README).")
 WORKERS = typer.Option(0, help="Spread the inner-loop evaluations over this many Ray workers (0: in this "
@@ -108,7 +111,7 @@ def _parallel(workers: int, ray_address: Optional[str], gpus_per_worker: Optiona
 @user_errors
 def eval_knowledge(
     passages: int = typer.Option(20, help="How many passages (from the start of the dataset)."),
-    offset: int = OFFSET, dataset: str = DATASET,
+    offset: int = OFFSET, dataset: str = DATASET, columns: Optional[str] = COLUMNS,
     model: str = MODEL,
     fmt: list[str] = typer.Option(["self-qa"], "--format", help="Self-edit format of the own condition; "
                                   "repeat for several (the first is the policies'): implications | "
@@ -159,7 +162,7 @@ def eval_knowledge(
     from .knowledge.experiment import KnowledgeEvalConfig, run_knowledge_eval
 
     cfg = KnowledgeEvalConfig(
-        model=model, dataset=dataset, passages=passages, offset=offset, formats=fmt, decodings=decoding, own=own,
+        model=model, dataset=dataset, columns=parse_columns(columns) or None, passages=passages, offset=offset, formats=fmt, decodings=decoding, own=own,
         external=[] if no_external else external, external_format=external_format,
         controls=[] if no_control else control, policies=policy, cpt=cpt, selfedits_per_passage=k, include_passage=include_passage,
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, prior_prompt=prior_prompt,
@@ -196,7 +199,8 @@ def train_knowledge(
     probe: bool = typer.Option(False, help="Score the probe set after every update (its drop is reported)."),
     laser: Optional[float] = LASER, laser_target: Optional[int] = LASER_TARGET,
     prior_prompt: Optional[str] = PRIOR,
-    dataset: str = typer.Option("train", help="Training pool: 'train' or a JSON file (never eval200)."),
+    dataset: str = typer.Option("train", help="Training pool: 'train' or your data as for eval (never eval200)."),
+    columns: Optional[str] = COLUMNS,
     model: str = MODEL,
     student: Optional[str] = typer.Option(None, help="A fixed student to adapt (teacher–student split); "
                                           "default: the policy adapts itself."),
@@ -230,7 +234,8 @@ def train_knowledge(
         dtype=dtype, device=device, runs_dir=str(runs_dir),
     )
     t0 = time.perf_counter()
-    run = run_knowledge_training(cfg, KnowledgeTrainConfig(dataset, fmt, include_passage, grounded,
+    run = run_knowledge_training(cfg, KnowledgeTrainConfig(dataset, parse_columns(columns) or None, fmt,
+                                                           include_passage, grounded,
                                                            max_new_tokens, probe, prior_prompt),
                                  resume=resume, parallel=_parallel(workers, ray_address, gpus_per_worker))
     console.print((run.path / "summary.md").read_text())

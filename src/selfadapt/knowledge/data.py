@@ -2,8 +2,9 @@
 
 Shipped sets: ``eval200`` (the SEAL paper's evaluation passages) and ``train`` (disjoint,
 for training the policy). Shipped external self-edits: ``gpt-4.1`` and ``seal-qwen``.
-Any JSON file of the same shape can be given by path. Every malformed record is
-reported with the file and record number.
+Your own data: JSON, JSON Lines, CSV or parquet files, a saved ``datasets`` directory or a
+Hub dataset id, nested or flat (SQuAD's rows), with a column map (``load_passages``).
+Every malformed record is reported with the source and the record number.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 _SQUAD = "data/squad"
 DATASETS = {"eval200": "eval200.json", "train": "train.json"}
@@ -65,30 +67,101 @@ def _read_json_list(path: Path) -> list:
     return data
 
 
-def _string(path: Path, i: int, rec: dict, key: str) -> str:
+def _string(where: str | Path, i: int, rec: dict, key: str) -> str:
     value = rec.get(key)
     if not isinstance(value, str) or not value.strip():
-        raise DatasetError(f"{path}: record {i}: field {key!r} must be a non-empty string, got {value!r:.60}")
+        raise DatasetError(f"{where}: record {i}: field {key!r} must be a non-empty string, got {value!r:.60}")
     return value.strip()
 
 
-def load_passages(source: str | Path = "eval200", limit: int | None = None, offset: int = 0) -> list[Passage]:
-    """Load passages by shipped name or path; ``offset``/``limit`` select a slice."""
-    path = _shipped(str(source), DATASETS) if str(source) in DATASETS else Path(source)
-    passages = []
-    for i, rec in enumerate(_read_json_list(path)):
+FIELDS = ("title", "context", "questions", "question", "answer")
+
+
+def parse_columns(text: str | None) -> dict[str, str]:
+    """``"title=doc_title,context=passage"`` → our field → your column; unknown fields refused."""
+    out = {}
+    for item in filter(None, (p.strip() for p in (text or "").split(","))):
+        ours, eq, theirs = item.partition("=")
+        if not eq or ours not in FIELDS or not theirs:
+            raise DatasetError(f"bad column map item {item!r}: use FIELD=COLUMN with FIELD one of {', '.join(FIELDS)}")
+        out[ours] = theirs
+    return out
+
+
+def _rows(source: str | Path) -> tuple[str, list[Any]]:
+    """(a name for messages, the records) of a shipped set, a JSON list, JSON Lines, CSV or
+    parquet file, a directory saved with ``datasets``, or a Hugging Face dataset id (its train
+    split, from the local cache: nothing is downloaded here)."""
+    if str(source) in DATASETS:
+        path = _shipped(str(source), DATASETS)
+        return str(path), _read_json_list(path)
+    path = Path(source).expanduser()
+    if path.suffix == ".json":
+        return str(path), _read_json_list(path)
+    import datasets
+
+    try:
+        if path.suffix in (".jsonl", ".csv", ".parquet"):
+            if not path.is_file():
+                raise DatasetError(f"{path}: file not found")
+            kind = {".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}[path.suffix]
+            data = datasets.load_dataset(kind, data_files=str(path), split="train")
+        elif path.is_dir():
+            data = datasets.load_from_disk(str(path))
+            data = data["train"] if isinstance(data, datasets.DatasetDict) else data
+        elif "/" in str(source) and not str(source).startswith((".", "/", "~")):
+            data = datasets.load_dataset(str(source), split="train")
+        else:
+            raise DatasetError(f"{source}: not a shipped set (eval200, train), a .json/.jsonl/.csv/.parquet file, "
+                               "a saved dataset directory or a Hugging Face dataset id")
+    except DatasetError:
+        raise
+    except Exception as e:  # datasets raises many kinds; the message is what the user needs
+        raise DatasetError(f"{source}: cannot read it as a dataset ({type(e).__name__}: {str(e).splitlines()[0]})") \
+            from None
+    return str(source), data.to_list()
+
+
+def _answer(where: str, i: int, rec: dict, column: str) -> str:
+    """An answer: a string, or SQuAD's ``{"text": [...], "answer_start": [...]}`` (its first text)."""
+    value = rec.get(column)
+    if isinstance(value, dict) and isinstance(value.get("text"), list) and value["text"]:
+        value = value["text"][0]
+    if not isinstance(value, str) or not value.strip():
+        raise DatasetError(f"{where}: record {i}: field {column!r} must be a non-empty string (or SQuAD's "
+                           f"answers with a text list), got {value!r:.60}")
+    return value.strip()
+
+
+def load_passages(source: str | Path = "eval200", limit: int | None = None, offset: int = 0,
+                  columns: dict[str, str] | None = None) -> list[Passage]:
+    """Load passages by shipped name, file, saved dataset or Hub id; ``offset``/``limit`` select a
+    slice. Records are nested (a passage with a ``questions`` list of ``question``/``answer``)
+    or flat (one question per row, grouped into passages by title and context, in order of
+    first appearance; SQuAD's own rows are flat). ``columns`` maps our fields to yours.
+    Every malformed row is reported with the source, the row and the column."""
+    col = {f: f for f in FIELDS} | (columns or {})
+    where, rows = _rows(source)
+    grouped: dict[tuple[str, str], list[Question]] = {}
+    for i, rec in enumerate(rows):
         if not isinstance(rec, dict):
-            raise DatasetError(f"{path}: record {i}: expected an object, got {type(rec).__name__}")
-        title, context = _string(path, i, rec, "title"), _string(path, i, rec, "context")
-        qs = rec.get("questions")
-        if not isinstance(qs, list):
-            raise DatasetError(f"{path}: record {i} ({title!r}): 'questions' must be a list")
-        questions = []
-        for j, q in enumerate(qs):
-            if not isinstance(q, dict):
-                raise DatasetError(f"{path}: record {i} ({title!r}), question {j}: expected an object")
-            questions.append(Question(_string(path, i, q, "question"), _string(path, i, q, "answer")))
-        passages.append(Passage(title, context, tuple(questions), index=i))
+            raise DatasetError(f"{where}: record {i}: expected an object, got {type(rec).__name__}")
+        title, context = _string(where, i, rec, col["title"]), _string(where, i, rec, col["context"])
+        qs = grouped.setdefault((title, context), [])
+        if col["questions"] in rec:
+            nested = rec[col["questions"]]
+            if not isinstance(nested, list):
+                raise DatasetError(f"{where}: record {i} ({title!r}): {col['questions']!r} must be a list")
+            for j, q in enumerate(nested):
+                if not isinstance(q, dict):
+                    raise DatasetError(f"{where}: record {i} ({title!r}), question {j}: expected an object")
+                qs.append(Question(_string(where, i, q, col["question"]), _answer(where, i, q, col["answer"])))
+        elif col["question"] in rec:
+            qs.append(Question(_string(where, i, rec, col["question"]), _answer(where, i, rec, col["answer"])))
+        else:
+            raise DatasetError(f"{where}: record {i} ({title!r}): no {col['questions']!r} list and no "
+                               f"{col['question']!r} column (map yours with --columns question=...)")
+    passages = [Passage(t, c, tuple(qs), index=n) for n, ((t, c), qs) in enumerate(grouped.items())]
     end = None if limit is None else offset + limit
     return passages[offset:end]
 

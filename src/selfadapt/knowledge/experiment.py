@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 class KnowledgeEvalConfig:
     model: str = EMBEDDED
     dataset: str = "eval200"
+    columns: dict[str, str] | None = None  # our field → your column (``data.load_passages``)
     passages: int = 20
     offset: int = 0
     formats: list[str] = field(default_factory=lambda: [DEFAULT_FORMAT])  # the first is the policies' format
@@ -146,7 +147,7 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
     ``parallel`` spreads the evaluations over Ray workers."""
     if parallel and parallel.enabled and cfg.judge_model:
         raise ValueError("the LLM judge runs in this process only: use it without --workers/--ray-address")
-    passages = load_passages(cfg.dataset, limit=cfg.passages, offset=cfg.offset)
+    passages = load_passages(cfg.dataset, limit=cfg.passages, offset=cfg.offset, columns=cfg.columns)
     external = {name: load_external_selfedits(name, passages) for name in cfg.external}  # fail before any work
     external_formats = {name: external_format(name, cfg.external_format) for name in cfg.external}
     for name, fmt in external_formats.items():

@@ -17,6 +17,7 @@ from .selfedit import FORMATS
 @dataclass
 class KnowledgeTrainConfig:
     dataset: str = "train"
+    columns: dict[str, str] | None = None  # our field → your column (``data.load_passages``)
     fmt: str = "self-qa"  # the eval default, chosen on the train split
     include_passage: bool = True
     grounded: bool = True
@@ -32,7 +33,7 @@ def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume
         raise ValueError(f"unknown self-edit format {kcfg.fmt!r}; choose from {', '.join(FORMATS)}")
     if kcfg.dataset == "eval200":
         raise ValueError("eval200 is the held-out evaluation set; train on 'train' or your own file")
-    pool = load_passages(kcfg.dataset)
+    pool = load_passages(kcfg.dataset, columns=kcfg.columns)
     held_out = {p.context for p in load_passages("eval200")}
     overlap = [p for p in pool if p.context in held_out]
     if overlap:
