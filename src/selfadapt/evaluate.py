@@ -174,16 +174,17 @@ def paired(a: dict[str, float], b: dict[str, float], *, tol: float = 1e-9, resam
 
 
 def summarize(records: list[dict[str, Any]], conditions: list[str], *, metrics: tuple[str, ...] = (),
-              references: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """One row per condition: mean per-item score (self-edits of an item averaged first) with a
-    bootstrap interval, each side ``metric`` averaged the same way, and the paired difference
-    from each reference condition present in the records."""
+              references: tuple[str, ...] = (), metric: str = "score") -> list[dict[str, Any]]:
+    """One row per condition: mean per-item ``metric`` (a record's score, or a per-question
+    value averaged; self-edits of an item averaged first) with a bootstrap interval, each side
+    ``metrics`` averaged the same way, and the paired difference from each reference condition
+    present in the records."""
     present = {r["condition"] for r in records}
-    ref_scores = {ref: per_item(records, ref) for ref in references if ref in present}
+    ref_scores = {ref: per_item(records, ref, metric) for ref in references if ref in present}
     rows = []
     for name in conditions:
         recs = [r for r in records if r["condition"] == name]
-        scores = per_item(records, name)
+        scores = per_item(records, name, metric)
         seconds: dict[str, float] = defaultdict(float)
         judged: list[float] = []
         for r in recs:

@@ -215,7 +215,8 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
     names += [n for name, _ in tested for n in (f"{name}-base", name)]
 
     references = REFERENCES + ((FORMAT,) if "format" in cfg.controls else ())
-    rows = summarize(run.records(), names, metrics=tuple(SIDE_METRICS), references=references)
+    # from the per-question values, so a table never shows a run's stored scores under another measure's name
+    rows = summarize(run.records(), names, metrics=tuple(SIDE_METRICS), references=references, metric=REWARD_METRIC)
     setting_name = "CPT, " if cfg.cpt else ""
     run.write_json("metrics.json", {"rows": rows, "model": cfg.model, "passages": len(passages), "cpt": cfg.cpt,
                                     "reward_metric": REWARD_METRIC})

@@ -1,22 +1,28 @@
-"""What the adapted model knows about a passage, measured so that reciting it cannot pass.
+"""What the adapted model knows about a passage, measured so that neither reciting it nor
+knowing the *form* of an answer can pass.
 
 After training on a passage, a small model answers most questions with the passage's
 opening sentence, and "the gold answer appears in the response" then counts a hit for
-every fact that sentence happens to hold. So each question is scored three ways, all
-without the passage in context:
+every fact that sentence happens to hold. And training on any question→answer pairs, even
+another passage's, teaches what kind of span a question wants, which random-span multiple
+choice rewards. So each question is scored several ways, all without the passage in context:
 
-- **multiple choice by likelihood** (``mc_prob``, ``mc_acc``): the options are the gold
-  answer, the answers of the passage's other questions, and other spans of the passage.
-  Every option is passage text, so making passage text more likely in general does not
-  help; only tying the right span to the question does. ``mc_prob`` is the probability
-  the model gives the gold answer among the options (softmax of per-token
-  log-likelihoods): dense, so a small step toward the answer counts.
-- **answer likelihood** (``answer_logprob``): the per-token log-probability of the gold
-  answer. Dense, but any passage span gains from training on the passage, so it is
-  reported, not rewarded.
+- **type-matched, calibrated multiple choice** (``typed_cal_prob``, the reward): the gold
+  against passage text of the same type (a number against the passage's numbers, a name
+  against names, a phrase against whole phrases, never a fragment), each option's per-token
+  log-likelihood after the question minus the same after a neutral question ("What is the
+  answer?"), softmaxed. Knowing the answer's type picks nothing; what an update makes more
+  likely whatever is asked (passage text, short answer-shaped spans) cancels; only tying
+  this span to this question counts.
+- **multiple choice by likelihood** (``mc_prob``, ``mc_acc``; the reward before issue 27):
+  the gold against the passage's other answers and random word windows of the passage, raw
+  (``typed_prob`` with the typed options, ``cal_prob`` calibrated). The format control
+  passes it, so it is reported, not rewarded.
+- **answer likelihood** (``answer_logprob``, ``cal_logprob`` calibrated): the per-token
+  log-probability of the gold answer. Any passage span gains from training on the passage.
 - **short answer** (``exact_match``, ``f1``, ``contains``): a few-shot prompt (examples
   from the train split) asks for the answer phrase only, greedy, capped; graded by the
-  SQuAD v1.1 rules. This is what a user sees.
+  SQuAD v1.1 rules. This is what a user sees; sparse at 135M.
 
 The **recital** control answers every question with the passage's first tokens (as many
 as the answer cap allows) and, in multiple choice, picks the option it recited most of.
@@ -37,7 +43,7 @@ from ..likelihood import completion_scores
 from ..models import render_chat
 from .data import Passage
 
-REWARD_METRIC = "mc_prob"
+REWARD_METRIC = "typed_cal_prob"
 METRICS = ("mc_prob", "mc_acc", "answer_logprob", "cal_prob", "cal_acc", "cal_logprob", "typed_prob", "typed_acc",
            "typed_cal_prob", "exact_match", "f1", "contains")
 NEUTRAL_QUESTION = "What is the answer?"  # the calibration prompt: a question that asks for nothing
