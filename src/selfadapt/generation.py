@@ -32,11 +32,13 @@ def decoding_settings(cfg: SamplingConfig) -> dict:
     left unset from the checkpoint's ``generation_config`` (Qwen2.5-Instruct ships
     ``repetition_penalty=1.05, top_k=20, top_p=0.8``), which would decode answers, grids and
     self-edits from a distribution the likelihood scoring and the policy's training never see."""
-    sample = cfg.temperature > 0
-    return dict(do_sample=sample, temperature=cfg.temperature if sample else 1.0, top_p=cfg.top_p if sample else 1.0,
-                top_k=0, min_p=0.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0,
-                no_repeat_ngram_size=0, encoder_repetition_penalty=1.0, num_beams=1, min_new_tokens=None,
-                bad_words_ids=None, suppress_tokens=None, begin_suppress_tokens=None, sequence_bias=None)
+    common = dict(repetition_penalty=1.0, no_repeat_ngram_size=0, encoder_repetition_penalty=1.0, num_beams=1,
+                  min_new_tokens=None, bad_words_ids=None, suppress_tokens=None, begin_suppress_tokens=None,
+                  sequence_bias=None)
+    if cfg.temperature == 0:  # greedy: the sampling fields do nothing (and setting them draws a warning)
+        return dict(do_sample=False, **common)
+    return dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, min_p=0.0, typical_p=1.0,
+                epsilon_cutoff=0.0, eta_cutoff=0.0, **common)
 
 
 @torch.no_grad()
