@@ -269,3 +269,12 @@ def test_a_run_mirrored_to_wandb_offline_writes_its_local_run(cfg, monkeypatch):
         tracking.configure([])
     (offline,) = (run.path / "wandb").glob("offline-run-*")
     assert any(offline.glob("*.wandb"))
+
+
+def test_an_invalid_selfedit_counts_as_zero_under_a_per_question_measure():
+    """The table's measure is averaged from per-question values; an evaluation without any
+    (an invalid self-edit) still counts with its reward, 0, not as a missing item."""
+    recs = [{"condition": "own", "item": "p0", "status": "ok", "score": 0.9, "records": [{"m": 0.5}, {"m": 0.7}]},
+            {"condition": "own", "item": "p1", "status": "invalid_selfedit", "score": 0.0, "records": []}]
+    (row,) = summarize(recs, ["own"], metric="m")
+    assert row["items"] == 2 and row["score"] == pytest.approx((0.6 + 0.0) / 2)

@@ -128,12 +128,15 @@ def _record_value(r: dict[str, Any], metric: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def per_item(records: list[dict[str, Any]], condition: str, metric: str = "score") -> dict[str, float]:
-    """item → the condition's mean over that item's self-edits and seeds (items without a value left out)."""
+def per_item(records: list[dict[str, Any]], condition: str, metric: str = "score",
+             failed_scores: bool = False) -> dict[str, float]:
+    """item → the condition's mean over that item's self-edits and seeds (items without a value left out).
+    ``failed_scores``: an evaluation with no graded question (an invalid self-edit, a diverged
+    loss) counts with its score, 0, as it does for the reward, instead of being left out."""
     values: dict[str, list[float]] = defaultdict(list)
     for r in records:
         if r["condition"] == condition and r["status"] != "item_error":
-            v = _record_value(r, metric)
+            v = r["score"] if failed_scores and not r.get("records") else _record_value(r, metric)
             if v is not None:
                 values[r["item"]].append(v)
     return {item: float(np.mean(v)) for item, v in values.items()}
@@ -180,11 +183,11 @@ def summarize(records: list[dict[str, Any]], conditions: list[str], *, metrics: 
     ``metrics`` averaged the same way, and the paired difference from each reference condition
     present in the records."""
     present = {r["condition"] for r in records}
-    ref_scores = {ref: per_item(records, ref, metric) for ref in references if ref in present}
+    ref_scores = {ref: per_item(records, ref, metric, failed_scores=True) for ref in references if ref in present}
     rows = []
     for name in conditions:
         recs = [r for r in records if r["condition"] == name]
-        scores = per_item(records, name, metric)
+        scores = per_item(records, name, metric, failed_scores=True)
         seconds: dict[str, float] = defaultdict(float)
         judged: list[float] = []
         for r in recs:
