@@ -145,7 +145,8 @@ class _Steps:
             yield advance
         finally:
             self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - t0
-            self.update(step, total if total is not None else done, total if total is not None else done)
+            end = done if total is None else total
+            self.update(step, end, end)
 
 
 def learn(paths: list[Path], out: Path, cfg: LearnConfig, progress: Progress | None = None) -> dict:

@@ -99,26 +99,27 @@ def _overlaps(a: str, b: str) -> bool:
     return not na or not nb or contains(na, nb) == 1.0 or contains(nb, na) == 1.0
 
 
+def _distinct(out: list[str], candidates, n: int) -> list[str]:
+    """``out`` extended by the candidates (in order) that overlap none before them, up to ``n``."""
+    for c in candidates:
+        if len(out) >= n:
+            break
+        if c and not any(_overlaps(c, o) for o in out):
+            out.append(c)
+    return out
+
+
 def options(passage: Passage, qi: int, n: int = N_OPTIONS) -> list[str]:
     """Gold first, then the other questions' answers, then spans of the passage of the gold's
     length in words; no option overlaps another. Seeded by the passage and question."""
     gold = passage.questions[qi].answer
-    out = [gold]
-    for j, q in enumerate(passage.questions):
-        if j != qi and len(out) < n and not any(_overlaps(q.answer, o) for o in out):
-            out.append(q.answer)
+    out = _distinct([gold], [q.answer for j, q in enumerate(passage.questions) if j != qi], n)
     words = passage.context.split()
     length = max(1, len(gold.split()))
     rng = random.Random(f"{passage.title}\n{passage.context[:64]}\n{qi}")
     starts = list(range(max(0, len(words) - length + 1)))
     rng.shuffle(starts)
-    for s in starts:
-        if len(out) >= n:
-            break
-        span = " ".join(words[s : s + length]).strip(".,;:!?\"'()[]")
-        if span and not any(_overlaps(span, o) for o in out):
-            out.append(span)
-    return out
+    return _distinct(out, (" ".join(words[s : s + length]).strip(".,;:!?\"'()[]") for s in starts), n)
 
 
 FUNCTION_WORDS = frozenset(
@@ -175,20 +176,13 @@ def typed_options(passage: Passage, qi: int, n: int = N_OPTIONS) -> list[str]:
     pick the gold. No option overlaps another; seeded by the passage and question."""
     gold = passage.questions[qi].answer
     kind = answer_type(gold)
-    out = [gold]
-    for j, q in enumerate(passage.questions):
-        if j != qi and len(out) < n and answer_type(q.answer) == kind and not any(_overlaps(q.answer, o) for o in out):
-            out.append(q.answer)
+    out = _distinct([gold], [q.answer for j, q in enumerate(passage.questions)
+                             if j != qi and answer_type(q.answer) == kind], n)
     length = max(1, len(gold.split()))
     spans = [sp for sp in dict.fromkeys(_spans(passage.context, length)) if answer_type(sp) == kind
              and (kind == "name" or len(sp.split()) == length)]
     random.Random(f"typed\n{passage.title}\n{passage.context[:64]}\n{qi}").shuffle(spans)
-    for sp in spans:
-        if len(out) >= n:
-            break
-        if not any(_overlaps(sp, o) for o in out):
-            out.append(sp)
-    return out
+    return _distinct(out, spans, n)
 
 
 def recital(tokenizer: PreTrainedTokenizerBase, passage: Passage, max_tokens: int) -> str:
