@@ -292,8 +292,11 @@ def get_task(spec: str) -> Task:
     name, _, rest = spec.partition(":")
     if name == reasoning_gym.PREFIX:
         return reasoning_gym.ReasoningGymTask.from_spec(spec)
-    if is_reference(spec) or (name not in TASKS and entry_point(TASKS_GROUP, name) is not None):
-        return _user_task(spec, load_object(spec) if is_reference(spec) else entry_point(TASKS_GROUP, name))
+    if is_reference(spec):
+        return _user_task(spec, load_object(spec))
+    plugin = entry_point(TASKS_GROUP, name) if name not in TASKS else None
+    if plugin is not None:
+        return _user_task(spec, plugin)
     if name not in TASKS:
         plugins = installed(TASKS_GROUP)
         raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}, reasoning-gym:NAME"
