@@ -7,6 +7,8 @@ architecture family as the embedded model, and is deterministic under a seed.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from selfadapt.knowledge.data import Passage, Question
+
+# trackio reads its local store's place once, on import: tests never write to the user's
+os.environ.setdefault("TRACKIO_DIR", tempfile.mkdtemp(prefix="selfadapt-trackio-"))
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -278,3 +278,27 @@ def test_an_invalid_selfedit_counts_as_zero_under_a_per_question_measure():
             {"condition": "own", "item": "p1", "status": "invalid_selfedit", "score": 0.0, "records": []}]
     (row,) = summarize(recs, ["own"], metric="m")
     assert row["items"] == 2 and row["score"] == pytest.approx((0.6 + 0.0) / 2)
+
+
+def test_a_run_mirrored_to_trackio_stores_the_records_scores(cfg, monkeypatch, tmp_path):
+    """trackio's local store (no server): the same scores as the run's records, in order."""
+    pytest.importorskip("trackio", reason="trackio is an optional tracker (pip install 'selfadapt[trackers]')")
+    import os
+
+    import trackio.utils
+    from trackio.sqlite_storage import SQLiteStorage
+
+    from selfadapt import tracking
+
+    cfg.own, cfg.passages = False, 1
+    tracking.configure(["trackio"])
+    try:
+        run, _ = run_knowledge_eval(cfg)
+        run.tracker.close()
+    finally:
+        tracking.configure([])
+    logs = SQLiteStorage.get_logs("selfadapt", run.path.name)
+    assert trackio.utils.TRACKIO_DIR == Path(os.environ["TRACKIO_DIR"])  # the tests' own store (conftest)
+    for cond in ("base", "passage"):
+        logged = [entry[f"{cond}/score"] for entry in logs if f"{cond}/score" in entry]
+        assert logged == pytest.approx([r["score"] for r in run.records() if r["condition"] == cond])

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from . import configfile
 from .knowledge.data import DatasetError, parse_columns
 from .lora import LoRAConfig
 from .models import EMBEDDED, ModelLoadError
@@ -37,7 +38,7 @@ USER_ERRORS = (ModelLoadError, DatasetError, RunError, ValueError, FileNotFoundE
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
          report_to: list[str] = typer.Option(["none"], help="Mirror every run's records and metrics into an "
                                              "experiment tracker: none | tensorboard (RUN/tensorboard) | wandb "
-                                             "(offline, in RUN/wandb); repeat for several.")) -> None:
+                                             "(offline, in RUN/wandb) | trackio (its local store); repeat for several.")) -> None:
     from . import tracking
 
     tracking.configure(report_to)
@@ -62,6 +63,15 @@ def user_errors(fn):
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _config(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
+    configfile.load(ctx, value)
+    return value
+
+
+CONFIG = typer.Option(None, "--config", is_eager=True, callback=_config, help="A YAML file of this command's "
+                      "settings (option names, or a run's config.yaml to re-run it); flags given here override it.")
 
 
 def _lora(r: int, alpha: int, dropout: float, lr: float, epochs: int, batch_size: int, targets: str,
@@ -110,6 +120,7 @@ def _parallel(workers: int, ray_address: Optional[str], gpus_per_worker: Optiona
 @eval_app.command("knowledge")
 @user_errors
 def eval_knowledge(
+    config: Optional[Path] = CONFIG,
     passages: int = typer.Option(20, help="How many passages (from the start of the dataset)."),
     offset: int = OFFSET, dataset: str = DATASET, columns: Optional[str] = COLUMNS,
     model: str = MODEL,
@@ -169,6 +180,7 @@ def eval_knowledge(
         lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, judge_url=judge_url,
         judge_model=judge_model, judge_api_key_env=judge_key_env, runs_dir=str(runs_dir), dtype=dtype, device=device,
     )
+    cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
     run, rows = run_knowledge_eval(cfg, resume=resume, parallel=_parallel(workers, ray_address, gpus_per_worker))
     console.print((run.path / "table.md").read_text())
@@ -187,6 +199,7 @@ LASER_TARGET = typer.Option(None, help="LASER's fixed target length; default: LA
 @train_app.command("knowledge")
 @user_errors
 def train_knowledge(
+    config: Optional[Path] = CONFIG,
     rounds: int = typer.Option(2, help="ReST-EM rounds."),
     passages: int = typer.Option(8, "--passages", "-c", help="Training passages sampled per round (C)."),
     k: int = typer.Option(5, "--selfedits", "-k", help="Self-edits per passage."),
@@ -233,6 +246,7 @@ def train_knowledge(
         sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r), restart=restart, seed=seed,
         dtype=dtype, device=device, runs_dir=str(runs_dir),
     )
+    cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
     run = run_knowledge_training(cfg, KnowledgeTrainConfig(dataset, parse_columns(columns) or None, fmt,
                                                            include_passage, grounded,
@@ -268,6 +282,7 @@ def _arc(subset: str, task: list[str], max_cells: int, cap: int, budget: int, ma
 @eval_app.command("continual")
 @user_errors
 def eval_continual(
+    config: Optional[Path] = CONFIG,
     passages: int = typer.Option(8, help="How many passages to learn one after another."),
     offset: int = OFFSET, dataset: str = DATASET,
     model: str = MODEL,
@@ -293,6 +308,7 @@ def eval_continual(
                           fmt=fmt, grounded=grounded, replay=replay, general=general,
                           lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, dtype=dtype,
                           device=device, runs_dir=str(runs_dir))
+    cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
     run, _ = run_continual_eval(cfg, resume=resume)
     console.print((run.path / "table.md").read_text())
@@ -302,6 +318,7 @@ def eval_continual(
 @eval_app.command("arc")
 @user_errors
 def eval_arc(
+    config: Optional[Path] = CONFIG,
     subset: str = typer.Option("evaluation", help="SEAL ARC subset: 'evaluation' (10 tasks) or 'training' (12)."),
     task: list[str] = ARC_TASKS, max_cells: int = MAX_CELLS, model: str = MODEL,
     k: int = typer.Option(2, "--selfedits", "-k", help="Self-edits per task from the untrained model (0: skip)."),
@@ -323,6 +340,7 @@ def eval_arc(
                                                             constrain),
                         selfedits=k, oracle=oracle, policies=policy, temperature=temperature, lora=arc_lora(amp),
                         seed=seed, dtype=dtype, device=device, runs_dir=str(runs_dir))
+    cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
     run, _ = run_arc_eval(cfg, resume=resume, parallel=_parallel(workers, ray_address, gpus_per_worker))
     console.print((run.path / "table.md").read_text())
@@ -332,6 +350,7 @@ def eval_arc(
 @train_app.command("arc")
 @user_errors
 def train_arc(
+    config: Optional[Path] = CONFIG,
     rounds: int = typer.Option(1, help="ReST-EM rounds."),
     tasks_per_round: int = typer.Option(4, "--tasks", "-c", help="Training tasks sampled per round."),
     k: int = typer.Option(3, "--selfedits", "-k", help="Self-edits per task."),
@@ -356,6 +375,7 @@ def train_arc(
                        lora=arc_lora(amp),
                        sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r),
                        restart=restart, seed=seed, dtype=dtype, device=device, runs_dir=str(runs_dir))
+    cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
     run = run_arc_training(cfg, _arc("training", task, max_cells, cap, budget, max_tokens, votes, False, constrain),
                            resume=resume, parallel=_parallel(workers, ray_address, gpus_per_worker))
@@ -372,6 +392,7 @@ RETRY_TEMPERATURE = typer.Option(0.0, help="Retry sampling temperature, as rrr t
 @rrr_app.command("build-failures")
 @user_errors
 def rrr_build_failures(
+    config: Optional[Path] = CONFIG,
     task: str = TASK, model: str = MODEL,
     queries: int = typer.Option(64, help="Training-split queries to try."),
     attempts: int = typer.Option(4, help="N: a query is kept if none of its N sampled attempts is correct."),
@@ -387,6 +408,7 @@ def rrr_build_failures(
     cfg = FailuresConfig(model=model, task=task, queries=queries, attempts=attempts, temperature=temperature,
                          top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
                          dtype=dtype, device=device, runs_dir=str(runs_dir))
+    cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
     path, stats = run_build_failures(cfg, resume=str(resume) if resume else None)
     console.print(f"{stats['failures']} of {stats['queries']} queries failed all {attempts} attempts "
@@ -398,6 +420,7 @@ def rrr_build_failures(
 @rrr_app.command("probe")
 @user_errors
 def rrr_probe(
+    config: Optional[Path] = CONFIG,
     task: list[str] = typer.Option(["countdown:numbers=2", "countdown:numbers=3", "countdown"], help="A task "
                                    "spec with difficulty knobs (see build-failures --task); repeat for several."),
     model: str = MODEL,
@@ -415,6 +438,7 @@ def rrr_probe(
                       reflection_tokens=reflection_tokens, prior_prompt=prior_prompt,
                       reflection_temperature=reflection_temperature, retry_temperature=retry_temperature, seed=seed,
                       dtype=dtype, device=device, runs_dir=str(runs_dir))
+    cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
     run, _ = run_rrr_probe(cfg, resume=str(resume) if resume else None)
     console.print((run.path / "summary.md").read_text())
@@ -425,6 +449,7 @@ def rrr_probe(
 @rrr_app.command("train")
 @user_errors
 def rrr_train(
+    config: Optional[Path] = CONFIG,
     failures: list[Path] = typer.Argument(..., help="failures.jsonl files or build-failures run directories; "
                                           "several tasks make one mixed-domain run."),
     model: str = MODEL,
@@ -472,6 +497,7 @@ def rrr_train(
                          disco=disco, disco_eps=disco_eps, judge_model=judge_model, judge_url=judge_url, seed=seed)
     cfg = RRRTrainConfig(failures=[str(f) for f in failures], model=model, grpo=grpo, dtype=dtype, device=device,
                          runs_dir=str(runs_dir))
+    cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
     run = run_rrr_train(cfg, resume=str(resume) if resume else None)
     console.print(f"policy saved to {run / 'policy'} · curves {run / 'training.png'} · "
@@ -481,6 +507,7 @@ def rrr_train(
 @rrr_app.command("eval")
 @user_errors
 def rrr_eval(
+    config: Optional[Path] = CONFIG,
     task: str = TASK, model: str = MODEL,
     policy: list[str] = typer.Option([], help="An `rrr train` run directory; repeat to compare several."),
     queries: int = typer.Option(50, help="Test-split queries."),
@@ -501,6 +528,7 @@ def rrr_eval(
                         prior_prompt=prior_prompt, reflection_temperature=reflection_temperature,
                         retry_temperature=retry_temperature, seed=seed, dtype=dtype, device=device,
                         runs_dir=str(runs_dir))
+    cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
     run, _ = run_rrr_eval(cfg, resume=str(resume) if resume else None)
     console.print((run.path / "summary.md").read_text())
@@ -511,6 +539,7 @@ def rrr_eval(
 @app.command()
 @user_errors
 def learn(
+    config: Optional[Path] = CONFIG,
     files: list[Path] = typer.Argument(..., help="Text files, or folders of .txt/.md files, learned in order."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the adapter (PEFT, safetensors)."),
     model: str = MODEL,
@@ -538,6 +567,7 @@ def learn(
                       replay=replay, distill=distill, reading=reading, check=check, probe=probe,
                       lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, dtype=dtype,
                       device=device)
+    cfg = configfile.apply(cfg)
     meta = learn_documents(files, out, cfg)
     for d in meta["documents"]:
         console.print(f"{d['document']}: {d['chunks']} chunk(s), {d['sequences']} sequences (+{d['replayed']} "
@@ -550,6 +580,7 @@ def learn(
 @app.command()
 @user_errors
 def ask(
+    config: Optional[Path] = CONFIG,
     questions: list[str] = typer.Argument(..., help="One or more questions."),
     adapter: Optional[Path] = typer.Option(None, help="An adapter saved by `selfadapt learn`."),
     model: Optional[str] = typer.Option(None, help="Base model (default: the adapter's, else the embedded one)."),
@@ -560,6 +591,7 @@ def ask(
     learned adapter."""
     from .teach import ask as ask_questions
 
+    configfile.apply()
     for q, a in zip(questions, ask_questions(questions, adapter, model, max_new_tokens=max_new_tokens,
                                              dtype=dtype, device=device)):
         console.print(f"[bold]Q:[/] {q}\n[bold]A:[/] {a}")
@@ -567,11 +599,13 @@ def ask(
 
 @app.command("model")
 @user_errors
-def model_info(spec: str = typer.Argument(EMBEDDED, help="Model spec to resolve and load."),
+def model_info(config: Optional[Path] = CONFIG,
+               spec: str = typer.Argument(EMBEDDED, help="Model spec to resolve and load."),
                dtype: str = DTYPE, device: str = DEVICE) -> None:
     """Load a model once (converting and caching GGUF) and show where it lives."""
     from .models import load_model
 
+    configfile.apply()
     t0 = time.perf_counter()
     m = load_model(spec, dtype=dtype, device=device)
     n = sum(p.numel() for p in m.model.parameters())

@@ -1,4 +1,4 @@
-"""Experiment trackers as a mirror of a run: TensorBoard, or Weights & Biases (offline).
+"""Experiment trackers as a mirror of a run: TensorBoard, Weights & Biases (offline), trackio.
 
 The JSONL records stay the source of truth; a tracker only shows the same numbers as curves
 while a run goes. ``--report-to`` names the trackers once (``configure``); every run made
@@ -7,7 +7,9 @@ appended (``{round}/{condition}/score``, one step per record), and the numbers o
 ``metrics.json`` it writes (a ReST-EM round's rewards, winners and SFT losses, a table's
 rows). TRL's trainers get the same list as their ``report_to``. Nothing here reaches a
 tracker's server: W&B runs in offline mode (``wandb sync`` uploads later), TensorBoard writes
-local event files.
+local event files, trackio its local SQLite store (``$TRACKIO_DIR``, by default
+``~/.cache/huggingface/trackio``; project ``selfadapt``, one run per run directory; ``trackio
+show`` opens the dashboard).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-TRACKERS = ("tensorboard", "wandb")
+TRACKERS = ("tensorboard", "wandb", "trackio")
 _report_to: list[str] = []
 
 
@@ -60,7 +62,7 @@ class Tracker:
 
     def __init__(self, run_dir: Path, config: dict[str, Any]):
         self.steps: Counter[str] = Counter()
-        self.tensorboard, self.wandb = None, None
+        self.tensorboard, self.wandb, self.trackio = None, None, None
         if "tensorboard" in _report_to:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -71,6 +73,11 @@ class Tracker:
             os.environ.setdefault("WANDB_MODE", "offline")
             self.wandb = wandb.init(project="selfadapt", name=Path(run_dir).name, dir=str(run_dir), config=config,
                                     reinit="create_new")
+        if "trackio" in _report_to:
+            import trackio
+
+            self.trackio = trackio.init(project="selfadapt", name=Path(run_dir).name, config=config, resume="allow",
+                                        auto_log_cpu=False, auto_log_gpu=False)
 
     def log(self, scalars: dict[str, float], step: int | None = None) -> None:
         """Each tag at its own next step (records), or all at ``step`` (a metrics file)."""
@@ -82,6 +89,8 @@ class Tracker:
             self.tensorboard.flush()
         if self.wandb is not None:
             self.wandb.log(scalars)  # W&B keeps one step counter per run
+        if self.trackio is not None:
+            self.trackio.log(scalars)  # as W&B: one step counter per run
         if step is None:
             self.steps.update(scalars.keys())
 
@@ -102,3 +111,5 @@ class Tracker:
             self.tensorboard.close()
         if self.wandb is not None:
             self.wandb.finish()
+        if self.trackio is not None:
+            self.trackio.finish()

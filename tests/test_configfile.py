@@ -1,0 +1,129 @@
+"""`--config FILE.yaml`: file < flag, unknown keys name the key and the file, a run's own
+config.yaml re-runs it. The runners are replaced by a capture: only the resolved config is
+checked, no model is loaded."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from selfadapt.cli import app
+from selfadapt.runs import _plain
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The config each runner is called with, instead of running it."""
+    seen = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(name):
+        def runner_(cfg, *args, **kwargs):
+            seen[name] = (cfg, args)
+            raise Captured
+
+        return runner_
+
+    import selfadapt.arc.experiment as ax
+    import selfadapt.knowledge.experiment as ke
+    import selfadapt.knowledge.train as kt
+    import selfadapt.rrr.experiment as rx
+
+    monkeypatch.setattr(ke, "run_knowledge_eval", capture("eval knowledge"))
+    monkeypatch.setattr(kt, "run_restem", capture("train knowledge"))
+    monkeypatch.setattr(rx, "run_rrr_probe", capture("rrr probe"))
+    monkeypatch.setattr(ax, "run_arc_training", capture("train arc"))
+    monkeypatch.setattr(rx, "run_rrr_train", capture("rrr train"))
+    return seen
+
+
+def invoke(args):
+    res = runner.invoke(app, args)
+    res.text = " ".join(res.output.replace("│", " ").split())  # without rich's box and wrapping
+    return res
+
+
+def test_file_sets_settings_and_flags_override_it(tmp_path, captured):
+    f = tmp_path / "k.yaml"
+    f.write_text("dataset: train\npassages: 3\nlr: 3e-4\nepochs: 2\nformat: implications\ncontrol: [format, gold-qa]\n"
+                 "columns: {context: passage}\nlora: {max_length: 256}\n")
+    invoke(["eval", "knowledge", "--config", str(f), "--epochs", "5", "--no-external"])
+    cfg, _ = captured["eval knowledge"]
+    assert cfg.passages == 3 and cfg.formats == ["implications"] and cfg.controls == ["format", "gold-qa"]
+    assert cfg.lora.lr == 3e-4 and isinstance(cfg.lora.lr, float)
+    assert cfg.lora.epochs == 5  # the flag wins over the file
+    assert cfg.lora.max_length == 256  # a field without a flag
+    assert cfg.columns == {"context": "passage"} and cfg.external == []
+    # a flag equal to the built-in default still beats the file
+    invoke(["eval", "knowledge", "--config", str(f), "--lr", "0.001"])
+    assert captured["eval knowledge"][0].lora.lr == 0.001
+
+
+@pytest.mark.parametrize("text, key", [("passages: 3\nrounds: 2\n", "rounds"), ("lora: {rank: 4}\n", "lora.rank")])
+def test_unknown_key_names_the_key_and_the_file(tmp_path, captured, text, key):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    res = invoke(["eval", "knowledge", "--config", str(f)])
+    assert res.exit_code == 2
+    assert f"bad.yaml: unknown key '{key}'" in res.text
+    assert "eval knowledge" not in captured
+
+
+def test_missing_or_malformed_file(tmp_path, captured):
+    res = invoke(["eval", "knowledge", "--config", str(tmp_path / "none.yaml")])
+    assert res.exit_code == 2 and "none.yaml: no such file" in res.text
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    res = invoke(["eval", "knowledge", "--config", str(tmp_path / "list.yaml")])
+    assert res.exit_code == 2 and "mapping" in res.text
+
+
+@pytest.mark.parametrize("command, args", [
+    ("eval knowledge", ["eval", "knowledge", "--passages", "4", "--offset", "7", "--lr", "0.0003", "--epochs", "3",
+                        "--format", "self-qa", "--format", "implications", "--control", "gold-qa", "--dataset", "train",
+                        "--no-external", "--targets", "q_proj,v_proj", "--selfedits", "2", "--seed", "3"]),
+    ("train knowledge", ["train", "knowledge", "--rounds", "3", "-c", "4", "-k", "2", "--reward-baseline", "passage",
+                         "--format", "implications", "--no-grounded", "--sft-r", "8", "--lr", "0.0003",
+                         "--continue-policy", "--columns", "context=passage,question=q"]),
+    ("rrr probe", ["rrr", "probe", "--task", "countdown:numbers=2", "--task", "countdown", "--queries", "9",
+                   "--retry-temperature", "0.5"]),
+    ("rrr train", ["rrr", "train", "a/failures.jsonl", "b/failures.jsonl", "--steps", "3", "-G", "6",
+                   "--reward", "retry=1", "--reward", "laser=0.5", "--lora-r", "0", "--beta", "0"]),
+])
+def test_a_runs_saved_config_reruns_it(tmp_path, captured, command, args):
+    if command == "train knowledge":  # the pool is read before the run starts: a tiny file of our own
+        import json
+
+        (tmp_path / "pool.json").write_text(json.dumps([{"title": f"t{i}", "passage": f"Text {i}.",
+                                                          "questions": [{"q": "Q?", "answer": "A"}]}
+                                                         for i in range(6)]))
+        args = [*args, "--dataset", str(tmp_path / "pool.json")]
+    invoke(args)
+    saved = _plain(captured.pop(command)[0])
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    res = invoke([*args[:2], "--config", str(tmp_path / "config.yaml")] if command != "rrr train"
+                 else ["rrr", "train", "--config", str(tmp_path / "config.yaml")])
+    assert command in captured, res.text
+    assert _plain(captured[command][0]) == saved
+
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_example_config_loads_for_its_command(path, captured):
+    """Each example names its command on a first-line comment and resolves without unknown keys."""
+    words = path.read_text().splitlines()[0].lstrip("# ").split()
+    assert words[0] == "selfadapt"
+    command = " ".join(words[1:3])
+    args = [*words[1:3], *(["runs/failures.jsonl"] if command == "rrr train" else []), "--config", str(path)]
+    res = invoke(args)
+    assert command in captured, res.text
+    cfg = captured[command][0]
+    settings = yaml.safe_load(path.read_text())
+    if "model" in settings:
+        assert cfg.model == settings["model"]
