@@ -88,13 +88,6 @@ def test_learn_missing_document(tmp_path):
     assert res.exit_code == 2 and "document not found" in res.output
 
 
-def test_chunking():
-    from selfadapt.teach import chunk_document
-
-    text = "a b c\n\nd e\n\n" + " ".join(["w"] * 25)
-    chunks = chunk_document(text, "T", max_words=10)
-    assert [len(c.context.split()) for c in chunks] == [5, 10, 10, 5]
-    assert [c.index for c in chunks] == [0, 1, 2, 3] and chunks[0].title == "T"
 
 
 def test_rrr_build_train_eval_end_to_end(tiny_dir, tmp_path):

@@ -540,14 +540,14 @@ def rrr_eval(
 @user_errors
 def learn(
     config: Optional[Path] = CONFIG,
-    files: list[Path] = typer.Argument(..., help="Text files, or folders of .txt/.md files, learned in order."),
+    files: list[Path] = typer.Argument(..., help="Documents (.txt, .md, .pdf, .html, .docx, ...), or folders of them, learned in order."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the adapter (PEFT, safetensors)."),
     model: str = MODEL,
     fmt: str = typer.Option("self-qa", "--format", help="Self-edit format (default: the eval default, "
                             "grounded self-QA)."),
     grounded: bool = typer.Option(True, help="Grounded decoding of the self-edits."),
     k: int = typer.Option(2, "--selfedits", "-k", help="Self-edits per chunk."),
-    chunk_words: int = typer.Option(200, help="Words per chunk of a document."),
+    chunk_tokens: int = typer.Option(256, help="Tokens (of the model's tokenizer) per chunk of a document."),
     replay: int = typer.Option(8, help="Examples of earlier documents mixed into each later one (0: none)."),
     distill: int = typer.Option(16, help="The unadapted model's own answers to general questions, replayed into "
                                 "every update so that it keeps them (0: none)."),
@@ -563,7 +563,7 @@ def learn(
     """Teach the model documents, one after another, into one adapter; show what it learned."""
     from .teach import LearnConfig, learn as learn_documents, report_lines
 
-    cfg = LearnConfig(model=model, fmt=fmt, grounded=grounded, selfedits_per_chunk=k, chunk_words=chunk_words,
+    cfg = LearnConfig(model=model, fmt=fmt, grounded=grounded, selfedits_per_chunk=k, chunk_tokens=chunk_tokens,
                       replay=replay, distill=distill, reading=reading, check=check, probe=probe,
                       lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, dtype=dtype,
                       device=device)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from .documents import chunk_document, document_paths, read_document
 from .domain import InvalidSelfEdit
 from .evaluate import progress_bar
 from .generation import SamplingConfig
@@ -46,7 +46,7 @@ class LearnConfig:
     fmt: str = DEFAULT_FORMAT  # the eval default: grounded self-QA
     grounded: bool = DEFAULT_DECODING == "grounded"
     selfedits_per_chunk: int = 2
-    chunk_words: int = 200
+    chunk_tokens: int = 256  # of the model's tokenizer (a SQuAD passage is ~180)
     replay: int = 8  # examples of earlier documents mixed into each later document's update
     distill: int = 16  # the unadapted model's own general answers replayed into every update
     reading: int = 4  # reading-comprehension examples (a train passage in context) in every update
@@ -58,37 +58,6 @@ class LearnConfig:
     seed: int = 0
     dtype: str = "auto"
     device: str = "auto"
-
-
-def chunk_document(text: str, title: str, max_words: int) -> list[Passage]:
-    """Split on blank lines and pack paragraphs into passages of at most ~max_words words."""
-    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
-    chunks: list[str] = []
-    for para in paragraphs:
-        words = para.split()
-        for start in range(0, len(words), max_words):  # a giant paragraph is cut
-            piece = " ".join(words[start : start + max_words])
-            if chunks and len(chunks[-1].split()) + len(piece.split()) <= max_words:
-                chunks[-1] += "\n" + piece
-            else:
-                chunks.append(piece)
-    return [Passage(title, c, (), index=i) for i, c in enumerate(chunks)]
-
-
-def documents(paths: list[Path]) -> list[Path]:
-    """The files to learn, in order: files as given, a folder's .txt/.md files sorted by name."""
-    out: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in (".txt", ".md") and p.is_file())
-            if not found:
-                raise FileNotFoundError(f"{path} holds no .txt or .md document")
-            out += found
-        elif path.is_file():
-            out.append(path)
-        else:
-            raise FileNotFoundError(f"document not found: {path}")
-    return out
 
 
 def check_questions(domain: KnowledgeDomain, chunk: Passage, text: str) -> list[tuple[str, str]]:
@@ -156,22 +125,23 @@ def learn(paths: list[Path], out: Path, cfg: LearnConfig, progress: Progress | N
     before and after; with ``probe``, simple general questions, so that a report shows what
     the update erased. Every step emits progress events (``progress``, else a progress bar)
     and its time goes into the metadata."""
-    files = documents(paths)
+    files = document_paths(paths)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out")
-    docs = []
-    for path in files:
-        title = path.stem.replace("_", " ").replace("-", " ")
-        chunks = chunk_document(path.read_text(encoding="utf-8", errors="replace"), title, cfg.chunk_words)
-        if not chunks:
+    contents = {path: read_document(path) for path in files}  # a bad file fails before the model loads
+    for path, text in contents.items():
+        if not text.strip():
             raise ValueError(f"{path} holds no text to learn")
-        docs.append((path, title, chunks))
-    title = docs[-1][1] if len(docs) == 1 else "your documents"  # what `ask` puts in its prompt
     with _Steps(progress) as steps:
         with steps.timed("loading the model"):
             loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
             lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
         tok = lora.tokenizer
+        docs = []
+        for path, text in contents.items():
+            doc_title = path.stem.replace("_", " ").replace("-", " ")
+            docs.append((path, doc_title, chunk_document(text, doc_title, tok, cfg.chunk_tokens)))
+        title = docs[-1][1] if len(docs) == 1 else "your documents"  # what `ask` puts in its prompt
         domain = KnowledgeDomain(tok, cfg.fmt, grounded=cfg.grounded)
         checker = KnowledgeDomain(tok, "self-qa", grounded=True)
         probe_questions, distill_prompts = general_questions()

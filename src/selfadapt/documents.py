@@ -1,0 +1,105 @@
+"""The documents `learn` reads: text, Markdown, PDF, HTML, DOCX (and what else MarkItDown
+converts), cut into passages of at most N tokens of the model's own tokenizer.
+
+Conversion is MarkItDown's (Microsoft's maintained converter, optional extra
+``selfadapt[documents]``); what is written here is only what it does not do: keep the text of
+Markdown links and drop images and markup, which are not facts to learn, and pack paragraphs
+into passages by token count, so a chunk fits the inner loop's sequence length whatever the
+language or script.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+from .knowledge.data import Passage
+
+TEXT = (".txt", ".md")
+CONVERTED = (".pdf", ".html", ".htm", ".docx", ".pptx", ".xlsx", ".epub")
+
+
+def document_paths(paths: list[Path]) -> list[Path]:
+    """The files to learn, in order: files as given, a folder's documents sorted by name."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in TEXT + CONVERTED and p.is_file())
+            if not found:
+                raise FileNotFoundError(f"{path} holds no document ({', '.join(TEXT + CONVERTED)})")
+            out += found
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise FileNotFoundError(f"document not found: {path}")
+    return out
+
+
+def read_document(path: Path) -> str:
+    """A document's text: plain files as they are, others converted to Markdown by MarkItDown
+    and stripped of markup."""
+    if path.suffix.lower() not in CONVERTED:
+        return path.read_text(encoding="utf-8", errors="replace")
+    try:
+        from markitdown import MarkItDown
+    except ImportError:
+        raise ValueError(f"{path}: reading {path.suffix} files needs MarkItDown: "
+                         "pip install 'selfadapt[documents]'") from None
+    if not _looks_like(path):
+        raise ValueError(f"{path}: could not be converted (not a valid {path.suffix} file)")
+    try:
+        markdown = MarkItDown(enable_plugins=False).convert(str(path)).text_content
+    except Exception as e:  # MarkItDown wraps each converter's own errors
+        raise ValueError(f"{path}: could not be converted ({type(e).__name__}: {e})") from None
+    if markdown.strip() == path.read_bytes().decode("utf-8", errors="replace").strip():
+        # a converter that fails hands the file to MarkItDown's plain-text fallback: its raw bytes
+        raise ValueError(f"{path}: could not be converted (not a valid {path.suffix} file?)")
+    return plain_text(markdown)
+
+
+def _looks_like(path: Path) -> bool:
+    """The file has its format's signature: MarkItDown reads anything else as text, silently."""
+    suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        return path.read_bytes()[:1024].lstrip().startswith(b"%PDF")
+    if suffix in (".docx", ".pptx", ".xlsx", ".epub"):
+        return zipfile.is_zipfile(path)
+    return True
+
+
+def plain_text(markdown: str) -> str:
+    """Markdown without its markup: images dropped, links and emphasis kept as their text,
+    headings and list markers removed, table pipes as spaces."""
+    text = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", markdown)
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
+    text = re.sub(r"^\s{0,3}(#{1,6}\s+|[-*+]\s+|>\s?)", "", text, flags=re.M)
+    text = re.sub(r"^\s*\|?\s*:?-{3,}.*$", "", text, flags=re.M)  # table rules
+    text = text.replace("|", " ")
+    return re.sub(r"(\*\*|__|`)", "", text)
+
+
+def chunk_document(text: str, title: str, tokenizer, max_tokens: int) -> list[Passage]:
+    """Split on blank lines and pack paragraphs into passages of at most ``max_tokens`` tokens;
+    a paragraph longer than that is cut at the last space before the limit."""
+    def n_tokens(s: str) -> int:
+        return len(tokenizer(s, add_special_tokens=False)["input_ids"])
+
+    pieces: list[str] = []
+    for para in (" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()):
+        while n_tokens(para) > max_tokens:
+            offsets = tokenizer(para, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            end = offsets[max_tokens - 1][1]
+            cut = para.rfind(" ", 0, end + 1)
+            cut = cut if cut > 0 else end  # one very long word
+            pieces.append(para[:cut].strip())
+            para = para[cut:].strip()
+        if para:
+            pieces.append(para)
+    chunks: list[str] = []
+    for piece in pieces:
+        if chunks and n_tokens(chunks[-1] + "\n" + piece) <= max_tokens:
+            chunks[-1] += "\n" + piece
+        else:
+            chunks.append(piece)
+    return [Passage(title, c, (), index=i) for i, c in enumerate(chunks)]
