@@ -9,7 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from selfadapt.cli import app
-from selfadapt.runs import _plain
+from selfadapt.runs import plain
 
 runner = CliRunner()
 
@@ -103,12 +103,12 @@ def test_a_runs_saved_config_reruns_it(tmp_path, captured, command, args):
                                                          for i in range(6)]))
         args = [*args, "--dataset", str(tmp_path / "pool.json")]
     invoke(args)
-    saved = _plain(captured.pop(command)[0])
+    saved = plain(captured.pop(command)[0])
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     res = invoke([*args[:2], "--config", str(tmp_path / "config.yaml")] if command != "rrr train"
                  else ["rrr", "train", "--config", str(tmp_path / "config.yaml")])
     assert command in captured, res.text
-    assert _plain(captured[command][0]) == saved
+    assert plain(captured[command][0]) == saved
 
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))

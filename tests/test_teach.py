@@ -3,6 +3,8 @@ answers are replayed into the update, check questions are questions, and every s
 
 import json
 
+import pytest
+
 from selfadapt.knowledge.general import general_questions
 from selfadapt.lora import LoRAConfig, ResidentLoRA
 from selfadapt.teach import LearnConfig, check_questions, learn
@@ -70,3 +72,77 @@ def test_an_adapter_from_learn_loads_with_peft_alone_and_gives_asks_logits(tiny_
     name_base_model(out, "smollm2", "/root/.cache/selfadapt/models/x")
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == \
         "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_ask_with_several_adapters_answers_with_each_and_with_their_sum(tiny_dir, tmp_path):
+    import torch
+    from peft import PeftModel
+
+    from selfadapt.lora import load_adapter
+    from selfadapt.models import load_model
+    from selfadapt.teach import ask
+
+    outs = []
+    for n, text in enumerate(["The Mongol army seized the town of Otrar in 1219.", "Molten silver was poured."]):
+        (tmp_path / f"doc{n}.txt").write_text(text + "\n")
+        outs.append(tmp_path / f"adapter{n}")
+        learn([tmp_path / f"doc{n}.txt"], outs[-1], LearnConfig(
+            model=str(tiny_dir), selfedits_per_chunk=1, check=False, probe=False, distill=0, reading=0,
+            lora=LoRAConfig(r=4, epochs=2, lr=1e-2), seed=n, dtype="float32", device="cpu"), progress=lambda *a: None)
+    q = ["Which town was seized?"]
+    kw = dict(max_new_tokens=4, dtype="float32", device="cpu")
+    each = ask(q, outs, **kw)
+    assert list(each) == [str(o) for o in outs]
+    assert [each[str(o)] for o in outs] == [ask(q, o, **kw)[str(o)] for o in outs]  # as if asked alone
+    assert list(ask(q, outs, combine=True, **kw)) == [f"{outs[0]} + {outs[1]}"]
+    # combined: both LoRA updates summed, as merging one and then the other
+    net = load_model(str(tiny_dir), dtype="float32", device="cpu").model
+    for n, o in enumerate(outs):
+        net = load_adapter(net, o, name=f"a{n}")
+    net.base_model.set_adapter(["a0", "a1"])
+    merged = load_model(str(tiny_dir), dtype="float32", device="cpu").model
+    for o in outs:
+        merged = PeftModel.from_pretrained(merged, str(o)).merge_and_unload()
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        assert torch.allclose(net(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-4)
+        net.base_model.set_adapter("a0")
+        assert not torch.allclose(net(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-4)
+
+
+def test_learn_takes_your_model_object_and_hands_it_back_as_it_came(tiny, tmp_path, monkeypatch):
+    """A loaded (quantised, sharded, your own) model is used as it is: never loaded from disk,
+    recorded by its name, and left without the LoRA layers the run put into it."""
+    import torch
+    import transformers
+
+    from selfadapt import LoadedModel
+
+    def no_loading(*a, **kw):
+        raise AssertionError("a model object must not be loaded again")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_loading)
+    weights = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    (tmp_path / "doc.txt").write_text("The Mongol army seized the town of Otrar in 1219.\n")
+    obj = LoadedModel.of(tiny.model, tiny.tokenizer, name="my-tiny-llama")
+    meta = learn([tmp_path / "doc.txt"], tmp_path / "adapter", LearnConfig(
+        model=obj, selfedits_per_chunk=1, check=False, probe=False, distill=0, reading=0,
+        lora=LoRAConfig(r=4, epochs=2, lr=1e-2)), progress=lambda *a: None)
+    assert meta["model"] == "my-tiny-llama" and meta["config"]["model"] == "my-tiny-llama"
+    assert not any("lora" in name for name, _ in tiny.model.named_modules())
+    assert tiny.model.state_dict().keys() == weights.keys()
+    assert all(torch.equal(weights[k], v) for k, v in tiny.model.state_dict().items())
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_runners_that_reload_or_spread_the_model_refuse_an_object(tiny):
+    from selfadapt import LoadedModel
+    from selfadapt.restem import ReSTEMConfig, run_restem
+    from selfadapt.workers import Parallel, workers_for
+
+    obj = LoadedModel.of(tiny.model, tiny.tokenizer)
+    with pytest.raises(ValueError, match="ReST-EM reloads its policy"):
+        run_restem(ReSTEMConfig(model=obj), [], lambda tok: None)
+    with pytest.raises(ValueError, match="runs in this process only"):
+        with workers_for(Parallel(2, None), None, obj, LoRAConfig()):
+            pass

@@ -21,14 +21,15 @@ from .judge import JudgeConfig, LLMJudge, LocalJudge
 from .inner_loop import InnerLoopResult, evaluate_base, evaluate_selfedit
 from .knowledge import KnowledgeDomain, load_external_selfedits, load_passages
 from .lora import LoRAConfig, NonFiniteLossError, ResidentLoRA, load_adapter
-from .models import ModelLoadError, load_model
+from .models import LoadedModel, ModelLoadError, load_model
 from .policy import write_selfedits
+from .teach import LearnConfig, ask, learn
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Domain", "Evaluation", "InnerLoopResult", "InvalidSelfEdit", "ItemError", "JudgeConfig", "KnowledgeDomain",
-    "LLMJudge", "LocalJudge", "LoRAConfig", "ModelLoadError", "NonFiniteLossError", "ResidentLoRA", "SamplingConfig",
-    "evaluate_base", "evaluate_selfedit", "generate", "grade", "load_adapter", "load_external_selfedits",
-    "load_model", "load_passages", "write_selfedits",
+    "LearnConfig", "LLMJudge", "LoadedModel", "LocalJudge", "LoRAConfig", "ModelLoadError", "NonFiniteLossError", "ResidentLoRA", "SamplingConfig",
+    "ask", "evaluate_base", "evaluate_selfedit", "generate", "grade", "load_adapter", "load_external_selfedits",
+    "learn", "load_model", "load_passages", "write_selfedits",
 ]

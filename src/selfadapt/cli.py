@@ -582,19 +582,25 @@ def learn(
 def ask(
     config: Optional[Path] = CONFIG,
     questions: list[str] = typer.Argument(..., help="One or more questions."),
-    adapter: Optional[Path] = typer.Option(None, help="An adapter saved by `selfadapt learn`."),
-    model: Optional[str] = typer.Option(None, help="Base model (default: the adapter's, else the embedded one)."),
+    adapter: list[Path] = typer.Option([], help="An adapter saved by `selfadapt learn`; repeat to compare "
+                                       "several (each answers in turn)."),
+    combine: bool = typer.Option(False, help="Answer with all --adapter at once (their LoRA updates summed)."),
+    model: Optional[str] = typer.Option(None, help="Base model (default: the adapters', else the embedded one)."),
     max_new_tokens: int = typer.Option(12, help="Answer length cap (a short answer phrase)."),
     dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
-    """Answer questions with a short phrase, without the documents in context, optionally with a
-    learned adapter."""
+    """Answer questions with a short phrase, without the documents in context, optionally with
+    learned adapters."""
     from .teach import ask as ask_questions
 
     configfile.apply()
-    for q, a in zip(questions, ask_questions(questions, adapter, model, max_new_tokens=max_new_tokens,
-                                             dtype=dtype, device=device)):
-        console.print(f"[bold]Q:[/] {q}\n[bold]A:[/] {a}")
+    answers = ask_questions(questions, adapter, model, combine=combine, max_new_tokens=max_new_tokens, dtype=dtype,
+                            device=device)
+    for label, replies in answers.items():
+        if len(answers) > 1:
+            console.print(f"[bold]{label}[/]")
+        for q, a in zip(questions, replies):
+            console.print(f"[bold]Q:[/] {q}\n[bold]A:[/] {a}")
 
 
 @app.command("model")

@@ -157,6 +157,11 @@ class ResidentLoRA:
     def lora_parameters(self) -> list[torch.nn.Parameter]:
         return [p for n, p in self.model.named_parameters() if "lora_" in n]
 
+    def release(self) -> PreTrainedModel:
+        """Take the LoRA layers out of the base model again (they were put into it in place):
+        for a model object a user handed in, which must leave as it came."""
+        return self.model.unload()
+
     def reset(self) -> None:
         """Make the model exactly the base model again (LoRA update B·A = 0)."""
         with torch.no_grad():
@@ -261,11 +266,15 @@ class ResidentLoRA:
         self.model.save_pretrained(str(out), safe_serialization=True)
 
 
-def load_adapter(model: PreTrainedModel, adapter_dir: Path) -> PeftModel:
-    """Attach a saved adapter; only safetensors weights are accepted (no pickle)."""
+def load_adapter(model: PreTrainedModel | PeftModel, adapter_dir: Path, name: str = "default") -> PeftModel:
+    """Attach a saved adapter under ``name`` (a second one to a ``PeftModel`` is added beside
+    the first); only safetensors weights are accepted (no pickle)."""
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter_dir} is not a PEFT adapter directory (no adapter_config.json)")
     if not (adapter_dir / "adapter_model.safetensors").is_file():
         raise FileNotFoundError(f"{adapter_dir} has no adapter_model.safetensors; other formats are refused")
-    return PeftModel.from_pretrained(model, str(adapter_dir), use_safetensors=True).eval()
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(adapter_dir), adapter_name=name, use_safetensors=True)
+        return model.eval()
+    return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name, use_safetensors=True).eval()

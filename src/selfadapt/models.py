@@ -39,10 +39,23 @@ class ModelLoadError(RuntimeError):
 
 @dataclass
 class LoadedModel:
+    """A model and its tokenizer. Every runner takes one in place of a spec string: a model you
+    loaded yourself (quantised, sharded with ``device_map``, your own class) is used as it is,
+    never moved, cast or reloaded; runs record it by ``spec``."""
+
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     spec: str
     path: str
+
+    @classmethod
+    def of(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str | None = None) -> "LoadedModel":
+        """Your model object for a runner's ``model`` setting; ``name`` is how runs record it."""
+        name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
+        return cls(model, tokenizer, name, name)
+
+    def __str__(self) -> str:
+        return self.spec
 
     @property
     def device(self) -> torch.device:
@@ -126,8 +139,10 @@ def _gguf_cache(gguf: Path) -> Path:
     return out
 
 
-def resolve(spec: str) -> Path | str:
+def resolve(spec: "str | LoadedModel") -> Path | str:
     """Turn a spec into something ``from_pretrained`` takes, converting GGUF on first use."""
+    if isinstance(spec, LoadedModel):
+        return spec.path
     if spec == EMBEDDED:
         return _gguf_cache(embedded_gguf())
     path = Path(spec).expanduser()
@@ -145,7 +160,7 @@ def resolve(spec: str) -> Path | str:
 
 
 def load_model(
-    spec: str = EMBEDDED,
+    spec: "str | LoadedModel" = EMBEDDED,
     *,
     dtype: str = "auto",
     device: str = "auto",
@@ -153,6 +168,10 @@ def load_model(
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, ready for batched generation (left padding). Models
     nothing references any more are collected first, so a caller that dropped one never holds two."""
+    if isinstance(spec, LoadedModel):  # yours: used where and as it is
+        _batch_ready(spec.tokenizer)
+        spec.model.eval()
+        return spec
     free_memory()
     hf_logging.disable_progress_bar()  # our own progress bars cover the long work
     dev = pick_device(device)
@@ -166,12 +185,17 @@ def load_model(
             f"cannot load model {spec!r}: not a local directory or .gguf file, and not in the "
             f"local Hugging Face cache ({e.__class__.__name__}: {str(e).splitlines()[0]})"
         ) from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
+    _batch_ready(tokenizer)
     model.to(dev).eval()
     log.info("loaded %s (%s, %s on %s)", spec, model.config.model_type, torch_dtype, dev)
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, path=str(where))
+
+
+def _batch_ready(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Batched generation pads on the left, with EOS where the tokenizer has no pad token."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
 
 
 def free_memory() -> None:

@@ -279,6 +279,9 @@ def run_restem(
 ) -> Run:
     """Run (or resume) ReST-EM rounds; every round leaves ``round-N/policy.json`` when finished.
     ``parallel`` spreads each round's inner loops over Ray workers, which load that round's policy."""
+    if not isinstance(cfg.model, str):
+        raise ValueError("ReST-EM reloads its policy every round (in fp32 for the SFT): give it a model spec, e.g. "
+                         "a directory saved with save_pretrained, not a model object")
     if cfg.items_per_round > len(pool):
         raise ValueError(f"items_per_round={cfg.items_per_round} but the pool has only {len(pool)} items")
     run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), name, cfg)

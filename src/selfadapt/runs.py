@@ -12,13 +12,14 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, is_dataclass
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from . import tracking
+from .models import LoadedModel
 from .tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,15 @@ def read_jsonl(path: Path, partial_last: bool = False) -> list[tuple[int, dict[s
     return out
 
 
-def _plain(obj: Any) -> Any:
-    if is_dataclass(obj):
-        return {k: _plain(v) for k, v in asdict(obj).items()}
+def plain(obj: Any) -> Any:
+    if isinstance(obj, LoadedModel):  # a model object given for a spec: saved by its name
+        return obj.spec
+    if is_dataclass(obj):  # field by field: ``asdict`` would deep-copy a model object
+        return {f.name: plain(getattr(obj, f.name)) for f in fields(obj)}
     if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
+        return {k: plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     return obj
@@ -115,7 +118,7 @@ class Run:
                 path.mkdir()
             except FileExistsError:
                 continue
-            cfg = _plain(config)
+            cfg = plain(config)
             (path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
             log.info("run directory: %s", path)
             return cls(path, cfg)
@@ -133,7 +136,7 @@ class Run:
         if not cfg_file.is_file():
             raise RunError(f"{path} is not a run directory (no config.yaml)")
         saved = yaml.safe_load(cfg_file.read_text())
-        cfg = _plain(config)
+        cfg = plain(config)
         differing = _differences({k: v for k, v in saved.items() if k not in ignore},
                                  {k: v for k, v in cfg.items() if k not in ignore})
         if differing:
@@ -173,7 +176,7 @@ class Run:
     def append(self, key: str, record: dict[str, Any]) -> None:
         if key in self._by_key:
             raise RunError(f"record {key!r} already written in {self.records_path}")
-        record = {"key": key, **_plain(record)}
+        record = {"key": key, **plain(record)}
         line = json.dumps(record, ensure_ascii=False)
         with open(self.records_path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
@@ -186,8 +189,8 @@ class Run:
     def write_json(self, name: str, data: Any) -> Path:
         out = self.path / name
         tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(_plain(data), indent=2, ensure_ascii=False))
+        tmp.write_text(json.dumps(plain(data), indent=2, ensure_ascii=False))
         tmp.replace(out)
         if self.tracker and out.name == "metrics.json":
-            self.tracker.metrics(name, _plain(data))
+            self.tracker.metrics(name, plain(data))
         return out

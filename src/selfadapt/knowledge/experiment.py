@@ -31,7 +31,7 @@ from ..evaluate import BASE, Condition, markdown_table, run_conditions, summariz
 from ..generation import SamplingConfig
 from ..judge import make_judge
 from ..lora import LoRAConfig, ResidentLoRA
-from ..models import EMBEDDED, load_model, resolve
+from ..models import EMBEDDED, LoadedModel, load_model, resolve
 from ..plots import plot_paired, plot_policy_rounds, plot_scores
 from ..prior import check_prior
 from ..policy import evaluate_policy, write_into_run
@@ -194,6 +194,8 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
         del lora, loaded  # with Ray, the actors load their own copies
         with workers_for(parallel, resident, cfg.model, cfg.lora, dtype=cfg.dtype, device=cfg.device) as pool:
             run_conditions(run, pool, setting.domain, setting.items, conditions, seed=cfg.seed)
+        if isinstance(cfg.model, LoadedModel):
+            resident.release()  # the caller's model object, as it came
         return [BASE, RECITAL] + [c.name for c in conditions]
 
     names = baselines()

@@ -92,6 +92,9 @@ def _checkpoint_step(path: Path) -> int:
 
 def run_rrr_train(cfg: RRRTrainConfig, resume: str | None = None) -> Path:
     """GRPO on the failure set; resumes from the newest checkpoint; returns the run directory."""
+    if not isinstance(cfg.model, str):
+        raise ValueError("rrr train fine-tunes its own copy of the model: give it a model spec (a directory saved "
+                         "with save_pretrained, or a Hub id), not a model object")
     task, failures = load_failures(cfg.failures)
     # Full fine-tuning keeps fp32 master weights: AdamW on bf16 weights rounds a step of lr 1e-6
     # away entirely (bf16 spacing at 0.02 is ~1e-4). LoRA adapters are fp32 in PEFT already.
