@@ -274,3 +274,24 @@ def test_policies_of_two_runs_get_distinct_names(tmp_path):
     assert restem.resolve_policy("some/dir") == ("policy-dir", "some/dir")
     with pytest.raises(ValueError, match="two policies would be named 'round-0'.*NAME=SPEC"):
         restem.resolve_policies([a, b])
+
+
+def test_policy_sft_never_cuts_a_completion(tiny_dir, tmp_path, monkeypatch):
+    """An ARC self-edit's JSON after the longest prompts runs past a fixed max_length; TRL would
+    cut it from the right, training a policy on broken JSON. The SFT length covers the longest."""
+    import trl
+
+    seen, real = [], trl.SFTTrainer.train
+    monkeypatch.setattr(trl.SFTTrainer, "train",
+                        lambda self, *a, **kw: seen.extend(len(r["input_ids"]) for r in self.train_dataset)
+                        or real(self, *a, **kw))
+    prompt = "<|im_start|>user\n" + "grid 0 1 2 3 " * 10 + "<|im_end|>\n<|im_start|>assistant\n"
+    examples = [{"prompt": prompt, "completion": '{"augmentations": ["rotate", "flip"], "lr": 0.0001}'}] * 2
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    full = len(tok(prompt + examples[0]["completion"] + tok.eos_token, add_special_tokens=False)["input_ids"])
+    info = sft_policy(str(tiny_dir), examples, PolicySFTConfig(epochs=1, r=4, alpha=8, batch_size=2, max_length=16),
+                      tmp_path / "policy", seed=0, dtype="float32", device="cpu")
+    assert full > 16 and info["max_length"] >= full
+    assert seen and min(seen) >= full - 1  # nothing cut (TRL may or may not append its own EOS)

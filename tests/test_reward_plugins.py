@@ -159,6 +159,11 @@ def test_disco_scales_the_trainers_advantages(tiny, tmp_path):
     scaled = (raw * scale).view(2, 4)
     expected = (scaled - scaled.mean(1, keepdim=True)).view(-1)  # no division by the group's std
     assert torch.allclose(batch["advantages"], expected, atol=1e-5)
+    # what TRL logs as the reward is the reward (the retries' success rate), not DISCO's scaled value
+    logged = trainer._metrics["train"]
+    assert logged["rewards/retry/mean"][-1] == pytest.approx(raw.mean().item())
+    assert logged["reward"][-1] == pytest.approx(raw.mean().item())
+    assert logged["disco/reward"][-1] == pytest.approx((raw * scale).mean().item())
 
 
 def test_mixed_task_routes_each_query():

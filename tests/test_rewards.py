@@ -75,6 +75,27 @@ def test_retry_reward_truth_table(tiny, monkeypatch, tmp_path):
         ("retry", q["id"], v, r) for q, v, r in zip(queries, values, retries)]
 
 
+def test_a_failed_judge_call_leaves_the_rollout_neutral_not_wrong(tiny, monkeypatch, tmp_path):
+    """TinyV asks the judge about retries the verifier rejects; when the call fails, the rollout
+    has no verdict: its reward is None (TRL leaves it out of the group's baseline, advantage 0)."""
+    from selfadapt.judge import JudgeError
+
+    class FlakyJudge:
+        def judge(self, items):
+            return [True, JudgeError("timeout")][: len(items)]
+
+    task = ParityTask()
+    queries = task.queries("train", 3)
+    monkeypatch.setattr(reflect_mod, "generate",
+                        lambda model, tok, prompts, cfg, seed=None, constraints=None: ["ab", "abc", "abc"])
+    ctx = RewardContext(task, tiny.tokenizer, log_path=tmp_path / "r.jsonl", model=tiny.model, judge=FlakyJudge())
+    values = RetryReward(ctx)(["p"] * 3, [[{"content": f"r{i}"}] for i in range(3)],
+                              query=[json.dumps(q) for q in queries], attempt=["x"] * 3)
+    assert values == [1.0, 1.0, None]  # verifier yes; verifier no, judge yes; verifier no, judge failed
+    logged = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert logged[2]["value"] is None and "timeout" in logged[2]["judge_error"]
+
+
 def test_a_reward_without_a_policy_says_so(tiny):
     ctx = RewardContext(ParityTask(), tiny.tokenizer)
     with pytest.raises(RuntimeError, match="no policy"):

@@ -152,7 +152,7 @@ class PolicySFTConfig:
     r: int = 16
     alpha: int = 32
     batch_size: int = 2
-    max_length: int = 1024
+    max_length: int = 1024  # raised to the longest example: TRL cuts from the right, into the completion
 
 
 def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig, out: Path, *,
@@ -170,17 +170,22 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
 
     m = load_model(policy, dtype="float32", device=device)
     m.tokenizer.padding_side = "right"
+    # TRL tokenizes the rendered prompt with special tokens: a template's own BOS would double
+    rows = [{**ex, "prompt": strip_bos(m.tokenizer, ex["prompt"])} for ex in examples]
+    longest = max(len(m.tokenizer(r["prompt"] + r["completion"] + (m.tokenizer.eos_token or ""))["input_ids"])
+                  for r in rows)
+    max_length = max(cfg.max_length, longest)
+    if max_length > cfg.max_length:
+        log.info("policy SFT: max_length %d → %d, the longest example (nothing is cut)", cfg.max_length, max_length)
     with tempfile.TemporaryDirectory() as tmp:
         args = SFTConfig(
             output_dir=tmp, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
-            per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length, seed=seed,
+            per_device_train_batch_size=cfg.batch_size, max_length=max_length, seed=seed,
             logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
             use_cpu=m.device.type == "cpu", completion_only_loss=True,
             bf16=m.device.type == "cuda" and torch.cuda.is_bf16_supported(),  # autocast over the fp32 weights
         )
         peft_cfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, target_modules="all-linear", task_type="CAUSAL_LM")
-        # TRL tokenizes the rendered prompt with special tokens: a template's own BOS would double
-        rows = [{**ex, "prompt": strip_bos(m.tokenizer, ex["prompt"])} for ex in examples]
         trainer = SFTTrainer(model=m.model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                              processing_class=m.tokenizer, peft_config=peft_cfg)
         trainer.remove_callback(PrinterCallback)  # losses go to the round's metrics instead
@@ -193,7 +198,7 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
     m.tokenizer.padding_side = "left"
     m.tokenizer.save_pretrained(tmp_out)
     tmp_out.rename(out)  # a killed SFT never leaves a half-written policy behind
-    return {"examples": len(examples), "steps": result.global_step, "losses": losses}
+    return {"examples": len(examples), "steps": result.global_step, "losses": losses, "max_length": max_length}
 
 
 @dataclass

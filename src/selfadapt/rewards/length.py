@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import EpisodeReward, token_lengths
-from .verifier import retry_verdicts
+from .verifier import retry_verdicts, verdict_value
 
 
 def laser(lengths: list[int], correct: list[bool], target: int | list[int]) -> list[float]:
@@ -85,7 +85,8 @@ class LaserReward(EpisodeReward):
     def score(self, queries, attempts, reflections):
         rows = retry_verdicts(self.ctx, queries, attempts, reflections)
         lengths = token_lengths(self.ctx.tokenizer, reflections)
-        values = laser(lengths, [r["correct"] for r in rows], self.ctx.laser_target)
+        values = [verdict_value(r, x) for r, x in zip(rows, laser(lengths, [r["correct"] for r in rows],
+                                                                   self.ctx.laser_target))]
         return values, [{"id": q["id"], "value": x, "length": n, "target": self.ctx.laser_target}
                         for q, x, n in zip(queries, values, lengths)]
 
@@ -111,7 +112,7 @@ class LaserDReward(EpisodeReward):
         names = self.targets.update([[(lengths[i], rows[i]["correct"]) for i in g] for g in groups])
         bucket_of = {i: name for g, name in zip(groups, names) for i in g}
         target = [self.targets.target(bucket_of[i]) for i in range(len(queries))]
-        values = laser(lengths, [r["correct"] for r in rows], target)
+        values = [verdict_value(r, x) for r, x in zip(rows, laser(lengths, [r["correct"] for r in rows], target))]
         self.ctx.seconds["laser-d"] += time.perf_counter() - t0
         return values, [{"id": q["id"], "value": x, "length": n, "target": t, "bucket": bucket_of[i]}
                         for i, (q, x, n, t) in enumerate(zip(queries, values, lengths, target))]

@@ -10,6 +10,12 @@ from ..rrr.reflect import answer, retry_messages
 from . import EpisodeReward, RewardContext
 
 
+def verdict_value(row: dict[str, Any], value: float) -> float | None:
+    """``value`` for a judged rollout; None where the judge call failed: no verdict is not a
+    wrong one, and TRL leaves a None out of the group's baseline (advantage 0)."""
+    return None if row.get("judge_error") else value
+
+
 def retry_verdicts(ctx: RewardContext, queries: list[dict], attempts: list[str], reflections: list[str]
                    ) -> list[dict[str, Any]]:
     """Per rollout: the retry written after the reflection (by the current policy, sampled as
@@ -37,6 +43,8 @@ def retry_verdicts(ctx: RewardContext, queries: list[dict], attempts: list[str],
         items = [(ctx.task.messages(q)[-1]["content"], ctx.task.reference(q), retry) for q, retry in zip(queries, retries)]
         for row, v in zip(out, fallback([row["correct"] for row in out], items, ctx.judge)):
             row.update(correct=v["correct"], rule=v["rule"], judge=v["judge"], flip=v["flip"])
+            if "judge_error" in v:
+                row["judge_error"] = v["judge_error"]
         ctx.seconds["judge"] += time.perf_counter() - t2
     ctx.last_retries = (key, out)
     return out
@@ -54,6 +62,6 @@ class RetryReward(EpisodeReward):
 
     def score(self, queries, attempts, reflections):
         rows = retry_verdicts(self.ctx, queries, attempts, reflections)
-        values = [1.0 if row["correct"] else 0.0 for row in rows]
+        values = [verdict_value(row, 1.0 if row["correct"] else 0.0) for row in rows]
         return values, [{"id": q["id"], "value": x, "reflection": refl, **row}
                         for q, x, refl, row in zip(queries, values, reflections, rows)]

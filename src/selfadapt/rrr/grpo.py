@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import nanstd
 
 from .. import tracking
 from ..generation import SamplingConfig, decoding_settings
@@ -141,6 +142,10 @@ class ReflectionGRPOTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        # A rollout one reward could not score (None: a failed judge call) is left out whole, as
+        # TRL leaves out one no reward scored: nansum would count the missing part as 0, i.e. wrong.
+        rewards[torch.isnan(rewards).any(dim=1)] = torch.nan
+        self._raw_rewards = rewards
         if self.disco is None:
             return rewards
         totals = (rewards * self.reward_weights.to(rewards.device).unsqueeze(0)).nansum(dim=1).tolist()
@@ -148,6 +153,24 @@ class ReflectionGRPOTrainer(GRPOTrainer):
                               self.disco_eps)
         self._metrics["train" if self.model.training else "eval"]["disco/scale"].append(mean(scales))
         return rewards * torch.tensor(scales, dtype=rewards.dtype, device=rewards.device).unsqueeze(1)
+
+    def _generate_and_score_completions(self, inputs):
+        """TRL logs the rewards it normalises; under DISCO those are scaled, so the logged
+        ``rewards/NAME/mean`` and ``reward`` are put back to the rewards themselves (the retries'
+        success rate), and the scaled total is logged as ``disco/reward``."""
+        out = super()._generate_and_score_completions(inputs)
+        if self.disco is not None:
+            logged, raw = self._metrics["train" if self.model.training else "eval"], self._raw_rewards
+            weights = self.reward_weights.to(raw.device).unsqueeze(0)
+            logged["disco/reward"].append(logged["reward"][-1])
+            for i, name in enumerate(self.reward_func_names):
+                logged[f"rewards/{name}/mean"][-1] = torch.nanmean(raw[:, i]).item()
+                logged[f"rewards/{name}/std"][-1] = nanstd(raw[:, i]).item()
+            totals = (raw * weights).nansum(dim=1)
+            totals[torch.isnan(raw).all(dim=1)] = torch.nan
+            logged["reward"][-1] = torch.nanmean(totals).item()
+            logged["reward_std"][-1] = nanstd(totals).item()
+        return out
 
     def _generate(self, prompts):
         t0 = time.perf_counter()
