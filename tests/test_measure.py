@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from selfadapt.evaluate import paired
-from selfadapt.generation import SamplingConfig, generate
+from selfadapt.generation import SamplingConfig, allows, generate
 from selfadapt.grading import contains, normalize_answer
 from selfadapt.knowledge.data import Passage, Question
 from selfadapt.knowledge.domain import KnowledgeDomain
@@ -117,7 +117,7 @@ class Recording:
             if self.eos in g:  # a finished row is padded, whatever the constraint says
                 g = g[: g.index(self.eos) + 1]
             for t in range(len(g)):
-                assert g[t] in self.inner(g[:t]), f"token {g[t]} at step {t} was not allowed"
+                assert allows(self.inner(g[:t]), g[t]), f"token {g[t]} at step {t} was not allowed"
         return max(map(len, self.prefixes))
 
 
@@ -126,7 +126,9 @@ def test_grounded_decoding_never_emits_a_disallowed_token(tiny, seed):
     tok = tiny.tokenizer
     allowed = allowed_token_ids(tok, [OTRAR.title, OTRAR.context])
     assert len(allowed) < len(tok) / 2
-    rows = [Recording(static(allowed)) for _ in range(3)]
+    constraint = static(allowed)
+    assert constraint([]) is constraint([1, 2]) and int(constraint([]).sum()) == len(allowed)  # a mask, built once
+    rows = [Recording(constraint) for _ in range(3)]
     prompts = [qa_prompt(tok, OTRAR.title, "Write about it.")] * 3
     generate(tiny.model, tok, prompts, SamplingConfig(24, 1.5, 1.0, 3), seed=seed, constraints=rows)
     assert all(r.check() > 0 for r in rows)
@@ -150,7 +152,9 @@ def test_span_qa_state_machine_by_hand(tiny):
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     c = SpanQA(tok, "Otrar was seized.", pairs=1, question_tokens=3, answer_tokens=3)
     assert c([]) == [c.q] and c([c.q]) == [c.colon]
-    assert len(c([c.q, c.colon])) == len(tok) - 1 and tok.eos_token_id not in c([c.q, c.colon])  # free but no end
+    free = c([c.q, c.colon])
+    assert int(free.sum()) == len(tok) - 1 and not allows(free, tok.eos_token_id)  # free but no end
+    assert c([c.q, c.colon, 5]) is free  # one mask built once, not a vocabulary-sized list per step
     long_q = [c.q, c.colon] + [c.q] * 3
     assert c(long_q) == [c.newline]  # question cap reached
     after_q = [c.q, c.colon] + enc(" Which?") + [c.newline]

@@ -20,6 +20,7 @@ from typing import Any
 import llguidance
 import llguidance.hf
 import numpy as np
+import torch
 from transformers import PreTrainedTokenizerBase
 
 # One canonical layout: flexible whitespace would let a sampler wander through blank lines.
@@ -59,7 +60,7 @@ class GrammarConstraint:
             raise ValueError(f"the grammar does not allow the prefix {prefix!r}: {self.matcher.get_error()}")
         self.eos, self.seen = tokenizer.eos_token_id, 0
 
-    def __call__(self, generated: list[int]) -> list[int]:
+    def __call__(self, generated: list[int]) -> list[int] | torch.Tensor:
         new = generated[self.seen:]
         if self.eos in generated[: self.seen]:
             return [self.eos]
@@ -72,7 +73,7 @@ class GrammarConstraint:
         if self.matcher.is_stopped():
             return [self.eos]
         bits = np.unpackbits(np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
-        return np.flatnonzero(bits[: self.tok.vocab_size]).tolist()
+        return torch.from_numpy(bits[: self.tok.vocab_size].astype(bool))  # a mask: no list of ids per step
 
     def accepts(self, ids: list[int]) -> bool:
         """Whether ``ids`` (without the end token) form a complete document of the grammar."""

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Union
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 from .models import encode_text
 
@@ -41,6 +41,43 @@ def decoding_settings(cfg: SamplingConfig) -> dict:
                 epsilon_cutoff=0.0, eta_cutoff=0.0, **common)
 
 
+# What a constraint allows next: token ids, a boolean mask over the vocabulary (precomputed
+# once for a large set: a 150k-id list turned into a tensor at every step is the slow part of
+# constrained decoding), or None for any token.
+Allowed = Union[list[int], torch.Tensor, None]
+
+
+def allows(allowed: Allowed, token: int) -> bool:
+    if allowed is None:
+        return True
+    if isinstance(allowed, torch.Tensor):
+        return token < len(allowed) and bool(allowed[token])
+    return token in allowed
+
+
+class _Constrained(LogitsProcessor):
+    """Each row's constraint masks the logits of the tokens it does not allow (to -inf), so
+    sampling renormalises over the rest; a mask shorter than the logits (an embedding padded
+    past the tokenizer) allows none of the extra ids."""
+
+    def __init__(self, rows: list[Callable[[list[int]], Allowed] | None], width: int):
+        self.rows, self.width = rows, width
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for r, constraint in enumerate(self.rows):
+            allowed = constraint(input_ids[r, self.width:].tolist()) if constraint else None
+            if allowed is None:
+                continue
+            keep = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
+            if isinstance(allowed, torch.Tensor):
+                n = min(len(allowed), len(keep))
+                keep[:n] = allowed[:n].to(scores.device)
+            else:
+                keep[torch.as_tensor(allowed, dtype=torch.long, device=scores.device)] = True
+            scores[r] = scores[r].masked_fill(~keep, float("-inf"))
+        return scores
+
+
 @torch.no_grad()
 def generate(
     model: PreTrainedModel,
@@ -50,19 +87,18 @@ def generate(
     *,
     seed: int | None = None,
     on_batch: Callable[[int], None] | None = None,
-    constraints: list[Callable[[list[int]], list[int]] | None] | None = None,
+    constraints: list[Callable[[list[int]], Allowed] | None] | None = None,
 ) -> list[str]:
     """Complete each prompt once; returns the completions in prompt order.
 
     Prompts are grouped by token length so that batches carry little padding; each starts
     with exactly one BOS where the tokenizer uses one (``models.encode_text``).
-    ``constraints`` (one per prompt, or None) map the tokens generated so far to the token
-    ids allowed next, through transformers' ``prefix_allowed_tokens_fn``: the other tokens
-    are masked and sampling renormalises over the rest.
+    ``constraints`` (one per prompt, or None) map the tokens generated so far to what is
+    allowed next (``Allowed``): the other tokens are masked and sampling renormalises over
+    the rest.
     """
     if constraints is not None and len(constraints) != len(prompts):
         raise ValueError(f"{len(constraints)} constraints for {len(prompts)} prompts")
-    vocab = list(range(len(tokenizer))) if constraints is not None else []  # what an unconstrained row allows
     if seed is not None:
         torch.manual_seed(seed)
     encoded = [encode_text(tokenizer, p) for p in prompts]
@@ -82,9 +118,7 @@ def generate(
             mask[row, width - len(encoded[i]) :] = 1
         constraint = {}
         if constraints is not None:
-            rows = [constraints[i] for i in idx]
-            constraint["prefix_allowed_tokens_fn"] = lambda row, seq: (
-                rows[row](seq[width:].tolist()) if rows[row] else vocab)
+            constraint["logits_processor"] = LogitsProcessorList([_Constrained([constraints[i] for i in idx], width)])
         gen = model.generate(
             input_ids=ids.to(model.device),
             attention_mask=mask.to(model.device),

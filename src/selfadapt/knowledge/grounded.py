@@ -20,9 +20,12 @@ import functools
 import string
 from typing import Callable
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
-Constraint = Callable[[list[int]], list[int]]  # tokens generated so far → token ids allowed next
+from ..generation import Allowed
+
+Constraint = Callable[[list[int]], Allowed]  # tokens generated so far → what is allowed next
 
 FUNCTION_WORDS = (
     "a an the this that these those it its they them their he him his she her we our you your i "
@@ -61,8 +64,10 @@ def allowed_token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> l
 
 
 def static(ids: list[int]) -> Constraint:
-    """The same allowed set at every step."""
-    return lambda _generated: ids
+    """The same allowed set at every step, as a mask built once."""
+    mask = torch.zeros(max(ids) + 1, dtype=torch.bool)
+    mask[ids] = True
+    return lambda _generated: mask
 
 
 @functools.cache
@@ -95,12 +100,14 @@ class SpanQA:
         self.eos, self.pairs = tokenizer.eos_token_id, pairs
         self.question_tokens, self.answer_tokens = question_tokens, answer_tokens
         self.breaks = _line_breaks(tokenizer)
-        self.question_vocab = [t for t in range(len(tokenizer)) if t != self.eos]
+        self.question_vocab = torch.ones(len(tokenizer), dtype=torch.bool)  # any token but the end
+        if self.eos is not None:
+            self.question_vocab[self.eos] = False
         self.span = tokenizer(" " + " ".join(context.split()), add_special_tokens=False)["input_ids"]
         self.word_starts = {t for t in self.span if tokenizer.decode([t]).startswith(" ")}
         self.starts = [i for i, t in enumerate(self.span) if t in self.word_starts]
 
-    def __call__(self, generated: list[int]) -> list[int]:
+    def __call__(self, generated: list[int]) -> Allowed:
         lines: list[list[int]] = [[]]
         for t in generated:
             if t in self.breaks:
