@@ -7,7 +7,14 @@ A model spec is one of:
 - a path to a ``.gguf`` file (dequantised the same way, cached next to the embedded one),
 - a local directory saved by ``save_pretrained``,
 - a Hugging Face model id (resolved from the local HF cache; nothing is downloaded when
-  ``HF_HUB_OFFLINE=1``).
+  ``HF_HUB_OFFLINE=1``),
+
+each optionally followed by loading options, ``SPEC:key=value,...`` (as task specs take
+difficulty knobs), which travel wherever the spec goes (Ray workers, configs):
+``revision`` (a Hub branch, tag or commit), ``attn_implementation`` (``sdpa``,
+``flash_attention_2``, ``eager``), ``device_map`` (``auto``: shard over the GPUs, as
+accelerate does) and ``quantization`` (``4bit`` NF4 or ``8bit``, bitsandbytes: the extra
+``selfadapt[quantization]``). A sharded or quantised model is left where it was put.
 """
 
 from __future__ import annotations
@@ -68,9 +75,48 @@ def cache_dir() -> Path:
 
 
 def pick_device(device: str = "auto") -> torch.device:
+    """``auto``: CUDA, else Apple's MPS (laptops), else the CPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     return torch.device(device)
+
+
+LOAD_OPTIONS = ("revision", "attn_implementation", "device_map", "quantization")
+
+
+def split_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"Qwen/Qwen2.5-7B-Instruct:quantization=4bit,revision=main"`` → the spec and its options."""
+    head, sep, tail = spec.rpartition(":")
+    if not sep or "=" not in tail or "/" in tail.split("=", 1)[0]:
+        return spec, {}
+    options = {}
+    for item in filter(None, (p.strip() for p in tail.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key not in LOAD_OPTIONS:
+            raise ModelLoadError(f"model spec {spec!r}: unknown loading option {key!r} "
+                                 f"(known: {', '.join(LOAD_OPTIONS)})")
+        options[key] = value
+    if options.get("quantization") not in (None, "4bit", "8bit"):
+        raise ModelLoadError(f"model spec {spec!r}: quantization is 4bit or 8bit, not {options['quantization']!r}")
+    return head, options
+
+
+def _from_pretrained_kwargs(options: dict[str, str], torch_dtype: torch.dtype) -> dict:
+    """What ``AutoModelForCausalLM.from_pretrained`` takes for the spec's loading options."""
+    kwargs = {k: options[k] for k in ("revision", "attn_implementation", "device_map") if k in options}
+    if "quantization" in options:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ModelLoadError("quantization needs bitsandbytes: pip install 'selfadapt[quantization]'") from None
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype)
+            if options["quantization"] == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
+    return kwargs
 
 
 def _cpu_has_bf16() -> bool:
@@ -143,6 +189,7 @@ def resolve(spec: "str | LoadedModel") -> Path | str:
     """Turn a spec into something ``from_pretrained`` takes, converting GGUF on first use."""
     if isinstance(spec, LoadedModel):
         return spec.path
+    spec, _ = split_spec(spec)
     if spec == EMBEDDED:
         return _gguf_cache(embedded_gguf())
     path = Path(spec).expanduser()
@@ -176,18 +223,23 @@ def load_model(
     hf_logging.disable_progress_bar()  # our own progress bars cover the long work
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
-    where = resolve(spec)
+    where, options = resolve(spec), split_spec(spec)[1]
+    kwargs = _from_pretrained_kwargs(options, torch_dtype)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code,
+                                                  **({"revision": options["revision"]} if "revision" in options else {}))
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                                                     **kwargs)
     except OSError as e:
         raise ModelLoadError(
             f"cannot load model {spec!r}: not a local directory or .gguf file, and not in the "
             f"local Hugging Face cache ({e.__class__.__name__}: {str(e).splitlines()[0]})"
         ) from None
     _batch_ready(tokenizer)
-    model.to(dev).eval()
-    log.info("loaded %s (%s, %s on %s)", spec, model.config.model_type, torch_dtype, dev)
+    if "device_map" not in options and "quantization" not in options:  # else accelerate placed it
+        model.to(dev)
+    model.eval()
+    log.info("loaded %s (%s, %s on %s)", spec, model.config.model_type, torch_dtype, model.device)
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, path=str(where))
 
 

@@ -40,7 +40,7 @@ from .domain import Domain
 from .evaluate import BASE, Condition, run_conditions
 from .generation import SamplingConfig
 from .lora import LoRAConfig, ResidentLoRA
-from .models import EMBEDDED, load_model, pick_dtype, strip_bos
+from .models import EMBEDDED, load_model, pick_dtype, split_spec, strip_bos
 from .plots import plot_training_rounds
 from .policy import write_into_run
 from .rewards import token_lengths
@@ -168,6 +168,9 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
 
     datasets.disable_progress_bars()
 
+    if "quantization" in split_spec(str(policy))[1]:
+        raise ValueError(f"{policy}: the policy SFT merges its update into full-precision weights; give ReST-EM an "
+                         "unquantised model spec (quantization is for inference and the inner loop's LoRA)")
     m = load_model(policy, dtype="float32", device=device)
     m.tokenizer.padding_side = "right"
     # TRL tokenizes the rendered prompt with special tokens: a template's own BOS would double

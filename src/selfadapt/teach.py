@@ -33,7 +33,7 @@ from .knowledge.general import distillation, general_questions, probe, short_ans
 from .knowledge.experiment import DEFAULT_DECODING, DEFAULT_FORMAT
 from .knowledge.selfedit import FORMATS, is_question, selfedit_items
 from .lora import Example, LoRAConfig, ResidentLoRA, load_adapter
-from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model
+from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model, split_spec
 from .runs import plain
 from .policy import write_selfedits
 
@@ -239,6 +239,7 @@ def name_base_model(adapter: Path, spec: str, path: str) -> None:
     dequantised Q4_1 GGUF), else the spec as given (a Hub id or the user's own directory)."""
     cfg_file = adapter / "adapter_config.json"
     config = json.loads(cfg_file.read_text())
+    spec = split_spec(spec)[0]  # loading options (quantization=4bit, ...) are not part of the name
     config["base_model_name_or_path"] = EMBEDDED_HUB_ID if spec == EMBEDDED else (
         spec if not Path(spec).expanduser().exists() else str(Path(path).resolve()))
     cfg_file.write_text(json.dumps(config, indent=2))
