@@ -72,6 +72,11 @@ def test_reasoning_gym_verifier_agrees_with_its_own_score_answer():
         task.check({**train[0], "question": "What is 1 + 1?"})
     with pytest.raises(ValueError, match="reasoning-gym:no_such_task"):
         get_task("reasoning-gym:no_such_task")
+    # prefill is selfadapt's knob (the generator never sees it): every answer starts with <answer>
+    pre = get_task("reasoning-gym:basic_arithmetic:min_terms=2,max_terms=2,prefill=1")
+    assert pre.config == task.config and pre.prefix(train[0]) == "<answer>" and task.prefix(train[0]) == ""
+    assert task_spec(pre) == "reasoning-gym:basic_arithmetic:min_terms=2,max_terms=2,prefill=1"
+    assert [q["question"] for q in pre.queries("train", 5)] == [q["question"] for q in train[:5]]
 
 
 def test_rrr_probe_runs_a_user_task_from_the_command_line(tiny_dir, tmp_path):

