@@ -86,11 +86,16 @@ def test_reasoning_gym_constrain_allows_an_answer_not_an_equation_or_prose(tiny_
     task = get_task("reasoning-gym:chain_sum:min_terms=2,max_terms=2,prefill=1,constrain=1")
     q = task.queries("train", 1)[0]
     assert task.config == {"min_terms": 2, "max_terms": 2} and task.grammar(q)
-    for text, ok in [("5</answer>", True), (" 12 </answer>", True), ("= 5</answer>", False),
+    assert task.answer_kind == "integer"  # chain_sum's answers are all integers: only digits are allowed
+    for text, ok in [("5</answer>", True), ("-12</answer>", True), (" 12 </answer>", False), ("= 5</answer>", False),
                      ("5\n</answer>", False), ("5", False), ("The answer is 5.", False)]:
         c = GrammarConstraint(tiny_tokenizer, task.grammar(q), prefix="<answer>")
         assert c.accepts(tiny_tokenizer(text, add_special_tokens=False)["input_ids"]) is ok, text
     assert get_task("reasoning-gym:chain_sum").grammar(q) is None
+    words = get_task("reasoning-gym:spell_backward:constrain=1")
+    assert words.answer_kind == "line"
+    c = GrammarConstraint(tiny_tokenizer, words.grammar(words.queries("train", 1)[0]))
+    assert c.accepts(tiny_tokenizer("<answer>tac</answer>", add_special_tokens=False)["input_ids"])
 
 
 def test_rrr_probe_runs_a_user_task_from_the_command_line(tiny_dir, tmp_path):

@@ -8,8 +8,9 @@ the instance and the verifier is reasoning-gym's own ``score_answer`` on the ent
 regenerated from the same seed. The model answers inside ``<answer></answer>``; a score of
 1 is correct. Two knobs are selfadapt's, not the generator's: ``prefill=1`` writes
 ``<answer>`` for the model at the start of every attempt and retry, and ``constrain=1``
-samples them under the grammar ``<answer>VALUE</answer>`` (llguidance; a value is one line of
-at most 48 characters without ``<``, ``>`` or ``=``: an answer, not an equation). A 135M model
+samples them under the grammar ``<answer>VALUE</answer>`` (llguidance): an integer where
+every answer of the generator's train split is one, else one line of at most 48 characters
+without ``<``, ``>`` or ``=`` (an answer, not an equation). A 135M model
 otherwise answers in prose or writes ``<answer>= 5`` and never closes the tag; what it puts in
 VALUE is still its own.
 
@@ -30,7 +31,8 @@ from . import Verdict
 PREFIX = "reasoning-gym"
 ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 # No example answer: a 135M model copies it ("<answer>42</answer>" on every chain_sum question).
-ANSWER_GRAMMAR = 'start: "<answer>" VALUE "</answer>"\nVALUE: /[^<>=\\n]{1,48}/'
+ANSWER_GRAMMAR = 'start: "<answer>" VALUE "</answer>"\nVALUE: /{value}/'
+VALUES = {"integer": r"-?[0-9]{1,12}", "line": r"[^<>=\n]{1,48}"}
 INSTRUCTION = "Give only the final answer, between <answer> and </answer>."
 
 
@@ -115,7 +117,13 @@ class ReasoningGymTask:
         return "<answer>" if self.prefill else ""
 
     def grammar(self, query: dict[str, Any]) -> str | None:
-        return lark_grammar(ANSWER_GRAMMAR) if self.constrain else None
+        return lark_grammar(ANSWER_GRAMMAR.replace("{value}", VALUES[self.answer_kind])) if self.constrain else None
+
+    @cached_property
+    def answer_kind(self) -> str:
+        """``integer`` if every train answer is one (the grammar then allows only digits)."""
+        answers = [str(e["answer"]).strip() for e in self.splits["train"]]
+        return "integer" if all(re.fullmatch(r"-?[0-9]+", a) for a in answers) else "line"
 
     def verify(self, query: dict[str, Any], response: str) -> Verdict:
         found = ANSWER.findall(response)
