@@ -77,6 +77,11 @@ def test_reasoning_gym_verifier_agrees_with_its_own_score_answer():
     assert pre.config == task.config and pre.prefix(train[0]) == "<answer>" and task.prefix(train[0]) == ""
     assert task_spec(pre) == "reasoning-gym:basic_arithmetic:min_terms=2,max_terms=2,prefill=1"
     assert [q["question"] for q in pre.queries("train", 5)] == [q["question"] for q in train[:5]]
+    shot = get_task("reasoning-gym:basic_arithmetic:min_terms=2,max_terms=2,shots=2")
+    turns = shot.messages(shot.queries("train", 1)[0])
+    assert [t["role"] for t in turns] == ["user", "assistant"] * 2 + ["user"] and shot.config == task.config
+    demos = {t["content"] for t in turns[:-1] if t["role"] == "user"}
+    assert not demos & {shot.messages(q)[-1]["content"] for q in shot.queries("train") + shot.queries("test")}
 
 
 def test_reasoning_gym_constrain_allows_an_answer_not_an_equation_or_prose(tiny_tokenizer):

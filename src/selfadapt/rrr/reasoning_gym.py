@@ -6,7 +6,9 @@ train and test splits are the generator seeded differently, with any test questi
 also occurs in train removed. A query holds its split and index, so a failure file names
 the instance and the verifier is reasoning-gym's own ``score_answer`` on the entry
 regenerated from the same seed. The model answers inside ``<answer></answer>``; a score of
-1 is correct. Two knobs are selfadapt's, not the generator's: ``prefill=1`` writes
+1 is correct. Three knobs are selfadapt's, not the generator's: ``shots=N`` puts N solved
+instances (the generator at another seed; a query with one of their questions is dropped)
+before the query as earlier turns, ``prefill=1`` writes
 ``<answer>`` for the model at the start of every attempt and retry, and ``constrain=1``
 samples them under the grammar ``<answer>VALUE</answer>`` (llguidance): an integer where
 every answer of the generator's train split is one, else one line of at most 48 characters
@@ -33,6 +35,7 @@ ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 # No example answer: a 135M model copies it ("<answer>42</answer>" on every chain_sum question).
 ANSWER_GRAMMAR = 'start: "<answer>" VALUE "</answer>"\nVALUE: /{value}/'
 VALUES = {"integer": r"-?[0-9]{1,12}", "line": r"[^<>=\n]{1,48}"}
+OURS = ("shots", "prefill", "constrain")  # knobs of selfadapt's, not the generator's
 INSTRUCTION = "Give only the final answer, between <answer> and </answer>."
 
 
@@ -54,6 +57,7 @@ class ReasoningGymTask:
     seed: int = 0
     prefill: int = 0  # 1: every answer starts with "<answer>", written for the model
     constrain: int = 0  # 1: every answer is sampled under ANSWER_GRAMMAR
+    shots: int = 0  # solved instances (another seed of the generator) before the query
 
     @property
     def name(self) -> str:
@@ -72,16 +76,17 @@ class ReasoningGymTask:
             if not eq:
                 raise ValueError(f"task spec {spec!r}: {item!r} is not knob=value")
             config[key] = _value(value)
-        ours = {k: config.pop(k, 0) for k in ("prefill", "constrain")}
-        if any(v not in (0, 1) for v in ours.values()):
-            raise ValueError(f"task spec {spec!r}: prefill and constrain must be 0 or 1")
+        ours = {k: config.pop(k, 0) for k in OURS}
+        if ours["prefill"] not in (0, 1) or ours["constrain"] not in (0, 1) or \
+                not (isinstance(ours["shots"], int) and 0 <= ours["shots"] <= 8):
+            raise ValueError(f"task spec {spec!r}: prefill and constrain must be 0 or 1, shots 0 to 8")
         task = cls(dataset, config, **ours)
         task.splits  # an unknown dataset or knob fails here, with reasoning-gym's message
         return task
 
     @property
     def spec(self) -> str:
-        ours = {k: 1 for k in ("prefill", "constrain") if getattr(self, k)}
+        ours = {k: getattr(self, k) for k in OURS if getattr(self, k)}
         knobs = ",".join(f"{k}={v}" for k, v in {**self.config, **ours}.items())
         return self.name + (f":{knobs}" if knobs else "")
 
@@ -95,23 +100,29 @@ class ReasoningGymTask:
         try:
             train = reasoning_gym.create_dataset(self.dataset, size=self.train_size, seed=self.seed, **self.config)
             test = reasoning_gym.create_dataset(self.dataset, size=self.test_size, seed=self.seed + 1, **self.config)
+            shots = (reasoning_gym.create_dataset(self.dataset, size=self.shots, seed=self.seed + 2, **self.config)
+                     if self.shots else [])
         except (ValueError, TypeError, KeyError, AssertionError) as e:
             raise ValueError(f"reasoning-gym:{self.dataset}: {e}") from None
-        return {"train": train, "test": test}
+        return {"train": train, "test": test, "shots": shots}
 
     def _entry(self, query: dict[str, Any]) -> dict[str, Any]:
         return self.splits[query["split"]][query["index"]]
 
     def queries(self, split: str, n: int | None = None) -> list[dict[str, Any]]:
-        if split not in self.splits:
+        if split not in ("train", "test"):
             raise ValueError(f"unknown split {split!r}; choose from train, test")
         seen = {e["question"] for e in self.splits["train"]} if split == "test" else set()
+        seen |= {e["question"] for e in self.splits["shots"]}  # a demonstration would give the answer away
         out = [{"id": f"{self.dataset}-{split}-{i}", "split": split, "index": i, "question": e["question"]}
                for i, e in enumerate(self.splits[split]) if e["question"] not in seen]
         return out[:n]
 
     def messages(self, query: dict[str, Any]) -> list[dict[str, str]]:
-        return [{"role": "user", "content": f"{query['question']}\n\n{INSTRUCTION}"}]
+        shots = [turn for e in self.splits["shots"] for turn in (
+            {"role": "user", "content": f"{e['question']}\n\n{INSTRUCTION}"},
+            {"role": "assistant", "content": f"<answer>{e['answer']}</answer>"})]
+        return [*shots, {"role": "user", "content": f"{query['question']}\n\n{INSTRUCTION}"}]
 
     def prefix(self, query: dict[str, Any]) -> str:
         return "<answer>" if self.prefill else ""
