@@ -100,6 +100,19 @@ def test_policy_sft_changes_and_saves_a_merged_model(tiny_dir, tmp_path):
     assert not any("lora" in k for k in new)  # merged, a plain checkpoint
     assert any(not torch.equal(new[k], old[k]) for k in old if k in new)
     assert (out / "tokenizer.json").is_file()
+    # the same update as a standard PEFT adapter, naming its base: it loads without selfadapt
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    adapter = tmp_path / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_dir.resolve())
+    assert "AutoPeftModelForCausalLM" in (adapter / "README.md").read_text()
+    assert json.loads((adapter / "selfadapt.json").read_text())["examples"] == 4
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        via_peft = AutoPeftModelForCausalLM.from_pretrained(str(adapter), dtype=torch.float32).eval()(input_ids=ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()(input_ids=ids).logits
+    assert torch.allclose(via_peft, merged, atol=1e-4)
 
 
 @pytest.fixture()

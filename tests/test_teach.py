@@ -55,7 +55,7 @@ def test_an_adapter_from_learn_loads_with_peft_alone_and_gives_asks_logits(tiny_
 
     from selfadapt.lora import load_adapter
     from selfadapt.models import load_model
-    from selfadapt.teach import name_base_model
+    from selfadapt.lora import name_base_model
 
     doc = tmp_path / "otrar.txt"
     doc.write_text("The Mongol army seized the town of Otrar in 1219.\n")

@@ -15,6 +15,7 @@ and optimizer state (so small updates at lr 1e-4 are not rounded away), ~1.3× t
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -29,7 +30,7 @@ from peft.helpers import disable_input_dtype_casting
 from peft.tuners.lora import LoraLayer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .models import encode_text
+from .models import EMBEDDED, EMBEDDED_HUB_ID, encode_text, split_spec
 
 ADAPTER = "default"
 
@@ -278,3 +279,15 @@ def load_adapter(model: PreTrainedModel | PeftModel, adapter_dir: Path, name: st
         model.load_adapter(str(adapter_dir), adapter_name=name, use_safetensors=True)
         return model.eval()
     return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name, use_safetensors=True).eval()
+
+
+def name_base_model(adapter: Path, spec: str, path: str) -> None:
+    """Name the base model in ``adapter_config.json`` as a user would find it, not by this
+    machine's cache path: the Hub id for the embedded model (whose weights here are the
+    dequantised Q4_1 GGUF), else the spec as given (a Hub id or the user's own directory)."""
+    cfg_file = adapter / "adapter_config.json"
+    config = json.loads(cfg_file.read_text())
+    spec = split_spec(spec)[0]  # loading options (quantization=4bit, ...) are not part of the name
+    config["base_model_name_or_path"] = EMBEDDED_HUB_ID if spec == EMBEDDED else (
+        spec if not Path(spec).expanduser().exists() else str(Path(path).resolve()))
+    cfg_file.write_text(json.dumps(config, indent=2))

@@ -39,7 +39,7 @@ from transformers import PreTrainedTokenizerBase
 from .domain import Domain
 from .evaluate import BASE, Condition, run_conditions
 from .generation import SamplingConfig
-from .lora import LoRAConfig, ResidentLoRA
+from .lora import LoRAConfig, ResidentLoRA, name_base_model
 from .models import EMBEDDED, load_model, pick_dtype, split_spec, strip_bos
 from .plots import plot_training_rounds
 from .policy import write_into_run
@@ -194,6 +194,8 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
         trainer.remove_callback(PrinterCallback)  # losses go to the round's metrics instead
         result = trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    save_round_adapter(trainer.model, m.tokenizer, str(policy), m.path, out.with_name("adapter"),
+                       {"examples": len(examples), "steps": result.global_step, "losses": losses})
     merged = trainer.model.merge_and_unload().to(pick_dtype(dtype, m.device))
     tmp_out = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp_out, ignore_errors=True)
@@ -202,6 +204,23 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
     m.tokenizer.save_pretrained(tmp_out)
     tmp_out.rename(out)  # a killed SFT never leaves a half-written policy behind
     return {"examples": len(examples), "steps": result.global_step, "losses": losses, "max_length": max_length}
+
+
+def save_round_adapter(model, tokenizer, spec: str, path: str, out: Path, info: dict[str, Any]) -> None:
+    """The round's update as a standard PEFT adapter next to the merged policy: it names its base
+    model as a user finds it and has a model card, so ``AutoPeftModelForCausalLM`` (or vLLM's
+    ``--lora-modules``) loads it wherever that base model is."""
+    shutil.rmtree(out, ignore_errors=True)
+    model.save_pretrained(out, safe_serialization=True)
+    name_base_model(out, spec, path)
+    base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    (out / "selfadapt.json").write_text(json.dumps({"model": split_spec(spec)[0], **info}, indent=2))
+    (out / "README.md").write_text(
+        f"# selfadapt ReST-EM round adapter\n\nA LoRA adapter (PEFT, safetensors) for `{base}`: the SFT of one "
+        f"ReST-EM round of `selfadapt train` on {info['examples']} winning self-edits ({info['steps']} steps, loss "
+        f"{info['losses'][0]:.3f} → {info['losses'][-1]:.3f}). `../policy` is the same update merged into the weights.\n\n"
+        "```python\nfrom peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained(\"<this "
+        "directory>\")\n```\n" if info["losses"] else "# selfadapt ReST-EM round adapter\n")
 
 
 @dataclass

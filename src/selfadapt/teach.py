@@ -32,7 +32,7 @@ from .knowledge.domain import ANSWER_CAP, KnowledgeDomain
 from .knowledge.general import distillation, general_questions, probe, short_answers
 from .knowledge.experiment import DEFAULT_DECODING, DEFAULT_FORMAT
 from .knowledge.selfedit import FORMATS, is_question, selfedit_items
-from .lora import Example, LoRAConfig, ResidentLoRA, load_adapter
+from .lora import Example, LoRAConfig, ResidentLoRA, load_adapter, name_base_model
 from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model, split_spec
 from .runs import plain
 from .policy import write_selfedits
@@ -231,18 +231,6 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
     (out / "checks.json").write_text(json.dumps(checks, indent=2, ensure_ascii=False))
     (out / "README.md").write_text(model_card(meta, checks))
     return meta
-
-
-def name_base_model(adapter: Path, spec: str, path: str) -> None:
-    """Name the base model in ``adapter_config.json`` as a user would find it, not by this
-    machine's cache path: the Hub id for the embedded model (whose weights here are the
-    dequantised Q4_1 GGUF), else the spec as given (a Hub id or the user's own directory)."""
-    cfg_file = adapter / "adapter_config.json"
-    config = json.loads(cfg_file.read_text())
-    spec = split_spec(spec)[0]  # loading options (quantization=4bit, ...) are not part of the name
-    config["base_model_name_or_path"] = EMBEDDED_HUB_ID if spec == EMBEDDED else (
-        spec if not Path(spec).expanduser().exists() else str(Path(path).resolve()))
-    cfg_file.write_text(json.dumps(config, indent=2))
 
 
 def general_summary(before: list[dict], after: list[dict]) -> dict | None:
