@@ -37,7 +37,8 @@ GENERAL_SYSTEM = "Answer the question with a short, direct answer."
 
 
 def _open_run(resume: str | None, runs_dir: str, name: str, cfg: Any) -> Run:
-    return Run.resume(Path(resume), cfg) if resume else Run.create(Path(runs_dir), name, cfg)
+    """A task's name may hold a colon (``reasoning-gym:letter_counting``): not in a directory name."""
+    return Run.resume(Path(resume), cfg) if resume else Run.create(Path(runs_dir), name.replace(":", "-"), cfg)
 
 
 @dataclass
