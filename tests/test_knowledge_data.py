@@ -139,3 +139,13 @@ def test_squad_rows_load_as_they_are_and_a_bad_column_map_is_refused(tmp_path):
         parse_columns("passage")
     with pytest.raises(DatasetError, match="not a shipped set"):
         load_passages("nonsense")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_column_of_numbers_is_read_as_answers(tmp_path, fmt):
+    """A CSV whose answers are all years is typed as integers by datasets: still answers."""
+    rows = [{"title": "Harlow", "context": "Built in 1871, lit in 1936.", "question": q, "answer": a}
+            for q, a in (("When was it built?", 1871), ("When was it lit?", 1936))]
+    _write(fmt, rows, tmp_path / f"years.{fmt}")
+    (passage,) = load_passages(tmp_path / f"years.{fmt}")
+    assert [q.answer for q in passage.questions] == ["1871", "1936"]

@@ -123,10 +123,13 @@ def _rows(source: str | Path) -> tuple[str, list[Any]]:
 
 
 def _answer(where: str, i: int, rec: dict, column: str) -> str:
-    """An answer: a string, or SQuAD's ``{"text": [...], "answer_start": [...]}`` (its first text)."""
+    """An answer: a string (or a number), or SQuAD's ``{"text": [...], "answer_start": [...]}`` (its
+    first text)."""
     value = rec.get(column)
     if isinstance(value, dict) and isinstance(value.get("text"), list) and value["text"]:
         value = value["text"][0]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):  # a CSV column of years is typed int
+        value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise DatasetError(f"{where}: record {i}: field {column!r} must be a non-empty string (or SQuAD's "
                            f"answers with a text list), got {value!r:.60}")
