@@ -98,16 +98,19 @@ def main() -> None:
                 print(f"p{p.index} {name}: EM {rec['em']:.2f} F1 {rec['f1']:.2f} general kept "
                       f"{rec['general_kept']}/{rec['general_known']} in {rec['seconds']:.0f} s", flush=True)
     ref = settings[0][0]
-    print(f"\n| setting | passages | EM % | F1 % | F1 vs {ref} (95% CI) | W/T/L | mc_prob % | general kept | s/doc |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"\n| setting | passages | EM % | F1 % | F1 vs {ref} (95% CI) | W/T/L | typed_cal_prob % | vs {ref} (95% CI) "
+          "| general kept | s/doc |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, _ in settings:
         recs = {i: r for (i, s), r in done.items() if s == name}
         f1 = {i: r["f1"] for i, r in recs.items()}
         d = paired(f1, {i: r["f1"] for (i, s), r in done.items() if s == ref})
+        measure = {i: r["measure"]["typed_cal_prob"] for i, r in recs.items()}
+        dm = paired(measure, {i: r["measure"]["typed_cal_prob"] for (i, s), r in done.items() if s == ref})
         kept = sum(r["general_kept"] for r in recs.values()), sum(r["general_known"] for r in recs.values())
         print(f"| {name} | {len(recs)} | {100 * np.mean([r['em'] for r in recs.values()]):.1f} | "
               f"{100 * np.mean(list(f1.values())):.1f} | {d.cell()} | {d.wtl} | "
-              f"{100 * np.mean([r['measure']['mc_prob'] for r in recs.values()]):.1f} | {kept[0]}/{kept[1]} | "
+              f"{100 * np.mean(list(measure.values())):.1f} | {dm.cell()} | {kept[0]}/{kept[1]} | "
               f"{np.mean([r['seconds'] for r in recs.values()]):.0f} |")
 
 

@@ -254,19 +254,25 @@ def test_a_run_mirrored_to_tensorboard_holds_the_records_scores(cfg):
         tracking.configure(["mlflow"])
 
 
-def test_a_run_mirrored_to_wandb_offline_writes_its_local_run(cfg, monkeypatch):
-    pytest.importorskip("wandb", reason="wandb is an optional tracker (pip install 'selfadapt[trackers]')")
+def _mirrored_run(cfg, tracker: str):
+    """A one-passage run (no own self-edits) mirrored into ``tracker``, closed."""
     from selfadapt import tracking
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
     cfg.own, cfg.passages = False, 1
-    tracking.configure(["wandb"])
+    tracking.configure([tracker])
     try:
         run, _ = run_knowledge_eval(cfg)
         run.tracker.close()
     finally:
         tracking.configure([])
+    return run
+
+
+def test_a_run_mirrored_to_wandb_offline_writes_its_local_run(cfg, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb is an optional tracker (pip install 'selfadapt[trackers]')")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = _mirrored_run(cfg, "wandb")
     (offline,) = (run.path / "wandb").glob("offline-run-*")
     assert any(offline.glob("*.wandb"))
 
@@ -280,7 +286,7 @@ def test_an_invalid_selfedit_counts_as_zero_under_a_per_question_measure():
     assert row["items"] == 2 and row["score"] == pytest.approx((0.6 + 0.0) / 2)
 
 
-def test_a_run_mirrored_to_trackio_stores_the_records_scores(cfg, monkeypatch, tmp_path):
+def test_a_run_mirrored_to_trackio_stores_the_records_scores(cfg):
     """trackio's local store (no server): the same scores as the run's records, in order."""
     pytest.importorskip("trackio", reason="trackio is an optional tracker (pip install 'selfadapt[trackers]')")
     import os
@@ -288,15 +294,7 @@ def test_a_run_mirrored_to_trackio_stores_the_records_scores(cfg, monkeypatch, t
     import trackio.utils
     from trackio.sqlite_storage import SQLiteStorage
 
-    from selfadapt import tracking
-
-    cfg.own, cfg.passages = False, 1
-    tracking.configure(["trackio"])
-    try:
-        run, _ = run_knowledge_eval(cfg)
-        run.tracker.close()
-    finally:
-        tracking.configure([])
+    run = _mirrored_run(cfg, "trackio")
     logs = SQLiteStorage.get_logs("selfadapt", run.path.name)
     assert trackio.utils.TRACKIO_DIR == Path(os.environ["TRACKIO_DIR"])  # the tests' own store (conftest)
     for cond in ("base", "passage"):
