@@ -60,7 +60,10 @@ def test_reasoning_gym_verifier_agrees_with_its_own_score_answer():
     assert task_spec(task) == "reasoning-gym:basic_arithmetic:min_terms=2,max_terms=2"
     train, test = task.queries("train", 50), task.queries("test", 50)
     assert not {q["question"] for q in train} & {q["question"] for q in test}
+    assert len(task.queries("test")) > 90  # not emptied by the overlap (seeds that shift the train split)
     data = rg.create_dataset("basic_arithmetic", size=300, seed=0, min_terms=2, max_terms=2)
+    letters = get_task("reasoning-gym:letter_counting:min_words=3,max_words=5")
+    assert len(letters.queries("test")) > 90
     for q in train[:20]:
         entry = data[q["index"]]
         for answer in (entry["answer"], str(int(entry["answer"]) + 1), "seven", f" {entry['answer']} "):

@@ -2,12 +2,13 @@
 
 ``--task reasoning-gym:NAME`` or ``reasoning-gym:NAME:knob=value,...`` (the generator's own
 difficulty settings, e.g. ``reasoning-gym:basic_arithmetic:min_terms=2,max_terms=2``). The
-train and test splits are the generator seeded differently, with any test question that
-also occurs in train removed. A query holds its split and index, so a failure file names
+train and test splits are the generator seeded far apart (it seeds item i with seed + i), with
+any test question that also occurs in train removed. A query holds its split and index, so a failure file names
 the instance and the verifier is reasoning-gym's own ``score_answer`` on the entry
 regenerated from the same seed. The model answers inside ``<answer></answer>``; a score of
 1 is correct. Three knobs are selfadapt's, not the generator's: ``shots=N`` puts N solved
-instances (the generator at another seed; a query with one of their questions is dropped)
+instances (the generator at seed + 2: for most generators train items 2, 3, ...; a query with
+one of their questions is dropped from both splits)
 before the query as earlier turns, ``prefill=1`` writes
 ``<answer>`` for the model at the start of every attempt and retry, and ``constrain=1``
 samples them under the grammar ``<answer>VALUE</answer>`` (llguidance): an integer where
@@ -35,6 +36,7 @@ ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 # No example answer: a 135M model copies it ("<answer>42</answer>" on every chain_sum question).
 ANSWER_GRAMMAR = 'start: "<answer>" VALUE "</answer>"\nVALUE: /{value}/'
 VALUES = {"integer": r"-?[0-9]{1,12}", "line": r"[^<>=\n]{1,48}"}
+TEST_SEED = 1_000_000  # far past any train index
 OURS = ("shots", "prefill", "constrain")  # knobs of selfadapt's, not the generator's
 INSTRUCTION = "Give only the final answer, between <answer> and </answer>."
 
@@ -99,7 +101,10 @@ class ReasoningGymTask:
                              "(see README)") from None
         try:
             train = reasoning_gym.create_dataset(self.dataset, size=self.train_size, seed=self.seed, **self.config)
-            test = reasoning_gym.create_dataset(self.dataset, size=self.test_size, seed=self.seed + 1, **self.config)
+            # reasoning-gym seeds item i with seed + i: a test seed of seed + 1 would be the train split
+            # shifted by one (every letter_counting test question was a train question)
+            test = reasoning_gym.create_dataset(self.dataset, size=self.test_size, seed=self.seed + TEST_SEED,
+                                                **self.config)
             shots = (reasoning_gym.create_dataset(self.dataset, size=self.shots, seed=self.seed + 2, **self.config)
                      if self.shots else [])
         except (ValueError, TypeError, KeyError, AssertionError) as e:
