@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one-document learn trials of RESULTS.md (issue 30): DOC=FILE bash benchmarks/learn_trial.sh NAME FLAGS...
-# /tmp/trial.sh NAME FLAGS...: learn the Harlow document with FLAGS, then ask its six facts
+cd "$(dirname "$0")/.."
 name=$1; shift
 rm -rf /tmp/lh-$name
 /usr/bin/time -f "%e s" nice -n 5 .venv/bin/selfadapt learn ${DOC:-benchmarks/data/harlow_lighthouse.txt} --out /tmp/lh-$name "$@" > /tmp/lh-$name.log 2>&1
