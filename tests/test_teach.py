@@ -146,3 +146,29 @@ def test_runners_that_reload_or_spread_the_model_refuse_an_object(tiny):
     with pytest.raises(ValueError, match="runs in this process only"):
         with workers_for(Parallel(2, None), None, obj, LoRAConfig()):
             pass
+
+
+def test_cloze_pairs_ask_for_each_name_and_number_of_the_sentences():
+    from selfadapt.knowledge.cloze import cloze_pairs
+
+    text = ("The Harlow Point Lighthouse was built in 1871 by the engineer Tomas Brenner.\n"
+            "The tower is 38 metres tall. Since 1998 it has housed a museum run by the Kessel Maritime Society.")
+    pairs = cloze_pairs(text)
+    assert [a for _, a in pairs] == ["Harlow Point Lighthouse", "1871", "Tomas Brenner", "38 metres", "1998",
+                                     "Kessel Maritime Society"]
+    for q, a in pairs:  # the sentence itself, one span asked for
+        assert q.endswith("?") and q.replace("what", a, 1)[:-1] + "." in " ".join(text.split())
+    assert cloze_pairs(text, limit=2) == pairs[:2] and cloze_pairs("Too short.") == []
+
+
+def test_learn_with_cloze_trains_on_the_documents_own_questions(tiny_dir, tmp_path, monkeypatch):
+    seen, real = [], ResidentLoRA.train
+    monkeypatch.setattr(ResidentLoRA, "train", lambda self, examples, **kw: seen.append(examples) or real(self, examples, **kw))
+    (tmp_path / "otrar.txt").write_text("The Mongol army seized the town of Otrar in 1219.\n")
+    learn([tmp_path / "otrar.txt"], tmp_path / "adapter", LearnConfig(
+        model=str(tiny_dir), selfedits_per_chunk=0, cloze=True, check=False, probe=False, distill=0, reading=0,
+        lora=LoRAConfig(r=4, epochs=1), dtype="float32", device="cpu"), progress=lambda *a: None)
+    (examples,) = seen
+    pairs = [ex for ex in examples if isinstance(ex, tuple)]
+    assert [a for _, a in pairs] == ["Mongol<|im_end|>", "Otrar<|im_end|>", "1219<|im_end|>"]  # loss on the answer
+    assert "The Mongol army seized the town of what in 1219?" in pairs[1][0]

@@ -546,7 +546,9 @@ def learn(
     fmt: str = typer.Option("self-qa", "--format", help="Self-edit format (default: the eval default, "
                             "grounded self-QA)."),
     grounded: bool = typer.Option(True, help="Grounded decoding of the self-edits."),
-    k: int = typer.Option(2, "--selfedits", "-k", help="Self-edits per chunk."),
+    k: int = typer.Option(2, "--selfedits", "-k", help="Self-edits per chunk (0: none)."),
+    cloze: bool = typer.Option(False, help="Also train on each chunk's cloze Q→A pairs: its sentences with a name "
+                               "or number asked for (no model, so no invented question)."),
     chunk_tokens: int = typer.Option(256, help="Tokens (of the model's tokenizer) per chunk of a document."),
     replay: int = typer.Option(8, help="Examples of earlier documents mixed into each later one (0: none)."),
     distill: int = typer.Option(16, help="The unadapted model's own answers to general questions, replayed into "
@@ -563,7 +565,7 @@ def learn(
     """Teach the model documents, one after another, into one adapter; show what it learned."""
     from .teach import LearnConfig, learn as learn_documents, report_lines
 
-    cfg = LearnConfig(model=model, fmt=fmt, grounded=grounded, selfedits_per_chunk=k, chunk_tokens=chunk_tokens,
+    cfg = LearnConfig(model=model, fmt=fmt, grounded=grounded, selfedits_per_chunk=k, cloze=cloze, chunk_tokens=chunk_tokens,
                       replay=replay, distill=distill, reading=reading, check=check, probe=probe,
                       lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, dtype=dtype,
                       device=device)

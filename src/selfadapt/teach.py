@@ -26,11 +26,13 @@ from .domain import InvalidSelfEdit
 from .evaluate import progress_bar
 from .generation import SamplingConfig
 from .grading import contains, normalize_answer, token_f1
+from .knowledge.cloze import cloze_pairs
 from .knowledge.continual import general_examples, replay_examples
 from .knowledge.data import Passage
 from .knowledge.domain import ANSWER_CAP, KnowledgeDomain
 from .knowledge.general import distillation, general_questions, probe, short_answers
 from .knowledge.experiment import DEFAULT_DECODING, DEFAULT_FORMAT
+from .knowledge.measure import qa_examples
 from .knowledge.selfedit import FORMATS, is_question, selfedit_items
 from .lora import Example, LoRAConfig, ResidentLoRA, load_adapter, name_base_model
 from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model, split_spec
@@ -46,7 +48,8 @@ class LearnConfig:
     model: str = EMBEDDED
     fmt: str = DEFAULT_FORMAT  # the eval default: grounded self-QA
     grounded: bool = DEFAULT_DECODING == "grounded"
-    selfedits_per_chunk: int = 2
+    selfedits_per_chunk: int = 2  # 0: none (with cloze, the document teaches itself)
+    cloze: bool = False  # add the chunk's cloze Q→A pairs (``knowledge.cloze``: no model, no invented question)
     chunk_tokens: int = 256  # of the model's tokenizer (a SQuAD passage is ~180)
     replay: int = 8  # examples of earlier documents mixed into each later document's update
     distill: int = 16  # the unadapted model's own general answers replayed into every update
@@ -174,15 +177,19 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
         rng = random.Random(cfg.seed)
         report, stats = [], None
         for d, (path, doc_title, chunks) in enumerate(docs):
-            with steps.timed(f"{path.name}: writing self-edits", cfg.selfedits_per_chunk * len(chunks)) as advance:
-                selfedits, gen_s = write_selfedits(lora.model, tok, domain, chunks, cfg.selfedits_per_chunk,
-                                                   SamplingConfig(FORMATS[cfg.fmt].max_new_tokens, cfg.temperature,
-                                                                  cfg.top_p),
-                                                   seed=cfg.seed + d, on_batch=advance)
+            selfedits, gen_s = [[] for _ in chunks], 0.0
+            if cfg.selfedits_per_chunk:
+                with steps.timed(f"{path.name}: writing self-edits", cfg.selfedits_per_chunk * len(chunks)) as advance:
+                    selfedits, gen_s = write_selfedits(lora.model, tok, domain, chunks, cfg.selfedits_per_chunk,
+                                                       SamplingConfig(FORMATS[cfg.fmt].max_new_tokens, cfg.temperature,
+                                                                      cfg.top_p),
+                                                       seed=cfg.seed + d, on_batch=advance)
             texts: list[Example] = []
             invalid = 0
             for chunk, edits in zip(chunks, selfedits):
                 texts.append(chunk.text)
+                if cfg.cloze:
+                    texts.extend(qa_examples(tok, chunk.title, cloze_pairs(chunk.context)))
                 for edit in edits:
                     try:
                         texts.extend(domain.training_examples(chunk, edit)[1:])  # [0] is the chunk itself
