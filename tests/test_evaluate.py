@@ -45,7 +45,7 @@ def test_full_table(cfg):
     assert Counter(k.split("/")[0] for k in keys(run)) == {"base": 2, "recital": 2, "passage": 2,
                                                           "format-control": 2, "own-implications": 6, "ext": 4}
     table = (run.path / "table.md").read_text()
-    assert table.startswith("| condition | typed_cal_prob % (95% CI) | Δ vs passage (95% CI) | W/T/L vs passage |")
+    assert table.startswith("| condition | exact_match % (95% CI) | Δ vs passage (95% CI) | W/T/L vs passage |")
     assert "| own-implications |" in table
 
 

@@ -9,7 +9,7 @@ from selfadapt.generation import SamplingConfig, allows, generate
 from selfadapt.grading import contains, normalize_answer
 from selfadapt.knowledge.data import Passage, Question
 from selfadapt.knowledge.domain import KnowledgeDomain
-from selfadapt.knowledge.grounded import SpanQA, allowed_token_ids, static
+from selfadapt.knowledge.grounded import SpanQA, Static, allowed_token_ids
 from selfadapt.knowledge.measure import KnowledgeMeasure, options, qa_prompt, recital, softmax_at_zero
 from selfadapt.knowledge.selfedit import parse_qa
 from selfadapt.likelihood import completion_scores
@@ -126,7 +126,7 @@ def test_grounded_decoding_never_emits_a_disallowed_token(tiny, seed):
     tok = tiny.tokenizer
     allowed = allowed_token_ids(tok, [OTRAR.title, OTRAR.context])
     assert len(allowed) < len(tok) / 2
-    constraint = static(allowed)
+    constraint = Static(allowed)
     assert constraint([]) is constraint([1, 2]) and int(constraint([]).sum()) == len(allowed)  # a mask, built once
     rows = [Recording(constraint) for _ in range(3)]
     prompts = [qa_prompt(tok, OTRAR.title, "Write about it.")] * 3

@@ -95,6 +95,8 @@ AMP = typer.Option(True, help="bf16 models: train LoRA under autocast with fp32 
                    "--no-amp computes the adapters in fp32 as runs made before this option did.")
 DTYPE = typer.Option("auto", help="auto | float32 | bfloat16 | float16")
 DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N")
+BACKEND = typer.Option("hf", help="What writes the self-edits: 'hf' (transformers) or 'vllm' (the extra "
+                       "selfadapt[vllm]; its engine runs before, never beside, the inner loops' model).")
 OFFSET = typer.Option(0, help="Skip this many passages first.")
 DATASET = typer.Option("eval200", help="'eval200', 'train', your .json/.jsonl/.csv/.parquet file, a saved "
                        "datasets directory or a Hub dataset id (from the local cache); nested or flat (SQuAD) rows.")
@@ -163,6 +165,7 @@ def eval_knowledge(
     judge_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the judge API key."),
     runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are created."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run directory."),
+    backend: str = BACKEND,
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
     gpus_per_worker: Optional[float] = GPUS_PER_WORKER,
 ) -> None:
@@ -178,7 +181,8 @@ def eval_knowledge(
         controls=[] if no_control else control, policies=policy, cpt=cpt, selfedits_per_passage=k, include_passage=include_passage,
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, prior_prompt=prior_prompt,
         lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, judge_url=judge_url,
-        judge_model=judge_model, judge_api_key_env=judge_key_env, runs_dir=str(runs_dir), dtype=dtype, device=device,
+        judge_model=judge_model, judge_api_key_env=judge_key_env, runs_dir=str(runs_dir),
+        backend=backend, dtype=dtype, device=device,
     )
     cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
@@ -232,6 +236,7 @@ def train_knowledge(
     restart: bool = RESTART,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")),
     resume: Optional[Path] = typer.Option(None, help="Continue this run directory."),
+    backend: str = BACKEND,
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
     gpus_per_worker: Optional[float] = GPUS_PER_WORKER,
 ) -> None:
@@ -244,7 +249,7 @@ def train_knowledge(
         reward_baseline=reward_baseline, forgetting_penalty=forgetting_penalty, laser=laser,
         laser_target=laser_target, temperature=temperature, top_p=top_p, lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp),
         sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r), restart=restart, seed=seed,
-        dtype=dtype, device=device, runs_dir=str(runs_dir),
+        backend=backend, dtype=dtype, device=device, runs_dir=str(runs_dir),
     )
     cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
@@ -330,6 +335,7 @@ def eval_arc(
     temperature: float = typer.Option(1.0, help="Self-edit sampling temperature."),
     constrain: bool = CONSTRAIN, amp: bool = AMP,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
+    backend: str = BACKEND,
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
     gpus_per_worker: Optional[float] = GPUS_PER_WORKER,
 ) -> None:
@@ -339,7 +345,7 @@ def eval_arc(
     cfg = ArcEvalConfig(model=model, arc=_arc(subset, task, max_cells, cap, budget, max_tokens, votes, leave_two_out,
                                                             constrain),
                         selfedits=k, oracle=oracle, policies=policy, temperature=temperature, lora=arc_lora(amp),
-                        seed=seed, dtype=dtype, device=device, runs_dir=str(runs_dir))
+                        seed=seed, backend=backend, dtype=dtype, device=device, runs_dir=str(runs_dir))
     cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
     run, _ = run_arc_eval(cfg, resume=resume, parallel=_parallel(workers, ray_address, gpus_per_worker))
@@ -363,6 +369,7 @@ def train_arc(
     sft_lr: float = typer.Option(3e-4), sft_epochs: int = typer.Option(3), sft_r: int = typer.Option(16),
     restart: bool = RESTART,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
+    backend: str = BACKEND,
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
     gpus_per_worker: Optional[float] = GPUS_PER_WORKER,
 ) -> None:
@@ -374,7 +381,7 @@ def train_arc(
                        laser=laser, laser_target=laser_target, temperature=temperature, max_new_tokens=SELFEDIT_TOKENS,
                        lora=arc_lora(amp),
                        sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r),
-                       restart=restart, seed=seed, dtype=dtype, device=device, runs_dir=str(runs_dir))
+                       restart=restart, seed=seed, backend=backend, dtype=dtype, device=device, runs_dir=str(runs_dir))
     cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
     run = run_arc_training(cfg, _arc("training", task, max_cells, cap, budget, max_tokens, votes, False, constrain),

@@ -52,7 +52,7 @@ class GrammarConstraint:
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, grammar: str, prefix: str = ""):
-        self.tok = _lltokenizer(tokenizer)
+        self.tok, self.grammar, self.prefix = _lltokenizer(tokenizer), grammar, prefix  # the last two: for vLLM
         self.matcher = llguidance.LLMatcher(self.tok, grammar)
         if self.matcher.is_error():
             raise ValueError(f"invalid grammar: {self.matcher.get_error()}")

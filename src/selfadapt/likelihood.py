@@ -11,10 +11,12 @@ over a question's 8 options then costs about one prompt plus the options' few to
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 from trl.trainer.utils import selective_log_softmax
 
 from .models import encode_text
@@ -34,6 +36,15 @@ class Score:
 def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str) -> tuple[list[int], list[int]]:
     """Prompt ids (one BOS where the tokenizer uses one, as in training) and completion ids."""
     return encode_text(tokenizer, prompt), tokenizer(completion, add_special_tokens=False)["input_ids"]
+
+
+@functools.cache
+def _cache_kwarg() -> str:
+    """The name a model's forward takes its KV cache by: ``cache`` in recent transformers,
+    ``past_key_values`` before (vLLM's CPU build pins transformers < 5.20). A release that does
+    not know the name it is given drops it silently, and each completion is then scored without
+    its prompt."""
+    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
 
 
 def _padded(seqs: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,14 +93,14 @@ def completion_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         cache = DynamicCache()
         first = model(input_ids=p_ids.to(dev), attention_mask=p_mask.to(dev),
                       position_ids=(p_mask.cumsum(-1) - 1).clamp(min=0).to(dev),
-                      cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                      **{_cache_kwarg(): cache}, use_cache=True, logits_to_keep=1).logits[:, -1]
         rows = [(k, i) for k, p in enumerate(prompts) for i in groups[p]]  # (prompt row, pair) per completion
         owner = torch.tensor([k for k, _ in rows])
         cache.reorder_cache(owner.to(dev))
         c_ids, c_mask = _padded([encoded[i][1] for _, i in rows], tokenizer.pad_token_id, left=False)
         positions = p_mask.sum(-1)[owner, None] + torch.arange(c_ids.shape[1])
         logits = model(input_ids=c_ids.to(dev), attention_mask=torch.cat([p_mask[owner], c_mask], -1).to(dev),
-                       position_ids=positions.to(dev), cache=cache, use_cache=True).logits
+                       position_ids=positions.to(dev), **{_cache_kwarg(): cache}, use_cache=True).logits
         # the prompt's last position predicts a completion's first token; completion position t predicts t + 1
         logits = torch.cat([first[owner.to(dev), None], logits[:, :-1]], 1)
         # one completion's fp32 logits at a time, gathered before the normaliser (TRL's selective

@@ -226,8 +226,7 @@ def load_model(
     where, options = resolve(spec), split_spec(spec)[1]
     kwargs = _from_pretrained_kwargs(options, torch_dtype)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code,
-                                                  **({"revision": options["revision"]} if "revision" in options else {}))
+        tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype, trust_remote_code=trust_remote_code,
                                                      **kwargs)
     except OSError as e:
@@ -241,6 +240,15 @@ def load_model(
     model.eval()
     log.info("loaded %s (%s, %s on %s)", spec, model.config.model_type, torch_dtype, model.device)
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, path=str(where))
+
+
+def load_tokenizer(spec: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """A spec's tokenizer alone, ready for batched generation (for an engine that loads its own weights)."""
+    where, options = resolve(spec), split_spec(spec)[1]
+    tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code,
+                                              **({"revision": options["revision"]} if "revision" in options else {}))
+    _batch_ready(tokenizer)
+    return tokenizer
 
 
 def _batch_ready(tokenizer: PreTrainedTokenizerBase) -> None:

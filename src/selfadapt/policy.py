@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -12,8 +14,9 @@ from .evaluate import Condition, progress_bar, run_conditions
 from .generation import SamplingConfig, generate
 from .likelihood import completion_scores
 from .lora import LoRAConfig, ResidentLoRA
-from .models import load_model
+from .models import load_model, load_tokenizer
 from .runs import Run
+from .vllm_backend import VLLMEngine, check_backend
 from .workers import Parallel, local, workers_for
 
 
@@ -30,8 +33,8 @@ def write_selfedits(
 ) -> tuple[list[list[str]], float]:
     """Sample ``k`` self-edits per item, batched across items; returns them and the seconds taken.
 
-    With a resident LoRA model, its adapter must be zero (the base policy) when this is
-    called; the caller owns that.
+    ``model`` is a transformers model or a ``VLLMEngine``. With a resident LoRA model, its
+    adapter must be zero (the base policy) when this is called; the caller owns that.
     """
     if k < 1:
         raise ValueError("k (self-edits per item) must be >= 1")
@@ -39,7 +42,8 @@ def write_selfedits(
     rows = [domain.selfedit_constraint(item) for item in items for _ in range(k)]  # one per row: they keep state
     constraints = None if all(c is None for c in rows) else rows
     t0 = time.perf_counter()
-    texts = generate(model, tokenizer, prompts, sampling, seed=seed, on_batch=on_batch, constraints=constraints)
+    sample = model.generate if isinstance(model, VLLMEngine) else functools.partial(generate, model, tokenizer)
+    texts = sample(prompts, sampling, seed=seed, on_batch=on_batch, constraints=constraints)
     return [texts[i * k : (i + 1) * k] for i in range(len(items))], time.perf_counter() - t0
 
 
@@ -48,8 +52,10 @@ def selfedit_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     """log p(self-edit | prompt) under the policy (unconstrained), None for an empty one: what
     ReST-EM shifts, recorded so a run shows how the policy's choices move."""
     prompt = domain.selfedit_prompt(item)
-    scored = iter(completion_scores(model, tokenizer, [(prompt, s) for s in selfedits if s], batch_size=8))
-    return [next(scored).logprob if s else None for s in selfedits]
+    pairs = [(prompt, s) for s in selfedits if s]
+    scored = iter(model.logprobs(pairs) if isinstance(model, VLLMEngine)
+                  else [c.logprob for c in completion_scores(model, tokenizer, pairs, batch_size=8)])
+    return [next(scored) if s else None for s in selfedits]
 
 
 def write_into_run(
@@ -85,6 +91,39 @@ def write_into_run(
     return {i: w["selfedits"] for i, w in written.items()}, {i: w["seconds"] for i, w in written.items()}
 
 
+@dataclass
+class Writing:
+    """One ``write_into_run`` to do ahead (``prewrite``): the domain is made from the engine's tokenizer."""
+
+    prefix: str
+    make_domain: Callable[[PreTrainedTokenizerBase], Domain]
+    items: list[Any]
+    k: int
+    sampling: SamplingConfig
+    seed: int
+    tags: dict[str, Any] | None = None
+
+
+def prewrite(run: Run, backend: str, spec: str, writings: list[Writing], *, dtype: str = "auto",
+             device: str = "auto") -> None:
+    """With ``backend="vllm"``, every writing done now on one vLLM engine that lives only for this
+    call, before the caller loads its transformers model (two copies of a 7B model do not fit a
+    GPU); the caller's own ``write_into_run`` calls then read the self-edits back from the run.
+    A no-op for ``hf``, and when everything is written already (a resumed run starts no engine)."""
+    check_backend(backend)
+    if backend == "hf":
+        return
+    tokenizer = load_tokenizer(spec)  # item ids need a domain, a domain a tokenizer
+    todo = [w for w in writings
+            if not all(run.done(f"{w.prefix}write/{w.make_domain(tokenizer).item_id(it)}") for it in w.items)]
+    if not todo:
+        return
+    with VLLMEngine(spec, dtype=dtype, device=device, seed=todo[0].seed) as engine:
+        for w in todo:
+            write_into_run(run, w.prefix, engine, engine.tokenizer, w.make_domain(engine.tokenizer), w.items, w.k,
+                           w.sampling, seed=w.seed, tags=w.tags)
+
+
 Arrange = Callable[[Domain, Condition], tuple[Domain, list[Any], Condition]]
 
 
@@ -104,13 +143,16 @@ def evaluate_policy(
     device: str = "auto",
     arrange: Arrange | None = None,
     parallel: Parallel | None = None,
+    backend: str = "hf",
 ) -> list[str]:
     """SEAL's test of a trained policy: it writes its own self-edits, then adapts itself on them.
 
     Records go under ``{name}/``, its unadapted score under ``base_name``; returns the two
     condition names for the table. ``arrange`` lets a setting regroup items and self-edits
-    before evaluation (CPT: one update on all).
+    before evaluation (CPT: one update on all). ``backend``: what writes the self-edits (``prewrite``).
     """
+    prewrite(run, backend, spec, [Writing(f"{name}/", make_domain, items, k, sampling, seed)], dtype=dtype,
+             device=device)
     loaded = load_model(spec, dtype=dtype, device=device)
     resident = ResidentLoRA(loaded.model, loaded.tokenizer, lora)
     domain = make_domain(loaded.tokenizer)

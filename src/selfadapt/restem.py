@@ -42,10 +42,11 @@ from .generation import SamplingConfig
 from .lora import LoRAConfig, ResidentLoRA, name_base_model
 from .models import EMBEDDED, load_model, pick_dtype, split_spec, strip_bos
 from .plots import plot_training_rounds
-from .policy import write_into_run
+from .policy import Writing, prewrite, write_into_run
 from .rewards import token_lengths
 from .rewards.length import AdaptiveTarget, laser
 from .runs import Run
+from .vllm_backend import check_backend
 from .workers import Parallel, local, workers_for
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,7 @@ class ReSTEMConfig:
     seed: int = 0
     dtype: str = "auto"
     device: str = "auto"
+    backend: str = "hf"  # what writes the self-edits: hf (transformers) or vllm (the extra selfadapt[vllm])
     runs_dir: str = "runs"
     domain: dict[str, Any] = field(default_factory=dict)  # the domain's own settings, recorded
 
@@ -262,6 +264,7 @@ class ReSTEMConfig:
             raise ValueError("laser_target needs a LASER bonus (laser > 0)")
         if min(self.rounds, self.items_per_round, self.k, self.seeds) < 1:
             raise ValueError("rounds, items per round, k and seeds must all be >= 1")
+        check_backend(self.backend)
 
     @property
     def sampling(self) -> SamplingConfig:
@@ -353,16 +356,19 @@ def _write_and_evaluate(run: Run, r: int, policy: str, cfg: ReSTEMConfig, items:
                                    PreTrainedTokenizerBase]:
     """The round's self-edits and their inner loops: its records, self-edits, writing seconds, the
     policy's domain and tokenizer. The models live only in this call, so none is alive when the policy
-    SFT loads its own copy (at 7B two copies do not fit one GPU)."""
+    SFT loads its own copy (at 7B two copies do not fit one GPU); with the vLLM backend the engine
+    writes first and is gone before either loads."""
+    prefix, tags, seed = f"round{r}/", {"round": r, "policy": policy}, cfg.seed * 1_000_003 + r
+    prewrite(run, cfg.backend, policy, [Writing(prefix, make_domain, items, cfg.k, cfg.sampling, seed, tags)],
+             dtype=cfg.dtype, device=cfg.device)
     teacher = load_model(policy, dtype=cfg.dtype, device=cfg.device)
     student = teacher if cfg.student is None else load_model(cfg.student, dtype=cfg.dtype, device=cfg.device)
     lora = ResidentLoRA(student.model, student.tokenizer, cfg.lora)
     teacher_domain, student_domain = make_domain(teacher.tokenizer), make_domain(student.tokenizer)
-    prefix, tags = f"round{r}/", {"round": r, "policy": policy}
     with lora.base() if cfg.student is None else nullcontext():
         edits, gen_s = write_into_run(run, prefix, lora.model if cfg.student is None else teacher.model,
                                       teacher.tokenizer, teacher_domain, items, cfg.k, cfg.sampling,
-                                      seed=cfg.seed * 1_000_003 + r, tags=tags)
+                                      seed=seed, tags=tags)
     conditions = [Condition(SELFEDIT, edits, gen_s)]
     if cfg.reward_baseline == PASSAGE:
         conditions.insert(0, Condition(PASSAGE))

@@ -26,10 +26,11 @@ from ..generation import SamplingConfig
 from ..lora import LoRAConfig, ResidentLoRA
 from ..models import EMBEDDED, load_model, resolve
 from ..plots import plot_distributions, plot_scores
-from ..policy import evaluate_policy, write_into_run
+from ..policy import Writing, evaluate_policy, prewrite, write_into_run
 from ..restem import ReSTEMConfig, resolve_policies, run_restem
 from ..workers import Parallel, local, workers_for
 from ..runs import Run
+from ..vllm_backend import check_backend
 from .augment import GROUPS
 from .data import ArcTask, load_tasks
 from .domain import ArcDomain
@@ -97,7 +98,11 @@ class ArcEvalConfig:
     seed: int = 0
     dtype: str = "auto"
     device: str = "auto"
+    backend: str = "hf"  # what writes the self-edits: hf (transformers) or vllm (the extra selfadapt[vllm])
     runs_dir: str = "runs"
+
+    def __post_init__(self) -> None:
+        check_backend(self.backend)
 
 
 def oracle_row(records: list[dict[str, Any]], name: str = "oracle") -> dict[str, Any]:
@@ -114,6 +119,9 @@ def _baselines(run: Run, cfg: ArcEvalConfig, tasks: list, sampling: SamplingConf
                parallel: Parallel | None) -> list[str]:
     """icl, ttt-plain, own self-edits and the oracle grid on the base model; returns the table's
     names. The model lives only in this call, so no copy is alive while a policy is evaluated."""
+    if cfg.selfedits:
+        prewrite(run, cfg.backend, cfg.model, [Writing("", cfg.arc.domain, tasks, cfg.selfedits, sampling, cfg.seed)],
+                 dtype=cfg.dtype, device=cfg.device)
     loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
     domain = cfg.arc.domain(loaded.tokenizer)
@@ -143,7 +151,7 @@ def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None,
     for name, spec in policies:
         names += evaluate_policy(run, name, spec, cfg.arc.domain, tasks, cfg.selfedits, sampling, cfg.lora,
                                  seed=cfg.seed, base_name=f"{name}-icl", dtype=cfg.dtype, device=cfg.device,
-                                 parallel=parallel)
+                                 parallel=parallel, backend=cfg.backend)
     records = run.records()
     rows = summarize(records, names, references=(TTT_PLAIN,))
     table = markdown_table(rows, metric="success", references=(TTT_PLAIN,))

@@ -16,7 +16,7 @@ from ..judge import Judge, fallback
 from ..models import chat_prompt
 from ..prior import check_prior, with_prior
 from .data import Passage
-from .grounded import Constraint, SpanQA, allowed_token_ids, static
+from .grounded import Constraint, SpanQA, Static, allowed_token_ids
 from .measure import REWARD_METRIC, KnowledgeMeasure, qa_examples
 from .selfedit import FORMATS, selfedit_instruction, selfedit_items
 
@@ -54,7 +54,7 @@ class KnowledgeDomain:
             return None
         if self.fmt == "self-qa":
             return SpanQA(self.tokenizer, passage.context)
-        return static(allowed_token_ids(self.tokenizer, [passage.title, passage.context]))
+        return Static(allowed_token_ids(self.tokenizer, [passage.title, passage.context]))
 
     def training_examples(self, passage: Passage, selfedit: str | None) -> list[Example]:
         """The passage text, then the self-edit's items. Q&A pairs are (prompt, completion) in the

@@ -34,7 +34,7 @@ from ..lora import LoRAConfig, ResidentLoRA
 from ..models import EMBEDDED, LoadedModel, load_model, resolve
 from ..plots import plot_paired, plot_policy_rounds, plot_scores
 from ..prior import check_prior
-from ..policy import evaluate_policy, write_into_run
+from ..policy import Writing, evaluate_policy, prewrite, write_into_run
 from ..restem import resolve_policies
 from ..runs import Run
 from .data import EXTERNAL_SELFEDITS, DatasetError, Passage, external_format, load_external_selfedits, load_passages
@@ -42,6 +42,7 @@ from .controls import CONTROLS, FORMAT, control_domain
 from .domain import ANSWER_CAP, CPTDomain, KnowledgeDomain
 from .measure import REWARD_METRIC
 from ..workers import Parallel, local, workers_for
+from ..vllm_backend import check_backend
 from .selfedit import FORMATS
 
 RECITAL = "recital"
@@ -90,6 +91,7 @@ class KnowledgeEvalConfig:
     seed: int = 0
     dtype: str = "auto"
     device: str = "auto"
+    backend: str = "hf"  # what writes the self-edits: hf (transformers) or vllm (the extra selfadapt[vllm])
     judge_url: str | None = None  # an OpenAI-compatible endpoint; without it judge_model is a local model spec
     judge_model: str | None = None  # TinyV fallback judge of short answers that exact match rejects
     judge_api_key_env: str = "OPENAI_API_KEY"
@@ -107,6 +109,7 @@ class KnowledgeEvalConfig:
         if self.passages < 1 or self.selfedits_per_passage < 1:
             raise ValueError("passages and selfedits_per_passage must be >= 1")
         check_prior(self.prior_prompt)
+        check_backend(self.backend)
         for control in self.controls:
             if control not in CONTROLS:
                 raise ValueError(f"unknown control {control!r}; choose from {', '.join(CONTROLS)}")
@@ -169,6 +172,11 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
     def baselines() -> list[str]:
         """Every condition of the base model; returns their names. The model lives only in this
         call, so no copy of it is alive while a policy is evaluated (at 7B two do not fit a GPU)."""
+        own = [(fmt, decoding) for fmt in (cfg.formats if cfg.own else []) for decoding in cfg.decodings]
+        prewrite(run, cfg.backend, cfg.model, [
+            Writing(f"{own_name(fmt, decoding)}/", lambda tok, f=fmt, d=decoding: domain_for(tok, f, d), passages,
+                    cfg.selfedits_per_passage, cfg.sampling(fmt), cfg.seed) for fmt, decoding in own],
+                 dtype=cfg.dtype, device=cfg.device)
         loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
         lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
         domain = domain_for(loaded.tokenizer)
@@ -177,13 +185,12 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
         conditions = [setting.condition("passage", None)]
         conditions += [setting.condition(CONTROLS[c], None, domain=control_domain(c, domain, passages))
                        for c in cfg.controls]
-        for fmt in cfg.formats if cfg.own else []:
-            for decoding in cfg.decodings:
-                name, own_domain = own_name(fmt, decoding), domain_for(loaded.tokenizer, fmt, decoding)
-                with lora.base():
-                    edits, seconds = write_into_run(run, f"{name}/", lora.model, lora.tokenizer, own_domain, passages,
-                                                    cfg.selfedits_per_passage, cfg.sampling(fmt), seed=cfg.seed)
-                conditions.append(setting.condition(name, edits, seconds, domain=own_domain))
+        for fmt, decoding in own:
+            name, own_domain = own_name(fmt, decoding), domain_for(loaded.tokenizer, fmt, decoding)
+            with lora.base():
+                edits, seconds = write_into_run(run, f"{name}/", lora.model, lora.tokenizer, own_domain, passages,
+                                                cfg.selfedits_per_passage, cfg.sampling(fmt), seed=cfg.seed)
+            conditions.append(setting.condition(name, edits, seconds, domain=own_domain))
         for source, by_index in external.items():
             name = source if source in EXTERNAL_SELFEDITS else Path(source).stem
             edits = {domain.item_id(p): by_index[p.index][: cfg.selfedits_per_passage] for p in passages}
@@ -210,7 +217,7 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
         evaluate_policy(run, name, spec, lambda tok: domain_for(tok, fmt, decoding, prior), passages,
                         cfg.selfedits_per_passage, cfg.sampling(fmt), cfg.lora, seed=cfg.seed,
                         base_name=f"{name}-base", dtype=cfg.dtype, device=cfg.device, arrange=arrange,
-                        parallel=parallel)
+                        parallel=parallel, backend=cfg.backend)
     # The table holds every policy the run has tested, also those not named again on this resume
     # (whose checkpoints need not be on this machine).
     tested = resolve_policies(run.config.get("policies") or [])

