@@ -8,7 +8,7 @@ does). Settings are compared paired by passage. Records go to ``--out`` (JSONL) 
 finish; rerunning the same command resumes.
 
     python benchmarks/learn_documents.py --out benchmarks/runs/learn30/records.jsonl --passages 20 \
-        --setting old:distill=0,reading=0 --setting new
+        --setting old:distill=0,reading=0,route=0 --setting new
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from selfadapt.evaluate import paired
 from selfadapt.grading import grade
 from selfadapt.knowledge import load_passages
 from selfadapt.knowledge.domain import KnowledgeDomain
-from selfadapt.knowledge.general import short_answers
 from selfadapt.lora import load_adapter
 from selfadapt.models import load_model
 from selfadapt.runs import read_jsonl
-from selfadapt.teach import LearnConfig, learn
+from selfadapt.teach import LearnConfig, ask, learn, routed
 
-KNOBS = {"distill": int, "reading": int, "replay": int, "epochs": int, "lr": float, "r": int, "k": int}
+KNOBS = {"distill": int, "reading": int, "replay": int, "epochs": int, "lr": float, "r": int, "k": int,
+         "route": int}  # route=0: `ask --no-route`, the adapter answers every question (learn before routing)
 
 
 def parse_setting(text: str) -> tuple[str, dict]:
@@ -51,27 +51,30 @@ def parse_setting(text: str) -> tuple[str, dict]:
 def config(model: str, knobs: dict) -> LearnConfig:
     cfg = LearnConfig(model=model)
     lora = replace(cfg.lora, **{k: knobs[k] for k in ("epochs", "lr", "r") if k in knobs})
-    top = {k: v for k, v in knobs.items() if k in ("distill", "reading", "replay")}
+    top = {k: v for k, v in knobs.items() if k in ("distill", "reading", "replay")}  # route: evaluate's
     return replace(cfg, lora=lora, selfedits_per_chunk=knobs.get("k", cfg.selfedits_per_chunk), **top)
 
 
-def evaluate(passage, setting: str, cfg: LearnConfig, model: str) -> dict:
+def evaluate(passage, setting: str, cfg: LearnConfig, model: str, route: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         doc = Path(tmp) / (re.sub(r"[^\w]+", "_", passage.title) + ".txt")
         doc.write_text(passage.context)
         t0 = time.perf_counter()
         meta = learn([doc], Path(tmp) / "adapter", cfg, progress=lambda *a: None)
         seconds = time.perf_counter() - t0
+        questions = [q.question for q in passage.questions]
+        answers = ask(questions, Path(tmp) / "adapter", route=route)[str(Path(tmp) / "adapter")]
+        routed_out = [not routed(q, [meta]) for q in questions] if route else [False] * len(questions)
+        grades = [grade(a, q.answer) for a, q in zip(answers, passage.questions)]
         loaded = load_model(model)
         net = load_adapter(loaded.model, Path(tmp) / "adapter")
-        answers = short_answers(net, loaded.tokenizer, [(meta["title"], q.question) for q in passage.questions])
-        grades = [grade(a, q.answer) for a, q in zip(answers, passage.questions)]
         mc = KnowledgeDomain(loaded.tokenizer).evaluate(net, loaded.tokenizer, passage)
-    g = meta["general"]
+    g, raw = (meta["general"], meta["general_adapter"]) if route else (meta["general_adapter"],) * 2
     return {"passage": passage.index, "setting": setting, "seconds": seconds, "step_seconds": meta["seconds"],
             "em": float(np.mean([x.exact_match for x in grades])), "f1": float(np.mean([x.f1 for x in grades])),
             "measure": {m: float(np.mean([r[m] for r in mc.records])) for m in ("mc_prob", "typed_cal_prob")},
-            "answers": answers, "general_known": g["known_before"], "general_kept": g["kept"],
+            "answers": answers, "questions_without_adapter": sum(routed_out), "general_known": g["known_before"],
+            "general_kept": g["kept"], "general_kept_by_adapter": raw["kept"],
             "general_lost": g["lost"], "check_f1": [meta["check_f1_before"], meta["check_f1_after"]]}
 
 
@@ -91,7 +94,7 @@ def main() -> None:
     for p in load_passages("train", limit=args.passages, offset=args.offset):
         for name, knobs in settings:
             if (p.index, name) not in done:
-                rec = evaluate(p, name, config(args.model, knobs), args.model)
+                rec = evaluate(p, name, config(args.model, knobs), args.model, bool(knobs.get("route", 1)))
                 with open(args.out, "a", encoding="utf-8") as f:
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 done[(p.index, name)] = rec
@@ -99,8 +102,8 @@ def main() -> None:
                       f"{rec['general_kept']}/{rec['general_known']} in {rec['seconds']:.0f} s", flush=True)
     ref = settings[0][0]
     print(f"\n| setting | passages | EM % | F1 % | F1 vs {ref} (95% CI) | W/T/L | typed_cal_prob % | vs {ref} (95% CI) "
-          "| general kept | s/doc |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| general kept (as ask answers) | by the adapter alone | s/doc |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, _ in settings:
         recs = {i: r for (i, s), r in done.items() if s == name}
         f1 = {i: r["f1"] for i, r in recs.items()}
@@ -108,9 +111,11 @@ def main() -> None:
         measure = {i: r["measure"]["typed_cal_prob"] for i, r in recs.items()}
         dm = paired(measure, {i: r["measure"]["typed_cal_prob"] for (i, s), r in done.items() if s == ref})
         kept = sum(r["general_kept"] for r in recs.values()), sum(r["general_known"] for r in recs.values())
+        by_adapter = sum(r["general_kept_by_adapter"] for r in recs.values())
         print(f"| {name} | {len(recs)} | {100 * np.mean([r['em'] for r in recs.values()]):.1f} | "
               f"{100 * np.mean(list(f1.values())):.1f} | {d.cell()} | {d.wtl} | "
               f"{100 * np.mean(list(measure.values())):.1f} | {dm.cell()} | {kept[0]}/{kept[1]} | "
+              f"{by_adapter}/{kept[1]} | "
               f"{np.mean([r['seconds'] for r in recs.values()]):.0f} |")
 
 

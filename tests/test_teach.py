@@ -172,3 +172,43 @@ def test_learn_with_cloze_trains_on_the_documents_own_questions(tiny_dir, tmp_pa
     pairs = [ex for ex in examples if isinstance(ex, tuple)]
     assert [a for _, a in pairs] == ["Mongol<|im_end|>", "Otrar<|im_end|>", "1219<|im_end|>"]  # loss on the answer
     assert "The Mongol army seized the town of what in 1219?" in pairs[1][0]
+
+
+def test_routing_sends_only_questions_that_name_the_documents_to_the_adapter():
+    from selfadapt.routing import about, content_words
+
+    vocab = content_words("harlow lighthouse The Harlow Point Lighthouse was built in 1871 by Tomas Brenner. "
+                          "The museums are run by the Kessel Maritime Society.")
+    assert about("Who built the Harlow Point Lighthouse?", vocab)
+    assert about("What happened in 1871?", vocab) and about("Who runs the museum?", vocab)  # numbers, plurals
+    assert not about("What is the capital of France?", vocab)
+    assert not about("Who wrote the play Hamlet?", vocab)
+    assert not about("Which is the largest planet?", vocab)  # question and function words name nothing
+
+
+def test_ask_answers_a_question_about_nothing_learned_without_the_adapter(tiny_dir, tmp_path):
+    """The update rewrites answers to unrelated questions; `ask` routes those to the model as it
+    was, under the same prompt, and learn's report gives both the routed and the adapter's probe."""
+    from selfadapt.models import load_model
+    from selfadapt.knowledge.general import short_answers
+    from selfadapt.teach import ask
+
+    (tmp_path / "otrar.txt").write_text("The Mongol army seized the town of Otrar in 1219.\n")
+    out = tmp_path / "adapter"
+    meta = learn([tmp_path / "otrar.txt"], out, LearnConfig(
+        model=str(tiny_dir), selfedits_per_chunk=1, check=False, distill=0, reading=0,
+        lora=LoRAConfig(r=4, epochs=3, lr=3e-2), dtype="float32", device="cpu"), progress=lambda *a: None)
+    assert "otrar" in meta["vocabulary"] and meta["general_adapter"]["questions"] == meta["general"]["questions"]
+    general, about_doc = "What is the capital of France?", "Which town did the Mongol army seize?"
+    kw = dict(max_new_tokens=6, dtype="float32", device="cpu")
+    routed, unrouted = ask([general, about_doc], out, **kw)[str(out)], ask([general, about_doc], out, route=False,
+                                                                          **kw)[str(out)]
+    base = load_model(str(tiny_dir), dtype="float32", device="cpu")
+    before = short_answers(base.model, base.tokenizer, [(meta["title"], general), (meta["title"], about_doc)], 6)
+    assert routed[0] == before[0]  # the model as it was
+    assert routed[1] == unrouted[1]  # the adapter
+    assert unrouted != before  # the adapter did change the answers (the test can fail)
+    # the routed probe keeps every answer of a question that names nothing of the document
+    for b, a in zip(meta["general"]["before"], meta["general"]["after"]):
+        if not set(b["question"].lower().split()) & {"town", "otrar", "mongol", "army", "seized", "1219"}:
+            assert a["response"] == b["response"]

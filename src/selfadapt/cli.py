@@ -596,20 +596,28 @@ def ask(
     combine: bool = typer.Option(False, help="Answer with all --adapter at once (their LoRA updates summed)."),
     model: Optional[str] = typer.Option(None, help="Base model (default: the adapters', else the embedded one)."),
     max_new_tokens: int = typer.Option(12, help="Answer length cap (a short answer phrase)."),
+    route: bool = typer.Option(True, help="Answer a question that names nothing of an adapter's documents with "
+                               "the adapter disabled (the update rewrites unrelated answers); --no-route: "
+                               "the adapter answers everything."),
     dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
     """Answer questions with a short phrase, without the documents in context, optionally with
     learned adapters."""
+    from .teach import adapter_paths, routed
     from .teach import ask as ask_questions
 
     configfile.apply()
-    answers = ask_questions(questions, adapter, model, combine=combine, max_new_tokens=max_new_tokens, dtype=dtype,
-                            device=device)
-    for label, replies in answers.items():
+    answers = ask_questions(questions, adapter, model, combine=combine, route=route, max_new_tokens=max_new_tokens,
+                            dtype=dtype, device=device)
+    _, metas = adapter_paths(adapter)
+    for n, (label, replies) in enumerate(answers.items()):
         if len(answers) > 1:
             console.print(f"[bold]{label}[/]")
+        group = metas if combine else metas[n:n + 1]
         for q, a in zip(questions, replies):
-            console.print(f"[bold]Q:[/] {q}\n[bold]A:[/] {a}")
+            note = "  [dim](the model without the adapter: the question names nothing of its documents)[/]" \
+                if route and group and not routed(q, group) else ""
+            console.print(f"[bold]Q:[/] {q}\n[bold]A:[/] {a}{note}")
 
 
 @app.command("model")

@@ -36,6 +36,7 @@ from .knowledge.measure import qa_examples
 from .knowledge.selfedit import FORMATS, is_question, selfedit_items
 from .lora import Example, LoRAConfig, ResidentLoRA, load_adapter, name_base_model
 from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model, split_spec
+from .routing import about, content_words
 from .runs import plain
 from .policy import write_selfedits
 
@@ -146,6 +147,7 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
             doc_title = path.stem.replace("_", " ").replace("-", " ")
             docs.append((path, doc_title, chunk_document(text, doc_title, tok, cfg.chunk_tokens)))
         title = docs[-1][1] if len(docs) == 1 else "your documents"  # what `ask` puts in its prompt
+        vocabulary = sorted(set().union(*(content_words(f"{c.title} {c.context}") for _, _, cs in docs for c in cs)))
         domain = KnowledgeDomain(tok, cfg.fmt, grounded=cfg.grounded)
         checker = KnowledgeDomain(tok, "self-qa", grounded=True)
         probe_questions, distill_prompts = general_questions()
@@ -212,10 +214,12 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
                 for c, answer in zip(checks, answer_questions(lora.model, tok, checks)):
                     c["after"] = answer
                     c["f1_before"], c["f1_after"] = token_f1(c["before"], c["expected"]), token_f1(answer, c["expected"])
-        general_after = []
+        general_after, general_adapter = [], []
         if cfg.probe:
             with steps.timed("general questions (after)"):
-                general_after = probe(lora.model, tok, title, probe_questions)
+                general_adapter = probe(lora.model, tok, title, probe_questions)
+            # what `ask` answers: the adapter where a question names the documents, else the model as it was
+            general_after = [a if about(a["question"], vocabulary) else b for a, b in zip(general_adapter, general_before)]
     out.mkdir(parents=True, exist_ok=True)
     lora.save(out)
     if isinstance(cfg.model, LoadedModel):
@@ -229,6 +233,7 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
             "check_f1_before": float(np.mean([c["f1_before"] for c in checks])) if checks else None,
             "check_f1_after": float(np.mean([c["f1_after"] for c in checks])) if checks else None,
             "general": general_summary(general_before, general_after),
+            "general_adapter": general_summary(general_before, general_adapter), "vocabulary": vocabulary,
             "seconds": steps.seconds, "config": plain(cfg)}
     if cfg.model == EMBEDDED:
         meta["base_model_note"] = (f"trained on the embedded model: {EMBEDDED_HUB_ID} as the dequantised Q4_1 GGUF "
@@ -264,10 +269,15 @@ def report_lines(meta: dict, checks: list[dict], limit: int = 10) -> list[str]:
         lines += [f"| {c['question']} | {c['expected']} | {c['before']} | {c['after']} |" for c in checks[:limit]]
         lines += ["", f"{len(checks)} check questions: token F1 {100 * meta['check_f1_before']:.1f} before → "
                       f"{100 * meta['check_f1_after']:.1f} after."]
-    g = meta.get("general")
+    g, raw = meta.get("general"), meta.get("general_adapter")
     if g:
         lines += ["", f"General questions the model answered right before learning: {g['known_before']} of "
-                      f"{g['questions']}; still right after: {g['kept']} of {g['known_before']}."]
+                      f"{g['questions']}; still right after, as `ask` answers them: {g['kept']} of "
+                      f"{g['known_before']}."]
+        if raw:
+            lines += [f"The adapter itself, asked every one of them (`ask --no-route`): {raw['kept']} of "
+                      f"{raw['known_before']}. `ask` answers a question that names nothing of the documents "
+                      "without the adapter."]
         if g["lost"]:
             lines += ["Lost: " + "; ".join(g["lost"][:limit])]
         if g["warning"]:
@@ -292,15 +302,28 @@ def answer_questions(model, tokenizer, checks: list[dict]) -> list[str]:
     return short_answers(model, tokenizer, [(c["title"], c["question"]) for c in checks])
 
 
+def adapter_paths(adapters: list[Path] | Path | str | None) -> tuple[list[Path], list[dict]]:
+    """The adapter directories and their metadata (``{}`` for an adapter not saved by ``learn``)."""
+    paths = [Path(a) for a in ([adapters] if isinstance(adapters, (str, Path)) else adapters or [])]
+    return paths, [json.loads((p / META).read_text()) if (p / META).is_file() else {} for p in paths]
+
+
+def routed(question: str, metas: list[dict]) -> bool:
+    """Whether ``ask`` answers the question with these adapters (``routing``): it names something
+    of their documents, or an adapter has no vocabulary to tell (not saved by ``learn``)."""
+    return any("vocabulary" not in m or about(question, m["vocabulary"]) for m in metas)
+
+
 def ask(questions: list[str], adapters: list[Path] | Path | None = None, model: str | None = None, *,
-        combine: bool = False, max_new_tokens: int = ANSWER_CAP, dtype: str = "auto",
+        combine: bool = False, route: bool = True, max_new_tokens: int = ANSWER_CAP, dtype: str = "auto",
         device: str = "auto") -> dict[str, list[str]]:
     """Short answers, by the base model or by each learned adapter in turn (``combine``: all of
     them at once, their LoRA updates summed), with no document in context: the answer phrase
-    the question asks for, not a recital of what was learned. Keyed by adapter directory (or
-    ``"base"``, or the directories joined by " + ")."""
-    paths = [Path(a) for a in ([adapters] if isinstance(adapters, (str, Path)) else adapters or [])]
-    metas = [json.loads((p / META).read_text()) if (p / META).is_file() else {} for p in paths]
+    the question asks for, not a recital of what was learned. With ``route``, a question that
+    names nothing of an adapter's documents is answered with the adapter disabled (``routing``:
+    the update rewrites unrelated answers). Keyed by adapter directory (or ``"base"``, or the
+    directories joined by " + ")."""
+    paths, metas = adapter_paths(adapters)
     bases = {m.get("model", EMBEDDED) for m in metas}
     if model is None and len(bases) > 1:
         raise ValueError(f"the adapters were learned on different models ({', '.join(sorted(bases))}); "
@@ -318,6 +341,12 @@ def ask(questions: list[str], adapters: list[Path] | Path | None = None, model: 
         net.base_model.set_adapter([f"a{n}" for n in group])  # several: their updates are summed
         titles = [metas[n].get("title", "general knowledge") for n in group]
         title = titles[0] if len(titles) == 1 else "your documents"
-        out[" + ".join(str(paths[n]) for n in group)] = short_answers(
-            net, loaded.tokenizer, [(title, q) for q in questions], max_new_tokens)
+        mine = [not route or routed(q, [metas[n] for n in group]) for q in questions]
+        answers = dict(zip([i for i, m in enumerate(mine) if m], short_answers(
+            net, loaded.tokenizer, [(title, q) for q, m in zip(questions, mine) if m], max_new_tokens)))
+        if not all(mine):
+            with net.disable_adapter():
+                answers |= dict(zip([i for i, m in enumerate(mine) if not m], short_answers(
+                    net, loaded.tokenizer, [(title, q) for q, m in zip(questions, mine) if not m], max_new_tokens)))
+        out[" + ".join(str(paths[n]) for n in group)] = [answers[i] for i in range(len(questions))]
     return out
