@@ -184,6 +184,10 @@ def test_routing_sends_only_questions_that_name_the_documents_to_the_adapter():
     assert not about("What is the capital of France?", vocab)
     assert not about("Who wrote the play Hamlet?", vocab)
     assert not about("Which is the largest planet?", vocab)  # question and function words name nothing
+    glass = content_words("In 1889 the works began to make window glass in the main hall.")
+    assert about("What did the works make in 1889?", glass) and about("What glass did the works make?", glass)
+    assert not about("What do bees make?", glass)  # words common in the train passages name nothing
+    assert not about("What is the main language spoken in Brazil?", glass)
 
 
 def test_ask_answers_a_question_about_nothing_learned_without_the_adapter(tiny_dir, tmp_path):

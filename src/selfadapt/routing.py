@@ -4,15 +4,18 @@ A LoRA update that teaches a 135M model a document also rewrites its answers to 
 questions asked under the document's title ("What is the capital of France?" → a name from
 the document; benchmarks/RESULTS.md, issue 30): replay, fewer epochs and a lower learning rate
 reduced this but did not stop it. So `ask` sends a question to the adapter only when it shares
-a content word (not a function or question word; numbers count) with the documents the
-adapter learned, and answers the others with the adapter disabled, as the model did before
-learning. The rule is lexical and shown with every answer, so a user can see and override it
-(``ask --no-route``).
+a distinctive word with the documents the adapter learned, and answers the others with the
+adapter disabled, as the model did before learning. Distinctive: not a function or question
+word, and not common, i.e. in at most 3% of the shipped SQuAD train passages ("make", "main",
+"largest" are in 5%; "museum" 2.5%, "furnace" none); numbers count. The rule is lexical and
+shown with every answer, so a user can see and override it (``ask --no-route``).
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from collections import Counter
 
 from .knowledge.grounded import FUNCTION_WORDS
 
@@ -34,6 +37,18 @@ def content_words(text: str) -> set[str]:
     return words
 
 
+COMMON = 0.03  # a word in more than this share of the train passages names nothing in particular
+
+
+@functools.cache
+def common_words() -> frozenset[str]:
+    from .knowledge.data import load_passages
+
+    passages = load_passages("train")
+    df = Counter(w for p in passages for w in content_words(p.context))
+    return frozenset(w for w, n in df.items() if n > COMMON * len(passages))
+
+
 def about(question: str, vocabulary: set[str] | list[str]) -> bool:
-    """Whether the question names something of the documents whose content words are ``vocabulary``."""
-    return bool(content_words(question) & set(vocabulary))
+    """Whether the question names something distinctive of the documents whose content words are ``vocabulary``."""
+    return bool((content_words(question) - common_words()) & set(vocabulary))
