@@ -8,7 +8,7 @@ does). Settings are compared paired by passage. Records go to ``--out`` (JSONL) 
 finish; rerunning the same command resumes.
 
     python benchmarks/learn_documents.py --out benchmarks/runs/learn30/records.jsonl --passages 20 \
-        --setting old:distill=0,reading=0,route=0 --setting new
+        --setting old:distill=0,reading=0,cloze=0,route=0 --setting new
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from selfadapt.runs import read_jsonl
 from selfadapt.teach import LearnConfig, ask, learn, routed
 
 KNOBS = {"distill": int, "reading": int, "replay": int, "epochs": int, "lr": float, "r": int, "k": int,
-         "route": int}  # route=0: `ask --no-route`, the adapter answers every question (learn before routing)
+         "cloze": int, "route": int}  # route=0: `ask --no-route`, the adapter answers every question (learn before routing)
 
 
 def parse_setting(text: str) -> tuple[str, dict]:
@@ -52,6 +52,7 @@ def config(model: str, knobs: dict) -> LearnConfig:
     cfg = LearnConfig(model=model)
     lora = replace(cfg.lora, **{k: knobs[k] for k in ("epochs", "lr", "r") if k in knobs})
     top = {k: v for k, v in knobs.items() if k in ("distill", "reading", "replay")}  # route: evaluate's
+    top |= {"cloze": bool(knobs["cloze"])} if "cloze" in knobs else {}
     return replace(cfg, lora=lora, selfedits_per_chunk=knobs.get("k", cfg.selfedits_per_chunk), **top)
 
 

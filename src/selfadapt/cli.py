@@ -554,8 +554,9 @@ def learn(
                             "grounded self-QA)."),
     grounded: bool = typer.Option(True, help="Grounded decoding of the self-edits."),
     k: int = typer.Option(2, "--selfedits", "-k", help="Self-edits per chunk (0: none)."),
-    cloze: bool = typer.Option(False, help="Also train on each chunk's cloze Q→A pairs: its sentences with a name "
-                               "or number asked for (no model, so no invented question)."),
+    cloze: bool = typer.Option(True, help="Also train on each chunk's cloze Q→A pairs: its sentences with a name "
+                               "or number asked for (no model, so no invented question); --no-cloze: the "
+                               "self-edits alone."),
     chunk_tokens: int = typer.Option(256, help="Tokens (of the model's tokenizer) per chunk of a document."),
     replay: int = typer.Option(8, help="Examples of earlier documents mixed into each later one (0: none)."),
     distill: int = typer.Option(16, help="The unadapted model's own answers to general questions, replayed into "

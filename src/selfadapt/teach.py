@@ -50,7 +50,7 @@ class LearnConfig:
     fmt: str = DEFAULT_FORMAT  # the eval default: grounded self-QA
     grounded: bool = DEFAULT_DECODING == "grounded"
     selfedits_per_chunk: int = 2  # 0: none (with cloze, the document teaches itself)
-    cloze: bool = False  # add the chunk's cloze Q→A pairs (``knowledge.cloze``: no model, no invented question)
+    cloze: bool = True  # add the chunk's cloze Q→A pairs (``knowledge.cloze``: no model, no invented question)
     chunk_tokens: int = 256  # of the model's tokenizer (a SQuAD passage is ~180)
     replay: int = 8  # examples of earlier documents mixed into each later document's update
     distill: int = 16  # the unadapted model's own general answers replayed into every update
