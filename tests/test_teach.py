@@ -17,6 +17,9 @@ def test_learn_probes_general_knowledge_replays_its_own_answers_and_reports_each
     trained, events = [], []
     real = ResidentLoRA.train
     monkeypatch.setattr(ResidentLoRA, "train", lambda self, ex, **kw: trained.append(ex) or real(self, ex, **kw))
+    import selfadapt.teach as teach
+    writes, write = [], teach.write_selfedits
+    monkeypatch.setattr(teach, "write_selfedits", lambda *a, **kw: writes.append(a[4]) or write(*a, **kw))
     cfg = LearnConfig(model=str(tiny_dir), selfedits_per_chunk=1, distill=5, reading=2,
                       lora=LoRAConfig(r=4, epochs=1), dtype="float32", device="cpu")
     meta = learn([doc], tmp_path / "adapter", cfg, progress=lambda step, done, total: events.append(step))
@@ -30,9 +33,10 @@ def test_learn_probes_general_knowledge_replays_its_own_answers_and_reports_each
     assert sum(any(q in p for p in prompts) for q in distill) == 5  # five of the model's own general answers
     assert sum("Question:" in p and "\n\nQuestion:" in p for p in prompts) == 2  # reading comprehension
     steps = set(events)
-    assert {"loading the model", "writing check questions", "general questions (before)",
-            "the model's own general answers, to replay", "otrar.txt: writing self-edits", "otrar.txt: training",
-            "general questions (after)"} <= steps
+    assert {"loading the model", "writing self-edits and check questions", "general questions (before)",
+            "the model's own general answers, to replay", "otrar.txt: training", "general questions (after)"} <= steps
+    assert writes == [2]  # one generation pass: the self-edit and the check draft are samples of one batch
+    assert len(json.loads((tmp_path / "adapter" / "selfedits.json").read_text())[0][0]) == 1
     assert set(meta["seconds"]) == steps  # every step is timed
     card = (tmp_path / "adapter" / "README.md").read_text()
     assert "General questions the model answered right before learning" in card and "Time:" in card
@@ -152,13 +156,21 @@ def test_cloze_pairs_ask_for_each_name_and_number_of_the_sentences():
     from selfadapt.knowledge.cloze import cloze_pairs
 
     text = ("The Harlow Point Lighthouse was built in 1871 by the engineer Tomas Brenner.\n"
-            "The tower is 38 metres tall. Since 1998 it has housed a museum run by the Kessel Maritime Society.")
-    pairs = cloze_pairs(text)
-    assert [a for _, a in pairs] == ["Harlow Point Lighthouse", "1871", "Tomas Brenner", "38 metres", "1998",
-                                     "Kessel Maritime Society"]
-    for q, a in pairs:  # the sentence itself, one span asked for
-        assert q.endswith("?") and q.replace("what", a, 1)[:-1] + "." in " ".join(text.split())
-    assert cloze_pairs(text, limit=2) == pairs[:2] and cloze_pairs("Too short.") == []
+            "The tower is 38 metres tall. Since 1998 it has housed a museum run by the Kessel Maritime Society. "
+            "It was founded by Anselm and Piet Vellmar. Its crew of 12 keepers lived on the rock.")
+    pairs = cloze_pairs(text, "harlow lighthouse")
+    assert pairs == [
+        ("The what was built in 1871 by the engineer Tomas Brenner?", "Harlow Point Lighthouse"),
+        ("The Harlow Point Lighthouse was built in what year by the engineer Tomas Brenner?", "1871"),
+        ("The Harlow Point Lighthouse was built in 1871 by whom?", "Tomas Brenner"),  # a person after "by"
+        ("The tower is what tall?", "38 metres"),
+        ("Since what year it has housed a museum run by the Kessel Maritime Society?", "1998"),
+        ("Since 1998 it has housed a museum run by whom?", "Kessel Maritime Society"),
+        ("Harlow lighthouse was founded by whom?", "Anselm and Piet Vellmar"),  # "It": the title; one name
+        ("Harlow lighthouse's crew of how many keepers lived on the rock?", "12"),  # a count: how many
+    ]
+    assert cloze_pairs(text)[6] == ("It was founded by whom?", "Anselm and Piet Vellmar")  # no title given
+    assert cloze_pairs(text, limit=2) == cloze_pairs(text)[:2] and cloze_pairs("Too short.") == []
 
 
 def test_learn_with_cloze_trains_on_the_documents_own_questions(tiny_dir, tmp_path, monkeypatch):
@@ -172,6 +184,7 @@ def test_learn_with_cloze_trains_on_the_documents_own_questions(tiny_dir, tmp_pa
     pairs = [ex for ex in examples if isinstance(ex, tuple)]
     assert [a for _, a in pairs] == ["Mongol<|im_end|>", "Otrar<|im_end|>", "1219<|im_end|>"]  # loss on the answer
     assert "The Mongol army seized the town of what in 1219?" in pairs[1][0]
+    assert "The Mongol army seized the town of Otrar in what year?" in pairs[2][0]
 
 
 def test_routing_sends_only_questions_that_name_the_documents_to_the_adapter():

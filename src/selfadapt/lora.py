@@ -66,6 +66,23 @@ class LoRAConfig:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
 
 
+def causal_lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The causal-LM loss (mean over labelled tokens), projecting onto the vocabulary only where a
+    label follows. A QA example is ~70 prompt tokens and ~5 answer tokens, and the 49k-word
+    head is a fifth of a 135M model's compute: on CPU this is ~1.2× the training tokens/s.
+    A model whose forward does not take a boolean ``logits_to_keep`` gets the full logits."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != -100
+    targets = labels[:, 1:][keep[:, :-1]]
+    try:
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+    except TypeError:
+        logits = None
+    if logits is None or logits.dim() != 2 or len(logits) != len(targets):
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    return torch.nn.functional.cross_entropy(logits.float(), targets)
+
+
 @dataclass
 class TrainStats:
     steps: int
@@ -206,8 +223,7 @@ class ResidentLoRA:
                                                       cfg.max_batch_tokens, rng):
                     with (torch.autocast(dev.type, dtype=torch.bfloat16) if amp else nullcontext(),
                           disable_input_dtype_casting(self.model, amp)):
-                        loss = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
-                                          labels=labels.to(dev)).loss
+                        loss = causal_lm_loss(self.model, ids.to(dev), mask.to(dev), labels.to(dev))
                     value = loss.item()
                     if not math.isfinite(value):
                         raise NonFiniteLossError(f"loss became {value} at step {steps + 1}")

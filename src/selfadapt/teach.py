@@ -75,6 +75,29 @@ def check_questions(domain: KnowledgeDomain, chunk: Passage, text: str) -> list[
         return []
 
 
+def write_drafts(model, tokenizer, domain: KnowledgeDomain, checker: KnowledgeDomain, chunks: list[Passage],
+                 cfg: LearnConfig, steps: "_Steps") -> list[list[str]]:
+    """Per chunk, ``selfedits_per_chunk`` self-edits and (with ``check``) one check draft last, by
+    the unadapted model. When the self-edits are grounded self-QA, the check draft is one more
+    sample of the same batch: one generation pass instead of two (the longest step after training)."""
+    one_pass = cfg.check and cfg.fmt == "self-qa" and cfg.grounded
+    k = cfg.selfedits_per_chunk + one_pass
+    drafts: list[list[str]] = [[] for _ in chunks]
+    if k:
+        name = "writing self-edits" + (" and check questions" if one_pass else "")
+        with steps.timed(name, k * len(chunks)) as advance:
+            drafts, _ = write_selfedits(model, tokenizer, domain, chunks, k,
+                                        SamplingConfig(FORMATS[cfg.fmt].max_new_tokens, cfg.temperature, cfg.top_p),
+                                        seed=cfg.seed, on_batch=advance)
+    if cfg.check and not one_pass:
+        with steps.timed("writing check questions", len(chunks)) as advance:
+            extra, _ = write_selfedits(model, tokenizer, checker, chunks, 1,
+                                       SamplingConfig(FORMATS["self-qa"].max_new_tokens, cfg.temperature, cfg.top_p),
+                                       seed=cfg.seed + 7919, on_batch=advance)
+        drafts = [d + e for d, e in zip(drafts, extra)]
+    return drafts
+
+
 Progress = Callable[[str, int, Optional[int]], None]  # (step, done, total or None)
 
 
@@ -154,18 +177,15 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
         checks: list[dict] = []
         general_before: list[dict] = []
         own_answers: list[Example] = []
+        all_chunks = [c for _, _, cs in docs for c in cs]
         with lora.base():  # the unadapted model, before anything is learned
+            drafts = write_drafts(lora.model, tok, domain, checker, all_chunks, cfg, steps)
+            selfedits = [d[: cfg.selfedits_per_chunk] for d in drafts]
             if cfg.check:
-                all_chunks = [c for _, _, cs in docs for c in cs]
-                with steps.timed("writing check questions", len(all_chunks)) as advance:
-                    drafts, _ = write_selfedits(lora.model, tok, checker, all_chunks, 1,
-                                                SamplingConfig(FORMATS["self-qa"].max_new_tokens, cfg.temperature,
-                                                               cfg.top_p),
-                                                seed=cfg.seed + 7919, on_batch=advance)
-                flat = iter(drafts)
+                flat = iter(d[-1] for d in drafts)
                 checks = [{"document": str(path), "title": t, "question": q, "expected": a}
                           for path, t, chunks in docs for chunk in chunks
-                          for q, a in check_questions(checker, chunk, next(flat)[0])]
+                          for q, a in check_questions(checker, chunk, next(flat))]
                 with steps.timed("answering check questions (before)"):
                     for c, answer in zip(checks, answer_questions(lora.model, tok, checks)):
                         c["before"] = answer
@@ -177,21 +197,15 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
                     own_answers = distillation(lora.model, tok, title, distill_prompts)
         history: list[list[Example]] = []
         rng = random.Random(cfg.seed)
-        report, stats = [], None
+        report, stats, edits_of = [], None, iter(selfedits)
         for d, (path, doc_title, chunks) in enumerate(docs):
-            selfedits, gen_s = [[] for _ in chunks], 0.0
-            if cfg.selfedits_per_chunk:
-                with steps.timed(f"{path.name}: writing self-edits", cfg.selfedits_per_chunk * len(chunks)) as advance:
-                    selfedits, gen_s = write_selfedits(lora.model, tok, domain, chunks, cfg.selfedits_per_chunk,
-                                                       SamplingConfig(FORMATS[cfg.fmt].max_new_tokens, cfg.temperature,
-                                                                      cfg.top_p),
-                                                       seed=cfg.seed + d, on_batch=advance)
+            doc_edits = [next(edits_of) for _ in chunks]
             texts: list[Example] = []
             invalid = 0
-            for chunk, edits in zip(chunks, selfedits):
+            for chunk, edits in zip(chunks, doc_edits):
                 texts.append(chunk.text)
                 if cfg.cloze:
-                    texts.extend(qa_examples(tok, chunk.title, cloze_pairs(chunk.context)))
+                    texts.extend(qa_examples(tok, chunk.title, cloze_pairs(chunk.context, chunk.title)))
                 for edit in edits:
                     try:
                         texts.extend(domain.training_examples(chunk, edit)[1:])  # [0] is the chunk itself
@@ -207,8 +221,8 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
             report.append({"document": str(path), "title": doc_title, "chunks": len(chunks), "sequences": len(texts),
                            "replayed": len(replayed), "general": len(kept), "invalid_selfedits": invalid,
                            "steps": stats.steps, "first_loss": stats.losses[0] if stats.losses else None,
-                           "final_loss": stats.final_loss, "generate_seconds": gen_s,
-                           "train_seconds": stats.seconds, "selfedits": selfedits})
+                           "final_loss": stats.final_loss, "train_seconds": stats.seconds,
+                           "selfedits": doc_edits})
         if checks:
             with steps.timed("answering check questions (after)"):
                 for c, answer in zip(checks, answer_questions(lora.model, tok, checks)):

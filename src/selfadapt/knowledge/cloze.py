@@ -3,35 +3,69 @@
 A 135M model's self-QA pairs questions with answers that do not go together ("How many people
 worked on the engineering team? — 1871"), and its generic questions ("What is this passage
 about?") teach that any question is answered from the document. A cloze pair cannot do
-either: its question is a sentence of the passage with one name or number replaced by
-"what", its answer that name or number. Issue 27 measured such pairs above passage-only
+either: its question is a sentence of the passage with one name or number replaced by a
+wh-phrase, its answer that name or number. Issue 27 measured such pairs above passage-only
 (EM 8.1% vs 0.0 on 8 train passages), and on the form-proof measure at the level of the
 format control, i.e. they teach answers the way gold pairs do, from the passage alone.
+
+The wh-phrase is typed as a reader would ask ("in what year", "how many workers", "by
+whom"), and a sentence that opens with "It" names the document's title instead: the
+questions a person asks afterwards are of that shape, and "It was founded in what?" says
+nothing of what was founded.
 """
 
 from __future__ import annotations
 
 import re
 
-# A number (with its unit word), or a run of capitalised words (a name), not sentence-initial.
-NUMBER = re.compile(r"\b\d[\d,.]*(?:\s+(?:metres|meters|km|kilometres|miles|feet|years|people|per cent|percent))?")
-NAME = re.compile(r"(?<!^)(?<![.!?]\s)\b(?:[A-Z][\w'-]+)(?:\s+(?:of\s+|the\s+|de\s+)?[A-Z][\w'-]+)*")
+UNITS = r"metres|meters|km|kilometres|kilometers|miles|feet|per cent|percent"
+# A number: a year, a count of some plural noun, a measure with its unit, or a bare number.
+NUMBER = re.compile(rf"\b(?P<num>\d[\d,.]*)(?:\s+(?P<unit>{UNITS})\b|\s+(?P<noun>[a-z]+s)\b)?")
+YEAR = re.compile(r"(?:1[0-9]|20)\d\d")
+# A run of capitalised words (a name; "Anselm and Piet Vellmar" is one), not sentence-initial.
+WORD = r"[A-Z][\w'-]+"
+NAME = re.compile(rf"(?<!^)\b{WORD}(?:\s+(?:of\s+|the\s+|de\s+|and\s+)?{WORD})*")
+BY = re.compile(r"\bby(?:\s+the)?(?:\s+[a-z]+)?\s+$")  # "by", "by the engineer" just before a name
 
 
 def sentences(text: str) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if len(s.split()) >= 4]
 
 
-def cloze_pairs(text: str, limit: int = 24) -> list[tuple[str, str]]:
-    """(question, answer) per name or number of each sentence, in order, at most ``limit``."""
+def _spans(body: str) -> list[tuple[int, int, str, str]]:
+    """(start, end, answer, the wh-phrase that replaces body[start:end]) for each name and number."""
+    out = []
+    for m in NUMBER.finditer(body):
+        num = m.group("num").rstrip(",.")
+        if YEAR.fullmatch(num):
+            out.append((m.start(), m.start() + len(num), num, "what year"))
+        elif m.group("noun"):  # "240 workers": how many workers
+            out.append((m.start(), m.end(), num, f"how many {m.group('noun')}"))
+        else:
+            answer = m.group().strip().rstrip(",.")
+            out.append((m.start(), m.start() + len(answer), answer, "what"))
+    for m in NAME.finditer(body):
+        if m.start() == 0:
+            continue
+        answer = m.group().strip()
+        if BY.search(body[: m.start()]):  # "bought by the engineer Hedda Lorne": bought by whom
+            start = BY.search(body[: m.start()]).start()
+            out.append((start, m.start() + len(answer), answer, "by whom"))
+        else:
+            out.append((m.start(), m.start() + len(answer), answer, "what"))
+    return sorted(out)
+
+
+def cloze_pairs(text: str, title: str | None = None, limit: int = 24) -> list[tuple[str, str]]:
+    """(question, answer) per name or number of each sentence, in order, at most ``limit``; with
+    ``title``, a sentence-initial "It"/"Its" becomes the title."""
     pairs: list[tuple[str, str]] = []
     for sentence in sentences(text):
         body = sentence.rstrip(".!?")
-        spans = [m for m in NUMBER.finditer(body)] + [m for m in NAME.finditer(body) if m.start() > 0]
-        for m in sorted(spans, key=lambda m: m.start()):
-            answer = m.group().strip().rstrip(",.")
-            if not answer:
-                continue
-            question = f"{body[: m.start()]}what{body[m.start() + len(answer):]}?"
-            pairs.append((" ".join(question.split()), answer))
+        if title:
+            name = title[:1].upper() + title[1:]
+            body = re.sub(r"^Its\b", f"{name}'s", re.sub(r"^It\b", name, body))
+        for start, end, answer, wh in _spans(body):
+            if answer:
+                pairs.append((" ".join(f"{body[:start]}{wh}{body[end:]}?".split()), answer))
     return list(dict.fromkeys(pairs))[:limit]
