@@ -67,20 +67,20 @@ class LoRAConfig:
 
 
 def causal_lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The causal-LM loss (mean over labelled tokens), projecting onto the vocabulary only where a
-    label follows: a QA example is ~70 prompt tokens and ~5 answer tokens, and SmolLM2-135M's
-    49k-word head is a fifth of its forward compute per position. A model whose forward does
-    not take a boolean ``logits_to_keep`` gets the full logits."""
-    keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = labels[:, 1:] != -100
-    targets = labels[:, 1:][keep[:, :-1]]
+    """The causal-LM loss (mean over labelled tokens), projecting onto the vocabulary only at the
+    positions where a label follows in some row: a QA example is ~70 prompt tokens and ~5 answer
+    tokens, and SmolLM2-135M's 49k-word head is a fifth of its forward compute per position.
+    The positions go in as a 1-D ``logits_to_keep`` (what every transformers 5.x causal LM takes);
+    a model that does not take it gets the full logits."""
+    targets = labels[:, 1:]
+    keep = (targets != -100).any(dim=0).nonzero().squeeze(1)  # position p predicts token p + 1
     try:
         logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
     except TypeError:
         logits = None
-    if logits is None or logits.dim() != 2 or len(logits) != len(targets):
+    if logits is None or logits.shape[1] != len(keep):
         return model(input_ids=ids, attention_mask=mask, labels=labels).loss
-    return torch.nn.functional.cross_entropy(logits.float(), targets)
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets[:, keep].flatten())
 
 
 @dataclass
