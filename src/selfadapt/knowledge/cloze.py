@@ -45,14 +45,8 @@ def _spans(body: str) -> list[tuple[int, int, str, str]]:
             answer = m.group().strip().rstrip(",.")
             out.append((m.start(), m.start() + len(answer), answer, "what"))
     for m in NAME.finditer(body):
-        if m.start() == 0:
-            continue
-        answer = m.group().strip()
-        if BY.search(body[: m.start()]):  # "bought by the engineer Hedda Lorne": bought by whom
-            start = BY.search(body[: m.start()]).start()
-            out.append((start, m.start() + len(answer), answer, "by whom"))
-        else:
-            out.append((m.start(), m.start() + len(answer), answer, "what"))
+        by = BY.search(body[: m.start()])  # "bought by the engineer Hedda Lorne": bought by whom
+        out.append((by.start(), m.end(), m.group(), "by whom") if by else (m.start(), m.end(), m.group(), "what"))
     return sorted(out)
 
 
@@ -66,6 +60,5 @@ def cloze_pairs(text: str, title: str | None = None, limit: int = 24) -> list[tu
             name = title[:1].upper() + title[1:]
             body = re.sub(r"^Its\b", f"{name}'s", re.sub(r"^It\b", name, body))
         for start, end, answer, wh in _spans(body):
-            if answer:
-                pairs.append((" ".join(f"{body[:start]}{wh}{body[end:]}?".split()), answer))
+            pairs.append((" ".join(f"{body[:start]}{wh}{body[end:]}?".split()), answer))
     return list(dict.fromkeys(pairs))[:limit]
