@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -201,6 +202,10 @@ def test_grpo_config_rejects_groups_of_one():
         RRRGRPOConfig(num_generations=1)
     with pytest.raises(ValueError, match="retry_temperature"):
         RRRGRPOConfig(retry_temperature=-0.5)
+    with pytest.raises(ValueError, match="unknown backend"):
+        RRRGRPOConfig(backend="tpu")
+    with pytest.raises(ValueError, match="vllm_memory"):
+        RRRGRPOConfig(backend="vllm", vllm_memory=1.5)
 
 
 def test_sampled_retries_reach_the_reward(tiny, tmp_path):
@@ -370,7 +375,8 @@ def test_prefill_starts_every_answer_and_retry(tiny, monkeypatch):
         seen.extend(prompts)
         return ["1 + 2</answer>"] * len(prompts)
 
-    monkeypatch.setattr(reflect_mod, "generate", fake_generate)
+    monkeypatch.setattr(reflect_mod, "generate", fake_generate)  # reflections
+    monkeypatch.setattr(reflect_mod, "sampler", lambda model, tok: functools.partial(fake_generate, model, tok))
     assert attempt(tiny.model, tiny.tokenizer, task, [q], SamplingConfig(8, 0.0)) == ["<answer>1 + 2</answer>"]
     assert seen[0].endswith("<|im_start|>assistant\n<answer>")  # the prefix is written for the model
     records = reflect_and_retry(tiny.model, tiny.tokenizer, task, [q], ReflectConfig())

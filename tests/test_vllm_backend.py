@@ -6,6 +6,8 @@ this file in its own environment (``.ci/run``, README command (c)).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -137,3 +139,43 @@ def test_a_restem_round_writes_its_selfedits_with_vllm_before_any_transformers_m
     assert len(writes) == 2 and all(len(w["selfedits"]) == 2 for w in writes)
     assert all(lp is None or lp < 0 for w in writes for lp in w["logprobs"])
     assert sum(r["condition"] == "selfedit" for r in run.records()) == 2 * 2
+
+
+def test_rrr_grpo_samples_reflections_and_retries_on_trls_vllm_copy_of_the_policy(model_dir, tmp_path):
+    """``rrr train --backend vllm``: TRL's colocated vLLM copy samples the reflections, the reward's
+    retries come from the same copy (TRL loads it in 16-bit, so they are not the fp32 HF model's),
+    and after an update TRL syncs the merged LoRA weights into it: the retries keep coming from
+    the current policy."""
+    from test_rrr import ParityTask
+
+    from selfadapt.rrr.grpo import RRRGRPOConfig, make_trainer
+    from selfadapt.rrr.reflect import answer, retry_messages
+    from selfadapt.vllm_backend import VLLMSampler
+
+    m = load_model(str(model_dir), dtype="float32", device="cpu")  # its own copy: PEFT wraps it in place
+    task = ParityTask()
+    failures = [{"query": q, "attempt": "The Mongol army"} for q in task.queries("train", 2)]
+    cfg = RRRGRPOConfig(num_generations=2, queries_per_step=2, max_steps=1, reflection_tokens=10, retry_tokens=8,
+                        lora_r=4, lora_alpha=8, learning_rate=0.05, backend="vllm")
+    rollouts = tmp_path / "rollouts.jsonl"
+    trainer = make_trainer(m.model, m.tokenizer, task, failures, cfg, tmp_path / "ckpt", rollouts)
+    engine = trainer.reward_context.engine
+    assert trainer.use_vllm and isinstance(engine, VLLMSampler) and engine.llm is trainer.vllm_generation.llm
+    pair = [(chat_prompt(m.tokenizer, "Who seized Otrar?"), " The Mongol army")]
+    before = engine.logprobs(pair)[0]
+    trainer.train()
+    logged = [json.loads(line) for line in rollouts.read_text().splitlines()]
+    assert len(logged) == 4 and all(r["reflection"] for r in logged)
+    queries = [next(q for q in task.queries("train", 2) if q["id"] == r["id"]) for r in logged]
+    conversations = [retry_messages(task, q, "The Mongol army", r["reflection"]) for q, r in zip(queries, logged)]
+    # the copy still holds step 1's weights (TRL syncs before the next step's rollouts): greedy, it
+    # writes the logged retries again
+    again = answer(engine, m.tokenizer, task, queries, conversations, trainer.reward_context.retry,
+                   failed=["The Mongol army"] * 4)
+    assert [r["retry"] for r in logged] == again
+    trainer.vllm_generation.sync_weights()
+    after = engine.logprobs(pair)[0]
+    trained = completion_scores(trainer.model, m.tokenizer, pair, batch_size=1)[0].logprob
+    with trainer.model.disable_adapter():
+        base = completion_scores(trainer.model, m.tokenizer, pair, batch_size=1)[0].logprob
+    assert abs(after - trained) < abs(after - base) / 4, (before, base, after, trained)

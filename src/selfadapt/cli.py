@@ -488,6 +488,9 @@ def rrr_train(
                                               "model spec, or with --judge-url the endpoint's model name)."),
     judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL for --judge-model."),
     prior_prompt: Optional[str] = PRIOR,
+    backend: str = typer.Option("hf", help="What samples reflections and retries: 'hf' (transformers) or 'vllm' "
+                                "(TRL's colocated vLLM copy of the policy, synced each step; the extra selfadapt[vllm])."),
+    vllm_memory: float = typer.Option(0.3, help="With --backend vllm on a GPU: the share of its memory vLLM takes."),
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
     dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
@@ -501,7 +504,8 @@ def rrr_train(
                          temperature=temperature, reflection_tokens=reflection_tokens, retry_tokens=retry_tokens,
                          retry_temperature=retry_temperature, lora_r=lora_r, lora_alpha=2 * lora_r, save_steps=save_steps,
                          rewards=parse_reward_specs(reward), prior_prompt=prior_prompt, laser_target=laser_target,
-                         disco=disco, disco_eps=disco_eps, judge_model=judge_model, judge_url=judge_url, seed=seed)
+                         disco=disco, disco_eps=disco_eps, judge_model=judge_model, judge_url=judge_url,
+                         backend=backend, vllm_memory=vllm_memory, seed=seed)
     cfg = RRRTrainConfig(failures=[str(f) for f in failures], model=model, grpo=grpo, dtype=dtype, device=device,
                          runs_dir=str(runs_dir))
     cfg = configfile.apply(cfg)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -11,12 +10,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .domain import Domain
 from .evaluate import Condition, progress_bar, run_conditions
-from .generation import SamplingConfig, generate
+from .generation import SamplingConfig
 from .likelihood import completion_scores
 from .lora import LoRAConfig, ResidentLoRA
 from .models import load_model, load_tokenizer
 from .runs import Run
-from .vllm_backend import VLLMEngine, check_backend
+from .vllm_backend import VLLMEngine, VLLMSampler, check_backend, sampler
 from .workers import Parallel, local, workers_for
 
 
@@ -33,7 +32,7 @@ def write_selfedits(
 ) -> tuple[list[list[str]], float]:
     """Sample ``k`` self-edits per item, batched across items; returns them and the seconds taken.
 
-    ``model`` is a transformers model or a ``VLLMEngine``. With a resident LoRA model, its
+    ``model`` is a transformers model or a ``VLLMSampler``. With a resident LoRA model, its
     adapter must be zero (the base policy) when this is called; the caller owns that.
     """
     if k < 1:
@@ -42,8 +41,7 @@ def write_selfedits(
     rows = [domain.selfedit_constraint(item) for item in items for _ in range(k)]  # one per row: they keep state
     constraints = None if all(c is None for c in rows) else rows
     t0 = time.perf_counter()
-    sample = model.generate if isinstance(model, VLLMEngine) else functools.partial(generate, model, tokenizer)
-    texts = sample(prompts, sampling, seed=seed, on_batch=on_batch, constraints=constraints)
+    texts = sampler(model, tokenizer)(prompts, sampling, seed=seed, on_batch=on_batch, constraints=constraints)
     return [texts[i * k : (i + 1) * k] for i in range(len(items))], time.perf_counter() - t0
 
 
@@ -53,7 +51,7 @@ def selfedit_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     ReST-EM shifts, recorded so a run shows how the policy's choices move."""
     prompt = domain.selfedit_prompt(item)
     pairs = [(prompt, s) for s in selfedits if s]
-    scored = iter(model.logprobs(pairs) if isinstance(model, VLLMEngine)
+    scored = iter(model.logprobs(pairs) if isinstance(model, VLLMSampler)
                   else [c.logprob for c in completion_scores(model, tokenizer, pairs, batch_size=8)])
     return [next(scored) if s else None for s in selfedits]
 

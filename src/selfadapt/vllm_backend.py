@@ -16,12 +16,13 @@ their distribution, except where a grammar cannot say what a callable does (``Sp
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from .constrained import GrammarConstraint
-from .generation import SamplingConfig
+from .generation import SamplingConfig, generate
 from .knowledge.grounded import SpanQA, Static
 from .models import encode_text, free_memory, load_tokenizer, pick_device, pick_dtype, resolve, split_spec
 
@@ -43,13 +44,13 @@ def available() -> str | None:
     return None
 
 
-def _cpu_defaults() -> None:
+def cpu_defaults() -> None:
     """vLLM's CPU build needs a KV-cache size (GiB) and computes on one core unless bound to more."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{max(0, (os.cpu_count() or 1) - 1)}")
 
 
-def sampling_params(cfg: SamplingConfig, seed: int, constraint: Callable | None) -> Any:
+def sampling_params(cfg: SamplingConfig, seed: int | None, constraint: Callable | None) -> Any:
     """One request's ``SamplingParams``: every field that shapes the distribution set (as
     ``generation.decoding_settings`` does for HF), and the constraint in vLLM's form."""
     from vllm import SamplingParams
@@ -73,13 +74,69 @@ def sampling_params(cfg: SamplingConfig, seed: int, constraint: Callable | None)
                           skip_special_tokens=True, **extra)
 
 
-@dataclass
-class VLLMEngine:
-    """A vLLM engine for one model spec, as a context manager: ``with VLLMEngine(spec) as e: e.generate(...)``.
+def sampler(model: Any, tokenizer: Any) -> Callable[..., list[str]]:
+    """``generate(prompts, cfg, *, seed, constraints, on_batch)`` on a transformers model, or on a
+    ``VLLMSampler``: the one call every writer of samples makes, whichever backend holds the weights."""
+    return model.generate if isinstance(model, VLLMSampler) else functools.partial(generate, model, tokenizer)
+
+
+class VLLMSampler:
+    """Generation and scoring on a vLLM ``LLM``, with ``generation.generate``'s contract: one
+    engine this project owns (``VLLMEngine``), or the one TRL's GRPOTrainer keeps next to the
+    policy (``use_vllm``), whose weights TRL syncs to the policy before each step's rollouts.
 
     Prompts go in as token ids (``models.encode_text``: one BOS where the tokenizer uses one, the
-    same ids the HF path and the inner loop see). The checkpoint's ``generation_config`` is
-    ignored (``generation_config="vllm"``), as on the HF path."""
+    same ids the HF path and the inner loop see)."""
+
+    def __init__(self, llm: Any, tokenizer: Any):
+        self.llm, self.tokenizer = llm, tokenizer
+
+    def generate(self, prompts: list[str], cfg: SamplingConfig, *, seed: int | None = None,
+                 constraints: list[Callable | None] | None = None,
+                 on_batch: Callable[[int], None] | None = None, chunk: int = 64) -> list[str]:
+        """Complete each prompt once, in prompt order (``generation.generate``'s contract). Request i
+        samples with seed ``seed + i``, so a sample does not depend on what it was batched with
+        (no seed: vLLM's own random stream)."""
+        from vllm.inputs import TokensPrompt
+
+        if constraints is not None and len(constraints) != len(prompts):
+            raise ValueError(f"{len(constraints)} constraints for {len(prompts)} prompts")
+        out: list[str] = []
+        for start in range(0, len(prompts), chunk):
+            idx = range(start, min(start + chunk, len(prompts)))
+            requests = [TokensPrompt(prompt_token_ids=encode_text(self.tokenizer, prompts[i])) for i in idx]
+            params = [sampling_params(cfg, None if seed is None else seed + i, constraints[i] if constraints else None)
+                      for i in idx]
+            results = self.llm.generate(requests, params, use_tqdm=False)
+            out += [r.outputs[0].text.strip() for r in results]
+            if on_batch:
+                on_batch(len(idx))
+        return out
+
+    def logprobs(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """log p(completion | prompt) summed over the completion's tokens, unconstrained: vLLM's
+        prompt log-probabilities of prompt + completion (tokenized part by part, as
+        ``likelihood.encode_pair``)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        from .likelihood import encode_pair
+
+        encoded = [encode_pair(self.tokenizer, p, c) for p, c in pairs]
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        results = self.llm.generate([TokensPrompt(prompt_token_ids=p + c) for p, c in encoded], params,
+                                    use_tqdm=False)
+        scores = []
+        for (p, c), r in zip(encoded, results):
+            steps = r.prompt_logprobs[len(p):]
+            scores.append(float(sum(step[tok].logprob for step, tok in zip(steps, c))))
+        return scores
+
+
+@dataclass
+class VLLMEngine(VLLMSampler):
+    """A vLLM engine for one model spec, as a context manager: ``with VLLMEngine(spec) as e: e.generate(...)``.
+    The checkpoint's ``generation_config`` is ignored (``generation_config="vllm"``), as on the HF path."""
 
     spec: str
     dtype: str = "auto"
@@ -96,7 +153,7 @@ class VLLMEngine:
 
         dev = pick_device(self.device)
         if dev.type == "cpu":
-            _cpu_defaults()
+            cpu_defaults()
         path, options = str(resolve(self.spec)), split_spec(self.spec)[1]
         self.tokenizer = load_tokenizer(self.spec)
         dtype = str(pick_dtype(self.dtype, dev)).removeprefix("torch.")
@@ -124,42 +181,3 @@ class VLLMEngine:
             llm.llm_engine.engine_core.shutdown()
             del llm
         free_memory()
-
-    def generate(self, prompts: list[str], cfg: SamplingConfig, *, seed: int,
-                 constraints: list[Callable | None] | None = None,
-                 on_batch: Callable[[int], None] | None = None, chunk: int = 64) -> list[str]:
-        """Complete each prompt once, in prompt order (``generation.generate``'s contract). Request i
-        samples with seed ``seed + i``, so a sample does not depend on what it was batched with."""
-        from vllm.inputs import TokensPrompt
-
-        if constraints is not None and len(constraints) != len(prompts):
-            raise ValueError(f"{len(constraints)} constraints for {len(prompts)} prompts")
-        out: list[str] = []
-        for start in range(0, len(prompts), chunk):
-            idx = range(start, min(start + chunk, len(prompts)))
-            requests = [TokensPrompt(prompt_token_ids=encode_text(self.tokenizer, prompts[i])) for i in idx]
-            params = [sampling_params(cfg, seed + i, constraints[i] if constraints else None) for i in idx]
-            results = self.llm.generate(requests, params, use_tqdm=False)
-            out += [r.outputs[0].text.strip() for r in results]
-            if on_batch:
-                on_batch(len(idx))
-        return out
-
-    def logprobs(self, pairs: list[tuple[str, str]]) -> list[float]:
-        """log p(completion | prompt) summed over the completion's tokens, unconstrained: vLLM's
-        prompt log-probabilities of prompt + completion (tokenized part by part, as
-        ``likelihood.encode_pair``)."""
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-
-        from .likelihood import encode_pair
-
-        encoded = [encode_pair(self.tokenizer, p, c) for p, c in pairs]
-        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
-        results = self.llm.generate([TokensPrompt(prompt_token_ids=p + c) for p, c in encoded], params,
-                                    use_tqdm=False)
-        scores = []
-        for (p, c), r in zip(encoded, results):
-            steps = r.prompt_logprobs[len(p):]
-            scores.append(float(sum(step[tok].logprob for step, tok in zip(steps, c))))
-        return scores

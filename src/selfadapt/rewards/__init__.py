@@ -38,6 +38,7 @@ class RewardContext:
     retry: SamplingConfig = field(default_factory=lambda: SamplingConfig(192, 0.0))
     log_path: Path | None = None
     model: PreTrainedModel | None = None
+    engine: Any = None  # a ``VLLMSampler`` on TRL's vLLM copy of the policy (``--backend vllm``): it writes the retries
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     prior: str | None = None  # the prior prompt the reflections were asked with: the retry repeats it
     judge: Any = None  # TinyV: a ``judge.Judge`` asked about retries the verifier rejects

@@ -18,8 +18,8 @@ def verdict_value(row: dict[str, Any], value: float) -> float | None:
 
 def retry_verdicts(ctx: RewardContext, queries: list[dict], attempts: list[str], reflections: list[str]
                    ) -> list[dict[str, Any]]:
-    """Per rollout: the retry written after the reflection (by the current policy, sampled as
-    ``ctx.retry`` says: greedy unless ``--retry-temperature``) and
+    """Per rollout: the retry written after the reflection (by the current policy, or TRL's vLLM
+    copy of it synced this step, sampled as ``ctx.retry`` says: greedy unless ``--retry-temperature``) and
     whether it is correct. Rewards of one step share it (the last batch is kept on the context),
     so ``retry`` and ``laser`` together generate each retry once.
 
@@ -30,7 +30,7 @@ def retry_verdicts(ctx: RewardContext, queries: list[dict], attempts: list[str],
     if ctx.last_retries is not None and ctx.last_retries[0] == key:
         return ctx.last_retries[1]
     t0 = time.perf_counter()
-    retries = answer(ctx.policy(), ctx.tokenizer, ctx.task, queries,
+    retries = answer(ctx.engine or ctx.policy(), ctx.tokenizer, ctx.task, queries,
                      [retry_messages(ctx.task, q, a, r, ctx.prior) for q, a, r in zip(queries, attempts, reflections)],
                      ctx.retry, failed=attempts)
     t1 = time.perf_counter()

@@ -36,6 +36,7 @@ from ..judge import make_judge
 from ..prior import check_prior
 from ..rewards import RewardContext, build_rewards, registry, reward_class
 from ..rewards.disco import DOMAIN_WEIGHTS, disco_scales, domain_weights
+from ..vllm_backend import VLLMSampler, available, check_backend, cpu_defaults
 from .reflect import reflect_messages
 from .tasks import Task
 
@@ -72,6 +73,8 @@ class RRRGRPOConfig:
     disco_eps: float | None = None  # DISCO's difficulty weight is 1 / (self-consistency + eps) (None: 0.1)
     judge_model: str | None = None  # TinyV: a judge for retries the verifier rejects (a model spec, or with
     judge_url: str | None = None  # judge_url an OpenAI-compatible endpoint's model name)
+    backend: str = "hf"  # "vllm": reflections and retries sampled by a vLLM copy of the policy (TRL's colocate mode)
+    vllm_memory: float = 0.3  # on a GPU, the share of its memory the colocated vLLM copy takes
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -92,6 +95,9 @@ class RRRGRPOConfig:
             raise ValueError(f"no reward; choose from {', '.join(registry())} or your own pkg.module:NAME")
         for name in self.rewards:
             reward_class(name)
+        check_backend(self.backend)
+        if not 0 < self.vllm_memory < 1:
+            raise ValueError(f"vllm_memory must be in (0, 1), got {self.vllm_memory}")
 
 
 def domain_of(task: Task, failure: dict[str, Any]) -> str:
@@ -190,10 +196,7 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
         num_generations=cfg.num_generations, per_device_train_batch_size=cfg.num_generations * cfg.queries_per_step,
         gradient_accumulation_steps=1, max_completion_length=cfg.reflection_tokens,
         temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, logging_steps=1,
-        # every sampling field set: TRL leaves the rest to the checkpoint's generation_config
-        generation_kwargs={k: v for k, v in decoding_settings(SamplingConfig(temperature=cfg.temperature,
-                                                                             top_p=cfg.top_p)).items()
-                           if v is not None},
+        generation_kwargs=sampling_fields(cfg),
         save_strategy="steps", save_steps=cfg.save_steps, report_to=tracking.report_to(), use_cpu=model.device.type == "cpu",
         # an fp32 model on a bf16 GPU trains under bf16 autocast with its fp32 master weights
         bf16=model.dtype == torch.float32 and model.device.type == "cuda" and torch.cuda.is_bf16_supported(),
@@ -202,6 +205,7 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
         scale_rewards="none" if cfg.disco else "group",  # a group's std would cancel DISCO's per-group scale
         loss_type=cfg.loss_type, num_iterations=1,
         mask_truncated_completions=False,  # a reflection cut at reflection_tokens still earns its retry's reward
+        **vllm_settings(cfg, model),
     )
     peft = (LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
             if cfg.lora_r else None)
@@ -214,6 +218,33 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
                         length_grid=tuple(range(16, cfg.reflection_tokens + 1, 16)) or (cfg.reflection_tokens,))
     funcs, _ = build_rewards(cfg.rewards, ctx)
     disco = domain_weights([domain_of(task, f) for f in failures], cfg.disco) if cfg.disco else None
-    return ReflectionGRPOTrainer(model=model, args=args, train_dataset=reflection_dataset(task, failures, cfg.prior_prompt),
-                                 processing_class=tokenizer, peft_config=peft, reward_funcs=funcs,
-                                 reward_context=ctx, disco=disco, disco_eps=cfg.disco_eps or 0.1)
+    trainer = ReflectionGRPOTrainer(model=model, args=args,
+                                    train_dataset=reflection_dataset(task, failures, cfg.prior_prompt),
+                                    processing_class=tokenizer, peft_config=peft, reward_funcs=funcs,
+                                    reward_context=ctx, disco=disco, disco_eps=cfg.disco_eps or 0.1)
+    if cfg.backend == "vllm":  # the retries come from the same vLLM copy, which TRL syncs before each step's rollouts
+        ctx.engine = VLLMSampler(trainer.vllm_generation.llm, tokenizer)
+    return trainer
+
+
+def sampling_fields(cfg: RRRGRPOConfig) -> dict[str, Any]:
+    """Every sampling field of the reflections set, in the backend's own names: TRL leaves the
+    rest to the checkpoint's generation_config (HF) or to vLLM's defaults."""
+    if cfg.backend == "vllm":  # TRL sets temperature, top_p, top_k, min_p and repetition_penalty itself
+        return {"presence_penalty": 0.0, "frequency_penalty": 0.0, "skip_special_tokens": True}
+    settings = decoding_settings(SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p))
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def vllm_settings(cfg: RRRGRPOConfig, model: PreTrainedModel) -> dict[str, Any]:
+    """GRPOConfig's vLLM fields: TRL's colocate mode (a vLLM copy of the policy in the training
+    process, its weights synced from the policy, LoRA merged, before each step's rollouts)."""
+    if cfg.backend != "vllm":
+        return {}
+    why = available()
+    if why:
+        raise RuntimeError(why)
+    if model.device.type == "cpu":
+        cpu_defaults()
+    return {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": cfg.vllm_memory,
+            "vllm_enable_sleep_mode": False}

@@ -16,6 +16,7 @@ from ..constrained import GrammarConstraint
 from ..generation import SamplingConfig, generate
 from ..models import render_chat
 from ..prior import with_prior
+from ..vllm_backend import sampler
 from .tasks import Task
 
 REFLECT = ("Your answer was wrong. Reflect on what went wrong and write a short explanation that will help "
@@ -66,7 +67,8 @@ def answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Tas
            failed: list[str] | None = None) -> list[str]:
     """The model's answer turn of each conversation, after the task's answer prefix, and under
     the task's answer grammar if it has one (every attempt and retry goes through here). A
-    retry passes the ``failed`` attempts, for the task's retry grammar."""
+    retry passes the ``failed`` attempts, for the task's retry grammar. ``model`` is a transformers
+    model or a ``VLLMSampler`` (GRPO's retries under ``--backend vllm``)."""
     prefixes = [answer_prefix(task, q) for q in queries]
     prompts = [render_chat(tokenizer, c) + p for c, p in zip(conversations, prefixes)]
     grammar, retry_grammar = getattr(task, "grammar", None), getattr(task, "retry_grammar", None)
@@ -76,7 +78,7 @@ def answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Tas
         grammars = [grammar(q) for q in queries] if grammar else []
     constraints = ([GrammarConstraint(tokenizer, g, p) if g else None for g, p in zip(grammars, prefixes)]
                    if any(grammars) else None)
-    outs = generate(model, tokenizer, prompts, cfg, seed=seed, constraints=constraints)
+    outs = sampler(model, tokenizer)(prompts, cfg, seed=seed, constraints=constraints)
     return [p + out for p, out in zip(prefixes, outs)]
 
 
