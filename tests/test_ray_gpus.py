@@ -8,7 +8,7 @@ import pytest
 
 from selfadapt.knowledge.domain import KnowledgeDomain
 from selfadapt.lora import LoRAConfig
-from selfadapt.workers import Job, Parallel, RayPool, start_local_niceness
+from selfadapt.workers import Job, Parallel, RayPool, spanning, start_local_niceness
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -42,7 +42,32 @@ def test_more_workers_than_free_gpus_is_refused(tiny_dir):
         RayPool(Parallel(workers=3, gpus_per_worker=0.5), str(tiny_dir), LoRAConfig(r=4), dtype="float32",
                 device="auto")
     with pytest.raises(ValueError, match="gpus_per_worker must be in"):
-        Parallel(gpus_per_worker=2)
+        Parallel(gpus_per_worker=1.5)
+    with pytest.raises(ValueError, match=r"1 workers × 2 GPU need 2 GPUs; the Ray cluster has 1 free"):
+        RayPool(Parallel(workers=1, gpus_per_worker=2), str(tiny_dir), LoRAConfig(r=4), dtype="float32",
+                device="auto")
+
+
+def test_a_worker_with_several_gpus_loads_its_model_spread_over_them(tiny_dir):
+    """Two GPUs per actor: the actor loads the spec with ``device_map=auto`` (over the GPUs Ray
+    gave it; here logical ones, so accelerate puts the layers on the CPU), and a spec that places
+    its model itself is left as it is."""
+    assert spanning(str(tiny_dir)) == f"{tiny_dir}:device_map=auto"
+    assert spanning(f"{tiny_dir}:revision=main") == f"{tiny_dir}:revision=main,device_map=auto"
+    assert spanning(f"{tiny_dir}:device_map=balanced") == f"{tiny_dir}:device_map=balanced"
+    ray.shutdown()
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        pool = RayPool(Parallel(gpus_per_worker=2), str(tiny_dir), LoRAConfig(r=4), dtype="float32", device="auto")
+        try:
+            assert len(pool.actors) == 1
+            spec, gpus = ray.get(pool.actors[0].placement.remote())
+            assert spec == f"{tiny_dir}:device_map=auto" and len(gpus) == 2
+        finally:
+            pool.close()
+    finally:
+        ray.shutdown()
+        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
 def test_a_worker_that_cannot_load_stops_the_run_instead_of_restarting_forever(tmp_path):

@@ -107,7 +107,8 @@ PRIOR = typer.Option(None, "--prior-prompt", help="A prior prompt before what th
 WORKERS = typer.Option(0, help="Spread the inner-loop evaluations over this many Ray workers (0: in this "
                        "process); one per GPU when there are GPUs, else the CPU threads are split between them.")
 GPUS_PER_WORKER = typer.Option(None, help="GPUs per Ray worker, a fraction for several small-model workers on one "
-                               "GPU (e.g. 0.25: four per GPU); default 1 where the cluster has GPUs. With no "
+                               "GPU (e.g. 0.25: four per GPU), a whole number to spread one worker's model over "
+                               "that many (device_map=auto); default 1 where the cluster has GPUs. With no "
                                "--workers, as many workers as the free GPUs hold.")
 RAY_ADDRESS = typer.Option(None, help="An existing Ray cluster (e.g. 'auto' or 'ray://host:10001'); default: "
                            "a local Ray started for the run.")

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Protocol
 from .domain import Domain, Evaluation, ItemError
 from .inner_loop import evaluate_base, evaluate_selfedit
 from .lora import LoRAConfig, ResidentLoRA
-from .models import free_memory
+from .models import free_memory, split_spec
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ class InProcess:
 class Parallel:
     """How to spread evaluations: ``workers`` Ray actors (0: in this process), on a local Ray
     started for the run or on the cluster at ``address``; ``gpus_per_worker`` GPUs each (a
-    fraction puts several small-model actors on one GPU; default 1 where there are GPUs).
+    fraction puts several small-model actors on one GPU, 2 or more spread one actor's model over
+    that many with ``device_map="auto"``; default 1 where there are GPUs).
     Not part of a run's config: the records do not depend on it, so a run may resume with
     other workers."""
 
@@ -95,9 +96,10 @@ class Parallel:
     def __post_init__(self) -> None:
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
-        if self.gpus_per_worker is not None and not 0 < self.gpus_per_worker <= 1:
-            raise ValueError(f"gpus_per_worker must be in (0, 1], got {self.gpus_per_worker}: an actor "
-                             "holds one model copy on one GPU")
+        g = self.gpus_per_worker
+        if g is not None and not (0 < g <= 1 or (g > 1 and float(g).is_integer())):
+            raise ValueError(f"gpus_per_worker must be in (0, 1] or a whole number of GPUs, got {g}: a fraction "
+                             "puts several actors on one GPU, a whole number spreads one actor's model over that many")
 
     @property
     def enabled(self) -> bool:
@@ -148,7 +150,7 @@ class _Worker:
         if threads:
             torch.set_num_threads(threads)
         loaded = load_model(model, dtype=dtype, device=device)
-        self.lora = ResidentLoRA(loaded.model, loaded.tokenizer, lora_cfg)
+        self.lora, self.spec = ResidentLoRA(loaded.model, loaded.tokenizer, lora_cfg), model
 
     def run(self, domain: Domain, job: Job) -> dict[str, Any]:
         job.domain = domain
@@ -156,6 +158,21 @@ class _Worker:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def placement(self) -> tuple[str, list]:
+        """The spec this actor loaded and the GPUs Ray gave it (logged when the pool starts)."""
+        import ray
+
+        return self.spec, [str(g) for g in ray.get_gpu_ids()]
+
+
+def spanning(model: str) -> str:
+    """The spec an actor with several GPUs loads: its layers spread over the GPUs Ray gave it
+    (``device_map="auto"`` over the actor's ``CUDA_VISIBLE_DEVICES``), unless the spec places them itself."""
+    options = split_spec(model)[1]
+    if "device_map" in options:
+        return model
+    return f"{model},device_map=auto" if options else f"{model}:device_map=auto"
 
 
 def _free_gpus(ray: Any, need: float, wait: float = 30.0) -> float:
@@ -202,15 +219,17 @@ class RayPool:
         # A worker that dies while loading (out of memory) is restarted a bounded number of times,
         # then the run stops with that error; ``max_restarts=-1`` had the driver wait forever.
         remote = ray.remote(max_restarts=MAX_ATTEMPTS - 1, max_task_retries=MAX_ATTEMPTS - 1)(_Worker)
-        self.actors = [remote.options(**options).remote(model, lora_cfg, dtype, device, threads) for _ in range(n)]
+        spec = spanning(model) if per > 1 else model
+        self.actors = [remote.options(**options).remote(spec, lora_cfg, dtype, device, threads) for _ in range(n)]
         try:
-            ray.get([a.pid.remote() for a in self.actors])
+            placed = ray.get([a.placement.remote() for a in self.actors])
         except ray.exceptions.RayActorError as e:
             self.close()
             raise RuntimeError(f"a Ray worker could not load {model!r} ({type(e).__name__}; out of memory? fewer "
                                "--workers or a larger --gpus-per-worker): see the worker's log for the cause") from None
         log.info("Ray: %d worker(s) on %s (%s)", n, parallel.address or "a local Ray",
-                 f"{per:g} GPU each" if per else f"{threads} CPU thread(s) each")
+                 f"{per:g} GPU each: " + "; ".join(",".join(g) for _, g in placed) if per
+                 else f"{threads} CPU thread(s) each")
 
     def run(self, jobs: list[Job], done: Done) -> None:
         ray = self.ray
