@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -56,6 +57,22 @@ def config(model: str, knobs: dict) -> LearnConfig:
     return replace(cfg, lora=lora, selfedits_per_chunk=knobs.get("k", cfg.selfedits_per_chunk), **top)
 
 
+def run_settings(out: Path, settings: list[tuple[str, dict]], passages, run_one: Callable[[Any, str, dict], dict],
+                 line: Callable[[dict], str]) -> dict:
+    """Each passage under each setting, one at a time, skipping what ``out`` holds; each record is
+    appended as it finishes (a killed run resumes). Returns every record by (passage, setting)."""
+    done = {(r["passage"], r["setting"]): r for _, r in read_jsonl(out, partial_last=True)} if out.exists() else {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for p in passages:
+        for name, knobs in settings:
+            if (p.index, name) not in done:
+                done[(p.index, name)] = rec = run_one(p, name, knobs)
+                with open(out, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                print(f"p{p.index} {name}: {line(rec)}", flush=True)
+    return done
+
+
 def evaluate(passage, setting: str, cfg: LearnConfig, model: str, route: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         doc = Path(tmp) / (re.sub(r"[^\w]+", "_", passage.title) + ".txt")
@@ -89,18 +106,11 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2")
     args = ap.parse_args()
     settings = [parse_setting(s) for s in args.setting]
-    done = {(r["passage"], r["setting"]): r for _, r in read_jsonl(args.out, partial_last=True)} \
-        if args.out.exists() else {}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for p in load_passages("train", limit=args.passages, offset=args.offset):
-        for name, knobs in settings:
-            if (p.index, name) not in done:
-                rec = evaluate(p, name, config(args.model, knobs), args.model, bool(knobs.get("route", 1)))
-                with open(args.out, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                done[(p.index, name)] = rec
-                print(f"p{p.index} {name}: EM {rec['em']:.2f} F1 {rec['f1']:.2f} general kept "
-                      f"{rec['general_kept']}/{rec['general_known']} in {rec['seconds']:.0f} s", flush=True)
+    done = run_settings(args.out, settings, load_passages("train", limit=args.passages, offset=args.offset),
+                        lambda p, name, knobs: evaluate(p, name, config(args.model, knobs), args.model,
+                                                        bool(knobs.get("route", 1))),
+                        lambda r: f"EM {r['em']:.2f} F1 {r['f1']:.2f} general kept {r['general_kept']}/"
+                                  f"{r['general_known']} in {r['seconds']:.0f} s")
     ref = settings[0][0]
     print(f"\n| setting | passages | EM % | F1 % | F1 vs {ref} (95% CI) | W/T/L | typed_cal_prob % | vs {ref} (95% CI) "
           "| general kept (as ask answers) | by the adapter alone | s/doc |")

@@ -4,16 +4,17 @@
 question) while `ask` answered in the few-shot prompt (``short_answer_prompt``: three worked
 examples first), a train/test mismatch. Here one adapter per SQuAD train passage (as
 `learn` makes it) answers the passage's questions and the general probe in both prompts,
-paired by question; the unadapted model answers the probe in both too. Records go to
-``--out`` as they finish; rerunning resumes.
+paired by passage; the unadapted model answers the probe in both too. Settings as in
+``learn_documents.py`` (check questions and the probe inside `learn` are off: this script asks
+its own). Records go to ``--out`` as they finish; rerunning resumes.
 
-    python benchmarks/learn_prompt.py --out benchmarks/runs/learn30/prompt.jsonl --passages 8
+    python benchmarks/learn_prompt.py --out benchmarks/runs/learn30/prompt.jsonl --passages 4 \
+        --setting fast4:distill=0,reading=2,epochs=4,lr=2.5e-3 --setting fast4d16:distill=16,reading=2,epochs=4,lr=2.5e-3
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import tempfile
 import time
@@ -31,10 +32,12 @@ from selfadapt.knowledge.general import general_questions
 from selfadapt.knowledge.measure import qa_prompt, short_answer_prompt
 from selfadapt.lora import load_adapter
 from selfadapt.models import load_model
-from selfadapt.runs import read_jsonl
 from selfadapt.teach import LearnConfig, learn
 
+from learn_documents import config, parse_setting, run_settings  # noqa: E402  (benchmarks/ is the script's directory)
+
 PROMPTS = {"few_shot": short_answer_prompt, "zero_shot": qa_prompt}
+FAST4 = "fast4:distill=0,reading=2,epochs=4,lr=2.5e-3"
 
 
 def answers(model, tokenizer, title: str, questions: list[str], prompt) -> list[str]:
@@ -43,7 +46,7 @@ def answers(model, tokenizer, title: str, questions: list[str], prompt) -> list[
     return [a.split("\n")[0].strip() for a in out]
 
 
-def run(passage, cfg: LearnConfig, model: str) -> dict:
+def run(passage, setting: str, cfg: LearnConfig, model: str) -> dict:
     probe, _ = general_questions()
     with tempfile.TemporaryDirectory() as tmp:
         doc = Path(tmp) / (re.sub(r"[^\w]+", "_", passage.title) + ".txt")
@@ -54,7 +57,7 @@ def run(passage, cfg: LearnConfig, model: str) -> dict:
         loaded = load_model(model)
         net = load_adapter(loaded.model, Path(tmp) / "adapter")
         tok, title = loaded.tokenizer, passage.title
-        rec = {"passage": passage.index, "seconds": seconds}
+        rec = {"passage": passage.index, "setting": setting, "seconds": seconds}
         for name, prompt in PROMPTS.items():
             doc_answers = answers(net, tok, title, [q.question for q in passage.questions], prompt)
             grades = [grade(a, q.answer) for a, q in zip(doc_answers, passage.questions)]
@@ -70,33 +73,34 @@ def run(passage, cfg: LearnConfig, model: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--setting", action="append", help="NAME[:knob=value,...] as in learn_documents.py "
+                    f"(default {FAST4}: the learn30 fast4 setting); the first is the reference")
     ap.add_argument("--passages", type=int, default=8)
     ap.add_argument("--offset", type=int, default=600, help="the learn30 benchmark's train passages")
     ap.add_argument("--model", default="smollm2")
     args = ap.parse_args()
-    cfg = LearnConfig(model=args.model, distill=0, reading=2, check=False, probe=False)
-    cfg = replace(cfg, lora=replace(cfg.lora, epochs=4, lr=2.5e-3))  # the learn30 "fast4" setting
-    done = {r["passage"]: r for _, r in read_jsonl(args.out, partial_last=True)} if args.out.exists() else {}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for p in load_passages("train", limit=args.passages, offset=args.offset):
-        if p.index not in done:
-            done[p.index] = rec = run(p, cfg, args.model)
-            with open(args.out, "a", encoding="utf-8") as f:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            print(f"p{p.index}: EM few-shot {np.mean(rec['few_shot']['em']):.2f} zero-shot "
-                  f"{np.mean(rec['zero_shot']['em']):.2f} in {rec['seconds']:.0f} s", flush=True)
-    recs = list(done.values())
-    print("\n| prompt | passages | questions | EM % | F1 % | F1 vs few-shot (95% CI) | W/T/L | "
+    settings = [parse_setting(s) for s in args.setting or [FAST4]]
+    done = run_settings(args.out, settings, load_passages("train", limit=args.passages, offset=args.offset),
+                        lambda p, name, knobs: run(p, name, replace(config(args.model, knobs), check=False,
+                                                                    probe=False), args.model),
+                        lambda r: f"EM few-shot {np.mean(r['few_shot']['em']):.2f} zero-shot "
+                                  f"{np.mean(r['zero_shot']['em']):.2f} in {r['seconds']:.0f} s")
+    ref = (settings[0][0], "few_shot")
+    by = {(name, prompt): {i: r for (i, s), r in done.items() if s == name} for name, _ in settings for prompt in PROMPTS}
+    common = set.intersection(*(set(v) for v in by.values()))
+    print(f"\n{len(common)} passages with every setting; paired by passage against {ref[0]}, few-shot.\n")
+    print("| setting | prompt | questions | EM % | F1 % | F1 vs reference (95% CI) | W/T/L | "
           "general right, adapter | unadapted |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for name in PROMPTS:
-        f1 = {r["passage"]: float(np.mean(r[name]["f1"])) for r in recs}
-        d = paired(f1, {r["passage"]: float(np.mean(r["few_shot"]["f1"])) for r in recs})
-        em = [e for r in recs for e in r[name]["em"]]
-        ga = [g for r in recs for g in r[name]["general_adapter"]]
-        gb = [g for r in recs for g in r[name]["general_base"]]
-        print(f"| {name} | {len(recs)} | {len(em)} | {100 * np.mean(em):.1f} | "
-              f"{100 * np.mean([x for r in recs for x in r[name]['f1']]):.1f} | {d.cell()} | {d.wtl} | "
+    for (name, prompt), recs in by.items():
+        recs = {i: recs[i] for i in common}
+        f1 = {i: float(np.mean(r[prompt]["f1"])) for i, r in recs.items()}
+        d = paired(f1, {i: float(np.mean(by[ref][i][ref[1]]["f1"])) for i in common})
+        em = [e for r in recs.values() for e in r[prompt]["em"]]
+        ga = [g for r in recs.values() for g in r[prompt]["general_adapter"]]
+        gb = [g for r in recs.values() for g in r[prompt]["general_base"]]
+        print(f"| {name} | {prompt} | {len(em)} | {100 * np.mean(em):.1f} | "
+              f"{100 * np.mean([x for r in recs.values() for x in r[prompt]['f1']]):.1f} | {d.cell()} | {d.wtl} | "
               f"{sum(ga)}/{len(ga)} | {sum(gb)}/{len(gb)} |")
 
 

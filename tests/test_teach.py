@@ -6,7 +6,9 @@ import json
 import pytest
 
 from selfadapt.knowledge.general import general_questions
+from selfadapt.knowledge.measure import qa_prompt
 from selfadapt.lora import LoRAConfig, ResidentLoRA
+from selfadapt.models import load_tokenizer
 from selfadapt.teach import LearnConfig, check_questions, learn
 
 
@@ -30,7 +32,9 @@ def test_learn_probes_general_knowledge_replays_its_own_answers_and_reports_each
     assert json.loads((tmp_path / "adapter" / "selfadapt.json").read_text())["general"]["kept"] == g["kept"]
     (examples,) = trained
     prompts = {ex[0] for ex in examples if isinstance(ex, tuple)}
-    assert sum(any(q in p for p in prompts) for q in distill) == 5  # five of the model's own general answers
+    assert sum(any(q in p for p in prompts) for q in distill) == 5  # five of the model's own general answers,
+    tok = load_tokenizer(str(tiny_dir))  # in the zero-shot prompt the document's Q→A pairs train in
+    assert sum(qa_prompt(tok, "otrar", q) in prompts for q in distill) == 5
     assert sum("Question:" in p and "\n\nQuestion:" in p for p in prompts) == 2  # reading comprehension
     steps = set(events)
     assert {"loading the model", "writing self-edits and check questions", "general questions (before)",

@@ -5,8 +5,12 @@ that grades only the document cannot show it. So ``learn`` asks simple general q
 before and after (the probe: a shipped list, graded against its answers; what counts is
 the questions the unadapted model got right), and replays the unadapted model's *own*
 answers to another list of general questions into every update (self-distillation: the
-update is asked to keep answering them as before). Both use ``ask``'s prompt, under the
-adapter's title, so they measure what a user of the adapter sees.
+update is asked to keep answering them as before). The probe uses ``ask``'s prompt, under
+the adapter's title, so it measures what a user of the adapter sees; the replayed answers are
+the few-shot prompt's, trained in the zero-shot prompt the document's Q→A pairs train in
+(``qa_prompt``): an update on those pairs alone answers every question in that prompt with a
+span of the document ("1,104" to all of them), and the model's own answers next to them are
+what ties an answer to its question.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from ..generation import SamplingConfig, generate
 from ..grading import contains
 from ..lora import Example
 from .domain import ANSWER_CAP
-from .measure import short_answer_prompt
+from .measure import qa_prompt, short_answer_prompt
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,8 @@ def probe(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, title: str
 
 def distillation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, title: str,
                  prompts: list[str]) -> list[Example]:
-    """The model's own answers to ``prompts`` as (prompt, answer) training pairs; call it on the
-    unadapted model, before anything is learned."""
+    """The model's own answers to ``prompts`` (few-shot, as ``ask`` asks) as training pairs in the
+    Q→A examples' zero-shot prompt; call it on the unadapted model, before anything is learned."""
     eos = tokenizer.eos_token or ""
-    return [(short_answer_prompt(tokenizer, title, q), a + eos)
+    return [(qa_prompt(tokenizer, title, q), a + eos)
             for q, a in zip(prompts, short_answers(model, tokenizer, [(title, q) for q in prompts])) if a]
