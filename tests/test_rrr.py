@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 
 import pytest
@@ -375,8 +374,7 @@ def test_prefill_starts_every_answer_and_retry(tiny, monkeypatch):
         seen.extend(prompts)
         return ["1 + 2</answer>"] * len(prompts)
 
-    monkeypatch.setattr(reflect_mod, "generate", fake_generate)  # reflections
-    monkeypatch.setattr(reflect_mod, "sampler", lambda model, tok: functools.partial(fake_generate, model, tok))
+    monkeypatch.setattr(reflect_mod, "generate", fake_generate)
     assert attempt(tiny.model, tiny.tokenizer, task, [q], SamplingConfig(8, 0.0)) == ["<answer>1 + 2</answer>"]
     assert seen[0].endswith("<|im_start|>assistant\n<answer>")  # the prefix is written for the model
     records = reflect_and_retry(tiny.model, tiny.tokenizer, task, [q], ReflectConfig())

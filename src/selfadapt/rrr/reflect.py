@@ -7,6 +7,7 @@ reward's retry is ``retry_messages``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ from ..constrained import GrammarConstraint
 from ..generation import SamplingConfig, generate
 from ..models import render_chat
 from ..prior import with_prior
-from ..vllm_backend import sampler
+from ..vllm_backend import VLLMSampler
 from .tasks import Task
 
 REFLECT = ("Your answer was wrong. Reflect on what went wrong and write a short explanation that will help "
@@ -78,7 +79,8 @@ def answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Tas
         grammars = [grammar(q) for q in queries] if grammar else []
     constraints = ([GrammarConstraint(tokenizer, g, p) if g else None for g, p in zip(grammars, prefixes)]
                    if any(grammars) else None)
-    outs = sampler(model, tokenizer)(prompts, cfg, seed=seed, constraints=constraints)
+    sample = model.generate if isinstance(model, VLLMSampler) else functools.partial(generate, model, tokenizer)
+    outs = sample(prompts, cfg, seed=seed, constraints=constraints)
     return [p + out for p, out in zip(prefixes, outs)]
 
 
