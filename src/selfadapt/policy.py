@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -10,12 +11,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .domain import Domain
 from .evaluate import Condition, progress_bar, run_conditions
-from .generation import SamplingConfig
+from .generation import SamplingConfig, generate
 from .likelihood import completion_scores
 from .lora import LoRAConfig, ResidentLoRA
 from .models import load_model, load_tokenizer
 from .runs import Run
-from .vllm_backend import VLLMEngine, VLLMSampler, check_backend, sampler
+from .vllm_backend import VLLMEngine, VLLMSampler, check_backend
 from .workers import Parallel, local, workers_for
 
 
@@ -41,7 +42,8 @@ def write_selfedits(
     rows = [domain.selfedit_constraint(item) for item in items for _ in range(k)]  # one per row: they keep state
     constraints = None if all(c is None for c in rows) else rows
     t0 = time.perf_counter()
-    texts = sampler(model, tokenizer)(prompts, sampling, seed=seed, on_batch=on_batch, constraints=constraints)
+    sample = model.generate if isinstance(model, VLLMSampler) else functools.partial(generate, model, tokenizer)
+    texts = sample(prompts, sampling, seed=seed, on_batch=on_batch, constraints=constraints)
     return [texts[i * k : (i + 1) * k] for i in range(len(items))], time.perf_counter() - t0
 
 

@@ -16,13 +16,12 @@ their distribution, except where a grammar cannot say what a callable does (``Sp
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from .constrained import GrammarConstraint
-from .generation import SamplingConfig, generate
+from .generation import SamplingConfig
 from .knowledge.grounded import SpanQA, Static
 from .models import encode_text, free_memory, load_tokenizer, pick_device, pick_dtype, resolve, split_spec
 
@@ -72,12 +71,6 @@ def sampling_params(cfg: SamplingConfig, seed: int | None, constraint: Callable 
                           top_p=1.0 if greedy else cfg.top_p, top_k=-1 if greedy else 0, min_p=0.0,
                           repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0,
                           skip_special_tokens=True, **extra)
-
-
-def sampler(model: Any, tokenizer: Any) -> Callable[..., list[str]]:
-    """``generate(prompts, cfg, *, seed, constraints, on_batch)`` on a transformers model, or on a
-    ``VLLMSampler``: the one call every writer of samples makes, whichever backend holds the weights."""
-    return model.generate if isinstance(model, VLLMSampler) else functools.partial(generate, model, tokenizer)
 
 
 class VLLMSampler:
