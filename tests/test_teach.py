@@ -22,6 +22,8 @@ def test_learn_probes_general_knowledge_replays_its_own_answers_and_reports_each
     import selfadapt.teach as teach
     writes, write = [], teach.write_selfedits
     monkeypatch.setattr(teach, "write_selfedits", lambda *a, **kw: writes.append(a[4]) or write(*a, **kw))
+    asked, distil = [], teach.distillation
+    monkeypatch.setattr(teach, "distillation", lambda *a: asked.append(len(a[3])) or distil(*a))
     cfg = LearnConfig(model=str(tiny_dir), selfedits_per_chunk=1, distill=5, reading=2,
                       lora=LoRAConfig(r=4, epochs=1), dtype="float32", device="cpu")
     meta = learn([doc], tmp_path / "adapter", cfg, progress=lambda step, done, total: events.append(step))
@@ -35,6 +37,7 @@ def test_learn_probes_general_knowledge_replays_its_own_answers_and_reports_each
     assert sum(any(q in p for p in prompts) for q in distill) == 5  # five of the model's own general answers,
     tok = load_tokenizer(str(tiny_dir))  # in the zero-shot prompt the document's Q→A pairs train in
     assert sum(qa_prompt(tok, "otrar", q) in prompts for q in distill) == 5
+    assert asked == [5]  # only the answers the update replays are generated
     assert sum("Question:" in p and "\n\nQuestion:" in p for p in prompts) == 2  # reading comprehension
     steps = set(events)
     assert {"loading the model", "writing self-edits and check questions", "general questions (before)",
@@ -164,17 +167,35 @@ def test_cloze_pairs_ask_for_each_name_and_number_of_the_sentences():
             "It was founded by Anselm and Piet Vellmar. Its crew of 12 keepers lived on the rock.")
     pairs = cloze_pairs(text, "harlow lighthouse")
     assert pairs == [
-        ("The what was built in 1871 by the engineer Tomas Brenner?", "Harlow Point Lighthouse"),
-        ("The Harlow Point Lighthouse was built in what year by the engineer Tomas Brenner?", "1871"),
-        ("The Harlow Point Lighthouse was built in 1871 by whom?", "Tomas Brenner"),  # a person after "by"
-        ("The tower is what tall?", "38 metres"),
+        ("What was built in 1871 by the engineer Tomas Brenner?", "Harlow Point Lighthouse"),  # the subject
+        ("In what year was the Harlow Point Lighthouse built by the engineer Tomas Brenner?", "1871"),  # fronted
+        ("Who built the Harlow Point Lighthouse in 1871?", "Tomas Brenner"),  # "was built by": who built
+        ("The tower is what tall?", "38 metres"),  # no pattern parses it: the wh-phrase stays in place
         ("Since what year it has housed a museum run by the Kessel Maritime Society?", "1998"),
-        ("Since 1998 it has housed a museum run by whom?", "Kessel Maritime Society"),
-        ("Harlow lighthouse was founded by whom?", "Anselm and Piet Vellmar"),  # "It": the title; one name
+        ("Since 1998 it has housed a museum run by whom?", "Kessel Maritime Society"),  # a person after "by"
+        ("Who founded Harlow lighthouse?", "Anselm and Piet Vellmar"),  # "It": the title; one name
         ("Harlow lighthouse's crew of how many keepers lived on the rock?", "12"),  # a count: how many
     ]
-    assert cloze_pairs(text)[6] == ("It was founded by whom?", "Anselm and Piet Vellmar")  # no title given
+    assert cloze_pairs(text)[6] == ("Who founded it?", "Anselm and Piet Vellmar")  # no title given
     assert cloze_pairs(text, limit=2) == cloze_pairs(text)[:2] and cloze_pairs("Too short.") == []
+
+
+def test_cloze_questions_front_the_wh_phrase_as_a_reader_asks():
+    from selfadapt.knowledge.cloze import cloze_pairs
+
+    def asked(sentence):
+        return cloze_pairs(sentence)
+
+    assert asked("The money came from the merchant Ada Voss, who paid for the roof.") == [
+        ("Who paid for the roof?", "Ada Voss")]  # a relative clause names what the person did
+    assert asked("His pupil, Emil Sand, built the first organ.") == [("Who built the first organ?", "Emil Sand")]
+    assert asked("In 1912 the hall was rebuilt by the Orra Trust.") == [
+        ("In what year was the hall rebuilt by the Orra Trust?", "1912"), ("Who rebuilt the hall in 1912?", "Orra Trust")]
+    assert asked("The bells were hidden in a cellar at Dunholm.") == [("Where were the bells hidden in a cellar?", "Dunholm")]
+    assert asked("The mill closed in 1931, and the workers moved to Tarn.") == [
+        ("The mill closed in what year?", "1931"), ("The workers moved to what?", "Tarn")]  # one clause each
+    assert asked("The shop sold bread and cheese, and fish from Lisk.") == [
+        ("The shop sold bread and cheese, and fish from what?", "Lisk")]  # a list, not a second clause
 
 
 def test_learn_with_cloze_trains_on_the_documents_own_questions(tiny_dir, tmp_path, monkeypatch):

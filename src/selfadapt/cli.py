@@ -566,12 +566,14 @@ def learn(
     replay: int = typer.Option(8, help="Examples of earlier documents mixed into each later one (0: none)."),
     distill: int = typer.Option(16, help="The unadapted model's own answers to general questions, replayed into "
                                 "every update so that it keeps them (0: none)."),
-    reading: int = typer.Option(4, help="Reading-comprehension examples (a passage in context) in every update."),
+    reading: int = typer.Option(2, help="Reading-comprehension examples (a passage in context) in every update."),
     check: bool = typer.Option(True, help="The model writes check questions per chunk (not trained on) and "
                                "answers them before and after learning."),
     probe: bool = typer.Option(True, help="Ask simple general questions before and after, and warn when the "
                                "update erased what the model knew."),
-    r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
+    r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT,
+    lr: float = typer.Option(2.5e-3, help="Learning rate (learn's own: chosen on train documents, RESULTS.md)."),
+    epochs: int = typer.Option(4, help="Epochs over each document's examples (learn's own, as --lr)."),
     batch_size: int = BATCH, targets: str = TARGETS, amp: bool = AMP,
     seed: int = typer.Option(0), dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:

@@ -3,15 +3,19 @@
 A 135M model's self-QA pairs questions with answers that do not go together ("How many people
 worked on the engineering team? — 1871"), and its generic questions ("What is this passage
 about?") teach that any question is answered from the document. A cloze pair cannot do
-either: its question is a sentence of the passage with one name or number replaced by a
-wh-phrase, its answer that name or number. Issue 27 measured such pairs above passage-only
-(EM 8.1% vs 0.0 on 8 train passages), and on the form-proof measure at the level of the
-format control, i.e. they teach answers the way gold pairs do, from the passage alone.
+either: its question is a sentence of the passage with one name or number asked for, its
+answer that name or number. Issue 27 measured such pairs above passage-only (EM 8.1% vs 0.0
+on 8 train passages), and on the form-proof measure at the level of the format control, i.e.
+they teach answers the way gold pairs do, from the passage alone.
 
-The wh-phrase is typed as a reader would ask ("in what year", "how many workers", "by
-whom"), and a sentence that opens with "It" names the document's title instead: the
-questions a person asks afterwards are of that shape, and "It was founded in what?" says
-nothing of what was founded.
+The question is asked as a reader asks it, because that is the shape of what a person asks
+afterwards and the adapter answers a question best in the shape it was trained on: the
+wh-phrase is typed ("in what year", "how many workers", "by whom") and, where the clause is
+simple enough to parse with patterns, fronted ("In what year was the tower built?", "Who paid
+for the dome?" from "..., who paid for the dome", "Who restored the building?" from "the
+building was restored by ..."); otherwise it stays in place ("The tower is what tall?"). A
+sentence that opens with "It" names the document's title instead: "It was founded in what
+year?" says nothing of what was founded.
 """
 
 from __future__ import annotations
@@ -20,20 +24,42 @@ import re
 
 UNITS = r"metres|meters|km|kilometres|kilometers|miles|feet|per cent|percent"
 # A number: a year, a count of some plural noun, a measure with its unit, or a bare number.
-NUMBER = re.compile(rf"\b(?P<num>\d[\d,.]*)(?:\s+(?P<unit>{UNITS})\b|\s+(?P<noun>[a-z]+s)\b)?")
+NUMBER = re.compile(rf"\b(?P<num>\d[\d,.]*)(?:\s+(?P<unit>{UNITS})\b|\s+(?P<noun>[a-z]+s|people|men|women|children)\b)?")
 YEAR = re.compile(r"(?:1[0-9]|20)\d\d")
 # A run of capitalised words (a name; "Anselm and Piet Vellmar" is one), not sentence-initial.
 WORD = r"[A-Z][\w'-]+"
-NAME = re.compile(rf"(?<!^)\b{WORD}(?:\s+(?:of\s+|the\s+|de\s+|and\s+)?{WORD})*")
+RUN = rf"{WORD}(?:\s+(?:of\s+|the\s+|de\s+|and\s+)?{WORD})*"
+NAME = re.compile(rf"(?<!^)\b{RUN}")
 BY = re.compile(r"\bby(?:\s+the)?(?:\s+[a-z]+)?\s+$")  # "by", "by the engineer" just before a name
+# The preposition that governs a span: "for the astronomer |Clara Wendt", "in |1902", "at |Kelder".
+GOVERNED = re.compile(r"\b(?P<prep>in|on|at|by|for|from|since|to|with|into)(?:\s+(?:the|a|an))?(?:\s+[a-z]+)?\s+$")
+# A simple clause: [In YEAR] subject auxiliary predicate ("In 1985 the building was restored by ...").
+CLAUSE = re.compile(r"^(?:In (?P<year>(?:1[0-9]|20)\d\d),?\s+)?(?P<subj>(?!(?:In|On|At|By|For|From|Since|To|With|"
+                    r"During|After|Before|When|While|Although|Because|If|As|Over|Under|Of|And|But)\b)[^,]+?)\s+"
+                    r"(?P<aux>was|were|is|are|has been|have been|had been)\s+(?P<pred>[^,]+)")
+BOUNDARY = re.compile(r";\s*|,\s+(?:and|but)\s+")
+NOT_A_NAME = {"It", "He", "She", "They", "We", "There", "In", "On", "At", "By", "For", "From", "Since", "To", "With",
+              "During", "After", "Before", "When", "While", "Although", "Because", "If", "As", "Over", "Under"}
+DETERMINERS = {"The", "A", "An", "Its", "His", "Her", "Their", "This", "These", "Those"}
+# Past participles whose simple past differs, for "X was written by Y" → "Who wrote X?"; a regular -ed
+# form or one of SAME is its own past; any other participle stays passive ("By whom was X hidden?").
+PAST_OF = {"written": "wrote", "taken": "took", "given": "gave", "known": "knew", "shown": "showed", "drawn": "drew",
+           "grown": "grew", "chosen": "chose", "driven": "drove", "begun": "began", "hidden": "hid", "seen": "saw",
+           "stolen": "stole", "spoken": "spoke", "done": "did", "broken": "broke", "thrown": "threw", "sung": "sang"}
+SAME = {"built", "made", "paid", "bought", "sold", "found", "held", "led", "kept", "taught", "brought", "sent",
+        "won", "told", "lost", "left", "met", "run", "set", "put", "read"}
+AUXILIARIES = {"was", "were", "is", "are", "has", "have", "had"}
+PAST = set(PAST_OF.values()) | SAME | {"became", "came", "went", "ran", "had", "was", "were"}
 
 
 def sentences(text: str) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if len(s.split()) >= 4]
 
 
-def _spans(body: str) -> list[tuple[int, int, str, str]]:
-    """(start, end, answer, the wh-phrase that replaces body[start:end]) for each name and number."""
+def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str]]:
+    """(start, end, answer, the wh-phrase that replaces body[start:end]) for each name and number;
+    a sentence-initial one when a past verb follows and it is a name (two words, or one of ``names``:
+    capitalised mid-sentence elsewhere; "Bills passed by ..." is not)."""
     out = []
     for m in NUMBER.finditer(body):
         num = m.group("num").rstrip(",.")
@@ -44,21 +70,111 @@ def _spans(body: str) -> list[tuple[int, int, str, str]]:
         else:
             answer = m.group().strip().rstrip(",.")
             out.append((m.start(), m.start() + len(answer), answer, "what"))
+    initial = re.match(rf"({RUN}),?\s+([a-z]+)", body)  # "Cameron congratulated ...": its subject
+    first = 0
+    if initial and initial.group(1).split()[0] not in NOT_A_NAME | DETERMINERS and _is_verb(initial.group(2)) and \
+            (" " in initial.group(1) or initial.group(1) in names):
+        first = initial.end(1)
+        out.append((0, first, initial.group(1), "what"))
     for m in NAME.finditer(body):
+        if m.start() < first:
+            continue  # the rest of the sentence-initial name
         by = BY.search(body[: m.start()])  # "bought by the engineer Hedda Lorne": bought by whom
         out.append((by.start(), m.end(), m.group(), "by whom") if by else (m.start(), m.end(), m.group(), "what"))
     return sorted(out)
+
+
+def _clauses(body: str) -> list[tuple[int, int]]:
+    """(start, end) of each clause of a sentence: cut at ";", and at ", and"/", but" where a verb
+    follows (not in a list: "her notebooks, and a photograph of the comet")."""
+    cuts = [m for m in BOUNDARY.finditer(body)
+            if m.group().startswith(";") or _has_verb(re.split(r"[,;]", body[m.end():])[0])]
+    return list(zip([0] + [m.end() for m in cuts], [m.start() for m in cuts] + [len(body)]))
+
+
+def _is_verb(word: str) -> bool:
+    """A verb that can follow a subject: a simple past ("built", "founded") or a present auxiliary."""
+    return word in PAST or word.endswith("ed") or word in ("is", "are", "has", "have")
+
+
+def _has_verb(text: str) -> bool:
+    return any(_is_verb(w) for w in text.split())
+
+
+def _past(participle: str) -> str | None:
+    """The simple past of a past participle ("rebuilt", "written" → "wrote"), where it is known."""
+    stem, re_ = (participle[2:], "re") if participle.startswith("re") and len(participle) > 5 else (participle, "")
+    if stem in PAST_OF:
+        return re_ + PAST_OF[stem]
+    return participle if stem in SAME or participle.endswith("ed") else None
+
+
+def _question(s: str) -> str:
+    s = " ".join(s.split()).strip(" ,")
+    return s[:1].upper() + s[1:] + "?"
+
+
+def fronted(clause: str, start: int, end: int, wh: str) -> str | None:
+    """The question with its wh-phrase first, where a pattern parses the clause; else None."""
+    answer, before, rest = clause[start:end], clause[:start], clause[end:]
+    name = answer[:1].isupper() and wh in ("what", "by whom")
+    rel = re.match(r",\s+(who|which)\s+([^,;]+)", rest)  # "Rudolf Wendt, who paid for the dome": who paid ...
+    if rel and name:
+        return _question(("Who " if rel.group(1) == "who" else "What ") + rel.group(2))
+    verb = re.match(r",?\s+([a-z]+)\b([^,;]*)", rest)  # "Her assistant, Jonas Pell, built the clock": who built ...
+    subject = not before.strip() or before.rstrip().endswith(",")  # not "the story The Chase released in 1966"
+    if verb and name and wh == "what" and _is_verb(verb.group(1)) and (subject or before.strip() in DETERMINERS):
+        person = before.strip() not in DETERMINERS and verb.group(1) not in AUXILIARIES  # "Jonas Pell built"
+        return _question(("Who " if person else "What ") + verb.group(1) + verb.group(2))
+    m = CLAUSE.match(clause)
+    if not m or len(m.group("subj").split()) > 8 or start < m.start("pred") and not (
+            m.group("year") and start == m.start("year")):
+        return None
+    first, *more = m.group("subj").split(" ", 1)
+    subj = " ".join([first.lower() if first in DETERMINERS | {"It"} else first, *more])
+    aux = m.group("aux")
+    aux1, aux2 = (aux.split(" ", 1) + [""])[:2]
+    pred, year = m.group("pred"), m.group("year")
+    if year and start == m.start("year"):  # "In 1985 the building was restored": in what year was ...
+        return _question(f"In what year {aux1} {subj} {aux2} {pred}")
+    p, pe = start - m.start("pred"), end - m.start("pred")
+    right, when = pred[pe:], f" in {year}" if year else ""
+    if wh == "by whom":  # the span holds its "by"
+        prep, left = "by", pred[:p]
+    elif (gov := GOVERNED.search(pred[:p])):
+        prep, left = gov.group("prep"), pred[: gov.start()]
+    else:
+        return None
+    if prep == "by" and aux in ("was", "were"):  # "the glassworks was bought by X in 1889": who bought ...
+        participle, *obj = left.split()
+        if past := _past(participle):
+            return _question(" ".join(["who", past, subj, *obj]) + f" {right}{when}")
+    if wh == "what year":
+        wh = "in what year" if prep == "in" else f"{prep} what year"
+    elif prep in ("by", "for", "to", "with"):
+        wh = f"{prep} whom"
+    elif prep in ("in", "at", "on", "into", "from") and name and re.match(r"\s*(?:$|,|(?:in|on|at|to|from|for|"
+                                                                         r"with|by|during|since|after|before)\b)", right):
+        # "in a cellar at Dunholm": where; not "on the Lothian regional list", a name used as a modifier
+        wh = "from where" if prep == "from" else "where"
+    else:
+        return None
+    return _question(f"{wh} {aux1} {subj} {aux2} {left} {right}{when}")
 
 
 def cloze_pairs(text: str, title: str | None = None, limit: int = 24) -> list[tuple[str, str]]:
     """(question, answer) per name or number of each sentence, in order, at most ``limit``; with
     ``title``, a sentence-initial "It"/"Its" becomes the title."""
     pairs: list[tuple[str, str]] = []
+    names = {w for sentence in sentences(text) for m in NAME.finditer(sentence) for w in m.group().split()}
     for sentence in sentences(text):
         body = sentence.rstrip(".!?")
         if title:
             name = title[:1].upper() + title[1:]
             body = re.sub(r"^Its\b", f"{name}'s", re.sub(r"^It\b", name, body))
-        for start, end, answer, wh in _spans(body):
-            pairs.append((" ".join(f"{body[:start]}{wh}{body[end:]}?".split()), answer))
+        clauses = _clauses(body)
+        for start, end, answer, wh in _spans(body, names):
+            offset, stop = next((a, b) for a, b in clauses if a <= start < b)
+            clause, s, e = body[offset:stop], start - offset, min(end, stop) - offset
+            pairs.append((fronted(clause, s, e, wh) or _question(f"{clause[:s]}{wh}{clause[e:]}"), answer))
     return list(dict.fromkeys(pairs))[:limit]
