@@ -8,7 +8,7 @@ does). Settings are compared paired by passage. Records go to ``--out`` (JSONL) 
 finish; rerunning the same command resumes.
 
     python benchmarks/learn_documents.py --out benchmarks/runs/learn30/records.jsonl --passages 20 \
-        --setting old:distill=0,reading=0,cloze=0,route=0 --setting new
+        --setting old:distill=0,reading=0,cloze=0,route=0,epochs=10,lr=1e-3 --setting new
 """
 
 from __future__ import annotations
