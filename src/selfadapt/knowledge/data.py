@@ -141,7 +141,8 @@ def load_passages(source: str | Path = "eval200", limit: int | None = None, offs
     """Load passages by shipped name, file, saved dataset or Hub id; ``offset``/``limit`` select a
     slice. Records are nested (a passage with a ``questions`` list of ``question``/``answer``)
     or flat (one question per row, grouped into passages by title and context, in order of
-    first appearance; SQuAD's own rows are flat). ``columns`` maps our fields to yours.
+    first appearance; SQuAD's own rows are flat, their ``answers`` read without a map). ``columns``
+    maps our fields to yours.
     Every malformed row is reported with the source, the row and the column."""
     col = {f: f for f in FIELDS} | (columns or {})
     where, rows = _rows(source)
@@ -151,6 +152,8 @@ def load_passages(source: str | Path = "eval200", limit: int | None = None, offs
             raise DatasetError(f"{where}: record {i}: expected an object, got {type(rec).__name__}")
         title, context = _string(where, i, rec, col["title"]), _string(where, i, rec, col["context"])
         qs = grouped.setdefault((title, context), [])
+        if "answer" not in (columns or {}) and "answer" not in rec and "answers" in rec:
+            col = col | {"answer": "answers"}  # SQuAD's own rows, as the Hub's squad has them
         if col["questions"] in rec:
             nested = rec[col["questions"]]
             if not isinstance(nested, list):
