@@ -33,13 +33,14 @@ NAME = re.compile(rf"(?<!^)\b{RUN}")
 BY = re.compile(r"\bby(?:\s+the)?(?:\s+[a-z]+)?\s+$")  # "by", "by the engineer" just before a name
 # The preposition that governs a span: "for the astronomer |Clara Wendt", "in |1902", "at |Kelder".
 GOVERNED = re.compile(r"\b(?P<prep>in|on|at|by|for|from|since|to|with|into)(?:\s+(?:the|a|an))?(?:\s+[a-z]+)?\s+$")
+# Words that open an adverbial phrase or a subordinate clause, not a subject or a name.
+OPENERS = {"In", "On", "At", "By", "For", "From", "Since", "To", "With", "During", "After", "Before", "When", "While",
+           "Although", "Because", "If", "As", "Over", "Under", "Of", "And", "But"}
+NOT_A_NAME = OPENERS | {"It", "He", "She", "They", "We", "There"}
 # A simple clause: [In YEAR] subject auxiliary predicate ("In 1985 the building was restored by ...").
-CLAUSE = re.compile(r"^(?:In (?P<year>(?:1[0-9]|20)\d\d),?\s+)?(?P<subj>(?!(?:In|On|At|By|For|From|Since|To|With|"
-                    r"During|After|Before|When|While|Although|Because|If|As|Over|Under|Of|And|But)\b)[^,]+?)\s+"
+CLAUSE = re.compile(rf"^(?:In (?P<year>(?:1[0-9]|20)\d\d),?\s+)?(?P<subj>(?!(?:{'|'.join(sorted(OPENERS))})\b)[^,]+?)\s+"
                     r"(?P<aux>was|were|is|are|has been|have been|had been)\s+(?P<pred>[^,]+)")
 BOUNDARY = re.compile(r";\s*|,\s+(?:and|but)\s+")
-NOT_A_NAME = {"It", "He", "She", "They", "We", "There", "In", "On", "At", "By", "For", "From", "Since", "To", "With",
-              "During", "After", "Before", "When", "While", "Although", "Because", "If", "As", "Over", "Under"}
 DETERMINERS = {"The", "A", "An", "Its", "His", "Her", "Their", "This", "These", "Those"}
 # Past participles whose simple past differs, for "X was written by Y" → "Who wrote X?"; a regular -ed
 # form or one of SAME is its own past; any other participle stays passive ("By whom was X hidden?").
