@@ -196,6 +196,9 @@ def test_cloze_questions_front_the_wh_phrase_as_a_reader_asks():
         ("The mill closed in what year?", "1931"), ("The workers moved to what?", "Tarn")]  # one clause each
     assert asked("The shop sold bread and cheese, and fish from Lisk.") == [
         ("The shop sold bread and cheese, and fish from what?", "Lisk")]  # a list, not a second clause
+    assert asked("But Cameron congratulated the SNP on the result. Later the SNP thanked Cameron.")[0] == (
+        "Who congratulated the SNP on the result?", "Cameron")  # a sentence-initial name (capitalised elsewhere)
+    assert [a for _, a in asked("Bills passed by the council go to the mayor, who signs them.")] == []  # not a name
 
 
 def test_learn_with_cloze_trains_on_the_documents_own_questions(tiny_dir, tmp_path, monkeypatch):

@@ -59,8 +59,8 @@ def sentences(text: str) -> list[str]:
 
 def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str]]:
     """(start, end, answer, the wh-phrase that replaces body[start:end]) for each name and number;
-    a sentence-initial one when a past verb follows and it is a name (two words, or one of ``names``:
-    capitalised mid-sentence elsewhere; "Bills passed by ..." is not)."""
+    a sentence-initial one when its first word is one of ``names``, capitalised mid-sentence
+    elsewhere ("Warsaw University of Technology is ...", not "Throughout the Middle Ages")."""
     out = []
     for m in NUMBER.finditer(body):
         num = m.group("num").rstrip(",.")
@@ -71,12 +71,11 @@ def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str]]:
         else:
             answer = m.group().strip().rstrip(",.")
             out.append((m.start(), m.start() + len(answer), answer, "what"))
-    initial = re.match(rf"({RUN}),?\s+([a-z]+)", body)  # "Cameron congratulated ...": its subject
+    initial = re.match(RUN, body)  # "Cameron congratulated ...", "Warsaw University of Technology is ..."
     first = 0
-    if initial and initial.group(1).split()[0] not in NOT_A_NAME | DETERMINERS and _is_verb(initial.group(2)) and \
-            (" " in initial.group(1) or initial.group(1) in names):
-        first = initial.end(1)
-        out.append((0, first, initial.group(1), "what"))
+    if initial and initial.group().split()[0] not in NOT_A_NAME | DETERMINERS and initial.group().split()[0] in names:
+        first = initial.end()
+        out.append((0, first, initial.group(), "what"))
     for m in NAME.finditer(body):
         if m.start() < first:
             continue  # the rest of the sentence-initial name
@@ -169,12 +168,13 @@ def cloze_pairs(text: str, title: str | None = None, limit: int = 24) -> list[tu
     pairs: list[tuple[str, str]] = []
     names = {w for sentence in sentences(text) for m in NAME.finditer(sentence) for w in m.group().split()}
     for sentence in sentences(text):
-        body = sentence.rstrip(".!?")
-        if title:
+        body = re.sub(r"^(?:But|And|Yet)\s+", "", sentence.rstrip(".!?"))  # "But Luther believed": Luther is the subject
+        pronoun = re.match(r"Its?\b", body)
+        if title and pronoun:  # the title stands for "It": not a fact of the sentence to ask for
             name = title[:1].upper() + title[1:]
-            body = re.sub(r"^Its\b", f"{name}'s", re.sub(r"^It\b", name, body))
+            body = (f"{name}'s" if pronoun.group() == "Its" else name) + body[pronoun.end():]
         clauses = _clauses(body)
-        for start, end, answer, wh in _spans(body, names):
+        for start, end, answer, wh in _spans(body, set() if title and pronoun else names):
             offset, stop = next((a, b) for a, b in clauses if a <= start < b)
             clause, s, e = body[offset:stop], start - offset, min(end, stop) - offset
             pairs.append((fronted(clause, s, e, wh) or _question(f"{clause[:s]}{wh}{clause[e:]}"), answer))
