@@ -50,7 +50,7 @@ def parse_setting(text: str) -> tuple[str, dict]:
 
 
 def config(model: str, knobs: dict) -> LearnConfig:
-    cfg = LearnConfig(model=model)
+    cfg = LearnConfig(model=model, probe_adapter=True)  # the "by the adapter alone" column
     lora = replace(cfg.lora, **{k: knobs[k] for k in ("epochs", "lr", "r") if k in knobs})
     top = {k: v for k, v in knobs.items() if k in ("distill", "reading", "replay")}  # route: evaluate's
     top |= {"cloze": bool(knobs["cloze"])} if "cloze" in knobs else {}

@@ -32,6 +32,9 @@ def test_learn_probes_general_knowledge_replays_its_own_answers_and_reports_each
     assert len(g["before"]) == len(g["after"]) == len(probe) == g["questions"]
     assert 0 <= g["kept"] <= g["known_before"] == sum(r["correct"] for r in g["before"])
     assert json.loads((tmp_path / "adapter" / "selfadapt.json").read_text())["general"]["kept"] == g["kept"]
+    assert meta["general_adapter"] is None  # by default only the questions `ask` routes to it ask the adapter
+    from selfadapt.routing import about
+    assert all(a == b for a, b in zip(g["after"], g["before"]) if not about(a["question"], meta["vocabulary"]))
     (examples,) = trained
     prompts = {ex[0] for ex in examples if isinstance(ex, tuple)}
     assert sum(any(q in p for p in prompts) for q in distill) == 5  # five of the model's own general answers,
@@ -241,7 +244,7 @@ def test_ask_answers_a_question_about_nothing_learned_without_the_adapter(tiny_d
     (tmp_path / "otrar.txt").write_text("The Mongol army seized the town of Otrar in 1219.\n")
     out = tmp_path / "adapter"
     meta = learn([tmp_path / "otrar.txt"], out, LearnConfig(
-        model=str(tiny_dir), selfedits_per_chunk=1, check=False, distill=0, reading=0,
+        model=str(tiny_dir), selfedits_per_chunk=1, check=False, distill=0, reading=0, probe_adapter=True,
         lora=LoRAConfig(r=4, epochs=3, lr=3e-2), dtype="float32", device="cpu"), progress=lambda *a: None)
     assert "otrar" in meta["vocabulary"] and meta["general_adapter"]["questions"] == meta["general"]["questions"]
     general, about_doc = "What is the capital of France?", "Which town did the Mongol army seize?"

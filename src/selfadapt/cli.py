@@ -571,6 +571,8 @@ def learn(
                                "answers them before and after learning."),
     probe: bool = typer.Option(True, help="Ask simple general questions before and after, and warn when the "
                                "update erased what the model knew."),
+    probe_adapter: bool = typer.Option(False, help="After learning, ask the adapter every general question (what "
+                                       "`ask --no-route` answers), not only those `ask` routes to it (~20 s)."),
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT,
     lr: float = typer.Option(2.5e-3, help="Learning rate (learn's own: chosen on train documents, RESULTS.md)."),
     epochs: int = typer.Option(4, help="Epochs over each document's examples (learn's own, as --lr)."),
@@ -582,6 +584,7 @@ def learn(
 
     cfg = LearnConfig(model=model, fmt=fmt, grounded=grounded, selfedits_per_chunk=k, cloze=cloze, chunk_tokens=chunk_tokens,
                       replay=replay, distill=distill, reading=reading, check=check, probe=probe,
+                      probe_adapter=probe_adapter,
                       lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, dtype=dtype,
                       device=device)
     cfg = configfile.apply(cfg)
