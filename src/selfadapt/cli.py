@@ -558,7 +558,8 @@ def learn(
     fmt: str = typer.Option("self-qa", "--format", help="Self-edit format (default: the eval default, "
                             "grounded self-QA)."),
     grounded: bool = typer.Option(True, help="Grounded decoding of the self-edits."),
-    k: int = typer.Option(2, "--selfedits", "-k", help="Self-edits per chunk (0: none)."),
+    k: int = typer.Option(0, "--selfedits", "-k", help="The model's own self-edits per chunk (default none: on "
+                          "train documents they added no fact to the cloze pairs, RESULTS.md)."),
     cloze: bool = typer.Option(True, help="Also train on each chunk's cloze Q→A pairs: its sentences with a name "
                                "or number asked for (no model, so no invented question); --no-cloze: the "
                                "self-edits alone."),

@@ -49,7 +49,9 @@ class LearnConfig:
     model: str = EMBEDDED
     fmt: str = DEFAULT_FORMAT  # the eval default: grounded self-QA
     grounded: bool = DEFAULT_DECODING == "grounded"
-    selfedits_per_chunk: int = 2  # 0: none (with cloze, the document teaches itself)
+    # the model's own self-QA added no fact on 10 train documents and cost 66 s each (RESULTS.md, issue 30):
+    # by default the cloze pairs teach the document, and the model writes only the check questions
+    selfedits_per_chunk: int = 0
     cloze: bool = True  # add the chunk's cloze Q→A pairs (``knowledge.cloze``: no model, no invented question)
     chunk_tokens: int = 256  # of the model's tokenizer (a SQuAD passage is ~180)
     replay: int = 8  # examples of earlier documents mixed into each later document's update
@@ -87,7 +89,8 @@ def write_drafts(model, tokenizer, domain: KnowledgeDomain, checker: KnowledgeDo
     k = cfg.selfedits_per_chunk + one_pass
     drafts: list[list[str]] = [[] for _ in chunks]
     if k:
-        name = "writing self-edits" + (" and check questions" if one_pass else "")
+        name = ("writing self-edits" + (" and check questions" if one_pass else "") if cfg.selfedits_per_chunk
+                else "writing check questions")
         with steps.timed(name, k * len(chunks)) as advance:
             drafts, _ = write_selfedits(model, tokenizer, domain, chunks, k,
                                         SamplingConfig(FORMATS[cfg.fmt].max_new_tokens, cfg.temperature, cfg.top_p),
