@@ -24,17 +24,19 @@ from typing import Any, Callable
 
 import numpy as np
 
+from selfadapt.documents import chunk_document
 from selfadapt.evaluate import paired
 from selfadapt.grading import grade
 from selfadapt.knowledge import load_passages
+from selfadapt.knowledge.cloze import cloze_pairs
 from selfadapt.knowledge.domain import KnowledgeDomain
 from selfadapt.lora import load_adapter
 from selfadapt.models import load_model
 from selfadapt.runs import read_jsonl
 from selfadapt.teach import LearnConfig, ask, learn, routed
 
-KNOBS = {"distill": int, "reading": int, "replay": int, "epochs": int, "lr": float, "r": int, "k": int,
-         "cloze": int, "route": int}  # route=0: `ask --no-route`, the adapter answers every question (learn before routing)
+KNOBS = {"distill": int, "reading": int, "replay": int, "epochs": int, "lr": float, "r": int, "batch": int,
+         "k": int, "cloze": int, "route": int}  # route=0: `ask --no-route`, the adapter answers every question (learn before routing)
 
 
 def parse_setting(text: str) -> tuple[str, dict]:
@@ -51,7 +53,8 @@ def parse_setting(text: str) -> tuple[str, dict]:
 
 def config(model: str, knobs: dict) -> LearnConfig:
     cfg = LearnConfig(model=model, probe_adapter=True)  # the "by the adapter alone" column
-    lora = replace(cfg.lora, **{k: knobs[k] for k in ("epochs", "lr", "r") if k in knobs})
+    lora = replace(cfg.lora, **{k: knobs[k] for k in ("epochs", "lr", "r") if k in knobs},
+                   **({"batch_size": knobs["batch"]} if "batch" in knobs else {}))
     top = {k: v for k, v in knobs.items() if k in ("distill", "reading", "replay")}  # route: evaluate's
     top |= {"cloze": bool(knobs["cloze"])} if "cloze" in knobs else {}
     return replace(cfg, lora=lora, selfedits_per_chunk=knobs.get("k", cfg.selfedits_per_chunk), **top)
@@ -84,12 +87,19 @@ def evaluate(passage, setting: str, cfg: LearnConfig, model: str, route: bool) -
         answers = ask(questions, Path(tmp) / "adapter", route=route)[str(Path(tmp) / "adapter")]
         routed_out = [not routed(q, [meta]) for q in questions] if route else [False] * len(questions)
         grades = [grade(a, q.answer) for a, q in zip(answers, passage.questions)]
+        # the fit: the adapter asked its own training cloze questions (a user's question of the same shape)
+        tok = load_model(model).tokenizer
+        pairs = [p for c in chunk_document(passage.context, doc.stem.replace("_", " "), tok, cfg.chunk_tokens)
+                 for p in cloze_pairs(c.context, c.title)] if cfg.cloze else []
+        recalled = ask([q for q, _ in pairs], Path(tmp) / "adapter", route=False)[str(Path(tmp) / "adapter")]
+        cloze = [grade(a, gold) for a, (_, gold) in zip(recalled, pairs)]
         loaded = load_model(model)
         net = load_adapter(loaded.model, Path(tmp) / "adapter")
         mc = KnowledgeDomain(loaded.tokenizer).evaluate(net, loaded.tokenizer, passage)
     g, raw = (meta["general"], meta["general_adapter"]) if route else (meta["general_adapter"],) * 2
     return {"passage": passage.index, "setting": setting, "seconds": seconds, "step_seconds": meta["seconds"],
             "em": float(np.mean([x.exact_match for x in grades])), "f1": float(np.mean([x.f1 for x in grades])),
+            "cloze_em": float(np.mean([x.exact_match for x in cloze])) if cloze else None, "cloze_pairs": len(pairs),
             "measure": {m: float(np.mean([r[m] for r in mc.records])) for m in ("mc_prob", "typed_cal_prob")},
             "answers": answers, "questions_without_adapter": sum(routed_out), "general_known": g["known_before"],
             "general_kept": g["kept"], "general_kept_by_adapter": raw["kept"],
@@ -113,19 +123,24 @@ def main() -> None:
                                   f"{r['general_known']} in {r['seconds']:.0f} s")
     ref = settings[0][0]
     print(f"\n| setting | passages | EM % | F1 % | F1 vs {ref} (95% CI) | W/T/L | typed_cal_prob % | vs {ref} (95% CI) "
-          "| general kept (as ask answers) | by the adapter alone | s/doc |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          f"| own cloze recall EM % | vs {ref} (95% CI) | W/T/L | general kept (as ask answers) | by the adapter alone "
+          "| s/doc |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, _ in settings:
         recs = {i: r for (i, s), r in done.items() if s == name}
         f1 = {i: r["f1"] for i, r in recs.items()}
         d = paired(f1, {i: r["f1"] for (i, s), r in done.items() if s == ref})
         measure = {i: r["measure"]["typed_cal_prob"] for i, r in recs.items()}
         dm = paired(measure, {i: r["measure"]["typed_cal_prob"] for (i, s), r in done.items() if s == ref})
+        recall = {i: r["cloze_em"] for i, r in recs.items() if r.get("cloze_em") is not None}
+        dr = paired(recall, {i: r["cloze_em"] for (i, s), r in done.items() if s == ref and r.get("cloze_em") is not None})
         kept = sum(r["general_kept"] for r in recs.values()), sum(r["general_known"] for r in recs.values())
         by_adapter = sum(r["general_kept_by_adapter"] for r in recs.values())
         print(f"| {name} | {len(recs)} | {100 * np.mean([r['em'] for r in recs.values()]):.1f} | "
               f"{100 * np.mean(list(f1.values())):.1f} | {d.cell()} | {d.wtl} | "
-              f"{100 * np.mean(list(measure.values())):.1f} | {dm.cell()} | {kept[0]}/{kept[1]} | "
+              f"{100 * np.mean(list(measure.values())):.1f} | {dm.cell()} | "
+              f"{100 * np.mean(list(recall.values())) if recall else float('nan'):.1f} | {dr.cell()} | {dr.wtl} | "
+              f"{kept[0]}/{kept[1]} | "
               f"{by_adapter}/{kept[1]} | "
               f"{np.mean([r['seconds'] for r in recs.values()]):.0f} |")
 

@@ -81,7 +81,7 @@ def main() -> None:
     args = ap.parse_args()
     settings = [parse_setting(s) for s in args.setting or [FAST4]]
     done = run_settings(args.out, settings, load_passages("train", limit=args.passages, offset=args.offset),
-                        lambda p, name, knobs: run(p, name, replace(config(args.model, knobs), check=False,
+                        lambda p, name, knobs: run(p, name, replace(config(args.model, knobs), check="none",
                                                                     probe=False), args.model),
                         lambda r: f"EM few-shot {np.mean(r['few_shot']['em']):.2f} zero-shot "
                                   f"{np.mean(r['zero_shot']['em']):.2f} in {r['seconds']:.0f} s")

@@ -14,8 +14,9 @@ from selfadapt.teach import LearnConfig, check_questions, learn
 
 def test_learn_probes_general_knowledge_replays_its_own_answers_and_reports_each_step(tiny_dir, tmp_path,
                                                                                        monkeypatch):
-    doc = tmp_path / "otrar.txt"
-    doc.write_text("The Mongol army seized the town of Otrar in 1219. Molten silver was poured into the ears.\n")
+    doc = tmp_path / "otrar.txt"  # "Hamlet" and "Spain" route two general questions to the adapter
+    doc.write_text("The Mongol army seized the town of Otrar in 1219. Molten silver was poured into the ears. "
+                   "A merchant from Spain later wrote Hamlet there.\n")
     trained, events = [], []
     real = ResidentLoRA.train
     monkeypatch.setattr(ResidentLoRA, "train", lambda self, ex, **kw: trained.append(ex) or real(self, ex, **kw))
@@ -24,17 +25,19 @@ def test_learn_probes_general_knowledge_replays_its_own_answers_and_reports_each
     monkeypatch.setattr(teach, "write_selfedits", lambda *a, **kw: writes.append(a[4]) or write(*a, **kw))
     asked, distil = [], teach.distillation
     monkeypatch.setattr(teach, "distillation", lambda *a: asked.append(len(a[3])) or distil(*a))
-    cfg = LearnConfig(model=str(tiny_dir), selfedits_per_chunk=1, distill=5, reading=2,
+    cfg = LearnConfig(model=str(tiny_dir), selfedits_per_chunk=1, check="model", distill=5, reading=2,
                       lora=LoRAConfig(r=4, epochs=1), dtype="float32", device="cpu")
     meta = learn([doc], tmp_path / "adapter", cfg, progress=lambda step, done, total: events.append(step))
     probe, distill = general_questions()
     g = meta["general"]
-    assert len(g["before"]) == len(g["after"]) == len(probe) == g["questions"]
+    # only what `ask` answers with the adapter is asked: the rest it answers as the model did before
+    from selfadapt.routing import about
+    routed = [q.question for q in probe if about(q.question, meta["vocabulary"])]
+    assert len(routed) >= 2 and [b["question"] for b in g["before"]] == [a["question"] for a in g["after"]] == routed
+    assert g["questions"] == len(routed) and g["probe_questions"] == len(probe)
     assert 0 <= g["kept"] <= g["known_before"] == sum(r["correct"] for r in g["before"])
     assert json.loads((tmp_path / "adapter" / "selfadapt.json").read_text())["general"]["kept"] == g["kept"]
-    assert meta["general_adapter"] is None  # by default only the questions `ask` routes to it ask the adapter
-    from selfadapt.routing import about
-    assert all(a == b for a, b in zip(g["after"], g["before"]) if not about(a["question"], meta["vocabulary"]))
+    assert meta["general_adapter"] is None  # --probe-adapter: every question, to the adapter
     (examples,) = trained
     prompts = {ex[0] for ex in examples if isinstance(ex, tuple)}
     assert sum(any(q in p for p in prompts) for q in distill) == 5  # five of the model's own general answers,
@@ -49,7 +52,39 @@ def test_learn_probes_general_knowledge_replays_its_own_answers_and_reports_each
     assert len(json.loads((tmp_path / "adapter" / "selfedits.json").read_text())[0][0]) == 1
     assert set(meta["seconds"]) == steps  # every step is timed
     card = (tmp_path / "adapter" / "README.md").read_text()
-    assert "General questions the model answered right before learning" in card and "Time:" in card
+    assert f"General questions: {len(routed)} of {len(probe)} name a word of the documents" in card and "Time:" in card
+    assert meta["check"] == "model" and all(not c["trained"] for c in json.loads(
+        (tmp_path / "adapter" / "checks.json").read_text()))
+
+
+def test_learn_checks_by_default_a_spread_of_the_cloze_pairs_it_teaches(tiny_dir, tmp_path, monkeypatch):
+    """They take no generation to write, and after learning they say whether the facts went in."""
+    from selfadapt.knowledge.cloze import cloze_pairs
+
+    text = ("The Mongol army seized the town of Otrar in 1219. Molten silver was poured into the ears of Inalchuq. "
+            "Genghis Khan sent 450 merchants to Otrar in 1218. The governor Inalchuq killed them. "
+            "The siege lasted five months, until Otrar fell in 1220.")
+    doc = tmp_path / "otrar.txt"
+    doc.write_text(text)
+    trained = []
+    real = ResidentLoRA.train
+    monkeypatch.setattr(ResidentLoRA, "train", lambda self, ex, **kw: trained.append(ex) or real(self, ex, **kw))
+    import selfadapt.teach as teach
+    monkeypatch.setattr(teach, "write_selfedits", lambda *a, **kw: pytest.fail("a cloze check needs no generation"))
+    meta = learn([doc], tmp_path / "adapter", LearnConfig(model=str(tiny_dir), checks=3, probe=False, distill=0,
+                                                          reading=0, lora=LoRAConfig(r=4, epochs=1), dtype="float32",
+                                                          device="cpu"), progress=lambda *a: None)
+    pairs = cloze_pairs(text, "otrar")
+    checks = json.loads((tmp_path / "adapter" / "checks.json").read_text())
+    asked = [(c["question"], c["expected"]) for c in checks]
+    assert len(pairs) > 3 and len(asked) == 3 and asked[0] == pairs[0] and asked[-1] == pairs[-1]  # spread out
+    assert asked[1] in pairs[1:-1]
+    prompts = {ex[0] for ex in trained[0] if isinstance(ex, tuple)}
+    assert all(c["trained"] and any(c["question"] in p for p in prompts) for c in checks)  # taught, so a fit check
+    assert meta["check"] == "cloze" and meta["checks_right"][1] == sum(c["right_after"] for c in checks)
+    assert "taught to the adapter: did the fact go in?" in (tmp_path / "adapter" / "README.md").read_text()
+    with pytest.raises(ValueError, match="check must be one of"):
+        LearnConfig(check="sometimes")
 
 
 def test_a_check_question_that_is_not_a_question_is_dropped(tiny):
@@ -73,7 +108,7 @@ def test_an_adapter_from_learn_loads_with_peft_alone_and_gives_asks_logits(tiny_
 
     doc = tmp_path / "otrar.txt"
     doc.write_text("The Mongol army seized the town of Otrar in 1219.\n")
-    cfg = LearnConfig(model=str(tiny_dir), selfedits_per_chunk=1, check=False, probe=False, distill=0, reading=0,
+    cfg = LearnConfig(model=str(tiny_dir), selfedits_per_chunk=1, check="none", probe=False, distill=0, reading=0,
                       lora=LoRAConfig(r=4, epochs=2), dtype="float32", device="cpu")
     out = tmp_path / "adapter"
     learn([doc], out, cfg, progress=lambda *a: None)
@@ -101,7 +136,7 @@ def test_ask_with_several_adapters_answers_with_each_and_with_their_sum(tiny_dir
         (tmp_path / f"doc{n}.txt").write_text(text + "\n")
         outs.append(tmp_path / f"adapter{n}")
         learn([tmp_path / f"doc{n}.txt"], outs[-1], LearnConfig(
-            model=str(tiny_dir), selfedits_per_chunk=1, check=False, probe=False, distill=0, reading=0,
+            model=str(tiny_dir), selfedits_per_chunk=1, check="none", probe=False, distill=0, reading=0,
             lora=LoRAConfig(r=4, epochs=2, lr=1e-2), seed=n, dtype="float32", device="cpu"), progress=lambda *a: None)
     q = ["Which town was seized?"]
     kw = dict(max_new_tokens=4, dtype="float32", device="cpu")
@@ -140,7 +175,7 @@ def test_learn_takes_your_model_object_and_hands_it_back_as_it_came(tiny, tmp_pa
     (tmp_path / "doc.txt").write_text("The Mongol army seized the town of Otrar in 1219.\n")
     obj = LoadedModel.of(tiny.model, tiny.tokenizer, name="my-tiny-llama")
     meta = learn([tmp_path / "doc.txt"], tmp_path / "adapter", LearnConfig(
-        model=obj, selfedits_per_chunk=1, check=False, probe=False, distill=0, reading=0,
+        model=obj, selfedits_per_chunk=1, check="none", probe=False, distill=0, reading=0,
         lora=LoRAConfig(r=4, epochs=2, lr=1e-2)), progress=lambda *a: None)
     assert meta["model"] == "my-tiny-llama" and meta["config"]["model"] == "my-tiny-llama"
     assert not any("lora" in name for name, _ in tiny.model.named_modules())
@@ -180,6 +215,9 @@ def test_cloze_pairs_ask_for_each_name_and_number_of_the_sentences():
         ("Harlow lighthouse's crew of how many keepers lived on the rock?", "12"),  # a count: how many
     ]
     assert cloze_pairs(text)[6] == ("Who founded it?", "Anselm and Piet Vellmar")  # no title given
+    # the title is in the prompt: a pair answered by it would teach the adapter to copy the topic
+    assert "Harlow Point Lighthouse" not in dict(map(reversed, cloze_pairs(text, "harlow point lighthouse")))
+    assert pairs[0][1] == "Harlow Point Lighthouse"  # another name than the title is asked for
     assert cloze_pairs(text, limit=2) == cloze_pairs(text)[:2] and cloze_pairs("Too short.") == []
 
 
@@ -207,9 +245,9 @@ def test_cloze_questions_front_the_wh_phrase_as_a_reader_asks():
 def test_learn_with_cloze_trains_on_the_documents_own_questions(tiny_dir, tmp_path, monkeypatch):
     seen, real = [], ResidentLoRA.train
     monkeypatch.setattr(ResidentLoRA, "train", lambda self, examples, **kw: seen.append(examples) or real(self, examples, **kw))
-    (tmp_path / "otrar.txt").write_text("The Mongol army seized the town of Otrar in 1219.\n")
-    learn([tmp_path / "otrar.txt"], tmp_path / "adapter", LearnConfig(
-        model=str(tiny_dir), selfedits_per_chunk=0, cloze=True, check=False, probe=False, distill=0, reading=0,
+    (tmp_path / "invasion.txt").write_text("The Mongol army seized the town of Otrar in 1219.\n")
+    learn([tmp_path / "invasion.txt"], tmp_path / "adapter", LearnConfig(
+        model=str(tiny_dir), selfedits_per_chunk=0, cloze=True, check="none", probe=False, distill=0, reading=0,
         lora=LoRAConfig(r=4, epochs=1), dtype="float32", device="cpu"), progress=lambda *a: None)
     (examples,) = seen
     pairs = [ex for ex in examples if isinstance(ex, tuple)]
@@ -244,7 +282,7 @@ def test_ask_answers_a_question_about_nothing_learned_without_the_adapter(tiny_d
     (tmp_path / "otrar.txt").write_text("The Mongol army seized the town of Otrar in 1219.\n")
     out = tmp_path / "adapter"
     meta = learn([tmp_path / "otrar.txt"], out, LearnConfig(
-        model=str(tiny_dir), selfedits_per_chunk=1, check=False, distill=0, reading=0, probe_adapter=True,
+        model=str(tiny_dir), selfedits_per_chunk=1, check="none", distill=0, reading=0, probe_adapter=True,
         lora=LoRAConfig(r=4, epochs=3, lr=3e-2), dtype="float32", device="cpu"), progress=lambda *a: None)
     assert "otrar" in meta["vocabulary"] and meta["general_adapter"]["questions"] == meta["general"]["questions"]
     general, about_doc = "What is the capital of France?", "Which town did the Mongol army seize?"

@@ -568,11 +568,13 @@ def learn(
     distill: int = typer.Option(16, help="The unadapted model's own answers to general questions, replayed into "
                                 "every update so that it keeps them (0: none)."),
     reading: int = typer.Option(2, help="Reading-comprehension examples (a passage in context) in every update."),
-    check: bool = typer.Option(True, help="The model writes check questions per chunk (not trained on) and "
-                               "answers them before and after learning."),
+    check: str = typer.Option("cloze", help="Check questions asked before and after learning: 'cloze' (10 of the "
+                              "taught cloze pairs: did the facts go in?), 'model' (the model writes held-out "
+                              "ones: slow, and at 135M mostly about things the document never says), 'none'."),
+    checks: int = typer.Option(10, help="How many cloze check questions."),
     probe: bool = typer.Option(True, help="Ask simple general questions before and after, and warn when the "
                                "update erased what the model knew."),
-    probe_adapter: bool = typer.Option(False, help="After learning, ask the adapter every general question (what "
+    probe_adapter: bool = typer.Option(False, help="Ask the adapter every general question, before and after (what "
                                        "`ask --no-route` answers), not only those `ask` routes to it (~20 s)."),
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT,
     lr: float = typer.Option(2.5e-3, help="Learning rate (learn's own: chosen on train documents, RESULTS.md)."),
@@ -584,7 +586,7 @@ def learn(
     from .teach import LearnConfig, learn as learn_documents, report_lines
 
     cfg = LearnConfig(model=model, fmt=fmt, grounded=grounded, selfedits_per_chunk=k, cloze=cloze, chunk_tokens=chunk_tokens,
-                      replay=replay, distill=distill, reading=reading, check=check, probe=probe,
+                      replay=replay, distill=distill, reading=reading, check=check, checks=checks, probe=probe,
                       probe_adapter=probe_adapter,
                       lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, dtype=dtype,
                       device=device)

@@ -4,8 +4,8 @@ The practical use of SEAL's inner loop: a person gives text files, the model wri
 training data about each, and the adapter it learns can then answer questions about
 them without the documents in context. Documents are learned in sequence into one
 adapter, each update replaying a few examples of the earlier ones (without replay, the
-second document erases the first: see ``eval continual``); the model's own check
-questions, asked before and after, show what was learned.
+second document erases the first: see ``eval continual``); check questions asked before
+and after show what was learned.
 """
 
 from __future__ import annotations
@@ -57,9 +57,15 @@ class LearnConfig:
     replay: int = 8  # examples of earlier documents mixed into each later document's update
     distill: int = 16  # the unadapted model's own general answers replayed into every update
     reading: int = 2  # reading-comprehension examples (a train passage in context) in every update
-    check: bool = True  # the model writes check questions per chunk (held out of training)
+    # "cloze": ``checks`` of the trained cloze pairs, spread over the documents, asked before and after (did
+    # the facts go in?); "model": the model writes held-out check questions (26 s a page, and at 135M mostly
+    # about things the document never says, RESULTS.md); "none"
+    check: str = "cloze"
+    checks: int = 10
     probe: bool = True  # simple general questions asked before and after: what the update erased
-    probe_adapter: bool = False  # after, ask the adapter all of them (`ask --no-route`'s view), not only the routed: ~20 s
+    # ask the adapter every general question, before and after (`ask --no-route`'s view: ~20 s), not only those
+    # `ask` routes to it (a question that names nothing of the documents is answered by the model as it was)
+    probe_adapter: bool = False
     temperature: float = 1.0
     top_p: float = 0.95
     # 4 epochs at 2.5e-3 instead of the inner loop's 10 at 1e-3: on 20 train documents the same facts in
@@ -68,6 +74,13 @@ class LearnConfig:
     seed: int = 0
     dtype: str = "auto"
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.check not in CHECKS:
+            raise ValueError(f"check must be one of {', '.join(CHECKS)}, got {self.check!r}")
+
+
+CHECKS = ("cloze", "model", "none")
 
 
 def check_questions(domain: KnowledgeDomain, chunk: Passage, text: str) -> list[tuple[str, str]]:
@@ -82,10 +95,10 @@ def check_questions(domain: KnowledgeDomain, chunk: Passage, text: str) -> list[
 
 def write_drafts(model, tokenizer, domain: KnowledgeDomain, checker: KnowledgeDomain, chunks: list[Passage],
                  cfg: LearnConfig, steps: "_Steps") -> list[list[str]]:
-    """Per chunk, ``selfedits_per_chunk`` self-edits and (with ``check``) one check draft last, by
+    """Per chunk, ``selfedits_per_chunk`` self-edits and (with ``check="model"``) one check draft last, by
     the unadapted model. When the self-edits are grounded self-QA, the check draft is one more
     sample of the same batch: one generation pass instead of two (the longest step after training)."""
-    one_pass = cfg.check and cfg.fmt == "self-qa" and cfg.grounded
+    one_pass = cfg.check == "model" and cfg.fmt == "self-qa" and cfg.grounded
     k = cfg.selfedits_per_chunk + one_pass
     drafts: list[list[str]] = [[] for _ in chunks]
     if k:
@@ -95,7 +108,7 @@ def write_drafts(model, tokenizer, domain: KnowledgeDomain, checker: KnowledgeDo
             drafts, _ = write_selfedits(model, tokenizer, domain, chunks, k,
                                         SamplingConfig(FORMATS[cfg.fmt].max_new_tokens, cfg.temperature, cfg.top_p),
                                         seed=cfg.seed, on_batch=advance)
-    if cfg.check and not one_pass:
+    if cfg.check == "model" and not one_pass:
         with steps.timed("writing check questions", len(chunks)) as advance:
             extra, _ = write_selfedits(model, tokenizer, checker, chunks, 1,
                                        SamplingConfig(FORMATS["self-qa"].max_new_tokens, cfg.temperature, cfg.top_p),
@@ -155,10 +168,10 @@ class _Steps:
 def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: Progress | None = None) -> dict:
     """Learn documents in sequence into one adapter (replaying a few examples of earlier ones,
     and the unadapted model's own answers to general questions) and save it with its metadata
-    and a model card to ``out``. With ``check``, the model's own check questions are graded
-    before and after; with ``probe``, simple general questions, so that a report shows what
-    the update erased. Every step emits progress events (``progress``, else a progress bar)
-    and its time goes into the metadata."""
+    and a model card to ``out``. Check questions (``check``) are graded before and after; with
+    ``probe``, the simple general questions `ask` would answer with the adapter, so that a report
+    shows what the update erased. Every step emits progress events (``progress``, else a
+    progress bar) and its time goes into the metadata."""
     files, out = document_paths(paths), Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out")
@@ -184,35 +197,42 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
         general_before: list[dict] = []
         own_answers: list[Example] = []
         all_chunks = [c for _, _, cs in docs for c in cs]
+        cloze_of = [cloze_pairs(c.context, c.title) if cfg.cloze or cfg.check == "cloze" else [] for c in all_chunks]
+        # what `ask` answers with the adapter: the rest it answers as the model did, so only these can change
+        probed = [q for q in probe_questions if cfg.probe_adapter or about(q.question, vocabulary)] if cfg.probe else []
         with lora.base():  # the unadapted model, before anything is learned
             drafts = write_drafts(lora.model, tok, domain, checker, all_chunks, cfg, steps)
             selfedits = [d[: cfg.selfedits_per_chunk] for d in drafts]
-            if cfg.check:
+            if cfg.check == "model":
                 flat = iter(d[-1] for d in drafts)
-                checks = [{"document": str(path), "title": t, "question": q, "expected": a}
+                checks = [{"document": str(path), "title": t, "question": q, "expected": a, "trained": False}
                           for path, t, chunks in docs for chunk in chunks
                           for q, a in check_questions(checker, chunk, next(flat))]
+            elif cfg.check == "cloze":
+                checks = cloze_checks(docs, cloze_of, cfg.checks)
+            if checks:
                 with steps.timed("answering check questions (before)"):
                     for c, answer in zip(checks, answer_questions(lora.model, tok, checks)):
                         c["before"] = answer
-            if cfg.probe:
+            if probed:
                 with steps.timed("general questions (before)"):
-                    general_before = probe(lora.model, tok, title, probe_questions)
+                    general_before = probe(lora.model, tok, title, probed)
             if cfg.distill:  # only as many answers as the updates replay: each answer costs a generation
                 asked = random.Random(cfg.seed).sample(distill_prompts, min(len(distill_prompts), cfg.distill * len(docs)))
                 with steps.timed("the model's own general answers, to replay"):
                     own_answers = distillation(lora.model, tok, title, asked)
         history: list[list[Example]] = []
         rng = random.Random(cfg.seed)
-        report, stats, edits_of = [], None, iter(selfedits)
+        report, stats, edits_of, pairs_of = [], None, iter(selfedits), iter(cloze_of)
         for d, (path, doc_title, chunks) in enumerate(docs):
             doc_edits = [next(edits_of) for _ in chunks]
             texts: list[Example] = []
             invalid = 0
             for chunk, edits in zip(chunks, doc_edits):
                 texts.append(chunk.text)
+                pairs = next(pairs_of)
                 if cfg.cloze:
-                    texts.extend(qa_examples(tok, chunk.title, cloze_pairs(chunk.context, chunk.title)))
+                    texts.extend(qa_examples(tok, chunk.title, pairs))
                 for edit in edits:
                     try:
                         texts.extend(domain.training_examples(chunk, edit)[1:])  # [0] is the chunk itself
@@ -235,12 +255,12 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
                 for c, answer in zip(checks, answer_questions(lora.model, tok, checks)):
                     c["after"] = answer
                     c["f1_before"], c["f1_after"] = token_f1(c["before"], c["expected"]), token_f1(answer, c["expected"])
+                    c["right_before"], c["right_after"] = (bool(contains(x, c["expected"])) for x in (c["before"], answer))
         general_after, general_adapter = [], []
-        if cfg.probe:
-            # what `ask` answers: the adapter where a question names the documents, else the model as it was
-            asked = [q for q in probe_questions if cfg.probe_adapter or about(q.question, vocabulary)]
+        if probed:
             with steps.timed("general questions (after)"):
-                answers = {a["question"]: a for a in probe(lora.model, tok, title, asked)} if asked else {}
+                answers = {a["question"]: a for a in probe(lora.model, tok, title, probed)}
+            # what `ask` answers: the adapter where a question names the documents, else the model as it was
             general_after = [answers[b["question"]] if about(b["question"], vocabulary) else b for b in general_before]
             general_adapter = list(answers.values()) if cfg.probe_adapter else []
     out.mkdir(parents=True, exist_ok=True)
@@ -252,11 +272,13 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
             "documents": [{k: v for k, v in r.items() if k != "selfedits"} for r in report],
             "chunks": sum(r["chunks"] for r in report), "sequences": sum(r["sequences"] for r in report),
             "steps": sum(r["steps"] for r in report), "final_loss": stats.final_loss if stats else None,
-            "checks": len(checks),
+            "check": cfg.check, "checks": len(checks),
+            "checks_right": [sum(c["right_before"] for c in checks), sum(c["right_after"] for c in checks)],
             "check_f1_before": float(np.mean([c["f1_before"] for c in checks])) if checks else None,
             "check_f1_after": float(np.mean([c["f1_after"] for c in checks])) if checks else None,
-            "general": general_summary(general_before, general_after),
-            "general_adapter": general_summary(general_before, general_adapter) if cfg.probe_adapter else None,
+            "general": general_summary(general_before, general_after, len(probe_questions)) if cfg.probe else None,
+            "general_adapter": general_summary(general_before, general_adapter, len(probe_questions))
+            if cfg.probe_adapter else None,
             "vocabulary": vocabulary,
             "seconds": steps.seconds, "config": plain(cfg)}
     if cfg.model == EMBEDDED:
@@ -269,15 +291,24 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
     return meta
 
 
-def general_summary(before: list[dict], after: list[dict]) -> dict | None:
-    """The probe before and after: of the questions the unadapted model answered right, how many
-    the adapted one still does, and a warning when more than one was lost."""
-    if not before:
-        return None
+def cloze_checks(docs: list, cloze_of: list[list[tuple[str, str]]], n: int) -> list[dict]:
+    """``n`` of the documents' cloze pairs (``cloze_of``: per chunk, in order), spread evenly over
+    them: trained on, so asked after learning they show whether the facts went in."""
+    owner = [(path, t) for path, t, chunks in docs for _ in chunks]
+    pairs = [(path, t, q, a) for (path, t), per_chunk in zip(owner, cloze_of) for q, a in per_chunk]
+    picked = sorted({round(i) for i in np.linspace(0, len(pairs) - 1, min(n, len(pairs)))}) if pairs else []
+    return [{"document": str(pairs[i][0]), "title": pairs[i][1], "question": pairs[i][2], "expected": pairs[i][3],
+             "trained": True} for i in picked]
+
+
+def general_summary(before: list[dict], after: list[dict], total: int) -> dict:
+    """The probe before and after: of the questions asked (those `ask` routes to the adapter, or all
+    ``total``) the unadapted model answered right, how many the adapted one still does, and a
+    warning when more than one was lost."""
     known = [b["question"] for b in before if b["correct"]]
     still = {a["question"] for a in after if a["correct"]}
     lost = [q for q in known if q not in still]
-    return {"questions": len(before), "known_before": len(known), "kept": len(known) - len(lost), "lost": lost,
+    return {"questions": len(before), "probe_questions": total, "known_before": len(known), "kept": len(known) - len(lost), "lost": lost,
             "correct_after": len(still),
             "warning": (f"the update erased {len(lost)} of the {len(known)} general facts the model knew"
                         if len(lost) > 1 else None),
@@ -288,25 +319,37 @@ def report_lines(meta: dict, checks: list[dict], limit: int = 10) -> list[str]:
     """What a person reads after `learn`: the check questions before/after, the general probe, the time."""
     lines = []
     if checks:
-        lines += ["| check question (the model's own, not trained on) | expected | before | after |",
-                  "|---|---|---|---|"]
+        trained = meta.get("check") == "cloze"
+        kind = "taught to the adapter: did the fact go in?" if trained else "the model's own, not trained on"
+        lines += [f"| check question ({kind}) | expected | before | after |", "|---|---|---|---|"]
         lines += [f"| {c['question']} | {c['expected']} | {c['before']} | {c['after']} |" for c in checks[:limit]]
-        lines += ["", f"{len(checks)} check questions: token F1 {100 * meta['check_f1_before']:.1f} before → "
-                      f"{100 * meta['check_f1_after']:.1f} after."]
+        before, after = meta["checks_right"]
+        lines += ["", f"{len(checks)} check questions: {before} answered before, {after} after (token F1 "
+                      f"{100 * meta['check_f1_before']:.1f} → {100 * meta['check_f1_after']:.1f})."]
+        if trained and after < len(checks) / 2:
+            lines += [f"**The adapter answers only {after} of {len(checks)} questions it was taught:** the update did "
+                      "not fit the document; learn with more --epochs."]
     g, raw = meta.get("general"), meta.get("general_adapter")
-    if g:
+    if g and raw is None:
+        routed_n = g["questions"]
+        lines += ["", f"General questions: {routed_n} of {g['probe_questions']} name a word of the documents, so "
+                      "`ask` answers them with the adapter" + (
+                          f"; the model answered {g['known_before']} of them right before learning, and "
+                          f"{g['kept']} of those after." if routed_n else ".") +
+                  f" The other {g['probe_questions'] - routed_n} it answers as the model did before learning "
+                  "(`--probe-adapter` asks the adapter itself every one)."]
+    elif g:
         lines += ["", f"General questions the model answered right before learning: {g['known_before']} of "
                       f"{g['questions']}; still right after, as `ask` answers them: {g['kept']} of "
-                      f"{g['known_before']}."]
-        if raw:
-            lines += [f"The adapter itself, asked every one of them (`ask --no-route`): {raw['kept']} of "
-                      f"{raw['known_before']}. `ask` answers a question that names nothing of the documents "
-                      "without the adapter."]
-        if g["lost"]:
-            lines += ["Lost: " + "; ".join(g["lost"][:limit])]
-        if g["warning"]:
-            lines += [f"**Warning: {g['warning']}.** Learn with fewer epochs or a lower learning rate, or more "
-                      "--distill examples."]
+                      f"{g['known_before']}.",
+                  f"The adapter itself, asked every one of them (`ask --no-route`): {raw['kept']} of "
+                  f"{raw['known_before']}. `ask` answers a question that names nothing of the documents "
+                  "without the adapter."]
+    if g and g["lost"]:
+        lines += ["Lost: " + "; ".join(g["lost"][:limit])]
+    if g and g["warning"]:
+        lines += [f"**Warning: {g['warning']}.** Learn with fewer epochs or a lower learning rate, or more "
+                  "--distill examples."]
     lines += ["", "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in meta["seconds"].items())]
     return lines
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import re
 
+from ..grading import normalize_answer
+
 UNITS = r"metres|meters|km|kilometres|kilometers|miles|feet|per cent|percent"
 # A number: a year, a count of some plural noun, a measure with its unit, or a bare number.
 NUMBER = re.compile(rf"\b(?P<num>\d[\d,.]*)(?:\s+(?P<unit>{UNITS})\b|\s+(?P<noun>[a-z]+s|people|men|women|children)\b)?")
@@ -164,7 +166,9 @@ def fronted(clause: str, start: int, end: int, wh: str) -> str | None:
 
 def cloze_pairs(text: str, title: str | None = None, limit: int = 24) -> list[tuple[str, str]]:
     """(question, answer) per name or number of each sentence, in order, at most ``limit``; with
-    ``title``, a sentence-initial "It"/"Its" becomes the title."""
+    ``title``, a sentence-initial "It"/"Its" becomes the title, and no pair answers with the title
+    itself: the question is asked under it ("Topic: ..."), so such a pair teaches the adapter to
+    copy the topic, the answer it then gives to whatever it does not know."""
     pairs: list[tuple[str, str]] = []
     names = {w for sentence in sentences(text) for m in NAME.finditer(sentence) for w in m.group().split()}
     for sentence in sentences(text):
@@ -177,5 +181,6 @@ def cloze_pairs(text: str, title: str | None = None, limit: int = 24) -> list[tu
         for start, end, answer, wh in _spans(body, set() if title and pronoun else names):
             offset, stop = next((a, b) for a, b in clauses if a <= start < b)
             clause, s, e = body[offset:stop], start - offset, min(end, stop) - offset
-            pairs.append((fronted(clause, s, e, wh) or _question(f"{clause[:s]}{wh}{clause[e:]}"), answer))
+            if not title or normalize_answer(answer) != normalize_answer(title):
+                pairs.append((fronted(clause, s, e, wh) or _question(f"{clause[:s]}{wh}{clause[e:]}"), answer))
     return list(dict.fromkeys(pairs))[:limit]
