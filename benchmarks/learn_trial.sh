@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 doc=${DOC:-benchmarks/data/harlow_lighthouse.txt}
 name=$1; shift
 rm -rf /tmp/lh-$name
-/usr/bin/time -f "%e s" nice -n 5 .venv/bin/selfadapt learn "$doc" --out /tmp/lh-$name "$@" > /tmp/lh-$name.log 2>&1
+/usr/bin/time -f "%e s" nice -n ${NICE:-5} .venv/bin/selfadapt learn "$doc" --out /tmp/lh-$name "$@" > /tmp/lh-$name.log 2>&1
 grep -E "still right|adapter itself|erased|^[0-9.]+ s$" /tmp/lh-$name.log
 mapfile -t rows < <(cat "${doc%.txt}.questions"; printf '%s\n' "What is the capital of France?	Paris" \
   "Who wrote the play Hamlet?	William Shakespeare")

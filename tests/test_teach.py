@@ -229,6 +229,12 @@ def test_cloze_questions_front_the_wh_phrase_as_a_reader_asks():
 
     assert asked("The money came from the merchant Ada Voss, who paid for the roof.") == [
         ("Who paid for the roof?", "Ada Voss")]  # a relative clause names what the person did
+    # "which" after a place in a prepositional phrase belongs to the head noun, not to the place
+    assert asked("Its best plant is a lily from the Amazon, which flowers for two nights.") == [
+        ("Its best plant is a lily from the what, which flowers for two nights?", "Amazon")]
+    # a by-phrase beyond the predicate "is the Palm House" is not that clause's agent
+    assert asked("The best building is the Palm House, a hall designed by the engineer Walter Brisk.")[1] == (
+        "The best building is the Palm House, a hall designed by whom?", "Walter Brisk")
     assert asked("His pupil, Emil Sand, built the first organ.") == [("Who built the first organ?", "Emil Sand")]
     assert asked("In 1912 the hall was rebuilt by the Orra Trust.") == [
         ("In what year was the hall rebuilt by the Orra Trust?", "1912"), ("Who rebuilt the hall in 1912?", "Orra Trust")]

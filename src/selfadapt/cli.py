@@ -577,9 +577,11 @@ def learn(
     probe_adapter: bool = typer.Option(False, help="Ask the adapter every general question, before and after (what "
                                        "`ask --no-route` answers), not only those `ask` routes to it (~20 s)."),
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT,
-    lr: float = typer.Option(2.5e-3, help="Learning rate (learn's own: chosen on train documents, RESULTS.md)."),
-    epochs: int = typer.Option(4, help="Epochs over each document's examples (learn's own, as --lr)."),
-    batch_size: int = BATCH, targets: str = TARGETS, amp: bool = AMP,
+    lr: float = typer.Option(1e-3, help="Learning rate (learn's own: chosen on train documents, RESULTS.md)."),
+    epochs: int = typer.Option(6, help="Epochs over each document's examples (learn's own, as --lr)."),
+    batch_size: int = typer.Option(4, help="Sequences per step (learn's own, as --lr: more steps fit the taught "
+                                   "pairs better than larger batches)."),
+    targets: str = TARGETS, amp: bool = AMP,
     seed: int = typer.Option(0), dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
     """Teach the model documents, one after another, into one adapter; show what it learned."""

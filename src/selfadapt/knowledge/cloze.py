@@ -121,6 +121,10 @@ def fronted(clause: str, start: int, end: int, wh: str) -> str | None:
     answer, before, rest = clause[start:end], clause[:start], clause[end:]
     name = answer[:1].isupper() and wh in ("what", "by whom")
     rel = re.match(r",\s+(who|which)\s+([^,;]+)", rest)  # "Rudolf Wendt, who paid for the dome": who paid ...
+    # "a water lily from the Amazon, which flowers ...": "which" after a place in a prepositional phrase
+    # is the head noun's ("the merchant Ada Voss, who ..." is the person's)
+    if rel and rel.group(1) == "which" and GOVERNED.search(before):
+        rel = None
     if rel and name:
         return _question(("Who " if rel.group(1) == "who" else "What ") + rel.group(2))
     verb = re.match(r",?\s+([a-z]+)\b([^,;]*)", rest)  # "Her assistant, Jonas Pell, built the clock": who built ...
@@ -129,9 +133,11 @@ def fronted(clause: str, start: int, end: int, wh: str) -> str | None:
         person = before.strip() not in DETERMINERS and verb.group(1) not in AUXILIARIES  # "Jonas Pell built"
         return _question(("Who " if person else "What ") + verb.group(1) + verb.group(2))
     m = CLAUSE.match(clause)
-    if not m or len(m.group("subj").split()) > 8 or start < m.start("pred") and not (
+    if not m or len(m.group("subj").split()) > 8 or start >= m.end("pred") or start < m.start("pred") and not (
             m.group("year") and start == m.start("year")):
-        return None
+        return None  # the span is not in the predicate ("... is the Palm House, a hall designed by X")
+    if re.match(r"(?:a|an|the)\b", m.group("pred")):
+        return None  # "X is a lily from the Amazon": a noun phrase, not a verb's phrase to front
     first, *more = m.group("subj").split(" ", 1)
     subj = " ".join([first.lower() if first in DETERMINERS | {"It"} else first, *more])
     aux = m.group("aux")
