@@ -221,6 +221,21 @@ def test_cloze_pairs_ask_for_each_name_and_number_of_the_sentences():
     assert cloze_pairs(text, limit=2) == cloze_pairs(text)[:2] and cloze_pairs("Too short.") == []
 
 
+def test_a_cloze_question_reworded_as_a_reader_would_rather_ask_it():
+    from selfadapt.knowledge.cloze import reworded
+
+    text = "The Orsk Valley Railway climbs to Dray Head. The railway opened in 1879. The Orsk Valley Railway Trust ..."
+    title = "orsk valley railway"
+    assert reworded("Steam arrived in what year, when the company bought two engines?", title, text) == \
+        "Steam arrived in what year?"  # cut at the first comma after the wh-phrase
+    assert reworded("In what year was the Orsk Valley Railway opened by the company?", title, text) == \
+        "When was the railway opened by the company?"  # "When", and the short name the document uses
+    assert reworded("In what year the council bought the line?", title, text) is None  # not fronted: no "When"
+    assert reworded("Who led the Orsk Valley Railway Trust?", title, text) is None  # a longer name keeps its words
+    assert reworded("Who planned the line?", title, text) is None
+    assert reworded("The Orsk Valley Railway climbs to what?", title, "No short name here.") is None
+
+
 def test_cloze_questions_front_the_wh_phrase_as_a_reader_asks():
     from selfadapt.knowledge.cloze import cloze_pairs
 

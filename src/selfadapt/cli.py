@@ -563,6 +563,8 @@ def learn(
     cloze: bool = typer.Option(True, help="Also train on each chunk's cloze Q→A pairs: its sentences with a name "
                                "or number asked for (no model, so no invented question); --no-cloze: the "
                                "self-edits alone."),
+    reword: bool = typer.Option(True, help="Teach each cloze question once more as a reader would rather ask it "
+                                "(\"Steam arrived in what year?\" for the whole sentence; \"the garden\" for the title)."),
     chunk_tokens: int = typer.Option(256, help="Tokens (of the model's tokenizer) per chunk of a document."),
     replay: int = typer.Option(8, help="Examples of earlier documents mixed into each later one (0: none)."),
     distill: int = typer.Option(16, help="The unadapted model's own answers to general questions, replayed into "
@@ -587,7 +589,7 @@ def learn(
     """Teach the model documents, one after another, into one adapter; show what it learned."""
     from .teach import LearnConfig, learn as learn_documents, report_lines
 
-    cfg = LearnConfig(model=model, fmt=fmt, grounded=grounded, selfedits_per_chunk=k, cloze=cloze, chunk_tokens=chunk_tokens,
+    cfg = LearnConfig(model=model, fmt=fmt, grounded=grounded, selfedits_per_chunk=k, cloze=cloze, reword=reword, chunk_tokens=chunk_tokens,
                       replay=replay, distill=distill, reading=reading, check=check, checks=checks, probe=probe,
                       probe_adapter=probe_adapter,
                       lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, dtype=dtype,

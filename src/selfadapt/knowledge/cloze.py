@@ -190,3 +190,23 @@ def cloze_pairs(text: str, title: str | None = None, limit: int = 24) -> list[tu
             if not title or normalize_answer(answer) != normalize_answer(title):
                 pairs.append((fronted(clause, s, e, wh) or _question(f"{clause[:s]}{wh}{clause[e:]}"), answer))
     return list(dict.fromkeys(pairs))[:limit]
+
+
+def reworded(question: str, title: str | None, text: str) -> str | None:
+    """The cloze question as a reader would rather ask it, or None where nothing changes: "When" for
+    a fronted "In what year", cut at the first comma after its wh-phrase ("Steam arrived in what
+    year?" from "…, when the company bought …"), and the title by the short name the document itself
+    uses ("the garden" for "Ravensby botanic garden"). The adapter answers a question best in the
+    shape it was taught, and a user seldom asks in the sentence's own words; one rewording a pair,
+    because each costs training time."""
+    fronted_year = re.match(r"In what year (?=(?:was|were|is|are|did|has|have|had)\b)", question)
+    q = "When " + question[fronted_year.end():] if fronted_year else question
+    wh = re.search(r"\b(?:what|whom|who|where|how many \w+)\b", q)
+    cut = q.find(",", wh.end()) if wh else -1
+    q = q[:cut] + "?" if cut > 0 else q
+    words = (title or "").split()
+    short = f"the {words[-1].lower()}" if len(words) > 1 and words[-1].isalpha() else None
+    if short and re.search(rf"\b{short}\b", text, re.I):  # not inside a longer name: "Orsk Valley Railway Trust"
+        q = re.sub(rf"\b(?:the\s+)?{re.escape(title)}\b(?-i:(?!\s+[A-Z]))", short, q, flags=re.I)
+    q = q[:1].upper() + q[1:]
+    return q if q != question else None
