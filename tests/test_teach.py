@@ -63,7 +63,7 @@ def test_learn_checks_by_default_a_spread_of_the_cloze_pairs_it_teaches(tiny_dir
 
     text = ("The Mongol army seized the town of Otrar in 1219. Molten silver was poured into the ears of Inalchuq. "
             "Genghis Khan sent 450 merchants to Otrar in 1218. The governor Inalchuq killed them. "
-            "The siege lasted five months, until Otrar fell in 1220.")
+            "The siege lasted five months, until Otrar fell in 1220. A caravan arrived in 1218, when the governor was away.")
     doc = tmp_path / "otrar.txt"
     doc.write_text(text)
     trained = []
@@ -81,6 +81,7 @@ def test_learn_checks_by_default_a_spread_of_the_cloze_pairs_it_teaches(tiny_dir
     assert asked[1] in pairs[1:-1]
     prompts = {ex[0] for ex in trained[0] if isinstance(ex, tuple)}
     assert all(c["trained"] and any(c["question"] in p for p in prompts) for c in checks)  # taught, so a fit check
+    assert any("Question: A caravan arrived in what year?<" in p for p in prompts)  # and reworded (``reword``)
     assert meta["check"] == "cloze" and meta["checks_right"][1] == sum(c["right_after"] for c in checks)
     assert "taught to the adapter: did the fact go in?" in (tmp_path / "adapter" / "README.md").read_text()
     with pytest.raises(ValueError, match="check must be one of"):
