@@ -88,12 +88,12 @@ def evaluate(passage, setting: str, cfg: LearnConfig, model: str, route: bool) -
         routed_out = [not routed(q, [meta]) for q in questions] if route else [False] * len(questions)
         grades = [grade(a, q.answer) for a, q in zip(answers, passage.questions)]
         # the fit: the adapter asked its own training cloze questions (a user's question of the same shape)
-        tok = load_model(model).tokenizer
-        pairs = [p for c in chunk_document(passage.context, doc.stem.replace("_", " "), tok, cfg.chunk_tokens)
+        loaded = load_model(model)
+        pairs = [p for c in chunk_document(passage.context, doc.stem.replace("_", " "), loaded.tokenizer,
+                                           cfg.chunk_tokens)
                  for p in cloze_pairs(c.context, c.title)] if cfg.cloze else []
         recalled = ask([q for q, _ in pairs], Path(tmp) / "adapter", route=False)[str(Path(tmp) / "adapter")]
         cloze = [grade(a, gold) for a, (_, gold) in zip(recalled, pairs)]
-        loaded = load_model(model)
         net = load_adapter(loaded.model, Path(tmp) / "adapter")
         mc = KnowledgeDomain(loaded.tokenizer).evaluate(net, loaded.tokenizer, passage)
     g, raw = (meta["general"], meta["general_adapter"]) if route else (meta["general_adapter"],) * 2
