@@ -36,7 +36,8 @@ from selfadapt.runs import read_jsonl
 from selfadapt.teach import LearnConfig, ask, learn, routed
 
 KNOBS = {"distill": int, "reading": int, "replay": int, "epochs": int, "lr": float, "r": int, "batch": int,
-         "k": int, "cloze": int, "reword": int, "route": int}  # route=0: `ask --no-route`, the adapter answers every question (learn before routing)
+         "k": int, "cloze": int, "reword": int, "route": int,
+         "max_steps": int}  # max_steps=0: no cap; route=0: `ask --no-route`, the adapter answers every question (learn before routing)
 
 
 def parse_setting(text: str) -> tuple[str, dict]:
@@ -54,7 +55,8 @@ def parse_setting(text: str) -> tuple[str, dict]:
 def config(model: str, knobs: dict) -> LearnConfig:
     cfg = LearnConfig(model=model, probe_adapter=True)  # the "by the adapter alone" column
     lora = replace(cfg.lora, **{k: knobs[k] for k in ("epochs", "lr", "r") if k in knobs},
-                   **({"batch_size": knobs["batch"]} if "batch" in knobs else {}))
+                   **({"batch_size": knobs["batch"]} if "batch" in knobs else {}),
+                   **({"max_steps": knobs["max_steps"] or None} if "max_steps" in knobs else {}))
     top = {k: v for k, v in knobs.items() if k in ("distill", "reading", "replay")}  # route: evaluate's
     top |= {k: bool(knobs[k]) for k in ("cloze", "reword") if k in knobs}
     return replace(cfg, lora=lora, selfedits_per_chunk=knobs.get("k", cfg.selfedits_per_chunk), **top)

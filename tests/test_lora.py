@@ -176,3 +176,25 @@ def test_loss_on_labelled_positions_only_equals_the_full_logits_loss(arch):
     kept = causal_lm_loss(model, ids, mask, labels)
     (g_kept,) = torch.autograd.grad(kept, model.model.layers[0].mlp.up_proj.weight)
     assert torch.allclose(kept, full, atol=1e-6) and torch.allclose(g_kept, g_full, atol=1e-6)
+
+
+def test_cpu_training_steps_run_eager_attention_and_generation_keeps_its_own(tiny):
+    """torch's CPU flash-attention kernel is slow in backward on short sequences (RESULTS.md: a 4×68-token
+    step of the embedded model 15–18 % faster eager), so training switches to eager attention and back."""
+    tiny.model.set_attn_implementation("sdpa")
+    lora = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, epochs=1))
+    seen = []
+    lora.train(["The Mongol army seized Otrar.", "Otrar fell in 1220."], seed=0,
+               on_step=lambda step, loss: seen.append(tiny.model.config._attn_implementation))
+    assert seen and set(seen) == {"eager"}
+    assert tiny.model.config._attn_implementation == "sdpa"
+
+
+def test_max_steps_stops_training_within_an_epoch(tiny):
+    """``learn`` bounds a dense document's training time by steps, not epochs (RESULTS.md, issue 30)."""
+    texts = [f"Otrar fell in {1200 + i}." for i in range(6)]
+    lora = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, epochs=4, batch_size=2, max_steps=5))
+    assert lora.train(texts, seed=0).steps == 5  # 3 steps an epoch: the cap falls in the second
+    assert ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, epochs=4, batch_size=2)).train(texts, seed=0).steps == 12
+    with pytest.raises(ValueError):
+        LoRAConfig(max_steps=0)

@@ -278,6 +278,18 @@ def test_learn_with_cloze_trains_on_the_documents_own_questions(tiny_dir, tmp_pa
     assert "The Mongol army seized the town of Otrar in what year?" in pairs[2][0]
 
 
+def test_learn_caps_a_documents_steps_and_says_so(tiny_dir, tmp_path):
+    """A dense page has many cloze pairs: the step cap, not the epochs, bounds its time (RESULTS.md)."""
+    (tmp_path / "invasion.txt").write_text("The Mongol army seized the town of Otrar in 1219.\n")
+    assert LearnConfig().lora.max_steps == 80
+    meta = learn([tmp_path / "invasion.txt"], tmp_path / "adapter", LearnConfig(
+        model=str(tiny_dir), check="none", probe=False, distill=0, reading=0,
+        lora=LoRAConfig(r=4, epochs=5, batch_size=1, max_steps=3), dtype="float32", device="cpu"),
+        progress=lambda *a: None)
+    (doc,) = meta["documents"]
+    assert doc["sequences"] > 3 and doc["steps"] == 3 and doc["capped"]
+
+
 def test_routing_sends_only_questions_that_name_the_documents_to_the_adapter():
     from selfadapt.routing import about, content_words
 

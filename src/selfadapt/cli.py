@@ -75,9 +75,10 @@ CONFIG = typer.Option(None, "--config", is_eager=True, callback=_config, help="A
 
 
 def _lora(r: int, alpha: int, dropout: float, lr: float, epochs: int, batch_size: int, targets: str,
-          amp: bool) -> LoRAConfig:
+          amp: bool, max_steps: int | None = None) -> LoRAConfig:
     return LoRAConfig(r=r, alpha=alpha, dropout=dropout, lr=lr, epochs=epochs, batch_size=batch_size,
-                      target_modules=[t.strip() for t in targets.split(",") if t.strip()], amp=amp)
+                      target_modules=[t.strip() for t in targets.split(",") if t.strip()], amp=amp,
+                      max_steps=max_steps)
 
 
 # Options shared by the commands that fine-tune.
@@ -583,6 +584,8 @@ def learn(
     epochs: int = typer.Option(6, help="Epochs over each document's examples (learn's own, as --lr)."),
     batch_size: int = typer.Option(4, help="Sequences per step (learn's own, as --lr: more steps fit the taught "
                                    "pairs better than larger batches)."),
+    max_steps: int = typer.Option(80, help="At most this many steps a document, however many epochs that is: a "
+                                  "dense page stays within ~2 minutes on a 2-core CPU (RESULTS.md)."),
     targets: str = TARGETS, amp: bool = AMP,
     seed: int = typer.Option(0), dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
@@ -592,14 +595,15 @@ def learn(
     cfg = LearnConfig(model=model, fmt=fmt, grounded=grounded, selfedits_per_chunk=k, cloze=cloze, reword=reword, chunk_tokens=chunk_tokens,
                       replay=replay, distill=distill, reading=reading, check=check, checks=checks, probe=probe,
                       probe_adapter=probe_adapter,
-                      lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, dtype=dtype,
-                      device=device)
+                      lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp, max_steps), seed=seed,
+                      dtype=dtype, device=device)
     cfg = configfile.apply(cfg)
     meta = learn_documents(files, out, cfg)
     for d in meta["documents"]:
+        capped = " (the --max-steps cap: fewer epochs than --epochs)" if d["capped"] else ""
         console.print(f"{d['document']}: {d['chunks']} chunk(s), {d['sequences']} sequences (+{d['replayed']} "
-                      f"replayed, +{d['general']} general), {d['steps']} steps, loss {d['first_loss']:.3f} → "
-                      f"{d['final_loss']:.3f}")
+                      f"replayed, +{d['general']} general), {d['steps']} steps{capped}, loss "
+                      f"{d['first_loss']:.3f} → {d['final_loss']:.3f}")
     console.print("\n".join(report_lines(meta, json.loads((out / "checks.json").read_text()))))
     console.print(f"adapter saved to {out} (its README.md says the same; every check in checks.json)")
 

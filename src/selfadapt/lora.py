@@ -11,6 +11,7 @@ On a bf16 model PEFT keeps the LoRA weights in fp32 and casts every adapted laye
 up and its output back: a sixth of a CPU training step was dtype copies. With ``amp`` the
 step runs under autocast instead: LoRA matmuls in bf16 like the base, fp32 master weights
 and optimizer state (so small updates at lr 1e-4 are not rounded away), ~1.3× the tokens/s.
+On CPU the steps run eager attention (``cpu_training_attention``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class LoRAConfig:
     max_batch_tokens: int = 1024  # ... and at most this many tokens once padded
     max_length: int = 512
     weight_decay: float = 0.0
+    max_steps: int | None = None  # stop after this many optimizer steps, inside an epoch if need be
     amp: bool = True  # bf16 models: train under autocast with fp32 master weights (module docstring)
 
     def __post_init__(self) -> None:
@@ -64,6 +66,8 @@ class LoRAConfig:
             raise ValueError("max_batch_tokens must be >= max_length (a batch must fit one sequence)")
         if not self.lr > 0:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 (or None), got {self.max_steps}")
 
 
 def causal_lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -81,6 +85,24 @@ def causal_lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.T
     if logits is None or logits.shape[1] != len(keep):
         return model(input_ids=ids, attention_mask=mask, labels=labels).loss
     return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets[:, keep].flatten())
+
+
+@contextmanager
+def cpu_training_attention(model: PreTrainedModel) -> Iterator[None]:
+    """Eager attention inside on a CPU model, its own after. torch's flash-attention kernel for CPU is
+    slow in backward on short sequences: a LoRA step of the embedded model on 4×68 tokens was 15 %
+    faster eager (4×136: 15 %, 3×300: 18 %); generation stays faster with SDPA, so only training
+    switches (RESULTS.md, issue 30)."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    before = base.config._attn_implementation
+    if model.device.type != "cpu" or before != "sdpa":
+        yield
+        return
+    base.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        base.set_attn_implementation(before)
 
 
 @dataclass
@@ -218,23 +240,28 @@ class ResidentLoRA:
         t0 = time.perf_counter()
         self.model.train()
         try:
-            for _ in range(cfg.epochs):
-                for ids, mask, labels in make_batches(encoded, self.tokenizer.pad_token_id, cfg.batch_size,
-                                                      cfg.max_batch_tokens, rng):
-                    with (torch.autocast(dev.type, dtype=torch.bfloat16) if amp else nullcontext(),
-                          disable_input_dtype_casting(self.model, amp)):
-                        loss = causal_lm_loss(self.model, ids.to(dev), mask.to(dev), labels.to(dev))
-                    value = loss.item()
-                    if not math.isfinite(value):
-                        raise NonFiniteLossError(f"loss became {value} at step {steps + 1}")
-                    loss.backward()
-                    optim.step()
-                    optim.zero_grad(set_to_none=True)
-                    losses.append(value)
-                    steps += 1
-                    tokens += int(mask.sum())
-                    if on_step:
-                        on_step(steps, value)
+            with cpu_training_attention(self.model):
+                for _ in range(cfg.epochs):
+                    for ids, mask, labels in make_batches(encoded, self.tokenizer.pad_token_id, cfg.batch_size,
+                                                          cfg.max_batch_tokens, rng):
+                        with (torch.autocast(dev.type, dtype=torch.bfloat16) if amp else nullcontext(),
+                              disable_input_dtype_casting(self.model, amp)):
+                            loss = causal_lm_loss(self.model, ids.to(dev), mask.to(dev), labels.to(dev))
+                        value = loss.item()
+                        if not math.isfinite(value):
+                            raise NonFiniteLossError(f"loss became {value} at step {steps + 1}")
+                        loss.backward()
+                        optim.step()
+                        optim.zero_grad(set_to_none=True)
+                        losses.append(value)
+                        steps += 1
+                        tokens += int(mask.sum())
+                        if on_step:
+                            on_step(steps, value)
+                        if steps == cfg.max_steps:
+                            break
+                    if steps == cfg.max_steps:
+                        break
         except NonFiniteLossError:
             self.reset()
             raise
