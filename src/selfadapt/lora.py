@@ -16,6 +16,7 @@ On CPU the steps run eager attention (``cpu_training_attention``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -240,28 +241,25 @@ class ResidentLoRA:
         t0 = time.perf_counter()
         self.model.train()
         try:
+            batches = (batch for _ in range(cfg.epochs)  # each epoch reshuffled, up to max_steps in all
+                       for batch in make_batches(encoded, self.tokenizer.pad_token_id, cfg.batch_size,
+                                                 cfg.max_batch_tokens, rng))
             with cpu_training_attention(self.model):
-                for _ in range(cfg.epochs):
-                    for ids, mask, labels in make_batches(encoded, self.tokenizer.pad_token_id, cfg.batch_size,
-                                                          cfg.max_batch_tokens, rng):
-                        with (torch.autocast(dev.type, dtype=torch.bfloat16) if amp else nullcontext(),
-                              disable_input_dtype_casting(self.model, amp)):
-                            loss = causal_lm_loss(self.model, ids.to(dev), mask.to(dev), labels.to(dev))
-                        value = loss.item()
-                        if not math.isfinite(value):
-                            raise NonFiniteLossError(f"loss became {value} at step {steps + 1}")
-                        loss.backward()
-                        optim.step()
-                        optim.zero_grad(set_to_none=True)
-                        losses.append(value)
-                        steps += 1
-                        tokens += int(mask.sum())
-                        if on_step:
-                            on_step(steps, value)
-                        if steps == cfg.max_steps:
-                            break
-                    if steps == cfg.max_steps:
-                        break
+                for ids, mask, labels in itertools.islice(batches, cfg.max_steps):
+                    with (torch.autocast(dev.type, dtype=torch.bfloat16) if amp else nullcontext(),
+                          disable_input_dtype_casting(self.model, amp)):
+                        loss = causal_lm_loss(self.model, ids.to(dev), mask.to(dev), labels.to(dev))
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        raise NonFiniteLossError(f"loss became {value} at step {steps + 1}")
+                    loss.backward()
+                    optim.step()
+                    optim.zero_grad(set_to_none=True)
+                    losses.append(value)
+                    steps += 1
+                    tokens += int(mask.sum())
+                    if on_step:
+                        on_step(steps, value)
         except NonFiniteLossError:
             self.reset()
             raise
