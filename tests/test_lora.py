@@ -194,7 +194,8 @@ def test_max_steps_stops_training_within_an_epoch(tiny):
     """``learn`` bounds a dense document's training time by steps, not epochs (RESULTS.md, issue 30)."""
     texts = [f"Otrar fell in {1200 + i}." for i in range(6)]
     lora = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, epochs=4, batch_size=2, max_steps=5))
-    assert lora.train(texts, seed=0).steps == 5  # 3 steps an epoch: the cap falls in the second
-    assert ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, epochs=4, batch_size=2)).train(texts, seed=0).steps == 12
+    assert lora.planned_steps(texts) == lora.train(texts, seed=0).steps == 5  # 3 an epoch: the cap is in the 2nd
+    uncapped = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, epochs=4, batch_size=2))
+    assert uncapped.planned_steps(texts) == uncapped.train(texts, seed=0).steps == 12
     with pytest.raises(ValueError):
         LoRAConfig(max_steps=0)

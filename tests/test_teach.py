@@ -282,12 +282,15 @@ def test_learn_caps_a_documents_steps_and_says_so(tiny_dir, tmp_path):
     """A dense page has many cloze pairs: the step cap, not the epochs, bounds its time (RESULTS.md)."""
     (tmp_path / "invasion.txt").write_text("The Mongol army seized the town of Otrar in 1219.\n")
     assert LearnConfig().lora.max_steps == 80
+    events = []
     meta = learn([tmp_path / "invasion.txt"], tmp_path / "adapter", LearnConfig(
         model=str(tiny_dir), check="none", probe=False, distill=0, reading=0,
         lora=LoRAConfig(r=4, epochs=5, batch_size=1, max_steps=3), dtype="float32", device="cpu"),
-        progress=lambda *a: None)
+        progress=lambda step, done, total: events.append((step, done, total)))
     (doc,) = meta["documents"]
     assert doc["sequences"] > 3 and doc["steps"] == 3 and doc["capped"]
+    training = [(done, total) for step, done, total in events if step.endswith("training")]
+    assert training == [(0, 3), (1, 3), (2, 3), (3, 3), (3, 3)]  # the bar knows its end: an ETA from the start
 
 
 def test_routing_sends_only_questions_that_name_the_documents_to_the_adapter():

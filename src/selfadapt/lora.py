@@ -267,6 +267,12 @@ class ResidentLoRA:
             self.model.eval()
         return TrainStats(steps=steps, tokens=tokens, seconds=time.perf_counter() - t0, losses=losses)
 
+    def planned_steps(self, examples: list[Example]) -> int:
+        """The steps ``train`` takes on ``examples`` with this config: a progress bar's total."""
+        per_epoch = len(make_batches(encode(self.tokenizer, examples, self.cfg.max_length), self.tokenizer.pad_token_id,
+                                     self.cfg.batch_size, self.cfg.max_batch_tokens, random.Random(0)))
+        return min(per_epoch * self.cfg.epochs, self.cfg.max_steps or per_epoch * self.cfg.epochs)
+
     @contextmanager
     def adapted(self, examples: list[Example], *, seed: int, lr: float | None = None,
                 epochs: int | None = None) -> Iterator[TrainStats]:

@@ -248,8 +248,9 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
                         log.info("%s chunk %d: self-edit skipped: %s", path.name, chunk.index, e)
             replayed = replay_examples(history, cfg.replay, rng)
             kept = replay_examples([own_answers], cfg.distill, rng) + general_examples(tok, cfg.reading, rng)
-            with steps.timed(f"{path.name}: training", None) as advance:
-                stats = lora.train(texts + replayed + kept, seed=cfg.seed + d, fresh=d == 0,  # one adapter
+            update = texts + replayed + kept
+            with steps.timed(f"{path.name}: training", lora.planned_steps(update)) as advance:
+                stats = lora.train(update, seed=cfg.seed + d, fresh=d == 0,  # one adapter
                                    on_step=lambda step, loss: advance())
             history.append(texts)
             report.append({"document": str(path), "title": doc_title, "chunks": len(chunks), "sequences": len(texts),
