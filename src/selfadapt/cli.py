@@ -592,8 +592,8 @@ def learn(
     """Teach the model documents, one after another, into one adapter; show what it learned."""
     from .teach import LearnConfig, learn as learn_documents, report_lines
 
-    cfg = LearnConfig(model=model, fmt=fmt, grounded=grounded, selfedits_per_chunk=k, cloze=cloze, reword=reword, chunk_tokens=chunk_tokens,
-                      replay=replay, distill=distill, reading=reading, check=check, checks=checks, probe=probe,
+    cfg = LearnConfig(model=model, fmt=fmt, grounded=grounded, selfedits_per_chunk=k, cloze=cloze, reword=reword,
+                      chunk_tokens=chunk_tokens, replay=replay, distill=distill, reading=reading, check=check, checks=checks, probe=probe,
                       probe_adapter=probe_adapter,
                       lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp, max_steps), seed=seed,
                       dtype=dtype, device=device)

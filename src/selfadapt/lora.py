@@ -269,9 +269,11 @@ class ResidentLoRA:
 
     def planned_steps(self, examples: list[Example]) -> int:
         """The steps ``train`` takes on ``examples`` with this config: a progress bar's total."""
-        per_epoch = len(make_batches(encode(self.tokenizer, examples, self.cfg.max_length), self.tokenizer.pad_token_id,
-                                     self.cfg.batch_size, self.cfg.max_batch_tokens, random.Random(0)))
-        return min(per_epoch * self.cfg.epochs, self.cfg.max_steps or per_epoch * self.cfg.epochs)
+        encoded = encode(self.tokenizer, examples, self.cfg.max_length)
+        per_epoch = len(make_batches(encoded, self.tokenizer.pad_token_id, self.cfg.batch_size,
+                                     self.cfg.max_batch_tokens, random.Random(0)))  # a count rng cannot change
+        total = per_epoch * self.cfg.epochs
+        return min(total, self.cfg.max_steps or total)
 
     @contextmanager
     def adapted(self, examples: list[Example], *, seed: int, lr: float | None = None,

@@ -238,7 +238,8 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
                 texts.append(chunk.text)
                 pairs = next(pairs_of)
                 if cfg.cloze:
-                    again = [(r, a) for q, a in pairs if (r := reworded(q, chunk.title, chunk.context))] if cfg.reword else []
+                    again = ([(r, a) for q, a in pairs if (r := reworded(q, chunk.title, chunk.context))]
+                             if cfg.reword else [])
                     texts.extend(qa_examples(tok, chunk.title, pairs + again))
                 for edit in edits:
                     try:
