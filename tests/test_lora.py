@@ -194,8 +194,12 @@ def test_max_steps_stops_training_within_an_epoch(tiny):
     """``learn`` bounds a dense document's training time by steps, not epochs (RESULTS.md, issue 30)."""
     texts = [f"Otrar fell in {1200 + i}." for i in range(6)]
     lora = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, epochs=4, batch_size=2, max_steps=5))
-    assert lora.planned_steps(texts) == lora.train(texts, seed=0).steps == 5  # 3 an epoch: the cap is in the 2nd
+    stats = lora.train(texts, seed=0)
+    assert lora.planned_steps(texts) == stats.steps == 5 and stats.capped  # 3 an epoch: the cap is in the 2nd
     uncapped = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, epochs=4, batch_size=2))
-    assert uncapped.planned_steps(texts) == uncapped.train(texts, seed=0).steps == 12
+    stats = uncapped.train(texts, seed=0)
+    assert uncapped.planned_steps(texts) == stats.steps == 12 and not stats.capped
+    exact = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, epochs=4, batch_size=2, max_steps=12))
+    assert not exact.train(texts, seed=0).capped  # the cap reached with nothing left to cut is no cap
     with pytest.raises(ValueError):
         LoRAConfig(max_steps=0)

@@ -112,6 +112,7 @@ class TrainStats:
     tokens: int
     seconds: float
     losses: list[float]
+    capped: bool = False  # ``max_steps`` cut batches the epochs still had
 
     @property
     def final_loss(self) -> float | None:
@@ -260,12 +261,13 @@ class ResidentLoRA:
                     tokens += int(mask.sum())
                     if on_step:
                         on_step(steps, value)
+                capped = steps == cfg.max_steps and next(batches, None) is not None
         except NonFiniteLossError:
             self.reset()
             raise
         finally:
             self.model.eval()
-        return TrainStats(steps=steps, tokens=tokens, seconds=time.perf_counter() - t0, losses=losses)
+        return TrainStats(steps=steps, tokens=tokens, seconds=time.perf_counter() - t0, losses=losses, capped=capped)
 
     def planned_steps(self, examples: list[Example]) -> int:
         """The steps ``train`` takes on ``examples`` with this config: a progress bar's total."""

@@ -256,7 +256,7 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
             history.append(texts)
             report.append({"document": str(path), "title": doc_title, "chunks": len(chunks), "sequences": len(texts),
                            "replayed": len(replayed), "general": len(kept), "invalid_selfedits": invalid,
-                           "steps": stats.steps, "capped": stats.steps == cfg.lora.max_steps,
+                           "steps": stats.steps, "capped": stats.capped,
                            "first_loss": stats.losses[0] if stats.losses else None,
                            "final_loss": stats.final_loss, "train_seconds": stats.seconds,
                            "selfedits": doc_edits})
