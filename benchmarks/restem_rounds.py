@@ -3,6 +3,7 @@
     python benchmarks/restem_rounds.py RUN                 # every finished or started round
     python benchmarks/restem_rounds.py RUN --vs OTHER_RUN  # two runs on the same passages
     python benchmarks/restem_rounds.py RUN --eval EVAL_RUN # each round's policy on held-out passages
+    python benchmarks/restem_rounds.py RUN --examples 2    # each round's 2 best and 2 worst self-edits
 
 For each round: the reward of the self-edits against the run's reward baseline (mean, and
 per passage: the mean of its k self-edits with a paired bootstrap interval and
@@ -13,7 +14,9 @@ Round r samples from round r−1's policy, so round r's rows describe that polic
 by passage between the two runs (e.g. with and without ``--forgetting-penalty``). With
 ``--eval``, an `eval knowledge` run that tested the policies (``--policy RUN/round-N``) gives
 each policy's reward on its passages, paired by passage with passage-only, the recital, the
-untrained policy's self-edits, the policy without an update, and the previous round's policy.
+untrained policy's self-edits, the policy without an update, and the previous round's policy. With ``--examples N``, each round's N highest- and N lowest-reward
+self-edits (ties in record order, with how many share the value), with the questions they
+got right or wrong where passage-only did not.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from selfadapt.evaluate import paired, per_item
+from selfadapt.knowledge.measure import REWARD_METRIC
 from selfadapt.restem import BASE, PASSAGE, SELFEDIT, probe_drop, self_edit_rewards
 from selfadapt.runs import read_jsonl
 
@@ -66,8 +70,8 @@ def held_out(eval_run: Path) -> None:
     # run's round-N: the same round of another run, e.g. with --forgetting-penalty.
     others = sorted(n for n in conditions if "-round-" in n and not n.endswith("-base") and f"{n}-base" in conditions)
     untrained = next((n for n in conditions if n.startswith("own-")), None)
-    print(f"\nPolicies on {eval_run} (`mc_prob` %, differences in points, paired by passage):\n")
-    print(f"| policy | mc_prob | vs passage | vs recital | vs untrained ({untrained}) | vs itself without an update "
+    print(f"\nPolicies on {eval_run} (`{REWARD_METRIC}` %, differences in points, paired by passage):\n")
+    print(f"| policy | {REWARD_METRIC} | vs passage | vs recital | vs untrained ({untrained}) | vs itself without an update "
           "| vs the previous round's (NAME-round-N: vs round-N) |")
     print("|---|---|---|---|---|---|---|")
     previous = {n: p for n, p in zip(rounds, [untrained, *rounds])} | {n: n[n.index("round-"):] for n in others}
@@ -76,6 +80,31 @@ def held_out(eval_run: Path) -> None:
         cells = [fmt(paired(score, per_item(records, ref))) if ref else "–"
                  for ref in ("passage", "recital", untrained, f"{name}-base", previous[name])]
         print(f"| {name} | {100 * np.mean(list(score.values())):.1f} | " + " | ".join(cells) + " |")
+
+
+def examples(r: int, records: list[dict], baseline: str, n: int) -> None:
+    """A round's highest- and lowest-reward self-edits, and the questions where they differ from passage-only."""
+    rewards = self_edit_rewards(records, baseline)
+    edits = {(x["item"], x["j"]): x for x in records if x["condition"] == SELFEDIT and x["seed"] == 0}
+    alone = {x["item"]: x for x in records if x["condition"] == PASSAGE and x["seed"] == 0}
+    ranked = sorted(((g, item, j) for item, by_j in rewards.items() for j, g in by_j.items()
+                     if (item, j) in edits and item in alone), key=lambda t: -t[0])  # stable: ties in record order
+    for label, picked in (("best", ranked[:n]), ("worst", ranked[::-1][:n])):
+        for g, item, j in picked:
+            e, ties = edits[item, j], sum(x[0] == g for x in ranked)
+            print(f"\nround {r}, {label}: {item} self-edit {j}, reward {100 * g:+.1f} ({ties} of {len(ranked)} "
+                  f"self-edits have it), {len(e['selfedit'].split())} words, status {e['status']}")
+            print("  " + e["selfedit"][:400].replace("\n", " / ") + (" …" if len(e["selfedit"]) > 400 else ""))
+            mine = {q["question"]: q for q in e.get("records") or []}
+            for q in alone[item].get("records") or []:
+                m = mine.get(q["question"])
+                if m and m[REWARD_METRIC] != q[REWARD_METRIC]:
+                    print(f"  {'+' if m[REWARD_METRIC] > q[REWARD_METRIC] else '-'} {q['question']} gold {q['gold']!r}: "
+                          f"self-edit {m['response']!r}, passage-only {q['response']!r}")
+
+
+def pct(values: list[float]) -> str:
+    return f"{100 * np.mean(values):+.1f}" if values else "–"
 
 
 def fmt(p) -> str:
@@ -87,12 +116,13 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--vs", type=Path, help="another run on the same passages, paired by passage")
     ap.add_argument("--eval", type=Path, help="an eval knowledge run with the rounds' policies")
+    ap.add_argument("--examples", type=int, default=0, help="print each round's N best and N worst self-edits")
     args = ap.parse_args()
     import yaml
 
     baseline = yaml.safe_load((args.run / "config.yaml").read_text())["reward_baseline"]
     rounds = load(args.run)
-    print(f"{args.run} (reward vs {baseline}; points of the knowledge measure's mc_prob)\n")
+    print(f"{args.run} (reward vs {baseline}; points of the knowledge measure's {REWARD_METRIC})\n")
     print("| round | passages (complete) | self-edits | mean reward | per passage: mean of k, paired (95% CI) W/T/L | "
           "best-of-k > 0 | probe drop: self-edits | probe drop: passage-only | invalid |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -107,7 +137,7 @@ def main() -> None:
         invalid = sum(x.get("status") == "invalid_selfedit" for x in edits)
         print(f"| {r} | {len(pp)} ({complete}) | {len(edits)} | {100 * np.mean(rewards):+.1f} | "
               f"{fmt(paired(means, dict.fromkeys(means, 0.0)))} | {sum(v['best'] > 0 for v in pp.values())} | "
-              f"{100 * np.mean(drops):+.1f} | {100 * np.mean(alone) if alone else float('nan'):+.1f} | {invalid} |")
+              f"{pct(drops)} | {pct(alone)} | {invalid} |")
     if args.vs:
         other = load(args.vs)
         print(f"\nPaired with {args.vs}, passage by passage (this run − that run):\n")
@@ -119,6 +149,9 @@ def main() -> None:
             db = {i: v["drop"] for i, v in b.items() if v["drop"] is not None}
             print(f"| {r} | {len(set(da) & set(db))} | {fmt(paired(da, db))} | "
                   f"{fmt(paired({i: v['mean'] for i, v in a.items()}, {i: v['mean'] for i, v in b.items()}))} |")
+    if args.examples:
+        for r, recs in rounds.items():
+            examples(r, recs, baseline, args.examples)
     if args.eval:
         held_out(args.eval)
     print("\nreproduce: python " + " ".join(sys.argv))
