@@ -14,9 +14,10 @@ Round r samples from round r−1's policy, so round r's rows describe that polic
 by passage between the two runs (e.g. with and without ``--forgetting-penalty``). With
 ``--eval``, an `eval knowledge` run that tested the policies (``--policy RUN/round-N``) gives
 each policy's reward on its passages, paired by passage with passage-only, the recital, the
-untrained policy's self-edits, the policy without an update, and the previous round's policy. With ``--examples N``, each round's N highest- and N lowest-reward
-self-edits (ties in record order, with how many share the value), with the questions they
-got right or wrong where passage-only did not.
+format control (where the run has it), the untrained policy's self-edits, the policy without
+an update, and the previous round's policy. With ``--examples N``, each round's N highest- and
+N lowest-reward self-edits (ties in record order, with how many share the value), with the
+questions they got right or wrong where passage-only did not.
 """
 
 from __future__ import annotations
@@ -71,14 +72,15 @@ def held_out(eval_run: Path) -> None:
     others = sorted(n for n in conditions if "-round-" in n and not n.endswith("-base") and f"{n}-base" in conditions)
     untrained = next((n for n in conditions if n.startswith("own-")), None)
     print(f"\nPolicies on {eval_run} (`{REWARD_METRIC}` %, differences in points, paired by passage):\n")
-    print(f"| policy | {REWARD_METRIC} | vs passage | vs recital | vs untrained ({untrained}) | vs itself without an update "
-          "| vs the previous round's (NAME-round-N: vs round-N) |")
-    print("|---|---|---|---|---|---|---|")
+    control = "format-control" if "format-control" in conditions else None
+    print(f"| policy | {REWARD_METRIC} | vs passage | vs recital | vs format control | vs untrained ({untrained}) "
+          "| vs itself without an update | vs the previous round's (NAME-round-N: vs round-N) |")
+    print("|---|---|---|---|---|---|---|---|")
     previous = {n: p for n, p in zip(rounds, [untrained, *rounds])} | {n: n[n.index("round-"):] for n in others}
     for name in rounds + others:
         score = per_item(records, name)
         cells = [fmt(paired(score, per_item(records, ref))) if ref else "–"
-                 for ref in ("passage", "recital", untrained, f"{name}-base", previous[name])]
+                 for ref in ("passage", "recital", control, untrained, f"{name}-base", previous[name])]
         print(f"| {name} | {100 * np.mean(list(score.values())):.1f} | " + " | ".join(cells) + " |")
 
 
