@@ -14,6 +14,7 @@ from selfadapt.knowledge.experiment import KnowledgeEvalConfig, run_knowledge_ev
 from selfadapt.knowledge.probe import ProbedDomain, probe_passages
 from selfadapt.knowledge.train import KnowledgeTrainConfig, run_knowledge_training
 from selfadapt.lora import LoRAConfig
+from selfadapt.runs import Run
 from selfadapt.restem import (PolicySFTConfig, ReSTEMConfig, any_positive, best_of_k, policy_of_round, run_restem,
                               select_winners, self_edit_rewards, sft_examples, sft_policy)
 
@@ -308,3 +309,17 @@ def test_policy_sft_never_cuts_a_completion(tiny_dir, tmp_path, monkeypatch):
                       tmp_path / "policy", seed=0, dtype="float32", device="cpu")
     assert full > 16 and info["max_length"] >= full
     assert seen and min(seen) >= full - 1  # nothing cut (TRL may or may not append its own EOS)
+
+
+def test_round_summary_names_the_reward_baseline(tmp_path):
+    """With ``--reward-baseline passage`` the reward subtracts passage-only's score, not the unadapted
+    model's: the summary and the reward plot say which."""
+    run = Run.create(tmp_path, "train", {"reward_baseline": "passage"})
+    (run.path / "round-0").mkdir()
+    (run.path / "round-0" / "metrics.json").write_text(json.dumps({
+        "round": 0, "mean_reward": 0.02, "positive_fraction": 0.25, "winners": 1, "mean_base_score": 0.01,
+        "mean_adapted_score": 0.03, "invalid": 0, "mean_selfedit_words": 40.0, "rewards": [0.0, 0.2],
+        "selfedit_words": [30, 50], "seconds": {"generate": 1.0, "inner_loops": 2.0, "sft": 3.0}}))
+    header = restem.summarize_rounds(run, 1).splitlines()[0]
+    assert "| mean reward (vs passage-only) |" in header and "| base score |" in header  # base: the unadapted model
+    assert (run.path / "rewards.png").is_file()

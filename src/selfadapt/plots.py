@@ -73,10 +73,10 @@ def plot_policy_rounds(rows: list[dict[str, Any]], baselines: dict[str, float], 
     return out
 
 
-def plot_training_rounds(metrics: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Reward distribution and self-edit length per ReST-EM round."""
+def plot_training_rounds(metrics: list[dict[str, Any]], out_dir: Path, baseline: str) -> list[Path]:
+    """Reward distribution and self-edit length per ReST-EM round; ``baseline`` names what the reward subtracts."""
     paths = []
-    for key, ylabel, name in [("rewards", "reward (adapted − base score)", "rewards.png"),
+    for key, ylabel, name in [("rewards", f"reward (adapted − {baseline} score)", "rewards.png"),
                               ("selfedit_words", "self-edit length (words)", "selfedit_length.png")]:
         fig, ax = plt.subplots(figsize=(1.2 * len(metrics) + 3, 4))
         data = [m[key] or [0.0] for m in metrics]

@@ -331,8 +331,9 @@ def run_restem(
 def summarize_rounds(run: Run, rounds: int) -> str:
     """``summary.md``, ``metrics.json`` and the per-round plots of a training run."""
     metrics = [json.loads((run.path / f"round-{r}" / "metrics.json").read_text()) for r in range(rounds)]
-    head = ("| round | mean reward | positive | winners | base score | adapted score | probe drop | invalid | "
-            "self-edit words | writing s | inner-loop s (all workers) | SFT s |")
+    baseline = "passage-only" if run.config.get("reward_baseline") == PASSAGE else "base"  # what the reward subtracts
+    head = (f"| round | mean reward (vs {baseline}) | positive | winners | base score | adapted score | probe drop | "
+            "invalid | self-edit words | writing s | inner-loop s (all workers) | SFT s |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for m in metrics:
         sec = m["seconds"]
@@ -346,7 +347,7 @@ def summarize_rounds(run: Run, rounds: int) -> str:
     (run.path / "summary.md").write_text(text)
     run.write_json("metrics.json", {"rounds": [{k: v for k, v in m.items() if k not in ("rewards", "selfedit_words")}
                                                for m in metrics]})
-    plot_training_rounds(metrics, run.path)
+    plot_training_rounds(metrics, run.path, baseline)
     return text
 
 
