@@ -49,6 +49,26 @@ def cpu_defaults() -> None:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{max(0, (os.cpu_count() or 1) - 1)}")
 
 
+def in_place_weight_sync(generation: Any) -> None:
+    """Make TRL's colocated vLLM copy (``trainer.vllm_generation``) take weight syncs on vLLM's CPU build.
+
+    There, once loaded, each linear weight is repacked for oneDNN and its Parameter replaced by
+    one without the ``weight_loader`` that TRL's sync (``model.load_weights``) calls, so the first
+    sync fails. vLLM's in-place ``reload_weights`` loads into the packed layers instead. GPUs keep
+    TRL's own sync."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner
+
+    def sync_weights() -> None:  # TRL's iterator merges the LoRA update into the weights it yields
+        runner.reload_weights(weights_iterator=generation._iter_named_params())
+        generation.llm.reset_prefix_cache()
+
+    generation.sync_weights = sync_weights
+
+
 def sampling_params(cfg: SamplingConfig, seed: int | None, constraint: Callable | None) -> Any:
     """One request's ``SamplingParams``: every field that shapes the distribution set (as
     ``generation.decoding_settings`` does for HF), and the constraint in vLLM's form."""

@@ -36,7 +36,7 @@ from ..judge import make_judge
 from ..prior import check_prior
 from ..rewards import RewardContext, build_rewards, registry, reward_class
 from ..rewards.disco import DOMAIN_WEIGHTS, disco_scales, domain_weights
-from ..vllm_backend import VLLMSampler, available, check_backend, cpu_defaults
+from ..vllm_backend import VLLMSampler, available, check_backend, cpu_defaults, in_place_weight_sync
 from .reflect import reflect_messages
 from .tasks import Task
 
@@ -224,6 +224,7 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
                                     reward_context=ctx, disco=disco, disco_eps=cfg.disco_eps or 0.1)
     if cfg.backend == "vllm":  # the retries come from the same vLLM copy, which TRL syncs before each step's rollouts
         ctx.engine = VLLMSampler(trainer.vllm_generation.llm, tokenizer)
+        in_place_weight_sync(trainer.vllm_generation)
     return trainer
 
 
