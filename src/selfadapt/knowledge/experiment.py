@@ -238,7 +238,7 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
         first = own_name(cfg.formats[0], cfg.decodings[0])
         untrained = [{**by_name[first], "condition": "untrained"}] if first in by_name else []
         curve = untrained + [by_name[n] for n, _ in tested]
-        baselines = {c: by_name[c]["score"] for c in ["base", RECITAL, "passage", "gpt-4.1", "seal-qwen"]
+        baselines = {c: by_name[c]["score"] for c in ["base", RECITAL, "passage", FORMAT, "gpt-4.1", "seal-qwen"]
                      if c in by_name}
         plot_policy_rounds(curve, baselines, run.path / "rounds.png", title)
     return run, rows
