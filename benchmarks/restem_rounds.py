@@ -16,8 +16,9 @@ by passage between the two runs (e.g. with and without ``--forgetting-penalty``)
 each policy's reward on its passages, paired by passage with passage-only, the recital, the
 format control (where the run has it), the untrained policy's self-edits, the policy without
 an update, and the previous round's policy. With ``--examples N``, each round's N highest- and
-N lowest-reward self-edits (ties in record order, with how many share the value), with the
-questions they got right or wrong where passage-only did not.
+N lowest-reward self-edits (among ties the first in record order for best, the last for worst,
+with how many share the value), with the questions they got right or wrong where passage-only
+did not.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def examples(r: int, records: list[dict], baseline: str, n: int) -> None:
     edits = {(x["item"], x["j"]): x for x in records if x["condition"] == SELFEDIT and x["seed"] == 0}
     alone = {x["item"]: x for x in records if x["condition"] == PASSAGE and x["seed"] == 0}
     ranked = sorted(((g, item, j) for item, by_j in rewards.items() for j, g in by_j.items()
-                     if (item, j) in edits and item in alone), key=lambda t: -t[0])  # stable: ties in record order
+                     if (item, j) in edits and item in alone), key=lambda t: -t[0])  # stable sort: ties in record order
     for label, picked in (("best", ranked[:n]), ("worst", ranked[::-1][:n])):
         for g, item, j in picked:
             e, ties = edits[item, j], sum(x[0] == g for x in ranked)
