@@ -1,6 +1,7 @@
 """Your own RRR task and reward, from a file path and from an installed plug-in (entry points),
 and reasoning-gym's generators behind the same Task interface."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,43 @@ def test_rrr_probe_runs_a_user_task_from_the_command_line(tiny_dir, tmp_path):
                                    "--dtype", "float32", "--runs-dir", str(tmp_path / "runs")])
     assert res.exit_code == 0, res.output
     assert "parity_task.py:Parity" in res.output
+
+
+EVIL = '''
+from pathlib import Path
+Path(__file__).with_name("ran").write_text("imported")
+from parity_task import Parity as T
+'''
+
+
+def _write(path: Path, record: dict) -> Path:
+    path.write_text(json.dumps(record) + "\n")
+    return path
+
+
+def test_a_failure_dataset_never_imports_the_code_its_task_names(tmp_path, monkeypatch):
+    """`rrr train` on someone else's failures.jsonl naming `evil.py:T` must not import evil.py;
+    the same spec given on the command line (`--task`) is the user's choice and loads."""
+    from typer.testing import CliRunner
+
+    from selfadapt.cli import app
+    from selfadapt.rrr.failures import load_failures
+
+    (tmp_path / "parity_task.py").write_text(EXAMPLE.read_text())
+    (tmp_path / "evil.py").write_text(EVIL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = f"{tmp_path / 'evil.py'}:T"
+    q = get_task(f"{EXAMPLE}:Parity").queries("train", 1)[0]
+    data = _write(tmp_path / "failures.jsonl", {"task": spec, "id": q["id"], "query": q,
+                                                "attempt": "<answer>odd</answer>", "reason": "wrong"})
+    with pytest.raises(ValueError, match=r"line 1: .*cannot choose code to run.*--task ") as e:
+        load_failures(data)
+    assert str(data) in str(e.value)
+    res = CliRunner().invoke(app, ["rrr", "train", str(data), "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code != 0 and "cannot choose code to run" in res.output, res.output
+    assert not (tmp_path / "ran").exists()  # evil.py never ran
+    builtin = {"task": "countdown", "id": "a", "query": {"id": "a", "numbers": [1, 2, 3], "target": 6},
+               "attempt": "<answer>1</answer>", "reason": "x"}
+    assert load_failures(_write(tmp_path / "builtin.jsonl", builtin))[0].name == "countdown"  # needs no flag
+    task, records = load_failures(data, trusted=[spec])
+    assert (tmp_path / "ran").exists() and task.spec == spec and len(records) == 1

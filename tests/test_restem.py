@@ -283,6 +283,7 @@ def test_policies_of_two_runs_get_distinct_names(tmp_path):
     for run in ("a", "b"):
         (tmp_path / run / "round-0").mkdir(parents=True)
         (tmp_path / run / "round-0" / "policy.json").write_text(json.dumps({"policy": f"model-{run}"}))
+        (tmp_path / run / "config.yaml").write_text(f"model: model-{run}\n")
     a, b = str(tmp_path / "a" / "round-0"), str(tmp_path / "b" / "round-0")
     assert restem.resolve_policies([a, f"b-round-0={b}"]) == [("round-0", "model-a"), ("b-round-0", "model-b")]
     assert restem.resolve_policy("some/dir") == ("policy-dir", "some/dir")
@@ -323,3 +324,23 @@ def test_round_summary_names_the_reward_baseline(tmp_path):
     header = restem.summarize_rounds(run, 1).splitlines()[0]
     assert "| mean reward (vs passage-only) |" in header and "| base score |" in header  # base: the unadapted model
     assert (run.path / "rewards.png").is_file()
+
+
+def test_a_run_file_names_no_model_but_its_own_rounds_and_its_start(tmp_path):
+    """``round-N/policy.json`` comes with a run directory, maybe someone else's: the policy it names
+    is loaded only if it is one of this run's rounds (found where the run is now) or the model
+    the run started from, never a path of the file's choosing."""
+    run = tmp_path / "run"
+    (run / "round-1").mkdir(parents=True)
+    (run / "config.yaml").write_text("model: smollm2\n")
+    done = run / "round-1" / "policy.json"
+    for saved, expected in [("/old/place/run/round-1/policy", str(run / "round-1" / "policy")),
+                            ("/old/place/run/round-0/policy", str(run / "round-0" / "policy")),
+                            ("smollm2", "smollm2")]:
+        done.write_text(json.dumps({"policy": saved}))
+        assert policy_of_round(run, 1) == expected
+    for hostile in ["/home/someone/model", "/old/place/run/round-2/policy", "../other/round-1/x"]:
+        done.write_text(json.dumps({"policy": hostile}))
+        with pytest.raises(ValueError, match="neither a round of this run nor the model it started from") as e:
+            policy_of_round(run, 1)
+        assert str(done) in str(e.value)

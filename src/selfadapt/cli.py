@@ -462,6 +462,9 @@ def rrr_train(
     failures: list[Path] = typer.Argument(..., help="failures.jsonl files or build-failures run directories; "
                                           "several tasks make one mixed-domain run."),
     model: str = MODEL,
+    task: list[str] = typer.Option([], "--task", help="Your own task (file.py:NAME, pkg.module:NAME, a plug-in) "
+                                   "that a failure dataset names; repeat for several. A data file alone never "
+                                   "loads code: built-in tasks need no flag."),
     steps: int = typer.Option(10, help="GRPO optimisation steps."),
     generations: int = typer.Option(4, "--generations", "-G", help="Reflections sampled per failed query."),
     queries_per_step: int = typer.Option(2, help="Failed queries per step."),
@@ -508,8 +511,8 @@ def rrr_train(
                          rewards=parse_reward_specs(reward), prior_prompt=prior_prompt, laser_target=laser_target,
                          disco=disco, disco_eps=disco_eps, judge_model=judge_model, judge_url=judge_url,
                          backend=backend, vllm_memory=vllm_memory, seed=seed)
-    cfg = RRRTrainConfig(failures=[str(f) for f in failures], model=model, grpo=grpo, dtype=dtype, device=device,
-                         runs_dir=str(runs_dir))
+    cfg = RRRTrainConfig(failures=[str(f) for f in failures], model=model, tasks=task, grpo=grpo, dtype=dtype,
+                         device=device, runs_dir=str(runs_dir))
     cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
     run = run_rrr_train(cfg, resume=str(resume) if resume else None)

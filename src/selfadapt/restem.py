@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -34,6 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import yaml
 from transformers import PreTrainedTokenizerBase
 
 from .domain import Domain
@@ -272,13 +274,23 @@ class ReSTEMConfig:
 
 
 def policy_of_round(run_path: Path, r: int) -> str:
-    """The policy a finished round produced: its own checkpoint (where the run directory is now,
-    so a moved run still works), or the unchanged input."""
+    """The policy a finished round produced: its own or an earlier round's checkpoint (where the
+    run directory is now, so a moved run still works), or the model the run started from when no
+    round had a winner. Nothing else: a run directory may come from someone else."""
     done = Path(run_path) / f"round-{r}" / "policy.json"
     if not done.is_file():
         raise FileNotFoundError(f"{run_path} has no finished round {r} (no {done.name})")
     saved = json.loads(done.read_text())["policy"]
-    return str(done.parent / "policy") if Path(saved).parts[-2:] == (f"round-{r}", "policy") else saved
+    config = Path(run_path) / "config.yaml"
+    start = (yaml.safe_load(config.read_text()) or {}).get("model") if config.is_file() else None
+    if saved == start:
+        return saved
+    parts = Path(saved).parts[-2:]
+    own = re.fullmatch(r"round-(\d+)", parts[0]) if len(parts) == 2 and parts[1] == "policy" else None
+    if not own or int(own[1]) > r:  # a file must not choose which model is loaded
+        raise ValueError(f"{done}: names the policy {saved!r}, which is neither a round of this run nor the "
+                         f"model it started from ({start!r})")
+    return str(Path(run_path) / parts[0] / "policy")
 
 
 def sft_start(cfg: "ReSTEMConfig", policy: str) -> str:

@@ -69,7 +69,7 @@ def plain(obj: Any) -> Any:
 
 # Settings added after runs were made, with the value that reproduces such a run: a saved config
 # without the key resumes only if the setting has that value now (the error names it).
-LEGACY = {"amp": False, "retry_temperature": 0.0, "reflection_temperature": 0.0, "loss_type": "dapo"}
+LEGACY = {"amp": False, "retry_temperature": 0.0, "reflection_temperature": 0.0, "loss_type": "dapo", "tasks": []}
 
 
 def _differences(saved: Any, now: Any, path: str = "") -> list[str]:

@@ -77,6 +77,7 @@ def run_build_failures(cfg: FailuresConfig, resume: str | None = None) -> tuple[
 class RRRTrainConfig:
     failures: list[str]  # failures.jsonl files or build-failures run directories (several tasks: a mixed run)
     model: str = EMBEDDED
+    tasks: list[str] = field(default_factory=list)  # your own task specs the failure datasets may name
     grpo: RRRGRPOConfig = field(default_factory=RRRGRPOConfig)
     dtype: str = "auto"
     device: str = "auto"
@@ -96,7 +97,7 @@ def run_rrr_train(cfg: RRRTrainConfig, resume: str | None = None) -> Path:
     if not isinstance(cfg.model, str):
         raise ValueError("rrr train fine-tunes its own copy of the model: give it a model spec (a directory saved "
                          "with save_pretrained, or a Hub id), not a model object")
-    task, failures = load_failures(cfg.failures)
+    task, failures = load_failures(cfg.failures, cfg.tasks)
     # Full fine-tuning keeps fp32 master weights: AdamW on bf16 weights rounds a step of lr 1e-6
     # away entirely (bf16 spacing at 0.02 is ~1e-4). LoRA adapters are fp32 in PEFT already.
     m = load_model(cfg.model, dtype="float32" if cfg.grpo.lora_r == 0 else cfg.dtype, device=cfg.device)

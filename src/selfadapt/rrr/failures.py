@@ -18,7 +18,7 @@ from ..generation import SamplingConfig
 from ..runs import Run
 from ..runs import read_jsonl
 from .reflect import attempt
-from .tasks import MixedTask, Task, get_task, task_spec
+from .tasks import MixedTask, Task, get_task, is_builtin, task_spec
 
 FILE = "failures.jsonl"
 
@@ -57,8 +57,10 @@ def build_failures(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, t
     return out
 
 
-def _read_failures(path: Path) -> tuple[Task, str, list[dict[str, Any]]]:
-    """One failure dataset (a file or the run directory holding one); errors name file and line."""
+def _read_failures(path: Path, trusted: tuple[str, ...]) -> tuple[Task, str, list[dict[str, Any]]]:
+    """One failure dataset (a file or the run directory holding one); errors name file and line.
+    Its task is loaded only if selfadapt defines it or it is one of the ``trusted`` specs the
+    user named: a task spec can name a Python file, and importing it runs that file."""
     if path.is_dir():
         path = path / FILE
     if not path.is_file():
@@ -70,6 +72,10 @@ def _read_failures(path: Path) -> tuple[Task, str, list[dict[str, Any]]]:
         if not isinstance(rec.get("attempt"), str) or not isinstance(rec.get("task"), str):
             raise ValueError(f"{path}: line {n}: expected an object with string 'task' and 'attempt'")
         if task is None:
+            if not is_builtin(rec["task"]) and rec["task"] not in trusted:
+                raise ValueError(f"{path}: line {n}: the task {rec['task']!r} is code from outside selfadapt, and a "
+                                 "data file cannot choose code to run; if you trust it, name it yourself: "
+                                 f"--task {rec['task']}")
             try:
                 task, spec = get_task(rec["task"]), rec["task"]
             except ValueError as e:
@@ -86,16 +92,18 @@ def _read_failures(path: Path) -> tuple[Task, str, list[dict[str, Any]]]:
     return task, spec, records
 
 
-def load_failures(paths: str | Path | list[str | Path]) -> tuple[Task, list[dict[str, Any]]]:
+def load_failures(paths: str | Path | list[str | Path],
+                  trusted: list[str] | tuple[str, ...] = ()) -> tuple[Task, list[dict[str, Any]]]:
     """Read one or more failure datasets. Datasets of different tasks make one ``MixedTask``
-    run, each query tagged with its task's spec (its DISCO domain)."""
+    run, each query tagged with its task's spec (its DISCO domain). A dataset of your own task
+    loads only if its spec is among ``trusted`` (``rrr train --task``)."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
         raise ValueError("no failure dataset given")
     tasks: dict[str, Task] = {}
     records: list[dict[str, Any]] = []
     for path in paths:
-        task, spec, recs = _read_failures(Path(path))
+        task, spec, recs = _read_failures(Path(path), tuple(trusted))
         tasks.setdefault(spec, task)
         records += recs
     if len(tasks) == 1:

@@ -284,6 +284,14 @@ KNOBS = {"countdown": ("numbers", "max_number", "max_target", "shots", "prefill"
 REQUIRED = ("name", "queries", "messages", "verify", "reference", "check")
 
 
+def is_builtin(spec: str) -> bool:
+    """A task selfadapt itself defines (a built-in or reasoning-gym's). Only these may be named
+    by a data file: a failure dataset from someone else must not choose which code runs, so
+    your own task (``file.py:NAME``, ``pkg.module:NAME``, a plug-in) comes from the command line."""
+    name = spec.partition(":")[0]
+    return name in TASKS or name == reasoning_gym.PREFIX
+
+
 def get_task(spec: str) -> Task:
     """A task from its spec: a built-in ``NAME`` or ``NAME:knob=value,knob=value`` (see the module
     docstring), ``reasoning-gym:NAME[:knob=value,...]``, your own ``pkg.module:NAME`` or
