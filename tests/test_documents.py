@@ -83,3 +83,42 @@ def test_chunks_hold_at_most_n_tokens_and_lose_no_word(tiny_tokenizer):
     assert len(chunks) > 2 and max(sizes) <= 24
     assert " ".join(c.context for c in chunks).split() == text.split()  # cut at spaces, in order
     assert chunks[0].context == "a b c\nd e" and [c.index for c in chunks] == list(range(len(chunks)))
+
+
+def test_a_binary_file_is_refused_whatever_its_name(tmp_path):
+    """`/bin/ls` named doc.txt used to become hundreds of chunks of replacement characters."""
+    path = tmp_path / "doc.txt"
+    path.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(ValueError, match=r"doc\.txt: .*binary"):
+        read_document(path)
+
+
+def test_text_in_another_encoding_is_decoded_not_mangled(tmp_path):
+    text = ("Jürgen Müller gründete die Brauerei 1871 in Köln. Später übernahm sein Sohn die Führung, "
+            "und die Brauerei wuchs über die Grenzen der Stadt hinaus.\n")
+    path = tmp_path / "brauerei.txt"
+    path.write_bytes(text.encode("latin-1"))
+    assert read_document(path) == text
+    path.write_bytes(text.encode("utf-8"))
+    assert read_document(path) == text
+
+
+def test_an_unknown_extension_is_refused_as_a_folder_scan_does(tmp_path):
+    path = tmp_path / "notes.xyz"
+    path.write_text("The Harlow lighthouse was built in 1871.")
+    with pytest.raises(ValueError, match=r"notes\.xyz: .*\.txt"):
+        document_paths([path])
+
+
+def test_a_long_paragraph_is_cut_in_linear_time(tiny_tokenizer):
+    """One 200 KB line took 13 s (each cut re-tokenized the rest): the text is tokenized once."""
+    calls = []
+
+    def counting(text, **kwargs):
+        calls.append(len(text))
+        return tiny_tokenizer(text, **kwargs)
+
+    text = " ".join(f"w{i}" for i in range(3_000))
+    chunks = chunk_document(text, "T", counting, max_tokens=24)
+    assert " ".join(c.context for c in chunks).split() == text.split()
+    assert sum(calls) < 3 * len(text)  # the quadratic version read the text hundreds of times over

@@ -30,6 +30,8 @@ def document_paths(paths: list[Path]) -> list[Path]:
                 raise FileNotFoundError(f"{path} holds no document ({', '.join(TEXT + CONVERTED)})")
             out += found
         elif path.is_file():
+            if path.suffix.lower() not in TEXT + CONVERTED:
+                raise ValueError(f"{path}: not a document selfadapt reads ({', '.join(TEXT + CONVERTED)})")
             out.append(path)
         else:
             raise FileNotFoundError(f"document not found: {path}")
@@ -40,7 +42,7 @@ def read_document(path: Path) -> str:
     """A document's text: plain files as they are, others converted to Markdown by MarkItDown
     and stripped of markup."""
     if path.suffix.lower() not in CONVERTED:
-        return path.read_text(encoding="utf-8", errors="replace")
+        return decode_text(path, path.read_bytes())
     try:
         from markitdown import MarkItDown
     except ImportError:
@@ -56,6 +58,25 @@ def read_document(path: Path) -> str:
         # a converter that fails hands the file to MarkItDown's plain-text fallback: its raw bytes
         raise ValueError(f"{path}: could not be converted (not a valid {path.suffix} file?)")
     return plain_text(markdown)
+
+
+def decode_text(path: Path, raw: bytes) -> str:
+    """A text file's characters: UTF-8, else the encoding charset-normalizer finds (a Latin-1
+    "Müller" read as UTF-8 would teach "M\ufffdller"). Binary data is refused, not learned as
+    replacement characters."""
+    if b"\x00" in raw[:8192]:
+        raise ValueError(f"{path}: this is binary data, not text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(raw).best()
+    if best is None or best.percent_chaos > 0.2:  # nothing reads it as language: binary or broken
+        raise ValueError(f"{path}: this is binary data or text in an encoding that could not be detected; "
+                         "save it as UTF-8")
+    return str(best)
 
 
 def _looks_like(path: Path) -> bool:
@@ -87,15 +108,7 @@ def chunk_document(text: str, title: str, tokenizer, max_tokens: int) -> list[Pa
 
     pieces: list[str] = []
     for para in (" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()):
-        while n_tokens(para) > max_tokens:
-            offsets = tokenizer(para, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-            end = offsets[max_tokens - 1][1]
-            cut = para.rfind(" ", 0, end + 1)
-            cut = cut if cut > 0 else end  # one very long word
-            pieces.append(para[:cut].strip())
-            para = para[cut:].strip()
-        if para:
-            pieces.append(para)
+        pieces += _cut(para, tokenizer, max_tokens)
     chunks: list[str] = []
     for piece in pieces:
         if chunks and n_tokens(chunks[-1] + "\n" + piece) <= max_tokens:
@@ -103,3 +116,20 @@ def chunk_document(text: str, title: str, tokenizer, max_tokens: int) -> list[Pa
         else:
             chunks.append(piece)
     return [Passage(title, c, (), index=i) for i, c in enumerate(chunks)]
+
+
+def _cut(para: str, tokenizer, max_tokens: int) -> list[str]:
+    """A paragraph in pieces of at most ``max_tokens`` tokens, each cut at the last space before
+    the limit. The paragraph is tokenized once and walked by its offsets: re-tokenizing the rest
+    after every cut made a long single-line file quadratic."""
+    offsets = tokenizer(para, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    pieces, first = [], 0  # ``first``: the first token not yet in a piece
+    while len(offsets) - first > max_tokens:
+        start, end = offsets[first][0], offsets[first + max_tokens - 1][1]
+        cut = para.rfind(" ", start, end + 1)
+        cut = cut if cut > start else end  # one very long word
+        pieces.append(para[start:cut].strip())
+        while first < len(offsets) and offsets[first][1] <= cut:
+            first += 1
+    rest = para[offsets[first][0]:].strip() if first < len(offsets) else ""
+    return pieces + ([rest] if rest else [])
