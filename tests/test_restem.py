@@ -171,15 +171,6 @@ def test_each_round_fine_tunes_the_base_model_unless_told_to_continue(train_cfg,
     assert {rec["policy"] for rec in run.records() if rec.get("round") == 1} == {round0}  # round 1 samples round 0's
 
 
-def test_policy_sft_trains_in_fp32_and_saves_in_the_asked_dtype(tiny_dir, tmp_path):
-    examples = [{"prompt": "<|im_start|>user\nList implications.<|im_end|>\n<|im_start|>assistant\n",
-                 "completion": "The Mongol army seized the town of Otrar."}] * 2
-    out = tmp_path / "policy"
-    sft_policy(str(tiny_dir), examples, PolicySFTConfig(lr=1e-2, epochs=1, r=4, alpha=8, batch_size=2),
-               out, seed=0, dtype="bfloat16", device="cpu")
-    assert {t.dtype for t in load_file(out / "model.safetensors").values()} == {torch.bfloat16}
-
-
 def test_a_moved_run_with_a_lost_checkpoint_resumes(train_cfg, passages, monkeypatch, tmp_path):
     """Checkpoints stay out of version control; the records and SFT data are enough to go on."""
     monkeypatch.setattr(restem, "select_winners", lambda rewards, rule: {i: [0] for i in rewards})

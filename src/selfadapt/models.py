@@ -83,6 +83,18 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def one_device(args):
+    """Training arguments that train on one device in a process that sees several GPUs.
+
+    Without a distributed launcher, transformers' ``Trainer`` counts every visible GPU and wraps
+    the model in ``nn.DataParallel``, which TRL's trainers refuse. Setting ``_n_gpu`` to one is
+    what ``Trainer`` itself does for a model placed with ``device_map``; under ``accelerate
+    launch`` or ``torchrun`` each process already counts one GPU and nothing changes."""
+    if args.n_gpu > 1:
+        args._n_gpu = 1
+    return args
+
+
 LOAD_OPTIONS = ("revision", "attn_implementation", "device_map", "quantization")
 
 

@@ -42,7 +42,7 @@ from .domain import Domain
 from .evaluate import BASE, Condition, run_conditions
 from .generation import SamplingConfig
 from .lora import LoRAConfig, ResidentLoRA, name_base_model
-from .models import EMBEDDED, load_model, pick_dtype, split_spec, strip_bos
+from .models import EMBEDDED, load_model, one_device, split_spec, strip_bos
 from .plots import plot_training_rounds
 from .policy import Writing, prewrite, write_into_run
 from .rewards import token_lengths
@@ -162,8 +162,9 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
                seed: int, dtype: str = "auto", device: str = "auto") -> dict[str, Any]:
     """Fine-tune ``policy`` on ``examples`` with TRL's SFTTrainer + LoRA; save the merged model to ``out``.
 
-    The model is loaded, trained and merged in fp32 and saved in the dtype ``dtype`` resolves
-    to: adding a small LoRA delta to bf16 weights rounds most of it away."""
+    The base is loaded once, in the dtype ``dtype`` resolves to (bf16 on a GPU), under fp32 LoRA
+    weights. The merged model is saved in fp32, the base weights plus the exact update: added to
+    bf16 weights, a small LoRA delta mostly rounds away. Whoever loads it picks its own dtype."""
     import datasets
     from peft import LoraConfig
     from transformers import PrinterCallback
@@ -174,7 +175,7 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
     if "quantization" in split_spec(str(policy))[1]:
         raise ValueError(f"{policy}: the policy SFT merges its update into full-precision weights; give ReST-EM an "
                          "unquantised model spec (quantization is for inference and the inner loop's LoRA)")
-    m = load_model(policy, dtype="float32", device=device)
+    m = load_model(policy, dtype=dtype, device=device)
     m.tokenizer.padding_side = "right"
     # TRL tokenizes the rendered prompt with special tokens: a template's own BOS would double
     rows = [{**ex, "prompt": strip_bos(m.tokenizer, ex["prompt"])} for ex in examples]
@@ -184,13 +185,13 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
     if max_length > cfg.max_length:
         log.info("policy SFT: max_length %d → %d, the longest example (nothing is cut)", cfg.max_length, max_length)
     with tempfile.TemporaryDirectory() as tmp:
-        args = SFTConfig(
+        args = one_device(SFTConfig(
             output_dir=tmp, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
             per_device_train_batch_size=cfg.batch_size, max_length=max_length, seed=seed,
             logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
             use_cpu=m.device.type == "cpu", completion_only_loss=True,
-            bf16=m.device.type == "cuda" and torch.cuda.is_bf16_supported(),  # autocast over the fp32 weights
-        )
+            bf16=m.device.type == "cuda" and torch.cuda.is_bf16_supported(),  # autocast over base and fp32 LoRA
+        ))
         peft_cfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, target_modules="all-linear", task_type="CAUSAL_LM")
         trainer = SFTTrainer(model=m.model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                              processing_class=m.tokenizer, peft_config=peft_cfg)
@@ -199,7 +200,8 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     save_round_adapter(trainer.model, m.tokenizer, str(policy), m.path, out.with_name("adapter"),
                        {"examples": len(examples), "steps": result.global_step, "losses": losses})
-    merged = trainer.model.merge_and_unload().to(pick_dtype(dtype, m.device))
+    # merged into fp32 copies of the base weights, on the CPU: the GPU's copy is done with
+    merged = trainer.model.to("cpu", torch.float32).merge_and_unload()
     tmp_out = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp_out, ignore_errors=True)
     merged.save_pretrained(tmp_out, safe_serialization=True)
@@ -322,8 +324,8 @@ def run_restem(
     """Run (or resume) ReST-EM rounds; every round leaves ``round-N/policy.json`` when finished.
     ``parallel`` spreads each round's inner loops over Ray workers, which load that round's policy."""
     if not isinstance(cfg.model, str):
-        raise ValueError("ReST-EM reloads its policy every round (in fp32 for the SFT): give it a model spec, e.g. "
-                         "a directory saved with save_pretrained, not a model object")
+        raise ValueError("ReST-EM reloads its policy every round (for the SFT and the inner loops): give it a model "
+                         "spec, e.g. a directory saved with save_pretrained, not a model object")
     if cfg.items_per_round > len(pool):
         raise ValueError(f"items_per_round={cfg.items_per_round} but the pool has only {len(pool)} items")
     run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), name, cfg)

@@ -33,6 +33,7 @@ from trl.trainer.utils import nanstd
 from .. import tracking
 from ..generation import SamplingConfig, decoding_settings
 from ..judge import make_judge
+from ..models import one_device
 from ..prior import check_prior
 from ..rewards import RewardContext, build_rewards, registry, reward_class
 from ..rewards.disco import DOMAIN_WEIGHTS, disco_scales, domain_weights
@@ -190,23 +191,25 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
                  rollouts: Path | None = None) -> ReflectionGRPOTrainer:
     from peft import LoraConfig
 
-    args = GRPOConfig(
+    autocast = bf16_autocast(model)
+    args = one_device(GRPOConfig(
         output_dir=str(output_dir), max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_steps, beta=cfg.beta,
         num_generations=cfg.num_generations, per_device_train_batch_size=cfg.num_generations * cfg.queries_per_step,
         gradient_accumulation_steps=1, max_completion_length=cfg.reflection_tokens,
         temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, logging_steps=1,
         generation_kwargs=sampling_fields(cfg),
-        save_strategy="steps", save_steps=cfg.save_steps, report_to=tracking.report_to(), use_cpu=model.device.type == "cpu",
-        # an fp32 model on a bf16 GPU trains under bf16 autocast with its fp32 master weights
-        bf16=model.dtype == torch.float32 and model.device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        # a resume reads only the newest checkpoint (TRL deletes an older one once a new one is complete)
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1,
+        report_to=tracking.report_to(), use_cpu=model.device.type == "cpu", bf16=autocast,
+        model_init_kwargs=reference_settings(model, autocast) if cfg.beta and not cfg.lora_r else None,
         disable_tqdm=False, gradient_checkpointing=cfg.gradient_checkpointing,
         reward_weights=list(cfg.rewards.values()),
         scale_rewards="none" if cfg.disco else "group",  # a group's std would cancel DISCO's per-group scale
         loss_type=cfg.loss_type, num_iterations=1,
         mask_truncated_completions=False,  # a reflection cut at reflection_tokens still earns its retry's reward
         **vllm_settings(cfg, model),
-    )
+    ))
     peft = (LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
             if cfg.lora_r else None)
     ctx = RewardContext(task, tokenizer, SamplingConfig(max_new_tokens=cfg.retry_tokens,
@@ -226,6 +229,20 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
         ctx.engine = VLLMSampler(trainer.vllm_generation.llm, tokenizer)
         in_place_weight_sync(trainer.vllm_generation)
     return trainer
+
+
+def bf16_autocast(model: PreTrainedModel) -> bool:
+    """Whether an fp32 model trains under bf16 autocast, with its fp32 master weights: on a GPU that runs bf16."""
+    return model.dtype == torch.float32 and model.device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def reference_settings(model: PreTrainedModel, autocast: bool) -> dict[str, Any]:
+    """How TRL loads the KL reference of a full fine-tuning (GRPOConfig's ``model_init_kwargs``, which
+    it uses for the reference although it warns they are ignored for a model object). The reference
+    is frozen, so it needs no fp32 master copy: it is built in the dtype training computes in, and
+    on the policy's device rather than sharded over every visible GPU."""
+    return {"dtype": torch.bfloat16 if autocast else model.dtype,
+            "device_map": getattr(model, "hf_device_map", None) or str(model.device)}
 
 
 def sampling_fields(cfg: RRRGRPOConfig) -> dict[str, Any]:
