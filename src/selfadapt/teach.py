@@ -82,6 +82,8 @@ class LearnConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.lora.epochs < 1:
+            raise ValueError(f"epochs must be >= 1 to learn anything, got {self.lora.epochs}")
         if self.check not in CHECKS:
             raise ValueError(f"check must be one of {', '.join(CHECKS)}, got {self.check!r}")
 
@@ -179,8 +181,7 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
     shows what the update erased. Every step emits progress events (``progress``, else a
     progress bar) and its time goes into the metadata."""
     files, out = document_paths(paths), Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; choose another --out")
+    writable_out(out)
     contents = {path: read_document(path) for path in files}  # a bad file fails before the model loads
     for path, text in contents.items():
         if not text.strip():
@@ -374,6 +375,20 @@ def model_card(meta: dict, checks: list[dict]) -> str:
             f"<this directory>`.\n\n" + "\n".join(report_lines(meta, checks, limit=50)) + "\n")
 
 
+def writable_out(out: Path) -> None:
+    """``out`` can take the adapter: checked before minutes of training, not after."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: --out is a file, not a directory")
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".selfadapt-write-test").touch()
+        (out / ".selfadapt-write-test").unlink()
+    except OSError as e:
+        raise ValueError(f"{out}: cannot write the adapter there ({e.strerror or e})") from None
+
+
 def answer_questions(model, tokenizer, checks: list[dict]) -> list[str]:
     """Short answers to check questions, without the documents in context."""
     return short_answers(model, tokenizer, [(c["title"], c["question"]) for c in checks])
@@ -383,6 +398,19 @@ def adapter_paths(adapters: list[Path] | Path | str | None) -> tuple[list[Path],
     """The adapter directories and their metadata (``{}`` for an adapter not saved by ``learn``)."""
     paths = [Path(a) for a in ([adapters] if isinstance(adapters, (str, Path)) else adapters or [])]
     return paths, [json.loads((p / META).read_text()) if (p / META).is_file() else {} for p in paths]
+
+
+def adapter_base(path: Path, meta: dict) -> str:
+    """The model an adapter needs: the one `learn` recorded, else the base PEFT named when it
+    saved the adapter (the embedded model by its Hub id)."""
+    if "model" in meta:
+        return meta["model"]
+    cfg_file = Path(path) / "adapter_config.json"
+    try:
+        base = json.loads(cfg_file.read_text()).get("base_model_name_or_path") if cfg_file.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise ValueError(f"{cfg_file}: not a valid adapter config ({e})") from None
+    return EMBEDDED if base in (None, EMBEDDED_HUB_ID) else base
 
 
 def routed(question: str, metas: list[dict]) -> bool:
@@ -400,8 +428,11 @@ def ask(questions: list[str], adapters: list[Path] | Path | None = None, model: 
     names nothing of an adapter's documents is answered with the adapter disabled (``routing``:
     the update rewrites unrelated answers). Keyed by adapter directory (or ``"base"``, or the
     directories joined by " + ")."""
+    if not all(q.strip() for q in questions):
+        raise ValueError("an empty question: ask something")
     paths, metas = adapter_paths(adapters)
-    bases = {m.get("model", EMBEDDED) for m in metas}
+    needs = {path: adapter_base(path, meta) for path, meta in zip(paths, metas)}
+    bases = set(needs.values())
     if model is None and len(bases) > 1:
         raise ValueError(f"the adapters were learned on different models ({', '.join(sorted(bases))}); "
                          "ask them one model at a time")
@@ -411,7 +442,13 @@ def ask(questions: list[str], adapters: list[Path] | Path | None = None, model: 
                                       max_new_tokens)}
     net = loaded.model
     for n, path in enumerate(paths):
-        net = load_adapter(net, path, name=f"a{n}")
+        try:
+            net = load_adapter(net, path, name=f"a{n}")
+        except RuntimeError as e:  # PEFT's size mismatch: hundreds of lines, one per weight
+            if "size mismatch" not in str(e):
+                raise
+            raise ValueError(f"{path}: this adapter was trained on {needs[path]}, not on {loaded.spec}; "
+                             f"ask with --model {needs[path]}") from None
     groups = [list(range(len(paths)))] if combine else [[n] for n in range(len(paths))]
     out = {}
     for group in groups:

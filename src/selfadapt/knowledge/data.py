@@ -117,7 +117,7 @@ def _rows(source: str | Path) -> tuple[str, list[Any]]:
     except DatasetError:
         raise
     except Exception as e:  # datasets raises many kinds; the message is what the user needs
-        raise DatasetError(f"{source}: cannot read it as a dataset ({type(e).__name__}: {str(e).splitlines()[0]})") \
+        raise DatasetError(f"{source}: cannot read it as a dataset ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})") \
             from None
     return str(source), data.to_list()
 
@@ -144,6 +144,8 @@ def load_passages(source: str | Path = "eval200", limit: int | None = None, offs
     first appearance; SQuAD's own rows are flat, their ``answers`` read without a map). ``columns``
     maps our fields to yours.
     Every malformed row is reported with the source, the row and the column."""
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
     col = {f: f for f in FIELDS} | (columns or {})
     where, rows = _rows(source)
     grouped: dict[tuple[str, str], list[Question]] = {}
@@ -168,6 +170,8 @@ def load_passages(source: str | Path = "eval200", limit: int | None = None, offs
             raise DatasetError(f"{where}: record {i} ({title!r}): no {col['questions']!r} list and no "
                                f"{col['question']!r} column (map yours with --columns question=...)")
     passages = [Passage(t, c, tuple(qs), index=n) for n, ((t, c), qs) in enumerate(grouped.items())]
+    if passages and offset >= len(passages):
+        raise DatasetError(f"{where}: offset {offset} is past its end ({len(passages)} passages)")
     end = None if limit is None else offset + limit
     return passages[offset:end]
 
