@@ -10,8 +10,10 @@ from functools import wraps
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.logging import RichHandler
 
 from . import configfile
@@ -31,16 +33,20 @@ rrr_app = typer.Typer(help="Reflect, Retry, Reward: GRPO that rewards only the s
 app.add_typer(rrr_app, name="rrr")
 console = Console()
 
-USER_ERRORS = (ModelLoadError, DatasetError, RunError, ValueError, FileNotFoundError, FileExistsError)
+USER_ERRORS = (ModelLoadError, DatasetError, RunError, ValueError, OSError)
+DEBUG = False  # --debug: let errors raise with their traceback
 
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+         debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error."),
          report_to: list[str] = typer.Option(["none"], help="Mirror every run's records and metrics into an "
                                              "experiment tracker: none | tensorboard (RUN/tensorboard) | wandb "
                                              "(offline, in RUN/wandb) | trackio (its local store); repeat for several.")) -> None:
     from . import tracking
 
+    global DEBUG
+    DEBUG = debug
     tracking.configure(report_to)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False, show_time=False)])
@@ -52,19 +58,31 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logg
 
 
 def user_errors(fn):
-    """Known bad input ends with one clear line and exit code 2, not a traceback."""
+    """Bad input ends with one clear line and exit code 2; any other failure with one line naming
+    what went wrong and exit code 1. The traceback is for ``--debug``, not for every user."""
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click.ClickException):
+            raise
         except USER_ERRORS as e:
-            console.print(f"[bold red]error:[/] {e}")
+            if DEBUG:
+                raise
+            console.print(f"[bold red]error:[/] {escape(str(e))}")
             raise typer.Exit(2) from None
+        except Exception as e:
+            if DEBUG:
+                raise
+            console.print(f"[bold red]error:[/] {escape(f'{type(e).__name__}: {e}'.splitlines()[0])} "
+                          "(run again with --debug for the traceback)")
+            raise typer.Exit(1) from None
 
     return wrapper
 
 
+@user_errors  # an eager callback runs before the command's own wrapper: a bad file is one line too
 def _config(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
     configfile.load(ctx, value)
     return value
@@ -98,6 +116,8 @@ DTYPE = typer.Option("auto", help="auto | float32 | bfloat16 | float16")
 DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N")
 BACKEND = typer.Option("hf", help="What writes the self-edits: 'hf' (transformers) or 'vllm' (the extra "
                        "selfadapt[vllm]; its engine runs before, never beside, the inner loops' model).")
+GEN_BATCH_SIZE = typer.Option(None, min=1, help="Self-edits sampled per batch by the hf backend (vLLM schedules "
+                              "its own); default 64 on a GPU, 8 otherwise.")
 OFFSET = typer.Option(0, help="Skip this many passages first.")
 DATASET = typer.Option("eval200", help="'eval200', 'train', your .json/.jsonl/.csv/.parquet file, a saved "
                        "datasets directory or a Hub dataset id (from the local cache); nested or flat (SQuAD) rows.")
@@ -167,7 +187,7 @@ def eval_knowledge(
     judge_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the judge API key."),
     runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are created."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run directory."),
-    backend: str = BACKEND,
+    backend: str = BACKEND, gen_batch_size: Optional[int] = GEN_BATCH_SIZE,
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
     gpus_per_worker: Optional[float] = GPUS_PER_WORKER,
 ) -> None:
@@ -184,7 +204,7 @@ def eval_knowledge(
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, prior_prompt=prior_prompt,
         lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, judge_url=judge_url,
         judge_model=judge_model, judge_api_key_env=judge_key_env, runs_dir=str(runs_dir),
-        backend=backend, dtype=dtype, device=device,
+        backend=backend, gen_batch_size=gen_batch_size, dtype=dtype, device=device,
     )
     cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
@@ -238,7 +258,7 @@ def train_knowledge(
     restart: bool = RESTART,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")),
     resume: Optional[Path] = typer.Option(None, help="Continue this run directory."),
-    backend: str = BACKEND,
+    backend: str = BACKEND, gen_batch_size: Optional[int] = GEN_BATCH_SIZE,
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
     gpus_per_worker: Optional[float] = GPUS_PER_WORKER,
 ) -> None:
@@ -251,7 +271,7 @@ def train_knowledge(
         reward_baseline=reward_baseline, forgetting_penalty=forgetting_penalty, laser=laser,
         laser_target=laser_target, temperature=temperature, top_p=top_p, lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp),
         sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r), restart=restart, seed=seed,
-        backend=backend, dtype=dtype, device=device, runs_dir=str(runs_dir),
+        backend=backend, gen_batch_size=gen_batch_size, dtype=dtype, device=device, runs_dir=str(runs_dir),
     )
     cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
@@ -337,7 +357,7 @@ def eval_arc(
     temperature: float = typer.Option(1.0, help="Self-edit sampling temperature."),
     constrain: bool = CONSTRAIN, amp: bool = AMP,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
-    backend: str = BACKEND,
+    backend: str = BACKEND, gen_batch_size: Optional[int] = GEN_BATCH_SIZE,
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
     gpus_per_worker: Optional[float] = GPUS_PER_WORKER,
 ) -> None:
@@ -347,7 +367,8 @@ def eval_arc(
     cfg = ArcEvalConfig(model=model, arc=_arc(subset, task, max_cells, cap, budget, max_tokens, votes, leave_two_out,
                                                             constrain),
                         selfedits=k, oracle=oracle, policies=policy, temperature=temperature, lora=arc_lora(amp),
-                        seed=seed, backend=backend, dtype=dtype, device=device, runs_dir=str(runs_dir))
+                        seed=seed, backend=backend, gen_batch_size=gen_batch_size, dtype=dtype, device=device,
+                        runs_dir=str(runs_dir))
     cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
     run, _ = run_arc_eval(cfg, resume=resume, parallel=_parallel(workers, ray_address, gpus_per_worker))
@@ -371,7 +392,7 @@ def train_arc(
     sft_lr: float = typer.Option(3e-4), sft_epochs: int = typer.Option(3), sft_r: int = typer.Option(16),
     restart: bool = RESTART,
     seed: int = typer.Option(0), runs_dir: Path = typer.Option(Path("runs")), resume: Optional[Path] = RESUME,
-    backend: str = BACKEND,
+    backend: str = BACKEND, gen_batch_size: Optional[int] = GEN_BATCH_SIZE,
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
     gpus_per_worker: Optional[float] = GPUS_PER_WORKER,
 ) -> None:
@@ -383,7 +404,8 @@ def train_arc(
                        laser=laser, laser_target=laser_target, temperature=temperature, max_new_tokens=SELFEDIT_TOKENS,
                        lora=arc_lora(amp),
                        sft=PolicySFTConfig(lr=sft_lr, epochs=sft_epochs, r=sft_r, alpha=2 * sft_r),
-                       restart=restart, seed=seed, backend=backend, dtype=dtype, device=device, runs_dir=str(runs_dir))
+                       restart=restart, seed=seed, backend=backend, gen_batch_size=gen_batch_size, dtype=dtype,
+                       device=device, runs_dir=str(runs_dir))
     cfg = configfile.apply(cfg)
     t0 = time.perf_counter()
     run = run_arc_training(cfg, _arc("training", task, max_cells, cap, budget, max_tokens, votes, False, constrain),

@@ -21,7 +21,10 @@ import llguidance
 import llguidance.hf
 import numpy as np
 import torch
+from llguidance.torch import fill_next_token_bitmask, get_bitmask_shape
 from transformers import PreTrainedTokenizerBase
+
+from .generation import fill_row, pack
 
 # One canonical layout: flexible whitespace would let a sampler wander through blank lines.
 LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
@@ -43,12 +46,12 @@ def lark_grammar(lark: str) -> str:
 
 
 class GrammarConstraint:
-    """One row's constraint: the tokens generated so far → the token ids allowed next.
+    """One row's constraint (``generation.Stepwise``): the matcher consumes each generated token
+    once and writes the tokens allowed next straight into the batch's bitmask.
 
-    Stateful: the matcher consumes the tokens it has not seen yet on each call. After the
-    end token, nothing is consumed (generation pads finished rows). ``prefix`` is text the
-    prompt already ends with that belongs to the document (an answer prefill such as
-    ``<answer>``): the matcher reads it first.
+    After the end token, nothing is consumed (generation pads finished rows) and only the end
+    token is allowed. ``prefix`` is text the prompt already ends with that belongs to the
+    document (an answer prefill such as ``<answer>``): the matcher reads it first.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, grammar: str, prefix: str = ""):
@@ -58,19 +61,31 @@ class GrammarConstraint:
             raise ValueError(f"invalid grammar: {self.matcher.get_error()}")
         if prefix and not self.matcher.consume_tokens(tokenizer(prefix, add_special_tokens=False)["input_ids"]):
             raise ValueError(f"the grammar does not allow the prefix {prefix!r}: {self.matcher.get_error()}")
-        self.eos, self.seen = tokenizer.eos_token_id, 0
+        self.eos, self.seen, self.ended = tokenizer.eos_token_id, 0, False
+        self.eos_bits = pack([self.eos])
+        self.words = get_bitmask_shape(1, self.tok.vocab_size)[1]  # what the matcher writes: exactly its vocabulary
+
+    def advance(self, token: int) -> None:
+        self.seen += 1
+        if self.ended:
+            return
+        if token == self.eos:
+            self.ended = True
+        elif not self.matcher.consume_token(token):
+            raise RuntimeError(f"token {token} was sampled outside the grammar: {self.matcher.get_error()}")
+
+    def fill(self, bitmask: torch.Tensor, row: int) -> None:
+        if self.ended or self.matcher.is_stopped():
+            fill_row(bitmask, row, self.eos_bits)
+            return
+        bitmask[row, self.words:] = 0
+        fill_next_token_bitmask(self.matcher, bitmask[:, : self.words], row)
 
     def __call__(self, generated: list[int]) -> list[int] | torch.Tensor:
-        new = generated[self.seen:]
-        if self.eos in generated[: self.seen]:
-            return [self.eos]
-        for t in new:
-            self.seen += 1
-            if t == self.eos:
-                return [self.eos]
-            if not self.matcher.consume_token(t):
-                raise RuntimeError(f"token {t} was sampled outside the grammar: {self.matcher.get_error()}")
-        if self.matcher.is_stopped():
+        """What is allowed after ``generated`` (the tokens so far, of which only the unseen ones are read)."""
+        for t in generated[self.seen:]:
+            self.advance(t)
+        if self.ended or self.matcher.is_stopped():
             return [self.eos]
         bits = np.unpackbits(np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
         return torch.from_numpy(bits[: self.tok.vocab_size].astype(bool))  # a mask: no list of ids per step

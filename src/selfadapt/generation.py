@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable, Protocol, Union, runtime_checkable
 
+import numpy as np
 import torch
+from llguidance.torch import allocate_token_bitmask, apply_token_bitmask_inplace
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
-from .models import encode_text
+from .models import encode_text, pick_device
 
 
 @dataclass
@@ -18,13 +20,25 @@ class SamplingConfig:
     max_new_tokens: int = 256
     temperature: float = 1.0
     top_p: float = 0.95
-    batch_size: int = 8
+    batch_size: int | None = None  # None: by device (``default_batch_size``)
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1 or self.batch_size < 1:
+        if self.max_new_tokens < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise ValueError("max_new_tokens and batch_size must be >= 1")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Rows per ``generate`` batch when none is set: a GPU decodes a wide batch in about the time of
+    one row (a step is bound by reading the weights), a CPU's cost grows with every row."""
+    return 64 if device.type == "cuda" else 8
+
+
+def batch_size_for(batch_size: int | None, device: str) -> int:
+    """A config's ``gen_batch_size``: as set, else the default of the device it will run on. Resolved
+    when the config is made, so a run's saved config holds the number its records were sampled with."""
+    return batch_size or default_batch_size(pick_device(device))
 
 
 def decoding_settings(cfg: SamplingConfig) -> dict:
@@ -55,26 +69,82 @@ def allows(allowed: Allowed, token: int) -> bool:
     return token in allowed
 
 
+def pack(allowed: list[int] | torch.Tensor) -> torch.Tensor:
+    """``allowed`` (token ids, or a boolean mask over the vocabulary) as the int32 words of a
+    token bitmask row in llguidance's layout (token ``t`` is bit ``t % 32`` of word ``t // 32``)."""
+    if not isinstance(allowed, torch.Tensor):
+        ids = torch.as_tensor(allowed, dtype=torch.long)
+        allowed = torch.zeros(int(ids.max()) + 1 if len(ids) else 0, dtype=torch.bool)
+        allowed[ids] = True
+    packed = np.packbits(allowed.numpy(), bitorder="little")
+    return torch.from_numpy(np.pad(packed, (0, -len(packed) % 4)).view(np.int32))
+
+
+def fill_row(bitmask: torch.Tensor, row: int, bits: torch.Tensor | None) -> None:
+    """Row ``row`` of a batch's token bitmask: the tokens of ``bits`` (``pack``) and none past
+    them (an embedding padded past the tokenizer), or every token for None."""
+    if bits is None:
+        bitmask[row] = -1
+        return
+    n = min(len(bits), bitmask.shape[1])
+    bitmask[row, :n] = bits[:n]
+    bitmask[row, n:] = 0
+
+
+@runtime_checkable
+class Stepwise(Protocol):
+    """A constraint that keeps its own state (so one object per row), reading each generated
+    token once: re-reading the whole prefix at every step costs quadratic time in its length."""
+
+    def advance(self, token: int) -> None:
+        """Read the token just generated."""
+
+    def fill(self, bitmask: torch.Tensor, row: int) -> None:
+        """Write what is allowed next into ``bitmask[row]`` (llguidance's layout, as ``fill_row``)."""
+
+
+def apply_bitmask(scores: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """Set ``scores`` to -inf wherever the host ``bitmask`` (one row per row of scores) has no bit,
+    with one copy to the device. On CUDA by llguidance's kernel, ``torch.compile``d into one fused
+    kernel; elsewhere compiling it needs a C++ toolchain and seconds per process, and run eagerly
+    its integer passes are slower than unpacking the bits once on the host."""
+    if scores.device.type == "cuda":
+        apply_token_bitmask_inplace(scores, bitmask.to(scores.device))
+        return
+    bits = np.unpackbits(bitmask.numpy().view(np.uint8), axis=1, bitorder="little")[:, : scores.shape[-1]]
+    scores.masked_fill_(torch.from_numpy(bits).to(scores.device) == 0, float("-inf"))
+
+
 class _Constrained(LogitsProcessor):
     """Each row's constraint masks the logits of the tokens it does not allow (to -inf), so
-    sampling renormalises over the rest; a mask shorter than the logits (an embedding padded
-    past the tokenizer) allows none of the extra ids."""
+    sampling renormalises over the rest. A step reads the batch's new tokens in one copy from
+    the device, fills one host bitmask for the whole batch, and copies and applies it at once:
+    done per row, the copies, synchronisations and kernel launches are much of a GPU's step.
+    ``Stepwise`` constraints read only the new token; a plain callable gets the row's tokens so
+    far, kept here."""
 
     def __init__(self, rows: list[Callable[[list[int]], Allowed] | None], width: int):
         self.rows, self.width = rows, width
+        self.stepwise = [isinstance(c, Stepwise) for c in rows]
+        self.generated: list[list[int]] = [[] for _ in rows]
+        self.bitmask: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] > self.width:  # every step but the first has a new token per row
+            for r, token in enumerate(input_ids[:, -1].tolist()):
+                if self.stepwise[r]:
+                    self.rows[r].advance(token)
+                else:
+                    self.generated[r].append(token)
+        if self.bitmask is None:  # pinned where there is a GPU: its copy to the device is direct
+            self.bitmask = allocate_token_bitmask(len(self.rows), scores.shape[-1])
         for r, constraint in enumerate(self.rows):
-            allowed = constraint(input_ids[r, self.width:].tolist()) if constraint else None
-            if allowed is None:
-                continue
-            keep = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
-            if isinstance(allowed, torch.Tensor):
-                n = min(len(allowed), len(keep))
-                keep[:n] = allowed[:n].to(scores.device)
+            if self.stepwise[r]:
+                constraint.fill(self.bitmask, r)
             else:
-                keep[torch.as_tensor(allowed, dtype=torch.long, device=scores.device)] = True
-            scores[r] = scores[r].masked_fill(~keep, float("-inf"))
+                allowed = constraint(list(self.generated[r])) if constraint else None
+                fill_row(self.bitmask, r, None if allowed is None else pack(allowed))
+        apply_bitmask(scores, self.bitmask)
         return scores
 
 
@@ -106,10 +176,11 @@ def generate(
     out: list[str] = [""] * len(prompts)
     pad_id = tokenizer.pad_token_id
     kwargs = decoding_settings(cfg)
+    batch_size = cfg.batch_size or default_batch_size(model.device)
     was_training = model.training
     model.eval()
-    for start in range(0, len(order), cfg.batch_size):
-        idx = order[start : start + cfg.batch_size]
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
         width = max(len(encoded[i]) for i in idx)
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
@@ -117,8 +188,9 @@ def generate(
             ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
             mask[row, width - len(encoded[i]) :] = 1
         constraint = {}
-        if constraints is not None:
-            constraint["logits_processor"] = LogitsProcessorList([_Constrained([constraints[i] for i in idx], width)])
+        rows = [constraints[i] for i in idx] if constraints is not None else []
+        if any(c is not None for c in rows):
+            constraint["logits_processor"] = LogitsProcessorList([_Constrained(rows, width)])
         gen = model.generate(
             input_ids=ids.to(model.device),
             attention_mask=mask.to(model.device),

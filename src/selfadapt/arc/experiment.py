@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluate import Condition, markdown_table, run_conditions, summarize
-from ..generation import SamplingConfig
+from ..generation import SamplingConfig, batch_size_for
 from ..lora import LoRAConfig, ResidentLoRA
 from ..models import EMBEDDED, load_model, resolve
 from ..plots import plot_distributions, plot_scores
@@ -99,9 +99,11 @@ class ArcEvalConfig:
     dtype: str = "auto"
     device: str = "auto"
     backend: str = "hf"  # what writes the self-edits: hf (transformers) or vllm (the extra selfadapt[vllm])
+    gen_batch_size: int | None = None  # None: by device (``generation.default_batch_size``)
     runs_dir: str = "runs"
 
     def __post_init__(self) -> None:
+        self.gen_batch_size = batch_size_for(self.gen_batch_size, self.device)
         check_backend(self.backend)
 
 
@@ -146,7 +148,7 @@ def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None,
     policies = resolve_policies(cfg.policies)
     resolve(cfg.model)  # a bad model spec fails here, before a run directory exists
     run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), "eval-arc", cfg)
-    sampling = SamplingConfig(cfg.selfedit_tokens, cfg.temperature, cfg.top_p, batch_size=8)
+    sampling = SamplingConfig(cfg.selfedit_tokens, cfg.temperature, cfg.top_p, batch_size=cfg.gen_batch_size)
     names = _baselines(run, cfg, tasks, sampling, parallel)
     for name, spec in policies:
         names += evaluate_policy(run, name, spec, cfg.arc.domain, tasks, cfg.selfedits, sampling, cfg.lora,

@@ -16,6 +16,7 @@ kept, so ReST-EM can still shift it.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import string
@@ -24,7 +25,7 @@ from typing import Callable
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ..generation import Allowed
+from ..generation import Allowed, fill_row, pack
 
 Constraint = Callable[[list[int]], Allowed]  # tokens generated so far → what is allowed next
 
@@ -65,15 +66,23 @@ def allowed_token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> l
 
 
 class Static:
-    """The same allowed set at every step, as a mask built once (``ids``: for vLLM's ``allowed_token_ids``)."""
+    """The same allowed set at every step, as a mask and its bitmask row built once (``ids``: for
+    vLLM's ``allowed_token_ids``). Stateless, so one may serve many rows."""
 
     def __init__(self, ids: list[int]):
         self.ids = ids
         self.mask = torch.zeros(max(ids) + 1, dtype=torch.bool)
         self.mask[ids] = True
+        self.bits = pack(self.mask)
 
     def __call__(self, generated: list[int]) -> Allowed:
         return self.mask
+
+    def advance(self, token: int) -> None:
+        """Nothing to keep: every step allows the same set."""
+
+    def fill(self, bitmask: torch.Tensor, row: int) -> None:
+        fill_row(bitmask, row, self.bits)
 
 
 @functools.cache
@@ -85,7 +94,8 @@ def _line_breaks(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
 class SpanQA:
     """``Q: <free question>`` / ``A: <span of the passage>`` pairs, then the end token.
 
-    The state is read from the tokens generated so far: an empty line must start with
+    The state is kept token by token (``generation.Stepwise``: one object per row, and a step
+    costs the new token, not the whole document again): an empty line must start with
     ``Q`` (or ``A`` right after a question), the marker is followed by ``:``; a question
     line is free until a token with a newline (at most ``question_tokens``; the end token
     is not allowed there, or a small model ends after its first question); an answer
@@ -113,34 +123,71 @@ class SpanQA:
         self.span = tokenizer(" " + self.text, add_special_tokens=False)["input_ids"]
         self.word_starts = {t for t in self.span if tokenizer.decode([t]).startswith(" ")}
         self.starts = [i for i, t in enumerate(self.span) if t in self.word_starts]
+        self.question_bits = pack(self.question_vocab)
+        self.reset()
 
-    def __call__(self, generated: list[int]) -> Allowed:
-        lines: list[list[int]] = [[]]
-        for t in generated:
-            if t in self.breaks:
-                lines.append([])
-            else:
-                lines[-1].append(t)
-        done, line = [ln for ln in lines[:-1] if ln], lines[-1]
+    def reset(self) -> None:
+        """Back to an empty document."""
+        self.line: list[int] = []  # the current line's tokens
+        self.last: int | None = None  # the first token of the last non-empty line
+        self.answers, self.used, self.ended = 0, set(), False  # answer lines, the span starts they matched
+        self.candidates: list[int] = []  # in an answer line: the span starts it still matches
+
+    def advance(self, token: int) -> None:
+        if self.ended or token == self.eos:  # generation pads a finished row
+            self.ended = True
+            return
+        if token in self.breaks:
+            if self.line:
+                if self.line[0] == self.a:
+                    self.answers += 1
+                    self.used |= self._matches(self.line[2:])
+                self.last = self.line[0]
+            self.line = []
+            return
+        self.line.append(token)
+        if self.line[0] != self.a or len(self.line) < 2:
+            return
+        if len(self.line) == 2:  # the answer may start where no earlier one did, while such places are left
+            self.candidates = [i for i in self.starts if i not in self.used] or self.starts
+        else:
+            k = len(self.line) - 3
+            self.candidates = [i for i in self.candidates if i + k < len(self.span) and self.span[i + k] == token]
+
+    def allowed(self) -> Allowed:
+        """What may follow the tokens read so far."""
+        line = self.line
+        if self.ended:
+            return [self.eos]
         if not line:
-            if sum(ln[0] == self.a for ln in done) >= self.pairs:
+            if self.answers >= self.pairs:
                 return [self.eos]
-            return [self.a] if done and done[-1][0] == self.q else [self.q]
+            return [self.a] if self.last == self.q else [self.q]
         if len(line) == 1:
             return [self.colon]
         if line[0] != self.a:  # a question: free, but it must end with a line break, not the end token
             return self.question_vocab if len(line) < 2 + self.question_tokens else [self.newline]
-        answer, n = line[2:], len(line) - 2
-        used = {i for ln in done if ln[0] == self.a for i in self._matches(ln[2:])}
-        starts = [i for i in self.starts if i not in used] or self.starts
-        if not answer:
-            return sorted({self.span[i] for i in starts})
-        ends = [i + n for i in starts if self.span[i : i + n] == answer]
+        n = len(line) - 2
+        if not n:
+            return sorted({self.span[i] for i in self.candidates})
+        ends = [i + n for i in self.candidates]
         nxt = {self.span[e] for e in ends if e < len(self.span)}
         can_end = any(e == len(self.span) or self.span[e] in self.word_starts for e in ends)
         if n >= self.answer_tokens:  # finish the word, then the line
             nxt = {t for t in nxt if t not in self.word_starts}
         return sorted(nxt | ({self.newline} if can_end else set()))
+
+    def fill(self, bitmask: torch.Tensor, row: int) -> None:
+        allowed = self.allowed()
+        fill_row(bitmask, row, self.question_bits if allowed is self.question_vocab else pack(allowed))
+
+    def __call__(self, generated: list[int]) -> Allowed:
+        """What is allowed after ``generated``, read from the start on a copy (checks and tests)."""
+        fresh = copy.copy(self)
+        fresh.reset()
+        for t in generated:
+            fresh.advance(t)
+        return fresh.allowed()
 
     def lark(self) -> str:
         """The same document shape as a Lark grammar, for engines that constrain by grammar (vLLM's
