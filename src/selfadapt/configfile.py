@@ -5,8 +5,8 @@ shape a run saves as ``config.yaml`` (the config dataclass: ``lora: {lr: 0.0003}
 run's own ``config.yaml`` re-runs it. The rules are TRL's ``TrlParser``'s: the file replaces
 the defaults, a flag given on the command line replaces the file. Settings are handed to
 click as the command's ``default_map``; the few dataclass fields without a flag (e.g.
-``lora.max_length``) are set on the built config (``apply``). A key that is neither is an
-error naming the key and the file.
+``lora.max_length``) are set on the built config (``apply``). A key that is neither, or a value
+its option or field cannot take, is an error (a ``ValueError``) naming the key and the file.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 import typer
 import yaml
 
+from .runs import CONTENT_HASH
+
 # Nested sections of a saved config, and the prefix their keys have as options.
 SECTIONS = {"lora": "", "arc": "", "grpo": "", "domain": "", "sft": "sft_"}
 # A saved field → the option that sets it, where the names differ.
@@ -28,8 +30,8 @@ RENAMES = {
     "max_steps": "steps", "learning_rate": "lr", "tasks": "task", "rewards": "reward",
 }
 PER_COMMAND = {"train knowledge": {"items_per_round": "passages"}, "train arc": {"items_per_round": "tasks_per_round"}}
-# Recorded in a run's config for the reader, set by the command itself.
-DERIVED = {"domain.name", "domain.subset", "domain.groups"}
+# Recorded in a run's config for the reader (or a resume's check), set by the command itself.
+DERIVED = {"domain.name", "domain.subset", "domain.groups", CONTENT_HASH, f"domain.{CONTENT_HASH}"}
 # What the last ``--config`` left for ``apply``: (file, keys without a flag, command). The
 # callback runs on every invocation (with None when the option is absent), so it never leaks.
 _pending: tuple[Path | None, dict[str, Any], str] = (None, {}, "")
@@ -69,11 +71,11 @@ def load(ctx: typer.Context, path: Path | None) -> None:
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
-        raise typer.BadParameter(f"{path}: no such file", param_hint="--config") from None
+        raise ValueError(f"--config {path}: no such file") from None
     except yaml.YAMLError as e:
-        raise typer.BadParameter(f"{path}: not valid YAML ({e})", param_hint="--config") from None
+        raise ValueError(f"--config {path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
-        raise typer.BadParameter(f"{path}: expected a mapping of settings", param_hint="--config")
+        raise ValueError(f"--config {path}: expected a mapping of settings")
     command = ctx.command_path.split(" ", 1)[1] if " " in ctx.command_path else ctx.command_path
     by_name = {p.name: p for p in ctx.command.params}
     params = set(by_name) - {"config", "resume"}
@@ -92,6 +94,11 @@ def load(ctx: typer.Context, path: Path | None) -> None:
             value = _option_value(name, value)
             several = getattr(by_name[name], "multiple", False) or by_name[name].nargs == -1
             defaults[name] = [value] if several and not isinstance(value, list) else value
+            if value is not None:  # checked here, where the file and the key are known
+                try:
+                    by_name[name].process_value(ctx, defaults[name])
+                except typer.BadParameter as e:
+                    raise ValueError(f"{path}: key {dotted!r}: {e.format_message()}") from None
         elif dotted == "report_to" and not section:
             _report_to(ctx, value)
         else:
@@ -120,11 +127,21 @@ def apply(cfg: Any = None) -> Any:
             obj = getattr(obj, head, None) if is_dataclass(obj) and head in _names(obj) else None
         if not (is_dataclass(obj) and leaf in _names(obj)):
             raise ValueError(f"{path}: unknown key {dotted!r} for `selfadapt {command}` (see --help for its options)")
-        current = getattr(obj, leaf)
-        if isinstance(current, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
-            value = float(value)  # YAML reads 1e-3 as a string
-        setattr(obj, leaf, value)
+        setattr(obj, leaf, _typed(path, dotted, getattr(obj, leaf), value))
     return cfg
+
+
+def _typed(path: Path, dotted: str, current: Any, value: Any) -> Any:
+    """``value`` for a field whose value is ``current``, of its type (YAML reads 1e-3 as a string);
+    a value of another type is an error naming the file and the key, not a crash minutes later."""
+    if isinstance(current, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif current is None or value is None or type(value) is type(current):  # None: an optional field
+        return value
+    raise ValueError(f"{path}: key {dotted!r}: expected {type(current).__name__} (like {current!r}), got {value!r}")
 
 
 def _names(obj: Any) -> set[str]:

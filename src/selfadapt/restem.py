@@ -40,7 +40,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .domain import Domain
 from .evaluate import BASE, Condition, run_conditions
-from .generation import SamplingConfig
+from .generation import SamplingConfig, batch_size_for
 from .lora import LoRAConfig, ResidentLoRA, name_base_model
 from .models import EMBEDDED, load_model, one_device, split_spec, strip_bos
 from .plots import plot_training_rounds
@@ -244,7 +244,7 @@ class ReSTEMConfig:
     temperature: float = 1.0
     top_p: float = 0.95
     max_new_tokens: int = 256
-    gen_batch_size: int = 8
+    gen_batch_size: int | None = None  # None: by device (``generation.default_batch_size``)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     sft: PolicySFTConfig = field(default_factory=PolicySFTConfig)
     restart: bool = True  # each round's SFT starts from ``model`` (ReST-EM); False: from the last policy
@@ -256,6 +256,7 @@ class ReSTEMConfig:
     domain: dict[str, Any] = field(default_factory=dict)  # the domain's own settings, recorded
 
     def __post_init__(self) -> None:
+        self.gen_batch_size = batch_size_for(self.gen_batch_size, self.device)
         if self.reward_baseline not in REWARD_BASELINES:
             raise ValueError(f"unknown reward baseline {self.reward_baseline!r}; choose from {', '.join(REWARD_BASELINES)}")
         if self.keep not in WINNER_RULES:
@@ -459,12 +460,22 @@ def resolve_policy(spec: str) -> tuple[str, str]:
     return f"policy-{path.name}", spec
 
 
-def resolve_policies(specs: list[str]) -> list[tuple[str, str]]:
-    """``resolve_policy`` for each; refuses two policies under one condition name."""
+def resolve_policies(specs: list[str], tested: list[str] | tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """``resolve_policy`` for each; refuses two policies under one condition name, whose records
+    would be one policy's. ``tested``: the specs a resumed run has evaluated; a new spec under one
+    of their names is refused (before any work), not shown with the earlier policy's records."""
     out = [resolve_policy(s) for s in specs]
-    names = [n for n, _ in out]
-    for n in set(names):
-        if names.count(n) > 1:
+    seen = {resolve_policy(s)[0]: s for s in tested}
+    for (n, _), spec in zip(out, specs):
+        if spec in tested:
+            continue
+        if n in seen and seen[n] in tested:
+            other = spec.partition("=")[2] if spec.partition("=")[0] == n else spec
+            raise ValueError(f"this run evaluated {n!r} as {seen[n]!r}; {spec!r} would be reported with those "
+                             f"records. To evaluate it as well, give it another name (--policy {n}-new={other}); "
+                             "a policy the run evaluated stays in its table without --policy, even if moved")
+        if n in seen:
             raise ValueError(f"two policies would be named {n!r}; name them with NAME=SPEC "
                              f"(e.g. --policy penalty-{n}=RUN/{n})")
+        seen[n] = spec
     return out

@@ -36,7 +36,10 @@ def read_jsonl(path: Path, partial_last: bool = False) -> list[tuple[int, dict[s
     which ``json.dumps(..., ensure_ascii=False)`` leaves raw inside strings of model output.
     ``partial_last``: skip a last line without its newline (a running job is writing it).
     """
-    lines = Path(path).read_text(encoding="utf-8").split("\n")
+    try:
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
     if partial_last or not lines[-1].strip():
         lines = lines[:-1]
     out = []
@@ -46,11 +49,24 @@ def read_jsonl(path: Path, partial_last: bool = False) -> list[tuple[int, dict[s
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {n}: invalid JSON ({e.msg})") from None
+            raise ValueError(f"{path}: line {n}: invalid JSON at column {e.colno} ({e.msg})") from None
         if not isinstance(rec, dict):
             raise ValueError(f"{path}: line {n}: expected an object")
         out.append((n, rec))
     return out
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object a file holds; errors name the file (and the line and column of bad JSON)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno} ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def plain(obj: Any) -> Any:
@@ -69,22 +85,47 @@ def plain(obj: Any) -> Any:
 
 # Settings added after runs were made, with the value that reproduces such a run: a saved config
 # without the key resumes only if the setting has that value now (the error names it).
-LEGACY = {"amp": False, "retry_temperature": 0.0, "reflection_temperature": 0.0, "loss_type": "dapo", "tasks": []}
+LEGACY = {"amp": False, "retry_temperature": 0.0, "reflection_temperature": 0.0, "loss_type": "dapo", "tasks": [],
+          "gen_batch_size": 8}
+
+
+# A content hash of the items a run's records are keyed on (``knowledge.data.content_hash``), in the
+# config section beside the setting that names their source: a path may hold other items later.
+CONTENT_HASH, SOURCE = "dataset_hash", "dataset"
 
 
 def _differences(saved: Any, now: Any, path: str = "") -> list[str]:
     """The settings (dotted paths) whose value changed. A setting added to selfadapt after the
     run was created is absent from its saved config; the run still resumes if the setting is
-    None (off) now, or has its ``LEGACY`` value."""
+    None (off) now, or has its ``LEGACY`` value. Content hashes are left to ``_changed_items``."""
     if isinstance(saved, dict) and isinstance(now, dict):
         return [d for k in sorted(set(saved) | set(now), key=str)
                 for d in _differences(saved.get(k), now.get(k), f"{path}.{k}" if path else str(k))]
     leaf = path.rsplit(".", 1)[-1]
+    if leaf == CONTENT_HASH:
+        return []
     if saved is None and leaf in LEGACY:
         ok = now == LEGACY[leaf]
         return [] if ok else [f"{path}: not in the saved config (a run made before it used {LEGACY[leaf]!r}), "
                               f"now {now!r}"]
     return [] if saved == now else [f"{path}: saved {saved!r}, now {now!r}"]
+
+
+def _changed_items(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The sources (in any section of ``now``) whose items hash otherwise than when the run was
+    made. A hash the saved config lacks (a run made before hashes were recorded: nothing to check)
+    is added to ``saved``, so that a later resume is checked."""
+    changed = []
+    if now.get(CONTENT_HASH) is not None:
+        if saved.get(CONTENT_HASH) is None:
+            saved[CONTENT_HASH] = now[CONTENT_HASH]
+        elif saved[CONTENT_HASH] != now[CONTENT_HASH]:
+            changed.append(f"{SOURCE} {now.get(SOURCE)!r} has changed since the run was made (its items hash "
+                           f"to {now[CONTENT_HASH]}, the run's to {saved[CONTENT_HASH]})")
+    for key, value in now.items():
+        if isinstance(value, dict) and isinstance(saved.get(key), dict):
+            changed += _changed_items(saved[key], value)
+    return changed
 
 
 class Run:
@@ -124,28 +165,42 @@ class Run:
             return cls(path, cfg)
         raise RunError(f"could not create a fresh run directory under {root}")
 
+    @staticmethod
+    def saved_config(path: Path) -> dict[str, Any]:
+        """The config a run directory was made with (to check a resume against it before any work)."""
+        cfg_file = Path(path) / "config.yaml"
+        if not cfg_file.is_file():
+            raise RunError(f"{path} is not a run directory (no config.yaml)")
+        return yaml.safe_load(cfg_file.read_text())
+
     @classmethod
     def resume(cls, path: Path, config: Any, ignore: tuple[str, ...] = (), extend: tuple[str, ...] = ()) -> "Run":
         """Reopen a run; the config must match the saved one except for keys in ``ignore`` and
         ``runs_dir`` (where runs are created says nothing about what they compute: a run
         directory may be moved). A list under a key in ``extend`` may grow (e.g. the policies of
         an evaluation: a new one adds conditions and changes no record); the saved config then
-        holds the union."""
+        holds the union. Where the config holds a content hash of its items (``CONTENT_HASH``), the
+        run resumes only on the same items."""
         ignore = (*ignore, *extend, "runs_dir")
+        saved = cls.saved_config(path)
         cfg_file = path / "config.yaml"
-        if not cfg_file.is_file():
-            raise RunError(f"{path} is not a run directory (no config.yaml)")
-        saved = yaml.safe_load(cfg_file.read_text())
         cfg = plain(config)
         differing = _differences({k: v for k, v in saved.items() if k not in ignore},
                                  {k: v for k, v in cfg.items() if k not in ignore})
         if differing:
             raise RunError(f"cannot resume {path}: config differs ({'; '.join(differing)})")
+        before = yaml.safe_dump(saved, sort_keys=False)
+        changed = _changed_items(saved, cfg)
+        if changed:
+            raise RunError(f"cannot resume {path}: {'; '.join(changed)}. Its records are keyed by position and "
+                           "would be reused for other items: start a new run (without --resume), or restore "
+                           "the data the run was made with")
         for key in extend:
             added = [v for v in cfg.get(key) or [] if v not in (saved.get(key) or [])]
             if added:
                 saved[key] = [*(saved.get(key) or []), *added]
-                cfg_file.write_text(yaml.safe_dump(saved, sort_keys=False))
+        if yaml.safe_dump(saved, sort_keys=False) != before:
+            cfg_file.write_text(yaml.safe_dump(saved, sort_keys=False))
         log.info("resuming %s", path)
         return cls(path, saved)
 

@@ -37,7 +37,7 @@ from .knowledge.selfedit import FORMATS, is_question, selfedit_items
 from .lora import Example, LoRAConfig, ResidentLoRA, load_adapter, name_base_model
 from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model, split_spec
 from .routing import about, content_words
-from .runs import plain
+from .runs import plain, read_json
 from .policy import write_selfedits
 
 log = logging.getLogger(__name__)
@@ -395,9 +395,13 @@ def answer_questions(model, tokenizer, checks: list[dict]) -> list[str]:
 
 
 def adapter_paths(adapters: list[Path] | Path | str | None) -> tuple[list[Path], list[dict]]:
-    """The adapter directories and their metadata (``{}`` for an adapter not saved by ``learn``)."""
+    """The adapter directories and their metadata (``{}`` for an adapter not saved by ``learn``);
+    a damaged metadata or PEFT config file is named (``read_json``), before any model loads for it."""
     paths = [Path(a) for a in ([adapters] if isinstance(adapters, (str, Path)) else adapters or [])]
-    return paths, [json.loads((p / META).read_text()) if (p / META).is_file() else {} for p in paths]
+    for path in paths:
+        if (path / "adapter_config.json").is_file():
+            read_json(path / "adapter_config.json")
+    return paths, [read_json(p / META) if (p / META).is_file() else {} for p in paths]
 
 
 def adapter_base(path: Path, meta: dict) -> str:

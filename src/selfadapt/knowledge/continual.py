@@ -27,8 +27,9 @@ from ..lora import Example, LoRAConfig, ResidentLoRA
 from ..models import EMBEDDED, load_model, render_chat
 from ..plots import plot_matrices
 from ..policy import write_selfedits
-from ..runs import Run
-from .data import EXTERNAL_SELFEDITS, Passage, external_format, load_external_selfedits, load_passages
+from ..runs import CONTENT_HASH, Run
+from ..runs import plain as plain_config  # this module's own ``plain`` is for examples
+from .data import EXTERNAL_SELFEDITS, Passage, content_hash, external_format, load_external_selfedits, load_passages
 from .domain import KnowledgeDomain
 from .experiment import DEFAULT_DECODING, DEFAULT_FORMAT
 from .measure import REWARD_METRIC, SHORT_ANSWER_SYSTEM
@@ -110,7 +111,8 @@ def run_continual_eval(cfg: ContinualConfig, resume: Path | None = None) -> tupl
         raise ValueError(f"{cfg.dataset} has {len(passages)} passage(s) from offset {cfg.offset}; need 2+")
     external = {c.removesuffix(REPLAY): load_external_selfedits(c.removesuffix(REPLAY), passages)
                 for c in cfg.conditions if c.removesuffix(REPLAY) in EXTERNAL_SELFEDITS}
-    run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), "eval-continual", cfg)
+    config = {**plain_config(cfg), CONTENT_HASH: content_hash(passages)}  # a resume on other items is refused
+    run = Run.resume(resume, config) if resume else Run.create(Path(cfg.runs_dir), "eval-continual", config)
     for cond in cfg.conditions:
         _sequence(run, cfg, cond, passages, external)
     summary = summarize_continual(run.records(), cfg.conditions, [f"p{p.index}" for p in passages])

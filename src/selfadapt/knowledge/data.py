@@ -9,11 +9,14 @@ Every malformed record is reported with the source and the record number.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from ..runs import read_jsonl
 
 _SQUAD = "data/squad"
 DATASETS = {"eval200": "eval200.json", "train": "train.json"}
@@ -45,6 +48,14 @@ class Passage:
     def text(self) -> str:
         """The passage as one training sequence: title line, then the text."""
         return f"{self.title}\n{self.context}"
+
+
+def content_hash(passages: list[Passage]) -> str:
+    """A short hash of the passages and their questions, with their positions (records are keyed
+    by position): a run's config keeps it, and a resume on data that hashes otherwise is refused."""
+    text = json.dumps([[p.index, p.title, p.context, [[q.question, q.answer] for q in p.questions]]
+                       for p in passages], ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _shipped(name: str, table: dict[str, str]) -> Path:
@@ -98,14 +109,18 @@ def _rows(source: str | Path) -> tuple[str, list[Any]]:
     path = Path(source).expanduser()
     if path.suffix == ".json":
         return str(path), _read_json_list(path)
+    if path.suffix in (".jsonl", ".csv", ".parquet") and not path.is_file():
+        raise DatasetError(f"{path}: file not found")
+    if path.suffix == ".jsonl":  # read here, not by datasets: a bad line is named by its line and column
+        try:
+            return str(path), [rec for _, rec in read_jsonl(path)]
+        except ValueError as e:
+            raise DatasetError(str(e)) from None
     import datasets
 
     try:
-        if path.suffix in (".jsonl", ".csv", ".parquet"):
-            if not path.is_file():
-                raise DatasetError(f"{path}: file not found")
-            kind = {".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}[path.suffix]
-            data = datasets.load_dataset(kind, data_files=str(path), split="train")
+        if path.suffix in (".csv", ".parquet"):
+            data = datasets.load_dataset(path.suffix[1:], data_files=str(path), split="train")
         elif path.is_dir():
             data = datasets.load_from_disk(str(path))
             data = data["train"] if isinstance(data, datasets.DatasetDict) else data

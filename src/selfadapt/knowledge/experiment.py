@@ -28,7 +28,7 @@ import yaml
 
 from ..domain import ItemError
 from ..evaluate import BASE, Condition, markdown_table, run_conditions, summarize
-from ..generation import SamplingConfig
+from ..generation import SamplingConfig, batch_size_for
 from ..judge import make_judge
 from ..lora import LoRAConfig, ResidentLoRA
 from ..models import EMBEDDED, LoadedModel, load_model, resolve
@@ -36,8 +36,9 @@ from ..plots import plot_paired, plot_policy_rounds, plot_scores
 from ..prior import check_prior
 from ..policy import Writing, evaluate_policy, prewrite, write_into_run
 from ..restem import resolve_policies
-from ..runs import Run
-from .data import EXTERNAL_SELFEDITS, DatasetError, Passage, external_format, load_external_selfedits, load_passages
+from ..runs import CONTENT_HASH, Run, plain
+from .data import (EXTERNAL_SELFEDITS, DatasetError, Passage, content_hash, external_format, load_external_selfedits,
+                   load_passages)
 from .controls import CONTROLS, FORMAT, control_domain
 from .domain import ANSWER_CAP, CPTDomain, KnowledgeDomain
 from .measure import REWARD_METRIC
@@ -85,7 +86,7 @@ class KnowledgeEvalConfig:
     top_p: float = 0.95
     max_new_tokens: int | None = None  # None: the format's default
     prior_prompt: str | None = None  # before the self-edit instruction (``selfadapt.prior``)
-    gen_batch_size: int = 8
+    gen_batch_size: int | None = None  # None: by device (``generation.default_batch_size``)
     answer_max_new_tokens: int = ANSWER_CAP
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     seed: int = 0
@@ -98,6 +99,7 @@ class KnowledgeEvalConfig:
     runs_dir: str = "runs"
 
     def __post_init__(self) -> None:
+        self.gen_batch_size = batch_size_for(self.gen_batch_size, self.device)
         for fmt in [*self.formats, *([self.external_format] if self.external_format else [])]:
             if fmt not in FORMATS:
                 raise ValueError(f"unknown self-edit format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -156,10 +158,13 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
     for name, fmt in external_formats.items():
         if fmt not in FORMATS:
             raise DatasetError(f"{name}: unknown self-edit format {fmt!r}; choose from {', '.join(FORMATS)}")
-    policies = resolve_policies(cfg.policies)
+    # a policy under a name the resumed run has already evaluated is refused here, before any work
+    evaluated = (Run.saved_config(resume).get("policies") or []) if resume else []
+    policies = resolve_policies(cfg.policies, evaluated)
     resolve(cfg.model)  # a bad model spec fails here, before a run directory exists
-    run = (Run.resume(resume, cfg, extend=("policies",)) if resume
-           else Run.create(Path(cfg.runs_dir), "eval-knowledge", cfg))
+    config = {**plain(cfg), CONTENT_HASH: content_hash(passages)}  # a resume on other items is refused
+    run = (Run.resume(resume, config, extend=("policies",)) if resume
+           else Run.create(Path(cfg.runs_dir), "eval-knowledge", config))
     judge = make_judge(cfg.judge_model, cfg.judge_url, cfg.judge_api_key_env, run.path / "judge_cache.jsonl",
                        dtype=cfg.dtype, device=cfg.device)
 

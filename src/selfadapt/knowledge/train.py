@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..restem import ReSTEMConfig, run_restem
-from ..runs import Run
+from ..runs import CONTENT_HASH, Run
 from ..workers import Parallel
-from .data import load_passages
+from .data import content_hash, load_passages
 from .domain import KnowledgeDomain
 from .probe import ProbedDomain, probe_passages
 from .selfedit import FORMATS
@@ -44,7 +44,7 @@ def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume
     probe_texts = {p.context for p in recall + reading}
     pool = [p for p in pool if p.context not in probe_texts]  # the probe is never trained on
     cfg.max_new_tokens = kcfg.max_new_tokens or FORMATS[kcfg.fmt].max_new_tokens
-    cfg.domain = {"name": "knowledge", **asdict(kcfg)}
+    cfg.domain = {"name": "knowledge", **asdict(kcfg), CONTENT_HASH: content_hash(pool)}  # resume: same pool only
 
     def make_domain(tok):
         domain = KnowledgeDomain(tok, kcfg.fmt, kcfg.include_passage, grounded=kcfg.grounded,
