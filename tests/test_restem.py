@@ -335,3 +335,31 @@ def test_a_run_file_names_no_model_but_its_own_rounds_and_its_start(tmp_path):
         with pytest.raises(ValueError, match="neither a round of this run nor the model it started from") as e:
             policy_of_round(run, 1)
         assert str(done) in str(e.value)
+
+
+def test_a_round_evaluates_from_its_committed_adapter_on_a_fresh_clone(tmp_path, tiny_dir):
+    """Merged policies are git-ignored; a published round keeps its PEFT adapter. On a fresh clone
+    ``RUN/round-N`` resolves to that adapter, and a model spec that is an adapter loads its base
+    with the update merged: the same logits as the base with the adapter on."""
+    from peft import LoraConfig, get_peft_model
+
+    from selfadapt.models import load_model
+
+    run = tmp_path / "run"
+    (run / "round-0").mkdir(parents=True)
+    (run / "config.yaml").write_text(f"model: {tiny_dir}\n")
+    (run / "round-0" / "policy.json").write_text(json.dumps({"policy": str(run / "round-0" / "policy")}))
+    base = load_model(str(tiny_dir), dtype="float32", device="cpu")
+    peft = get_peft_model(base.model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False, task_type="CAUSAL_LM"))
+    peft.save_pretrained(run / "round-0" / "adapter")
+    (run / "round-0" / "adapter" / "selfadapt.json").write_text(json.dumps({"model": str(tiny_dir)}))
+    ids = base.tokenizer("The Mongol army seized Otrar.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = peft(input_ids=ids).logits
+    name, spec = restem.resolve_policy(str(run / "round-0"))
+    assert (name, spec) == ("round-0", str(run / "round-0" / "adapter"))
+    loaded = load_model(spec, dtype="float32", device="cpu")
+    assert not hasattr(loaded.model, "peft_config")  # merged: inner loops put their own LoRA on it
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(input_ids=ids).logits, expected, atol=1e-5)

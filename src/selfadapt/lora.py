@@ -325,6 +325,25 @@ class ResidentLoRA:
         self.model.save_pretrained(str(out), safe_serialization=True)
 
 
+def is_adapter(spec: str) -> bool:
+    """A directory holding a PEFT adapter and no model of its own."""
+    path = Path(split_spec(spec)[0]).expanduser()
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
+def adapter_base(adapter_dir: Path) -> str:
+    """The model spec an adapter was trained on: the one selfadapt recorded (``selfadapt.json``),
+    else the base PEFT named (the embedded model by its Hub id)."""
+    from .runs import read_json
+
+    adapter_dir = Path(adapter_dir)
+    meta = read_json(adapter_dir / "selfadapt.json") if (adapter_dir / "selfadapt.json").is_file() else {}
+    base = meta.get("model") or read_json(adapter_dir / "adapter_config.json").get("base_model_name_or_path")
+    if not isinstance(base, str) or is_adapter(base):  # one level: an adapter names a model, not another adapter
+        raise ValueError(f"{adapter_dir}: its base model {base!r} is not a model spec")
+    return EMBEDDED if base == EMBEDDED_HUB_ID else base
+
+
 def load_adapter(model: PreTrainedModel | PeftModel, adapter_dir: Path, name: str = "default") -> PeftModel:
     """Attach a saved adapter under ``name`` (a second one to a ``PeftModel`` is added beside
     the first); only safetensors weights are accepted (no pickle). A damaged config or weights

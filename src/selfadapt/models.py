@@ -210,6 +210,8 @@ def resolve(spec: "str | LoadedModel") -> Path | str:
             raise ModelLoadError(f"GGUF file not found: {path}")
         return _gguf_cache(path)
     if path.exists():
+        if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is a LoRA adapter, not a model: this needs a merged checkpoint")
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} exists but is not a model directory (no config.json)")
         return path
@@ -226,11 +228,18 @@ def load_model(
     trust_remote_code: bool = False,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, ready for batched generation (left padding). Models
-    nothing references any more are collected first, so a caller that dropped one never holds two."""
+    nothing references any more are collected first, so a caller that dropped one never holds two.
+    A PEFT adapter directory loads as its base model with the adapter merged."""
     if isinstance(spec, LoadedModel):  # yours: used where and as it is
         _batch_ready(spec.tokenizer)
         spec.model.eval()
         return spec
+    from .lora import adapter_base, is_adapter, load_adapter
+
+    if is_adapter(spec):  # a LoRA adapter as a model: its base with the update merged
+        loaded = load_model(adapter_base(Path(spec)), dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        loaded.model = load_adapter(loaded.model, Path(spec)).merge_and_unload().eval()
+        return LoadedModel(model=loaded.model, tokenizer=loaded.tokenizer, spec=spec, path=loaded.path)
     free_memory()
     hf_logging.disable_progress_bar()  # our own progress bars cover the long work
     dev = pick_device(device)

@@ -61,7 +61,7 @@ def selfedit_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 def write_into_run(
     run: Run,
     prefix: str,
-    model: PreTrainedModel,
+    model: PreTrainedModel | ResidentLoRA | VLLMSampler | None,
     tokenizer: PreTrainedTokenizerBase,
     domain: Domain,
     items: list[Any],
@@ -73,9 +73,17 @@ def write_into_run(
 ) -> tuple[dict[str, list[str]], dict[str, float]]:
     """Self-edits for every item, written once per run (``{prefix}write/{item}``) and reloaded on resume.
 
-    Returns item id → self-edits and item id → seconds spent writing them.
+    Returns item id → self-edits and item id → seconds spent writing them. A ``ResidentLoRA`` writes
+    as the base policy (its adapter skipped); ``model`` None only reads back (``driver_needs_model``).
     """
     todo = [it for it in items if not run.done(f"{prefix}write/{domain.item_id(it)}")]
+    if todo and model is None:
+        raise ValueError(f"{prefix}write: {len(todo)} item(s) have no self-edits in the run (the first: "
+                         f"{domain.item_id(todo[0])}) and there is no model to write them: with the vLLM backend, "
+                         "prewrite writes every self-edit first")
+    if todo and isinstance(model, ResidentLoRA):
+        with model.base():
+            return write_into_run(run, prefix, model.model, tokenizer, domain, items, k, sampling, seed=seed, tags=tags)
     if todo:
         with progress_bar() as bar:
             task = bar.add_task(f"{prefix}writing self-edits", total=len(todo) * k)
@@ -124,6 +132,14 @@ def prewrite(run: Run, backend: str, spec: str, writings: list[Writing], *, dtyp
                            w.sampling, seed=w.seed, tags=w.tags)
 
 
+def driver_needs_model(backend: str, parallel: Parallel | None) -> bool:
+    """Whether this process loads the model after ``prewrite``: to write the self-edits (``hf``) or
+    to run the inner loops in process. Not with vLLM under Ray: the engine wrote every self-edit,
+    which ``write_into_run`` reads back with the tokenizer alone (``model`` None), and the actors
+    load their own copies; a driver copy (on cuda:0, outside Ray's accounting) would only be dropped."""
+    return backend != "vllm" or parallel is None or not parallel.enabled
+
+
 Arrange = Callable[[Domain, Condition], tuple[Domain, list[Any], Condition]]
 
 
@@ -153,12 +169,11 @@ def evaluate_policy(
     """
     prewrite(run, backend, spec, [Writing(f"{name}/", make_domain, items, k, sampling, seed)], dtype=dtype,
              device=device)
-    loaded = load_model(spec, dtype=dtype, device=device)
-    resident = ResidentLoRA(loaded.model, loaded.tokenizer, lora)
-    domain = make_domain(loaded.tokenizer)
-    with resident.base():
-        edits, seconds = write_into_run(run, f"{name}/", resident.model, loaded.tokenizer, domain, items, k, sampling,
-                                        seed=seed)
+    loaded = load_model(spec, dtype=dtype, device=device) if driver_needs_model(backend, parallel) else None
+    tokenizer = load_tokenizer(spec) if loaded is None else loaded.tokenizer
+    resident = None if loaded is None else ResidentLoRA(loaded.model, tokenizer, lora)
+    domain = make_domain(tokenizer)
+    edits, seconds = write_into_run(run, f"{name}/", resident, tokenizer, domain, items, k, sampling, seed=seed)
     condition = Condition(name, edits, seconds)
     eval_domain, eval_items, condition = arrange(domain, condition) if arrange else (domain, items, condition)
     in_process = local(parallel, resident)

@@ -28,7 +28,6 @@ import shutil
 import tempfile
 import time
 from collections import defaultdict
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -42,9 +41,9 @@ from .domain import Domain
 from .evaluate import BASE, Condition, run_conditions
 from .generation import SamplingConfig, batch_size_for
 from .lora import LoRAConfig, ResidentLoRA, name_base_model
-from .models import EMBEDDED, load_model, one_device, split_spec, strip_bos
+from .models import EMBEDDED, load_model, load_tokenizer, one_device, split_spec, strip_bos
 from .plots import plot_training_rounds
-from .policy import Writing, prewrite, write_into_run
+from .policy import Writing, driver_needs_model, prewrite, write_into_run
 from .rewards import token_lengths
 from .rewards.length import AdaptiveTarget, laser
 from .runs import Run
@@ -377,19 +376,24 @@ def _write_and_evaluate(run: Run, r: int, policy: str, cfg: ReSTEMConfig, items:
     prefix, tags, seed = f"round{r}/", {"round": r, "policy": policy}, cfg.seed * 1_000_003 + r
     prewrite(run, cfg.backend, policy, [Writing(prefix, make_domain, items, cfg.k, cfg.sampling, seed, tags)],
              dtype=cfg.dtype, device=cfg.device)
-    teacher = load_model(policy, dtype=cfg.dtype, device=cfg.device)
-    student = teacher if cfg.student is None else load_model(cfg.student, dtype=cfg.dtype, device=cfg.device)
-    lora = ResidentLoRA(student.model, student.tokenizer, cfg.lora)
-    teacher_domain, student_domain = make_domain(teacher.tokenizer), make_domain(student.tokenizer)
-    with lora.base() if cfg.student is None else nullcontext():
-        edits, gen_s = write_into_run(run, prefix, lora.model if cfg.student is None else teacher.model,
-                                      teacher.tokenizer, teacher_domain, items, cfg.k, cfg.sampling,
-                                      seed=seed, tags=tags)
+    if driver_needs_model(cfg.backend, parallel):
+        teacher = load_model(policy, dtype=cfg.dtype, device=cfg.device)
+        student = teacher if cfg.student is None else load_model(cfg.student, dtype=cfg.dtype, device=cfg.device)
+        lora = ResidentLoRA(student.model, student.tokenizer, cfg.lora)
+        tok, student_tok = teacher.tokenizer, student.tokenizer
+        writer = lora if cfg.student is None else teacher.model  # the policy as itself: its adapter skipped
+        del teacher, student
+    else:  # vLLM wrote every self-edit and the Ray actors load their own models: the tokenizers suffice
+        tok, lora, writer = load_tokenizer(policy), None, None
+        student_tok = tok if cfg.student is None else load_tokenizer(cfg.student)
+    teacher_domain, student_domain = make_domain(tok), make_domain(student_tok)
+    edits, gen_s = write_into_run(run, prefix, writer, tok, teacher_domain, items, cfg.k, cfg.sampling, seed=seed,
+                                  tags=tags)
     conditions = [Condition(SELFEDIT, edits, gen_s)]
     if cfg.reward_baseline == PASSAGE:
         conditions.insert(0, Condition(PASSAGE))
-    tok, resident = teacher.tokenizer, local(parallel, lora)
-    del lora, student, teacher  # with Ray, the actors load their own copies
+    resident = local(parallel, lora)
+    del lora, writer  # with Ray, the actors load their own copies
     with workers_for(parallel, resident, cfg.student or policy, cfg.lora, dtype=cfg.dtype,
                      device=cfg.device) as workers:
         records = run_conditions(run, workers, student_domain, items, conditions,
@@ -456,7 +460,10 @@ def resolve_policy(spec: str) -> tuple[str, str]:
         return name, resolve_policy(rest)[1]
     path = Path(spec)
     if (path / "policy.json").is_file():
-        return path.name, policy_of_round(path.parent, int(path.name.rsplit("-", 1)[-1]))
+        policy = policy_of_round(path.parent, int(path.name.rsplit("-", 1)[-1]))
+        if policy == str(path / "policy") and not Path(policy).is_dir() and (path / "adapter").is_dir():
+            policy = str(path / "adapter")  # a fresh clone: the checkpoint is git-ignored, the adapter committed
+        return path.name, policy
     return f"policy-{path.name}", spec
 
 

@@ -34,8 +34,8 @@ from .knowledge.general import distillation, general_questions, probe, short_ans
 from .knowledge.experiment import DEFAULT_DECODING, DEFAULT_FORMAT
 from .knowledge.measure import qa_examples
 from .knowledge.selfedit import FORMATS, is_question, selfedit_items
-from .lora import Example, LoRAConfig, ResidentLoRA, load_adapter, name_base_model
-from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model, split_spec
+from .lora import Example, LoRAConfig, ResidentLoRA, adapter_base, load_adapter, name_base_model
+from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model
 from .routing import about, content_words
 from .runs import plain, read_json
 from .policy import write_selfedits
@@ -404,19 +404,6 @@ def adapter_paths(adapters: list[Path] | Path | str | None) -> tuple[list[Path],
     return paths, [read_json(p / META) if (p / META).is_file() else {} for p in paths]
 
 
-def adapter_base(path: Path, meta: dict) -> str:
-    """The model an adapter needs: the one `learn` recorded, else the base PEFT named when it
-    saved the adapter (the embedded model by its Hub id)."""
-    if "model" in meta:
-        return meta["model"]
-    cfg_file = Path(path) / "adapter_config.json"
-    try:
-        base = json.loads(cfg_file.read_text()).get("base_model_name_or_path") if cfg_file.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-        raise ValueError(f"{cfg_file}: not a valid adapter config ({e})") from None
-    return EMBEDDED if base in (None, EMBEDDED_HUB_ID) else base
-
-
 def routed(question: str, metas: list[dict]) -> bool:
     """Whether ``ask`` answers the question with these adapters (``routing``): it names something
     of their documents, or an adapter has no vocabulary to tell (not saved by ``learn``)."""
@@ -435,7 +422,7 @@ def ask(questions: list[str], adapters: list[Path] | Path | None = None, model: 
     if not all(q.strip() for q in questions):
         raise ValueError("an empty question: ask something")
     paths, metas = adapter_paths(adapters)
-    needs = {path: adapter_base(path, meta) for path, meta in zip(paths, metas)}
+    needs = {path: meta.get("model") or adapter_base(path) for path, meta in zip(paths, metas)}
     bases = set(needs.values())
     if model is None and len(bases) > 1:
         raise ValueError(f"the adapters were learned on different models ({', '.join(sorted(bases))}); "

@@ -24,9 +24,9 @@ from typing import Any
 from ..evaluate import Condition, markdown_table, run_conditions, summarize
 from ..generation import SamplingConfig, batch_size_for
 from ..lora import LoRAConfig, ResidentLoRA
-from ..models import EMBEDDED, load_model, resolve
+from ..models import EMBEDDED, load_model, load_tokenizer, resolve
 from ..plots import plot_distributions, plot_scores
-from ..policy import Writing, evaluate_policy, prewrite, write_into_run
+from ..policy import Writing, driver_needs_model, evaluate_policy, prewrite, write_into_run
 from ..restem import ReSTEMConfig, resolve_policies, run_restem
 from ..workers import Parallel, local, workers_for
 from ..runs import Run
@@ -124,14 +124,14 @@ def _baselines(run: Run, cfg: ArcEvalConfig, tasks: list, sampling: SamplingConf
     if cfg.selfedits:
         prewrite(run, cfg.backend, cfg.model, [Writing("", cfg.arc.domain, tasks, cfg.selfedits, sampling, cfg.seed)],
                  dtype=cfg.dtype, device=cfg.device)
-    loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
-    lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
-    domain = cfg.arc.domain(loaded.tokenizer)
+    loaded = (load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+              if driver_needs_model(cfg.backend, parallel) else None)
+    tokenizer = load_tokenizer(cfg.model) if loaded is None else loaded.tokenizer
+    lora = None if loaded is None else ResidentLoRA(loaded.model, tokenizer, cfg.lora)
+    domain = cfg.arc.domain(tokenizer)
     conditions = [Condition(TTT_PLAIN, None)]
     if cfg.selfedits:
-        with lora.base():
-            edits, seconds = write_into_run(run, "", lora.model, lora.tokenizer, domain, tasks, cfg.selfedits, sampling,
-                                            seed=cfg.seed)
+        edits, seconds = write_into_run(run, "", lora, tokenizer, domain, tasks, cfg.selfedits, sampling, seed=cfg.seed)
         conditions.append(Condition("own", edits, seconds))
     if cfg.oracle:
         conditions.append(Condition("oracle", {t.id: [c.to_json() for c in oracle_grid()] for t in tasks}))

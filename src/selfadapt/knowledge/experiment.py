@@ -31,10 +31,10 @@ from ..evaluate import BASE, Condition, markdown_table, run_conditions, summariz
 from ..generation import SamplingConfig, batch_size_for
 from ..judge import make_judge
 from ..lora import LoRAConfig, ResidentLoRA
-from ..models import EMBEDDED, LoadedModel, load_model, resolve
+from ..models import EMBEDDED, LoadedModel, load_model, load_tokenizer, resolve
 from ..plots import plot_paired, plot_policy_rounds, plot_scores
 from ..prior import check_prior
-from ..policy import Writing, evaluate_policy, prewrite, write_into_run
+from ..policy import Writing, driver_needs_model, evaluate_policy, prewrite, write_into_run
 from ..restem import resolve_policies
 from ..runs import CONTENT_HASH, Run, plain
 from .data import (EXTERNAL_SELFEDITS, DatasetError, Passage, content_hash, external_format, load_external_selfedits,
@@ -182,19 +182,20 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
             Writing(f"{own_name(fmt, decoding)}/", lambda tok, f=fmt, d=decoding: domain_for(tok, f, d), passages,
                     cfg.selfedits_per_passage, cfg.sampling(fmt), cfg.seed) for fmt, decoding in own],
                  dtype=cfg.dtype, device=cfg.device)
-        loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
-        lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
-        domain = domain_for(loaded.tokenizer)
+        loaded = (load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+                  if driver_needs_model(cfg.backend, parallel) else None)
+        tokenizer = load_tokenizer(cfg.model) if loaded is None else loaded.tokenizer
+        lora = None if loaded is None else ResidentLoRA(loaded.model, tokenizer, cfg.lora)
+        domain = domain_for(tokenizer)
         setting = _Setting(domain, passages, cfg.cpt)
         record_recital(run, setting.domain, setting.items)
         conditions = [setting.condition("passage", None)]
         conditions += [setting.condition(CONTROLS[c], None, domain=control_domain(c, domain, passages))
                        for c in cfg.controls]
         for fmt, decoding in own:
-            name, own_domain = own_name(fmt, decoding), domain_for(loaded.tokenizer, fmt, decoding)
-            with lora.base():
-                edits, seconds = write_into_run(run, f"{name}/", lora.model, lora.tokenizer, own_domain, passages,
-                                                cfg.selfedits_per_passage, cfg.sampling(fmt), seed=cfg.seed)
+            name, own_domain = own_name(fmt, decoding), domain_for(tokenizer, fmt, decoding)
+            edits, seconds = write_into_run(run, f"{name}/", lora, tokenizer, own_domain, passages,
+                                            cfg.selfedits_per_passage, cfg.sampling(fmt), seed=cfg.seed)
             conditions.append(setting.condition(name, edits, seconds, domain=own_domain))
         for source, by_index in external.items():
             name = source if source in EXTERNAL_SELFEDITS else Path(source).stem
