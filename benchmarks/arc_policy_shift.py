@@ -52,7 +52,7 @@ def main() -> None:
     sampling = SamplingConfig(SELFEDIT_TOKENS, 1.0, 0.95, batch_size=8)
     args.out.mkdir(parents=True, exist_ok=True)
     dists, logp = {}, {}
-    for name, spec in (("untrained", args.base), ("trained", resolve_policy(args.policy)[1])):
+    for name, spec in (("untrained", args.base), ("trained", resolve_policy(args.policy, args.base)[1])):
         loaded = load_model(spec)
         domain = ArcSettings().domain(loaded.tokenizer)
         for subset, items in tasks.items():

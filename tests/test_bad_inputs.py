@@ -156,9 +156,10 @@ def test_an_unexpected_error_is_one_line_unless_debug(tmp_path, monkeypatch):
     assert isinstance(res.exception, KeyError)
 
 
-def test_an_adapter_answers_on_the_base_it_names(tmp_path, tiny_dir):
+def test_an_adapter_says_which_base_it_needs(tmp_path, tiny_dir):
     """`ask` used to load the embedded model under any adapter: an adapter of another base then failed
-    in a 329-line size mismatch. The base comes from the adapter; a wrong --model is named."""
+    in a 329-line size mismatch. The adapter says which model it needs; a path it names is loaded
+    only when the user gives it (an adapter may come from someone else), and a wrong --model is named."""
     from peft import LoraConfig, get_peft_model
 
     from selfadapt.models import load_model
@@ -166,7 +167,10 @@ def test_an_adapter_answers_on_the_base_it_names(tmp_path, tiny_dir):
     m = load_model(str(tiny_dir), dtype="float32", device="cpu")
     peft = get_peft_model(m.model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], task_type="CAUSAL_LM"))
     peft.save_pretrained(tmp_path / "adapter")  # a PEFT adapter saved elsewhere: no selfadapt.json
-    answers = teach.ask(["Who built the lighthouse?"], [tmp_path / "adapter"], dtype="float32", device="cpu")
+    res = CliRunner().invoke(app, ["ask", "Who built the lighthouse?", "--adapter", str(tmp_path / "adapter")])
+    assert res.exit_code == 2 and f"--model{tiny_dir}" in "".join(res.output.split()), res.output
+    answers = teach.ask(["Who built the lighthouse?"], [tmp_path / "adapter"], str(tiny_dir), dtype="float32",
+                        device="cpu")
     assert list(answers) == [str(tmp_path / "adapter")]
     other = tmp_path / "other"
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -209,3 +213,16 @@ def test_random_json_as_a_dataset_raises_only_value_errors(data, lines, tmp_path
         assert path.name in str(e)
     else:
         assert all(p.context and p.questions for p in passages)
+
+
+def test_a_document_with_no_fact_to_check_says_so_before_the_model_loads(tmp_path, monkeypatch, caplog):
+    (tmp_path / "note.txt").write_text("hello there, and thanks.")
+    monkeypatch.setattr(teach, "load_model", _refuse)
+    with pytest.raises(AssertionError, match="the model was loaded"):  # the warning came first
+        teach.learn([tmp_path / "note.txt"], tmp_path / "out", teach.LearnConfig())
+    assert "note.txt: no sentence names a person, place, date or number" in caplog.text
+    (tmp_path / "fact.txt").write_text("The Harlow lighthouse was built in 1871 by Edith Crane.")
+    caplog.clear()
+    with pytest.raises(AssertionError, match="the model was loaded"):
+        teach.learn([tmp_path / "fact.txt"], tmp_path / "out2", teach.LearnConfig())
+    assert "no sentence names" not in caplog.text

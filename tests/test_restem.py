@@ -181,7 +181,7 @@ def test_a_moved_run_with_a_lost_checkpoint_resumes(train_cfg, passages, monkeyp
     run.path.rename(moved)
     shutil.rmtree(moved / "round-0" / "policy")
     again = run_restem(train_cfg, passages, make_domain, resume=moved)
-    assert policy_of_round(again.path, 0) == str(moved / "round-0" / "policy")
+    assert policy_of_round(again.path, 0, train_cfg.model) == str(moved / "round-0" / "policy")
     assert (moved / "round-0" / "policy" / "model.safetensors").is_file()
 
 
@@ -271,15 +271,14 @@ def test_a_trained_policy_is_evaluated_in_the_format_it_was_trained_with(tmp_pat
 def test_policies_of_two_runs_get_distinct_names(tmp_path):
     """Two runs' round-0 would share the condition name, hence each other's records: NAME=SPEC
     names one, and an unnamed clash is refused."""
-    for run in ("a", "b"):
+    for run in ("a", "b"):  # each round kept the model it started from
         (tmp_path / run / "round-0").mkdir(parents=True)
-        (tmp_path / run / "round-0" / "policy.json").write_text(json.dumps({"policy": f"model-{run}"}))
-        (tmp_path / run / "config.yaml").write_text(f"model: model-{run}\n")
+        (tmp_path / run / "round-0" / "policy.json").write_text(json.dumps({"policy": "m"}))
     a, b = str(tmp_path / "a" / "round-0"), str(tmp_path / "b" / "round-0")
-    assert restem.resolve_policies([a, f"b-round-0={b}"]) == [("round-0", "model-a"), ("b-round-0", "model-b")]
-    assert restem.resolve_policy("some/dir") == ("policy-dir", "some/dir")
+    assert restem.resolve_policies([a, f"b-round-0={b}"], "m") == [("round-0", "m"), ("b-round-0", "m")]
+    assert restem.resolve_policy("some/dir", "m") == ("policy-dir", "some/dir")
     with pytest.raises(ValueError, match="two policies would be named 'round-0'.*NAME=SPEC"):
-        restem.resolve_policies([a, b])
+        restem.resolve_policies([a, b], "m")
 
 
 def test_policy_sft_never_cuts_a_completion(tiny_dir, tmp_path, monkeypatch):
@@ -319,21 +318,21 @@ def test_round_summary_names_the_reward_baseline(tmp_path):
 
 def test_a_run_file_names_no_model_but_its_own_rounds_and_its_start(tmp_path):
     """``round-N/policy.json`` comes with a run directory, maybe someone else's: the policy it names
-    is loaded only if it is one of this run's rounds (found where the run is now) or the model
-    the run started from, never a path of the file's choosing."""
+    is loaded only if it is one of this run's rounds (found where the run is now) or the model the
+    command was given, never a path of the files' choosing (the run's own config.yaml included)."""
     run = tmp_path / "run"
     (run / "round-1").mkdir(parents=True)
-    (run / "config.yaml").write_text("model: smollm2\n")
+    (run / "config.yaml").write_text("model: /home/someone/model\n")  # as hostile as the policy file
     done = run / "round-1" / "policy.json"
     for saved, expected in [("/old/place/run/round-1/policy", str(run / "round-1" / "policy")),
                             ("/old/place/run/round-0/policy", str(run / "round-0" / "policy")),
                             ("smollm2", "smollm2")]:
         done.write_text(json.dumps({"policy": saved}))
-        assert policy_of_round(run, 1) == expected
-    for hostile in ["/home/someone/model", "/old/place/run/round-2/policy", "../other/round-1/x"]:
+        assert policy_of_round(run, 1, "smollm2") == expected
+    for hostile in ["/home/someone/model", "/old/place/run/round-2/policy", "../other/round-1/x", None, 3]:
         done.write_text(json.dumps({"policy": hostile}))
-        with pytest.raises(ValueError, match="neither a round of this run nor the model it started from") as e:
-            policy_of_round(run, 1)
+        with pytest.raises(ValueError, match=r"neither a round of this run nor the model given \(--model smollm2\)") as e:
+            policy_of_round(run, 1, "smollm2")
         assert str(done) in str(e.value)
 
 
@@ -357,9 +356,30 @@ def test_a_round_evaluates_from_its_committed_adapter_on_a_fresh_clone(tmp_path,
     ids = base.tokenizer("The Mongol army seized Otrar.", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         expected = peft(input_ids=ids).logits
-    name, spec = restem.resolve_policy(str(run / "round-0"))
+    name, spec = restem.resolve_policy(str(run / "round-0"), str(tiny_dir))
     assert (name, spec) == ("round-0", str(run / "round-0" / "adapter"))
-    loaded = load_model(spec, dtype="float32", device="cpu")
-    assert not hasattr(loaded.model, "peft_config")  # merged: inner loops put their own LoRA on it
-    with torch.no_grad():
-        assert torch.allclose(loaded.model(input_ids=ids).logits, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="its adapter was trained on .*not on the model given"):
+        restem.resolve_policy(str(run / "round-0"), "smollm2")  # its files do not choose the base
+    for spec in (spec, f"{spec}:attn_implementation=eager"):  # loading options go to the base (Ray workers add some)
+        loaded = load_model(spec, dtype="float32", device="cpu")
+        assert not hasattr(loaded.model, "peft_config")  # merged: inner loops put their own LoRA on it
+        with torch.no_grad():
+            assert torch.allclose(loaded.model(input_ids=ids).logits, expected, atol=1e-5)
+    assert loaded.model.config._attn_implementation == "eager"
+
+
+def test_a_lost_checkpoint_with_its_adapter_is_merged_again_not_retrained(train_cfg, passages, monkeypatch):
+    """A committed round adapter rebuilds its policy exactly, without a second SFT that would
+    overwrite the committed adapter with another one."""
+    monkeypatch.setattr(restem, "select_winners", lambda rewards, rule: {i: [0] for i in rewards})
+    train_cfg.rounds = 1
+    run = run_restem(train_cfg, passages, make_domain)
+    policy, adapter = run.path / "round-0" / "policy", run.path / "round-0" / "adapter"
+    before = load_file(policy / "model.safetensors")
+    weights = (adapter / "adapter_model.safetensors").read_bytes()
+    shutil.rmtree(policy)
+    monkeypatch.setattr(restem, "sft_policy", lambda *a, **k: pytest.fail("the round was trained again"))
+    run_restem(train_cfg, passages, make_domain, resume=run.path)
+    after = load_file(policy / "model.safetensors")
+    assert before.keys() == after.keys() and all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    assert (adapter / "adapter_model.safetensors").read_bytes() == weights

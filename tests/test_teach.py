@@ -46,8 +46,9 @@ def test_learn_probes_general_knowledge_replays_its_own_answers_and_reports_each
     assert asked == [5]  # only the answers the update replays are generated
     assert sum("Question:" in p and "\n\nQuestion:" in p for p in prompts) == 2  # reading comprehension
     steps = set(events)
-    assert {"loading the model", "writing self-edits and check questions", "general questions (before)",
-            "the model's own general answers, to replay", "otrar.txt: training", "general questions (after)"} <= steps
+    assert {"loading the model", "cutting the documents into chunks", "writing self-edits and check questions",
+            "general questions (before)", "the model's own general answers, to replay", "otrar.txt: training",
+            "general questions (after)"} <= steps
     assert writes == [2]  # one generation pass: the self-edit and the check draft are samples of one batch
     assert len(json.loads((tmp_path / "adapter" / "selfedits.json").read_text())[0][0]) == 1
     assert set(meta["seconds"]) == steps  # every step is timed
@@ -140,7 +141,7 @@ def test_ask_with_several_adapters_answers_with_each_and_with_their_sum(tiny_dir
             model=str(tiny_dir), selfedits_per_chunk=1, check="none", probe=False, distill=0, reading=0,
             lora=LoRAConfig(r=4, epochs=2, lr=1e-2), seed=n, dtype="float32", device="cpu"), progress=lambda *a: None)
     q = ["Which town was seized?"]
-    kw = dict(max_new_tokens=4, dtype="float32", device="cpu")
+    kw = dict(model=str(tiny_dir), max_new_tokens=4, dtype="float32", device="cpu")
     each = ask(q, outs, **kw)
     assert list(each) == [str(o) for o in outs]
     assert [each[str(o)] for o in outs] == [ask(q, o, **kw)[str(o)] for o in outs]  # as if asked alone
@@ -323,7 +324,7 @@ def test_ask_answers_a_question_about_nothing_learned_without_the_adapter(tiny_d
         lora=LoRAConfig(r=4, epochs=3, lr=3e-2), dtype="float32", device="cpu"), progress=lambda *a: None)
     assert "otrar" in meta["vocabulary"] and meta["general_adapter"]["questions"] == meta["general"]["questions"]
     general, about_doc = "What is the capital of France?", "Which town did the Mongol army seize?"
-    kw = dict(max_new_tokens=6, dtype="float32", device="cpu")
+    kw = dict(model=str(tiny_dir), max_new_tokens=6, dtype="float32", device="cpu")
     routed, unrouted = ask([general, about_doc], out, **kw)[str(out)], ask([general, about_doc], out, route=False,
                                                                           **kw)[str(out)]
     base = load_model(str(tiny_dir), dtype="float32", device="cpu")

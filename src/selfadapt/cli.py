@@ -641,7 +641,9 @@ def ask(
     adapter: list[Path] = typer.Option([], help="An adapter saved by `selfadapt learn`; repeat to compare "
                                        "several (each answers in turn)."),
     combine: bool = typer.Option(False, help="Answer with all --adapter at once (their LoRA updates summed)."),
-    model: Optional[str] = typer.Option(None, help="Base model (default: the adapters', else the embedded one)."),
+    model: Optional[str] = typer.Option(None, help="Base model (default: the adapters' when they name the embedded "
+                                        "model or a Hub id, else the embedded one; an adapter learned on a local "
+                                        "model needs it named here)."),
     max_new_tokens: int = typer.Option(12, help="Answer length cap (a short answer phrase)."),
     route: bool = typer.Option(True, help="Answer a question that names nothing of an adapter's documents with "
                                "the adapter disabled (the update rewrites unrelated answers); --no-route: "

@@ -236,9 +236,13 @@ def load_model(
         return spec
     from .lora import adapter_base, is_adapter, load_adapter
 
-    if is_adapter(spec):  # a LoRA adapter as a model: its base with the update merged
-        loaded = load_model(adapter_base(Path(spec)), dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-        loaded.model = load_adapter(loaded.model, Path(spec)).merge_and_unload().eval()
+    if is_adapter(spec):  # a LoRA adapter as a model: its base, loaded with the spec's options, the update merged
+        adapter, options = split_spec(spec)
+        head, base_options = split_spec(adapter_base(Path(adapter)))
+        options = {**base_options, **options}
+        base = head + (":" + ",".join(f"{k}={v}" for k, v in options.items()) if options else "")
+        loaded = load_model(base, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        loaded.model = load_adapter(loaded.model, Path(adapter)).merge_and_unload().eval()
         return LoadedModel(model=loaded.model, tokenizer=loaded.tokenizer, spec=spec, path=loaded.path)
     free_memory()
     hf_logging.disable_progress_bar()  # our own progress bars cover the long work

@@ -34,19 +34,18 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import yaml
 from transformers import PreTrainedTokenizerBase
 
 from .domain import Domain
 from .evaluate import BASE, Condition, run_conditions
 from .generation import SamplingConfig, batch_size_for
-from .lora import LoRAConfig, ResidentLoRA, name_base_model
-from .models import EMBEDDED, load_model, load_tokenizer, one_device, split_spec, strip_bos
+from .lora import LoRAConfig, ResidentLoRA, adapter_base, load_adapter, name_base_model
+from .models import EMBEDDED, load_model, load_tokenizer, one_device, pick_device, split_spec, strip_bos
 from .plots import plot_training_rounds
 from .policy import Writing, driver_needs_model, prewrite, write_into_run
 from .rewards import token_lengths
 from .rewards.length import AdaptiveTarget, laser
-from .runs import Run
+from .runs import Run, read_json
 from .vllm_backend import check_backend
 from .workers import Parallel, local, workers_for
 
@@ -174,7 +173,8 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
     if "quantization" in split_spec(str(policy))[1]:
         raise ValueError(f"{policy}: the policy SFT merges its update into full-precision weights; give ReST-EM an "
                          "unquantised model spec (quantization is for inference and the inner loop's LoRA)")
-    m = load_model(policy, dtype=dtype, device=device)
+    # on CUDA the base trains under bf16 autocast; elsewhere TRL has no autocast and keeps it fp32
+    m = load_model(policy, dtype=dtype if pick_device(device).type == "cuda" else "float32", device=device)
     m.tokenizer.padding_side = "right"
     # TRL tokenizes the rendered prompt with special tokens: a template's own BOS would double
     rows = [{**ex, "prompt": strip_bos(m.tokenizer, ex["prompt"])} for ex in examples]
@@ -200,13 +200,8 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
     save_round_adapter(trainer.model, m.tokenizer, str(policy), m.path, out.with_name("adapter"),
                        {"examples": len(examples), "steps": result.global_step, "losses": losses})
     # merged into fp32 copies of the base weights, on the CPU: the GPU's copy is done with
-    merged = trainer.model.to("cpu", torch.float32).merge_and_unload()
-    tmp_out = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp_out, ignore_errors=True)
-    merged.save_pretrained(tmp_out, safe_serialization=True)
     m.tokenizer.padding_side = "left"
-    m.tokenizer.save_pretrained(tmp_out)
-    tmp_out.rename(out)  # a killed SFT never leaves a half-written policy behind
+    save_policy(trainer.model.to("cpu", torch.float32).merge_and_unload(), m.tokenizer, out)
     return {"examples": len(examples), "steps": result.global_step, "losses": losses, "max_length": max_length}
 
 
@@ -275,23 +270,22 @@ class ReSTEMConfig:
         return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.gen_batch_size)
 
 
-def policy_of_round(run_path: Path, r: int) -> str:
+def policy_of_round(run_path: Path, r: int, start: str) -> str:
     """The policy a finished round produced: its own or an earlier round's checkpoint (where the
-    run directory is now, so a moved run still works), or the model the run started from when no
-    round had a winner. Nothing else: a run directory may come from someone else."""
+    run directory is now, so a moved run still works), or, when no round had a winner, ``start``:
+    the model the command was given. Nothing else: a run directory may come from someone else, and
+    its files must not choose which model is loaded."""
     done = Path(run_path) / f"round-{r}" / "policy.json"
     if not done.is_file():
         raise FileNotFoundError(f"{run_path} has no finished round {r} (no {done.name})")
-    saved = json.loads(done.read_text())["policy"]
-    config = Path(run_path) / "config.yaml"
-    start = (yaml.safe_load(config.read_text()) or {}).get("model") if config.is_file() else None
+    saved = read_json(done).get("policy")
     if saved == start:
         return saved
-    parts = Path(saved).parts[-2:]
+    parts = Path(saved).parts[-2:] if isinstance(saved, str) else ()
     own = re.fullmatch(r"round-(\d+)", parts[0]) if len(parts) == 2 and parts[1] == "policy" else None
-    if not own or int(own[1]) > r:  # a file must not choose which model is loaded
+    if not own or int(own[1]) > r:
         raise ValueError(f"{done}: names the policy {saved!r}, which is neither a round of this run nor the "
-                         f"model it started from ({start!r})")
+                         f"model given (--model {start})")
     return str(Path(run_path) / parts[0] / "policy")
 
 
@@ -302,15 +296,36 @@ def sft_start(cfg: "ReSTEMConfig", policy: str) -> str:
 
 def _restore_round(run: Run, r: int, previous: str, cfg: "ReSTEMConfig") -> str:
     """A finished round's policy. Checkpoints are large and not kept with a run's records; if
-    one is gone, it is trained again from the round's ``sft_data.json`` with the same seed."""
-    policy = policy_of_round(run.path, r)
+    one is gone, its round adapter is merged into the model it was trained from again, or, without
+    one, it is trained again from the round's ``sft_data.json`` with the same seed."""
+    policy = policy_of_round(run.path, r, cfg.model)
     rdir = run.path / f"round-{r}"
     if policy == str(rdir / "policy") and not (rdir / "policy").is_dir():
-        log.warning("round %d: checkpoint %s is missing; training it again from sft_data.json", r, policy)
-        examples = json.loads((rdir / "sft_data.json").read_text())
-        sft_policy(sft_start(cfg, previous), examples, cfg.sft, rdir / "policy", seed=cfg.seed + r,
-                   dtype=cfg.dtype, device=cfg.device)
+        if (rdir / "adapter" / "adapter_model.safetensors").is_file():
+            log.warning("round %d: checkpoint %s is missing; merging its adapter again", r, policy)
+            merge_round_adapter(sft_start(cfg, previous), rdir / "adapter", rdir / "policy")
+        else:
+            log.warning("round %d: checkpoint %s is missing; training it again from sft_data.json", r, policy)
+            examples = json.loads((rdir / "sft_data.json").read_text())
+            sft_policy(sft_start(cfg, previous), examples, cfg.sft, rdir / "policy", seed=cfg.seed + r,
+                       dtype=cfg.dtype, device=cfg.device)
     return policy
+
+
+def merge_round_adapter(start: str, adapter: Path, out: Path) -> None:
+    """A round's policy from its adapter: merged into fp32 weights of the model it was trained from,
+    as ``sft_policy`` saves it (exact, and the adapter itself is left as it is)."""
+    m = load_model(start, dtype="float32", device="cpu")
+    save_policy(load_adapter(m.model, adapter).merge_and_unload(), m.tokenizer, out)
+
+
+def save_policy(model, tokenizer, out: Path) -> None:
+    """Written beside ``out``, then renamed: a killed process never leaves a half-written policy."""
+    tmp_out = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp_out, ignore_errors=True)
+    model.save_pretrained(tmp_out, safe_serialization=True)
+    tokenizer.save_pretrained(tmp_out)
+    tmp_out.rename(out)
 
 
 def run_restem(
@@ -452,27 +467,44 @@ def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: l
     return new_policy
 
 
-def resolve_policy(spec: str) -> tuple[str, str]:
-    """(condition name, model spec) for a ``RUN/round-N`` directory or any model spec; ``NAME=SPEC``
-    names the condition (two runs' ``round-0`` would otherwise share a name, hence their records)."""
+def policy_name(spec: str) -> str:
+    """The condition a policy spec is reported under: ``NAME`` of ``NAME=SPEC``, ``round-N`` of a
+    ``RUN/round-N`` directory, else ``policy-`` and the spec's last part."""
     name, eq, rest = spec.partition("=")
     if eq and name and rest and "/" not in name:
-        return name, resolve_policy(rest)[1]
+        return name
     path = Path(spec)
-    if (path / "policy.json").is_file():
-        policy = policy_of_round(path.parent, int(path.name.rsplit("-", 1)[-1]))
-        if policy == str(path / "policy") and not Path(policy).is_dir() and (path / "adapter").is_dir():
-            policy = str(path / "adapter")  # a fresh clone: the checkpoint is git-ignored, the adapter committed
-        return path.name, policy
-    return f"policy-{path.name}", spec
+    return path.name if (path / "policy.json").is_file() else f"policy-{path.name}"
 
 
-def resolve_policies(specs: list[str], tested: list[str] | tuple[str, ...] = ()) -> list[tuple[str, str]]:
+def resolve_policy(spec: str, start: str) -> tuple[str, str]:
+    """(condition name, model spec) for a ``RUN/round-N`` directory or any model spec; ``NAME=SPEC``
+    names the condition (two runs' ``round-0`` would otherwise share a name, hence their records).
+    ``start``: the model the command was given, the only one a run's files may name besides its own
+    rounds (``policy_of_round``)."""
+    name, eq, rest = spec.partition("=")
+    if eq and name and rest and "/" not in name:
+        return name, resolve_policy(rest, start)[1]
+    path = Path(spec)
+    if not (path / "policy.json").is_file():
+        return policy_name(spec), spec
+    policy = policy_of_round(path.parent, int(path.name.rsplit("-", 1)[-1]), start)
+    if policy == str(path / "policy") and not Path(policy).is_dir() and (path / "adapter").is_dir():
+        # a fresh clone: the checkpoint is git-ignored, the adapter committed
+        if adapter_base(path / "adapter") != split_spec(start)[0]:
+            raise ValueError(f"{path}: its checkpoint is missing and its adapter was trained on "
+                             f"{adapter_base(path / 'adapter')!r}, not on the model given (--model {start})")
+        return path.name, str(path / "adapter")
+    return path.name, policy
+
+
+def resolve_policies(specs: list[str], start: str,
+                     tested: list[str] | tuple[str, ...] = ()) -> list[tuple[str, str]]:
     """``resolve_policy`` for each; refuses two policies under one condition name, whose records
     would be one policy's. ``tested``: the specs a resumed run has evaluated; a new spec under one
     of their names is refused (before any work), not shown with the earlier policy's records."""
-    out = [resolve_policy(s) for s in specs]
-    seen = {resolve_policy(s)[0]: s for s in tested}
+    out = [resolve_policy(s, start) for s in specs]
+    seen = {policy_name(s): s for s in tested}
     for (n, _), spec in zip(out, specs):
         if spec in tested:
             continue

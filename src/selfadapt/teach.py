@@ -35,7 +35,7 @@ from .knowledge.experiment import DEFAULT_DECODING, DEFAULT_FORMAT
 from .knowledge.measure import qa_examples
 from .knowledge.selfedit import FORMATS, is_question, selfedit_items
 from .lora import Example, LoRAConfig, ResidentLoRA, adapter_base, load_adapter, name_base_model
-from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model
+from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model, split_spec
 from .routing import about, content_words
 from .runs import plain, read_json
 from .policy import write_selfedits
@@ -186,15 +186,19 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
     for path, text in contents.items():
         if not text.strip():
             raise ValueError(f"{path} holds no text to learn")
+        if (cfg.cloze or cfg.check == "cloze") and not cloze_pairs(" ".join(text.split()), _title(path), limit=1):
+            log.warning("%s: no sentence names a person, place, date or number, so there is no fact to ask "
+                        "about: nothing it teaches can be checked (is it too short?)", path)
     with _Steps(progress) as steps:
         with steps.timed("loading the model"):
             loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
             lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
         tok = lora.tokenizer
         docs = []
-        for path, text in contents.items():
-            doc_title = path.stem.replace("_", " ").replace("-", " ")
-            docs.append((path, doc_title, chunk_document(text, doc_title, tok, cfg.chunk_tokens)))
+        with steps.timed("cutting the documents into chunks", len(contents)) as advance:
+            for path, text in contents.items():
+                docs.append((path, _title(path), chunk_document(text, _title(path), tok, cfg.chunk_tokens)))
+                advance()
         title = docs[-1][1] if len(docs) == 1 else "your documents"  # what `ask` puts in its prompt
         vocabulary = sorted(set().union(*(content_words(f"{c.title} {c.context}") for _, _, cs in docs for c in cs)))
         domain = KnowledgeDomain(tok, cfg.fmt, grounded=cfg.grounded)
@@ -375,6 +379,17 @@ def model_card(meta: dict, checks: list[dict]) -> str:
             f"<this directory>`.\n\n" + "\n".join(report_lines(meta, checks, limit=50)) + "\n")
 
 
+def _title(path: Path) -> str:
+    """A document's title, what its questions are asked under: its file name as words."""
+    return path.stem.replace("_", " ").replace("-", " ")
+
+
+def _local(spec: str) -> bool:
+    """A model spec that names a file or directory here (not the embedded model or a Hub id)."""
+    where = split_spec(spec)[0]
+    return where.startswith((".", "/", "~")) or where.endswith(".gguf") or Path(where).expanduser().exists()
+
+
 def writable_out(out: Path) -> None:
     """``out`` can take the adapter: checked before minutes of training, not after."""
     if out.exists() and not out.is_dir():
@@ -422,11 +437,14 @@ def ask(questions: list[str], adapters: list[Path] | Path | None = None, model: 
     if not all(q.strip() for q in questions):
         raise ValueError("an empty question: ask something")
     paths, metas = adapter_paths(adapters)
-    needs = {path: meta.get("model") or adapter_base(path) for path, meta in zip(paths, metas)}
+    needs = {path: adapter_base(path) for path in paths}
     bases = set(needs.values())
     if model is None and len(bases) > 1:
         raise ValueError(f"the adapters were learned on different models ({', '.join(sorted(bases))}); "
                          "ask them one model at a time")
+    if model is None and bases and _local(base := next(iter(bases))):
+        # an adapter may come from someone else: its files name a Hub model, never a path to load
+        raise ValueError(f"{paths[0]} was learned on the local model {base}: ask with --model {base}")
     loaded = load_model(model or (bases.pop() if bases else EMBEDDED), dtype=dtype, device=device)
     if not paths:
         return {"base": short_answers(loaded.model, loaded.tokenizer, [("general knowledge", q) for q in questions],

@@ -145,7 +145,7 @@ def _baselines(run: Run, cfg: ArcEvalConfig, tasks: list, sampling: SamplingConf
 def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None,
                  parallel: Parallel | None = None) -> tuple[Run, list[dict[str, Any]]]:
     tasks = cfg.arc.load()
-    policies = resolve_policies(cfg.policies)
+    policies = resolve_policies(cfg.policies, cfg.model)
     resolve(cfg.model)  # a bad model spec fails here, before a run directory exists
     run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), "eval-arc", cfg)
     sampling = SamplingConfig(cfg.selfedit_tokens, cfg.temperature, cfg.top_p, batch_size=cfg.gen_batch_size)

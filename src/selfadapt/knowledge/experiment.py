@@ -35,7 +35,7 @@ from ..models import EMBEDDED, LoadedModel, load_model, load_tokenizer, resolve
 from ..plots import plot_paired, plot_policy_rounds, plot_scores
 from ..prior import check_prior
 from ..policy import Writing, driver_needs_model, evaluate_policy, prewrite, write_into_run
-from ..restem import resolve_policies
+from ..restem import policy_name, resolve_policies
 from ..runs import CONTENT_HASH, Run, plain
 from .data import (EXTERNAL_SELFEDITS, DatasetError, Passage, content_hash, external_format, load_external_selfedits,
                    load_passages)
@@ -160,7 +160,8 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
             raise DatasetError(f"{name}: unknown self-edit format {fmt!r}; choose from {', '.join(FORMATS)}")
     # a policy under a name the resumed run has already evaluated is refused here, before any work
     evaluated = (Run.saved_config(resume).get("policies") or []) if resume else []
-    policies = resolve_policies(cfg.policies, evaluated)
+    policies = resolve_policies(cfg.policies, cfg.model.spec if isinstance(cfg.model, LoadedModel) else cfg.model,
+                                evaluated)
     resolve(cfg.model)  # a bad model spec fails here, before a run directory exists
     config = {**plain(cfg), CONTENT_HASH: content_hash(passages)}  # a resume on other items is refused
     run = (Run.resume(resume, config, extend=("policies",)) if resume
@@ -226,8 +227,8 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
                         parallel=parallel, backend=cfg.backend)
     # The table holds every policy the run has tested, also those not named again on this resume
     # (whose checkpoints need not be on this machine).
-    tested = resolve_policies(run.config.get("policies") or [])
-    names += [n for name, _ in tested for n in (f"{name}-base", name)]
+    tested = [policy_name(spec) for spec in run.config.get("policies") or []]
+    names += [n for name in tested for n in (f"{name}-base", name)]
 
     references = REFERENCES + ((FORMAT,) if "format" in cfg.controls else ())
     # from the per-question values, so a table never shows a run's stored scores under another measure's name
@@ -243,7 +244,7 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
         by_name = {r["condition"]: r for r in rows}
         first = own_name(cfg.formats[0], cfg.decodings[0])
         untrained = [{**by_name[first], "condition": "untrained"}] if first in by_name else []
-        curve = untrained + [by_name[n] for n, _ in tested]
+        curve = untrained + [by_name[n] for n in tested]
         baselines = {c: by_name[c]["score"] for c in ["base", RECITAL, "passage", FORMAT, "gpt-4.1", "seal-qwen"]
                      if c in by_name}
         plot_policy_rounds(curve, baselines, run.path / "rounds.png", title)
