@@ -5,6 +5,7 @@ count the calls; vLLM and a Ray cluster are not needed."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import types
@@ -93,6 +94,62 @@ def test_gen_batch_size_flag_reaches_the_run_config(tmp_path, monkeypatch, comma
     assert CliRunner().invoke(app, [*command, "--gen-batch-size", "0"]).exit_code == 2
 
 
+def no_device_default(monkeypatch) -> list[int]:
+    """Every ``model.generate`` batch's rows, with the device default of the batch size made to fail:
+    a run that is resumed on another device must sample as its records were."""
+    from transformers import GenerationMixin
+
+    rows, real = [], GenerationMixin.generate
+    monkeypatch.setattr(generation, "default_batch_size",
+                        lambda device: pytest.fail("a resumable run's batch size left to the device"))
+    monkeypatch.setattr(GenerationMixin, "generate",
+                        lambda self, **kw: rows.append(len(kw["input_ids"])) or real(self, **kw))
+    return rows
+
+
+def test_rrr_runs_sample_in_the_batches_their_config_records(tiny_dir, tmp_path, monkeypatch):
+    """``rrr build-failures`` in its ``batch_size``, ``rrr probe`` and ``rrr eval`` in their ``chunk``
+    (both in the run's config), on any device."""
+    from selfadapt.rrr import experiment
+
+    rows = no_device_default(monkeypatch)
+    common = dict(model=str(tiny_dir), dtype="float32", device="cpu", runs_dir=str(tmp_path))
+    experiment.run_build_failures(experiment.FailuresConfig(task="countdown", queries=2, attempts=3, max_new_tokens=3,
+                                                            batch_size=4, **common))
+    assert rows == [4, 2]
+    rows.clear()
+    settings = dict(answer_tokens=3, reflection_tokens=3, chunk=2, **common)
+    experiment.run_rrr_probe(experiment.ProbeConfig(tasks=["countdown:numbers=2"], queries=3, **settings))
+    assert rows and max(rows) == 2
+    rows.clear()
+    experiment.run_rrr_eval(experiment.RRREvalConfig(task="countdown:numbers=2", queries=3, general=3, **settings))
+    assert rows and max(rows) == 2
+
+
+def test_continual_self_edits_sample_in_a_set_batch(tiny_dir, tmp_path, monkeypatch):
+    """``eval continual`` writes one self-edit per update, a batch of one whatever the device."""
+    import selfadapt.knowledge.continual as continual
+    from selfadapt.lora import LoRAConfig
+
+    no_device_default(monkeypatch)
+    written = []
+
+    def write(model, tok, domain, items, k, sampling, *, seed):
+        written.append((len(items) * k, sampling.batch_size))
+        return [["Q: Who fled?\nA: The Shah"]], 0.0
+
+    monkeypatch.setattr(continual, "write_selfedits", write)
+    data = tmp_path / "two.json"
+    data.write_text(json.dumps([{"title": f"T{i}", "context": CONTEXT, "questions": [{"question": "Who fled?",
+                                                                                       "answer": "The Shah"}]}
+                                for i in range(2)]))
+    cfg = continual.ContinualConfig(model=str(tiny_dir), dataset=str(data), passages=2, conditions=["own"],
+                                    lora=LoRAConfig(r=2, epochs=1), dtype="float32", device="cpu",
+                                    runs_dir=str(tmp_path / "runs"))
+    continual.run_continual_eval(cfg)
+    assert written == [(1, 1), (1, 1)]
+
+
 # 6b: constrained decoding
 
 
@@ -169,6 +226,81 @@ def test_host_unpacking_masks_what_llguidances_kernel_masks():
     assert torch.equal(scores, expected)
     assert torch.isfinite(scores[1]).tolist() == [i in (0, 2, 70) for i in range(90)]
     assert torch.isfinite(scores[2]).all()
+
+
+def random_bitmask(rows: int, vocab: int) -> torch.Tensor:
+    """A bitmask over ``vocab`` tokens: random rows, then one with no bit, one with every bit, and
+    one with tokens 0, 2, 70 and, in the sign bit of its last word, the last token of the bitmask (past
+    ``vocab`` unless it is a multiple of 32)."""
+    from llguidance.torch import allocate_token_bitmask
+
+    bitmask = allocate_token_bitmask(rows + 3, vocab)
+    words = bitmask.shape[1]
+    bitmask[:rows] = torch.from_numpy(
+        np.random.default_rng(0).integers(0, 2**32, (rows, words), dtype=np.uint32).view(np.int32))
+    bitmask[rows] = 0
+    bitmask[rows + 1] = -1
+    bitmask[rows + 2] = 0
+    bitmask[rows + 2, 0] = 5
+    bitmask[rows + 2, 2] = 1 << 6
+    bitmask[rows + 2, -1] |= -(1 << 31)
+    return bitmask
+
+
+@pytest.mark.parametrize("vocab", [90, 96, 151_936])
+def test_eager_fallback_masks_what_host_unpacking_masks(vocab):
+    """The fallback for a CUDA box where llguidance's kernel cannot be compiled unpacks the bits with
+    torch operations (where the bitmask is: on the device there); on CPU it masks exactly what the
+    host path does."""
+    bitmask = random_bitmask(4, vocab)
+    scores = torch.randn(len(bitmask), vocab)
+    host, eager = scores.clone(), scores.clone()
+    generation.apply_bitmask(host, bitmask)
+    generation.apply_bitmask_eager(eager, bitmask)
+    assert torch.equal(host, eager)
+    finite = torch.isfinite(eager)
+    assert not finite[4].any() and finite[5].all()
+    last = 32 * bitmask.shape[1] - 1
+    assert finite[6].nonzero().flatten().tolist() == [0, 2, 70] + [last] * (last < vocab)
+    narrow = scores.clone()  # a bitmask narrower than the logits: the tokens past it masked
+    generation.apply_bitmask_eager(narrow, bitmask[:, :2])
+    assert torch.isinf(narrow[:, 64:]).all() and torch.equal(narrow[:, :64], eager[:, :64])
+
+
+def test_a_kernel_that_cannot_compile_falls_back_to_eager_masking_once(monkeypatch, caplog):
+    """On CUDA llguidance's ``torch.compile``d kernel needs Inductor, Triton and a C compiler: where
+    compiling fails, constrained decoding goes on with the eager masking, warned of once, and the
+    compile is not tried again."""
+    calls = []
+
+    def broken(scores, bitmask):
+        calls.append(1)
+        raise RuntimeError("backend='inductor' raised: CalledProcessError: gcc not found")
+
+    monkeypatch.setattr(generation, "apply_token_bitmask_inplace", broken)
+    monkeypatch.setattr(generation, "_kernel_failed", False)
+    bitmask = random_bitmask(2, 90)
+    scores = torch.randn(len(bitmask), 90)
+    expected = scores.clone()
+    generation.apply_bitmask(expected, bitmask)  # the host path
+    for _ in range(3):  # the CUDA branch, with the bitmask already where the scores are
+        masked = scores.clone()
+        with caplog.at_level("WARNING", logger="selfadapt.generation"):
+            generation._apply_on_device(masked, bitmask)
+        assert torch.equal(masked, expected)
+    assert len(calls) == 1 and generation._kernel_failed
+    (warning,) = [r for r in caplog.records if r.name == "selfadapt.generation"]
+    assert "gcc not found" in warning.getMessage() and "eager" in warning.getMessage()
+
+
+def test_the_compiled_kernel_is_used_while_it_works(monkeypatch):
+    calls = []
+    monkeypatch.setattr(generation, "apply_token_bitmask_inplace", lambda scores, bitmask: calls.append(bitmask))
+    monkeypatch.setattr(generation, "apply_bitmask_eager", lambda *a: pytest.fail("eager masking used"))
+    monkeypatch.setattr(generation, "_kernel_failed", False)
+    bitmask = random_bitmask(1, 90)
+    generation._apply_on_device(torch.zeros(len(bitmask), 90), bitmask)
+    assert calls == [bitmask]
 
 
 class Opaque:

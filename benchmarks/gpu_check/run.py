@@ -19,7 +19,8 @@ with its traceback and the next one runs):
 - restem-1.5b: one ReST-EM round on the knowledge domain, 4 passages × k=2, a forced winner so the
                policy SFT (TRL) runs, exactly as ``selfadapt train knowledge`` runs it
 - grpo-1.5b:   one Reflect-Retry-Reward GRPO step (TRL's GRPOTrainer, ``rrr/grpo.py``)
-- restem-7b:   the ReST-EM round at 7B: does one GPU hold the inner loop (bf16) and the SFT (fp32)?
+- restem-7b:   the ReST-EM round at 7B: does one GPU hold the inner loop and then the policy SFT (both
+               on the bf16 base; the SFT's LoRA fp32 under autocast, merged in fp32 on the CPU)?
 
 "Live model copies" counts the transformers models alive in the process (``live_models``): at the
 measuring points of gen-batch and inner-loop, and every few seconds (at a module call) while a ReST-EM
@@ -61,7 +62,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Qwen2Config
 
-from selfadapt.generation import SamplingConfig
+from selfadapt.generation import SamplingConfig, default_batch_size
 from selfadapt.inner_loop import evaluate_selfedit
 from selfadapt.knowledge import KnowledgeDomain, load_external_selfedits, load_passages
 from selfadapt.knowledge.measure import qa_prompt
@@ -144,8 +145,9 @@ def build_model(ctx: Ctx, size: str) -> PreTrainedModel:
 
 
 def save_random_model(ctx: Ctx, size: str, where: Path) -> dict:
-    """A random model saved as a model directory (weights and tokenizer): ReST-EM takes a model spec, since
-    it reloads its policy every round, and in fp32 for the SFT. The built copy is gone on return."""
+    """A random model saved as a model directory (weights and tokenizer, in the run's dtype): ReST-EM takes
+    a model spec, since it reloads its policy every round (the inner loops and the SFT load it in the run's
+    dtype, bf16 on CUDA). The built copy is gone on return."""
     t0 = time.perf_counter()
     model = build_model(ctx, size)
     params = sum(p.numel() for p in model.parameters())
@@ -213,15 +215,11 @@ def sync() -> None:
 
 
 def default_gen_batch(device: torch.device) -> tuple[int, str]:
-    """ReST-EM's self-edit writing batch as its config resolves it on this device; where that is still 8
-    (the CPU), the CUDA default the comparison is about (64 if the library has none)."""
+    """ReST-EM's self-edit writing batch as its config resolves it on this device; where that is 8 (the
+    CPU), the CUDA default the comparison is about."""
     batch = ReSTEMConfig(device=device.type).sampling.batch_size
     if batch != 8:
         return batch, f"ReSTEMConfig on {device.type}"
-    try:
-        from selfadapt.generation import default_batch_size
-    except ImportError:
-        return 64, "64: the library has no CUDA default of its own"
     return default_batch_size(torch.device("cuda")), "generation.default_batch_size for CUDA"
 
 
@@ -232,8 +230,9 @@ def default_gen_batch(device: torch.device) -> tuple[int, str]:
 def phase_gen_batch(ctx: Ctx, live: Sampler) -> dict:
     """Self-edit writing tokens/s at batch 8 and at ReST-EM's default batch (1.5B).
 
-    One batch of each size through ReST-EM's own writing call, in its default decoding (grounded self-QA,
-    a per-row logits processor) and in free decoding: what a larger CUDA default buys."""
+    One batch of each size through ReST-EM's own writing call, in its default decoding (grounded self-QA:
+    a stateful constraint per row, one token bitmask for the batch per step) and in free decoding: what a
+    larger CUDA default buys."""
     model, tok = build_model(ctx, "1.5b"), ctx.tokenizer
     passages = load_passages("train", limit=8)
     domains = {d: KnowledgeDomain(tok, "self-qa", grounded=d == "grounded") for d in ctx.knobs.decodings}
@@ -344,7 +343,8 @@ def phase_restem(size: str):
         """One ReST-EM round of ``selfadapt train knowledge``, a forced winner so the policy SFT runs (SIZE).
 
         ``run_knowledge_training`` as the CLI calls it: self-edits written by the policy, each evaluated by
-        an inner loop, the winners SFT'd (TRL, fp32) into the next policy, which is saved."""
+        an inner loop, the winners SFT'd (TRL: an fp32 LoRA under autocast on the base in the run's dtype,
+        merged in fp32 on the CPU) into the next policy, which is saved."""
         with tempfile.TemporaryDirectory(dir=ctx.scratch, prefix=f"restem-{size}-") as tmp:
             out = save_random_model(ctx, size, Path(tmp) / "model")
             print(f"  {out['parameters'] / 1e9:.2f}B parameters, built and saved in {out['build_and_save_s']:.0f} s",

