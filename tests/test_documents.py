@@ -1,5 +1,7 @@
 """`learn`'s documents: PDF, HTML and DOCX through MarkItDown, chunks by the model's tokens."""
 
+import codecs
+import random
 import zipfile
 
 import pytest
@@ -103,6 +105,21 @@ def test_text_in_another_encoding_is_decoded_not_mangled(tmp_path):
     assert read_document(path) == text
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-16-be", "utf-32-be"])
+def test_utf16_and_utf32_text_with_a_byte_order_mark_is_read_not_refused_as_binary(tmp_path, encoding):
+    """Their NUL bytes made the binary check refuse them: the byte-order mark is read first."""
+    text = ("Jürgen Müller gründete die Brauerei 1871 in Köln. Später übernahm sein Sohn die Führung, "
+            "und die Brauerei wuchs über die Grenzen der Stadt hinaus.\n")
+    bom = {"utf-16-be": codecs.BOM_UTF16_BE, "utf-32-be": codecs.BOM_UTF32_BE}.get(encoding, b"")
+    path = tmp_path / "brauerei.txt"
+    path.write_bytes(bom + text.encode(encoding))  # "utf-16"/"utf-32" write their own (little-endian here)
+    assert read_document(path) == text
+    for bom in (codecs.BOM_UTF16_LE, codecs.BOM_UTF32_LE):  # a byte-order mark in front of binary data
+        path.write_bytes(bom + bytes(range(256)) * 64)
+        with pytest.raises(ValueError, match=r"brauerei\.txt: .*binary"):
+            read_document(path)
+
+
 def test_an_unknown_extension_is_refused_as_a_folder_scan_does(tmp_path):
     path = tmp_path / "notes.xyz"
     path.write_text("The Harlow lighthouse was built in 1871.")
@@ -122,3 +139,52 @@ def test_a_long_paragraph_is_cut_in_linear_time(tiny_tokenizer):
     chunks = chunk_document(text, "T", counting, max_tokens=24)
     assert " ".join(c.context for c in chunks).split() == text.split()
     assert sum(calls) < 3 * len(text)  # the quadratic version read the text hundreds of times over
+
+
+def _long_line(n_words: int = 3_000) -> str:
+    """One line of prose-like text: capitalised words, numbers, punctuation, brackets."""
+    rng = random.Random(0)
+    words = ("The Harlow lighthouse was built in by Edith Crane while Mongol army seized town of Otrar after "
+             "Genghis Khan ordered Subutai and Jebe to hunt the Shah quick brown fox jumps over lazy dog "
+             "Implications fragmentation decisive Question Answer silver Müller Köln Brauerei").split()
+    out = []
+    for _ in range(n_words):
+        word, r = rng.choice(words), rng.random()
+        word = str(rng.randint(1, 99_999)) if r < 0.1 else word.capitalize() if r < 0.2 else \
+            word.upper() if r < 0.25 else word
+        word = ("(" if rng.random() < 0.03 else "") + word + (rng.choice(".,;:!?)") if rng.random() < 0.1 else "")
+        out.append(word)
+    return " ".join(out)
+
+
+def _assert_cut_within(tokenizer, max_tokens: int):
+    text = _long_line()
+    chunks = chunk_document(text, "T", tokenizer, max_tokens=max_tokens)
+    sizes = [len(tokenizer(c.context, add_special_tokens=False)["input_ids"]) for c in chunks]
+    assert max(sizes) <= max_tokens, sorted(sizes)[-5:]
+    assert " ".join(c.context for c in chunks).split() == text.split()
+    assert sum(sizes) > 0.8 * len(sizes) * max_tokens  # still cut near the limit, not word by word
+    words, paragraphs = text.split(), []  # paragraphs of all lengths: a short last piece counts too
+    for n in range(1, 60):
+        paragraphs.append(" ".join(words[:n]))
+        words = words[n:]
+    text = "\n\n".join(paragraphs)
+    chunks = chunk_document(text, "T", tokenizer, max_tokens=max_tokens)
+    sizes = [len(tokenizer(c.context, add_special_tokens=False)["input_ids"]) for c in chunks]
+    assert max(sizes) <= max_tokens, sorted(sizes)[-5:]
+    assert " ".join(c.context for c in chunks).split() == text.split()
+
+
+@pytest.mark.parametrize("max_tokens", [16, 24, 64, 256])
+def test_a_long_line_is_cut_within_max_tokens_counted_alone(tiny_tokenizer, max_tokens):
+    """A piece starting at " Word" in the line's tokens is "Word" alone, which can take more
+    tokens: walking the line's offsets made 2,498 of 37,885 SmolLM2 pieces too long."""
+    _assert_cut_within(tiny_tokenizer, max_tokens)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("max_tokens", [16, 24, 64, 256])
+def test_a_long_line_is_cut_within_max_tokens_of_the_embedded_tokenizer(max_tokens):
+    from selfadapt.models import load_tokenizer
+
+    _assert_cut_within(load_tokenizer("smollm2"), max_tokens)

@@ -10,6 +10,7 @@ language or script.
 
 from __future__ import annotations
 
+import codecs
 import re
 import zipfile
 from pathlib import Path
@@ -18,6 +19,9 @@ from .knowledge.data import Passage
 
 TEXT = (".txt", ".md")
 CONVERTED = (".pdf", ".html", ".htm", ".docx", ".pptx", ".xlsx", ".epub")
+# UTF-32's marks first: UTF-32-LE's (FF FE 00 00) starts with UTF-16-LE's (FF FE)
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 
 
 def document_paths(paths: list[Path]) -> list[Path]:
@@ -63,7 +67,17 @@ def read_document(path: Path) -> str:
 def decode_text(path: Path, raw: bytes) -> str:
     """A text file's characters: UTF-8, else the encoding charset-normalizer finds (a Latin-1
     "Müller" read as UTF-8 would teach "M\ufffdller"). Binary data is refused, not learned as
-    replacement characters."""
+    replacement characters. UTF-16 and UTF-32 are read by their byte-order mark, before the
+    NUL-byte test for binary data that their zero bytes would fail."""
+    for bom, encoding in BOMS:
+        if raw.startswith(bom):
+            try:
+                text = raw[len(bom):].decode(encoding)
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}: this is binary data, not {encoding} text") from None
+            if "\x00" in text[:8192]:
+                raise ValueError(f"{path}: this is binary data, not text")
+            return text
     if b"\x00" in raw[:8192]:
         raise ValueError(f"{path}: this is binary data, not text")
     try:
@@ -106,30 +120,44 @@ def chunk_document(text: str, title: str, tokenizer, max_tokens: int) -> list[Pa
     def n_tokens(s: str) -> int:
         return len(tokenizer(s, add_special_tokens=False)["input_ids"])
 
-    pieces: list[str] = []
-    for para in (" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()):
-        pieces += _cut(para, tokenizer, max_tokens)
     chunks: list[str] = []
-    for piece in pieces:
-        if chunks and n_tokens(chunks[-1] + "\n" + piece) <= max_tokens:
-            chunks[-1] += "\n" + piece
-        else:
-            chunks.append(piece)
+    for para in (" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()):
+        for k, piece in enumerate(_cut(para, tokenizer, max_tokens)):
+            # a paragraph's later piece follows one cut where its first word no longer fitted: it
+            # starts a chunk (counting each such pair read a long paragraph twice more)
+            if k == 0 and chunks and n_tokens(chunks[-1] + "\n" + piece) <= max_tokens:
+                chunks[-1] += "\n" + piece
+            else:
+                chunks.append(piece)
     return [Passage(title, c, (), index=i) for i, c in enumerate(chunks)]
 
 
 def _cut(para: str, tokenizer, max_tokens: int) -> list[str]:
     """A paragraph in pieces of at most ``max_tokens`` tokens, each cut at the last space before
     the limit. The paragraph is tokenized once and walked by its offsets: re-tokenizing the rest
-    after every cut made a long single-line file quadratic."""
+    after every cut made a long single-line file quadratic. Each piece is then counted alone (a
+    piece starting at a " Word" token is "Word", which can take more tokens) and, if over, cut at
+    an earlier space: a piece is ~``max_tokens`` long, so this stays linear."""
+    def fits(start: int, cut: int) -> bool:
+        return len(tokenizer(para[start:cut].strip(), add_special_tokens=False)["input_ids"]) <= max_tokens
+
     offsets = tokenizer(para, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     pieces, first = [], 0  # ``first``: the first token not yet in a piece
-    while len(offsets) - first > max_tokens:
-        start, end = offsets[first][0], offsets[first + max_tokens - 1][1]
+    while first < len(offsets):
+        start, last = offsets[first][0], min(first + max_tokens, len(offsets)) - 1
+        if last == len(offsets) - 1 and (first == 0 or fits(start, len(para))):
+            pieces.append(para[start:].strip())
+            break
+        end = offsets[last][1]
         cut = para.rfind(" ", start, end + 1)
-        cut = cut if cut > start else end  # one very long word
+        while cut > start and not fits(start, cut):
+            cut = para.rfind(" ", start, cut)
+        if cut <= start or offsets[first][1] > cut:  # one very long word: cut at a token boundary
+            while last > first and not fits(start, offsets[last][1]):
+                last -= 1
+            cut = offsets[last][1]
         pieces.append(para[start:cut].strip())
-        while first < len(offsets) and offsets[first][1] <= cut:
+        # the tokens up to the cut, and a " " token after it, which would take a place in the next
+        while first < len(offsets) and (offsets[first][1] <= cut or para[offsets[first][0]:offsets[first][1]] == " "):
             first += 1
-    rest = para[offsets[first][0]:].strip() if first < len(offsets) else ""
-    return pieces + ([rest] if rest else [])
+    return [p for p in pieces if p]
