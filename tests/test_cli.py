@@ -57,7 +57,8 @@ def test_learn_then_ask(tiny_dir, tmp_path):
     meta = json.loads((out / "selfadapt.json").read_text())
     assert meta["title"] == "otrar notes" and meta["chunks"] == 1 and meta["steps"] >= 2
     assert meta["documents"][0]["replayed"] == 0
-    res = invoke("ask", "Which town was seized?", "What metal?", "--adapter", out, "--max-new-tokens", 4)
+    res = invoke("ask", "Which town was seized?", "What metal?", "--adapter", out, "--max-new-tokens", 4,
+                 "--model", tiny_dir)  # learned on a local model: `ask` loads a path only when given
     assert res.exit_code == 0, res.output
     assert res.output.count("Q:") == 2 and res.output.count("A:") == 2
     again = invoke("learn", doc, "--out", out, "--model", tiny_dir)  # never overwrite an adapter

@@ -144,3 +144,15 @@ def test_grpo_keeps_only_the_checkpoint_a_resume_needs(tiny_dir, tmp_path):
     (out / "policy").rename(out / "first-policy")
     run_rrr_train(cfg, resume=str(out))  # resumes from the one kept, at its last step
     assert (out / "policy" / "adapter_config.json").is_file()
+
+
+def test_policy_sft_on_a_cpu_keeps_auto_in_fp32(tiny_dir, tmp_path, trainers, monkeypatch):
+    """"auto" is bf16 on a CPU that runs it, but TRL has no CPU autocast: the whole SFT would run in
+    bf16 there, unlike the fp32 SFT the committed runs were trained with."""
+    import selfadapt.models as models
+
+    monkeypatch.setattr(models, "_cpu_has_bf16", lambda: True)
+    sft_policy(str(tiny_dir), EXAMPLES, PolicySFTConfig(lr=1e-2, epochs=1, r=4, alpha=8, batch_size=2),
+               tmp_path / "policy", seed=0, dtype="auto", device="cpu")
+    ((_, dtypes),) = trainers
+    assert dtypes == {(False, torch.float32), (True, torch.float32)}

@@ -173,8 +173,10 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
     if "quantization" in split_spec(str(policy))[1]:
         raise ValueError(f"{policy}: the policy SFT merges its update into full-precision weights; give ReST-EM an "
                          "unquantised model spec (quantization is for inference and the inner loop's LoRA)")
-    # on CUDA the base trains under bf16 autocast; elsewhere TRL has no autocast and keeps it fp32
-    m = load_model(policy, dtype=dtype if pick_device(device).type == "cuda" else "float32", device=device)
+    # on CUDA the base trains under bf16 autocast; elsewhere TRL has no autocast, so "auto" (bf16 on
+    # CPUs that run it) keeps it fp32, and only a dtype asked for by name is used as it is
+    auto_fp32 = dtype == "auto" and pick_device(device).type != "cuda"
+    m = load_model(policy, dtype="float32" if auto_fp32 else dtype, device=device)
     m.tokenizer.padding_side = "right"
     # TRL tokenizes the rendered prompt with special tokens: a template's own BOS would double
     rows = [{**ex, "prompt": strip_bos(m.tokenizer, ex["prompt"])} for ex in examples]
