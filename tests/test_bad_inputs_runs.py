@@ -171,6 +171,8 @@ CASES = [
          "{tmp}/c.yaml: key 'lora.dropout'"),
     Case("--config: a value without a flag, of the wrong type", config_file("lora: {max_length: lots}\n"), 2,
          "{tmp}/c.yaml: key 'lora.max_length'"),
+    Case("--config: an optional value without a flag, of the wrong type", config_file("lora: {max_steps: lots}\n"),
+         2, "{tmp}/c.yaml: key 'lora.max_steps': expected int or None"),
 ]
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import typer
 import yaml
@@ -127,19 +128,35 @@ def apply(cfg: Any = None) -> Any:
             obj = getattr(obj, head, None) if is_dataclass(obj) and head in _names(obj) else None
         if not (is_dataclass(obj) and leaf in _names(obj)):
             raise ValueError(f"{path}: unknown key {dotted!r} for `selfadapt {command}` (see --help for its options)")
-        setattr(obj, leaf, _typed(path, dotted, getattr(obj, leaf), value))
+        setattr(obj, leaf, _typed(path, dotted, getattr(obj, leaf), value, _declared(obj, leaf)))
     return cfg
 
 
-def _typed(path: Path, dotted: str, current: Any, value: Any) -> Any:
-    """``value`` for a field whose value is ``current``, of its type (YAML reads 1e-3 as a string);
-    a value of another type is an error naming the file and the key, not a crash minutes later."""
+def _declared(obj: Any, name: str) -> tuple[type, ...]:
+    """The plain types a dataclass field is declared with (``int | None`` → int, NoneType)."""
+    try:
+        hint = get_type_hints(type(obj))[name]
+    except Exception:  # a hint this Python cannot evaluate: leave the value unchecked
+        return ()
+    kinds = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    return tuple(k for k in (get_origin(k) or k for k in kinds) if isinstance(k, type))
+
+
+def _typed(path: Path, dotted: str, current: Any, value: Any, declared: tuple[type, ...] = ()) -> Any:
+    """``value`` for a field whose value is ``current`` and whose declared types are ``declared``
+    (YAML reads 1e-3 as a string); a value of another type is an error naming the file and the
+    key, not a crash minutes later."""
     if isinstance(current, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
         try:
             return float(value)
         except ValueError:
             pass
-    elif current is None or value is None or type(value) is type(current):  # None: an optional field
+    elif current is None and declared:  # an optional field: its declaration says what it takes
+        if value is None or (isinstance(value, declared) and not (isinstance(value, bool) and bool not in declared)):
+            return value
+        names = " or ".join("None" if k is type(None) else k.__name__ for k in declared)
+        raise ValueError(f"{path}: key {dotted!r}: expected {names}, got {value!r}")
+    elif current is None or value is None or type(value) is type(current):
         return value
     raise ValueError(f"{path}: key {dotted!r}: expected {type(current).__name__} (like {current!r}), got {value!r}")
 
