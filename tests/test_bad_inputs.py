@@ -101,6 +101,20 @@ def pickled_adapter(tmp: Path) -> list[str]:
     return ["ask", "When was the lighthouse built?", "--adapter", str(tmp / "adapter")]
 
 
+def learn_with(*flags: str) -> Callable[[Path], list[str]]:
+    return lambda tmp: ["learn", str(_doc(tmp)), "--out", str(tmp / "out"), *flags]
+
+
+def binary_html(tmp: Path) -> list[str]:
+    (tmp / "page.html").write_bytes(bytes(range(256)) * 16)
+    return ["learn", str(tmp / "page.html"), "--out", str(tmp / "out")]
+
+
+def missing_adapter(tmp: Path) -> list[str]:
+    (tmp / "empty").mkdir()
+    return ["ask", "When was the lighthouse built?", "--adapter", str(tmp / "empty")]
+
+
 # (name, setup → command line, exit code, fragment of the message)
 CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
     ("a binary file named .txt", binary_doc, 2, "binary data"),
@@ -117,6 +131,14 @@ CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
     ("a truncated adapter_model.safetensors", truncated_adapter, 2, "adapter_model.safetensors"),
     ("an empty adapter_model.safetensors", empty_adapter_weights, 2, "adapter_model.safetensors"),
     ("a pickled adapter", pickled_adapter, 2, "other formats are refused"),
+    ("--chunk-tokens -5 (hung after loading the model)", learn_with("--chunk-tokens", "-5"), 2,
+     "chunk_tokens must be >= 16"),
+    ("--chunk-tokens 0", learn_with("--chunk-tokens", "0"), 2, "chunk_tokens must be >= 16"),
+    ("negative --replay / --checks", learn_with("--replay", "-1", "--checks", "-1"), 2,
+     "replay, checks must be >= 0"),
+    ("--alpha 0 (an adapter that does nothing)", learn_with("--alpha", "0"), 2, "LoRA alpha must be > 0"),
+    ("binary data named .html", binary_html, 2, "binary data"),
+    ("an adapter directory without an adapter", missing_adapter, 2, "not an adapter directory"),
 ]
 
 
@@ -226,3 +248,14 @@ def test_a_document_with_no_fact_to_check_says_so_before_the_model_loads(tmp_pat
     with pytest.raises(AssertionError, match="the model was loaded"):
         teach.learn([tmp_path / "fact.txt"], tmp_path / "out2", teach.LearnConfig())
     assert "no sentence names" not in caplog.text
+
+
+def test_a_document_in_another_script_routes_its_questions_to_its_adapter():
+    """Words were [a-z0-9]+: a Russian document's adapter knew only "1893" and answered nothing,
+    and "Lumière" became "lumi"."""
+    from selfadapt.routing import about, content_words
+
+    vocabulary = content_words("Город Новосибирск основан в 1893 году. Café Lumière.")
+    assert {"новосибирск", "1893", "lumière"} <= vocabulary
+    assert about("Когда основан Новосибирск?", sorted(vocabulary))
+

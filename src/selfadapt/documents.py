@@ -54,6 +54,8 @@ def read_document(path: Path) -> str:
                          "pip install 'selfadapt[documents]'") from None
     if not _looks_like(path):
         raise ValueError(f"{path}: could not be converted (not a valid {path.suffix} file)")
+    if path.suffix.lower() in (".html", ".htm"):
+        decode_text(path, path.read_bytes())  # HTML is text: binary data is refused as for a .txt
     try:
         markdown = MarkItDown(enable_plugins=False).convert(str(path)).text_content
     except Exception as e:  # MarkItDown wraps each converter's own errors
@@ -117,6 +119,8 @@ def plain_text(markdown: str) -> str:
 def chunk_document(text: str, title: str, tokenizer, max_tokens: int) -> list[Passage]:
     """Split on blank lines and pack paragraphs into passages of at most ``max_tokens`` tokens;
     a paragraph longer than that is cut at the last space before the limit."""
+    if max_tokens < 1:
+        raise ValueError(f"a chunk must hold at least one token, got max_tokens={max_tokens}")
     def n_tokens(s: str) -> int:
         return len(tokenizer(s, add_special_tokens=False)["input_ids"])
 

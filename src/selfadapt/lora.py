@@ -68,6 +68,8 @@ class LoRAConfig:
             raise ValueError("max_batch_tokens must be >= max_length (a batch must fit one sequence)")
         if not self.lr > 0:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if not self.alpha > 0:
+            raise ValueError(f"LoRA alpha must be > 0 (it scales the update), got {self.alpha}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 (or None), got {self.max_steps}")
 

@@ -23,7 +23,7 @@ QUESTION_WORDS = frozenset(
     "what which who whom whose when where why how name named called does did do is are was were many much "
     "year years kind type first last".split())
 _STOP = frozenset(FUNCTION_WORDS) | QUESTION_WORDS
-_WORD = re.compile(r"[a-z0-9]+")
+_WORD = re.compile(r"[^\W_]+")  # letters and digits of any script: "Новосибирск", "Lumière" are words
 
 
 def content_words(text: str) -> set[str]:

@@ -84,6 +84,12 @@ class LearnConfig:
     def __post_init__(self) -> None:
         if self.lora.epochs < 1:
             raise ValueError(f"epochs must be >= 1 to learn anything, got {self.lora.epochs}")
+        if self.chunk_tokens < 16:
+            raise ValueError(f"chunk_tokens must be >= 16 (a chunk holds sentences), got {self.chunk_tokens}")
+        negative = [name for name in ("replay", "distill", "reading", "checks", "selfedits_per_chunk")
+                    if getattr(self, name) < 0]
+        if negative:
+            raise ValueError(f"{', '.join(negative)} must be >= 0")
         if self.check not in CHECKS:
             raise ValueError(f"check must be one of {', '.join(CHECKS)}, got {self.check!r}")
 
@@ -414,8 +420,9 @@ def adapter_paths(adapters: list[Path] | Path | str | None) -> tuple[list[Path],
     a damaged metadata or PEFT config file is named (``read_json``), before any model loads for it."""
     paths = [Path(a) for a in ([adapters] if isinstance(adapters, (str, Path)) else adapters or [])]
     for path in paths:
-        if (path / "adapter_config.json").is_file():
-            read_json(path / "adapter_config.json")
+        if not (path / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{path}: not an adapter directory (no adapter_config.json)")
+        read_json(path / "adapter_config.json")
     return paths, [read_json(p / META) if (p / META).is_file() else {} for p in paths]
 
 
