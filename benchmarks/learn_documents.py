@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from selfadapt.answering import ask, routed
 from selfadapt.documents import chunk_document
 from selfadapt.evaluate import paired
 from selfadapt.grading import grade
@@ -33,7 +34,7 @@ from selfadapt.knowledge.domain import KnowledgeDomain
 from selfadapt.lora import load_adapter
 from selfadapt.models import load_model
 from selfadapt.runs import read_jsonl
-from selfadapt.teach import LearnConfig, ask, learn, routed
+from selfadapt.teaching import LearnConfig, learn
 
 KNOBS = {"distill": int, "reading": int, "replay": int, "epochs": int, "lr": float, "r": int, "batch": int,
          "k": int, "cloze": int, "reword": int, "route": int,

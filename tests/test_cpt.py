@@ -9,7 +9,7 @@ from selfadapt.lora import LoRAConfig
 
 
 def test_cpt_joins_all_passages_data(tiny, passages):
-    cpt = CPTDomain(KnowledgeDomain(tiny.tokenizer))
+    cpt = CPTDomain(KnowledgeDomain(tiny.tokenizer, "implications"))  # its self-edits are implications
     items = tuple(passages)
     assert cpt.item_id(items) == "cpt2"
     assert cpt.training_examples(items, None) == [p.text for p in passages]

@@ -76,7 +76,7 @@ def test_a_worker_that_cannot_load_stops_the_run_instead_of_restarting_forever(t
 
 
 def test_the_drivers_model_is_gone_before_the_actors_load(tiny_dir, passages_file, tmp_path, monkeypatch):
-    from selfadapt import models
+    from selfadapt import models, policy
     from selfadapt.knowledge import experiment
 
     refs, alive_at_pool = [], []
@@ -92,7 +92,7 @@ def test_the_drivers_model_is_gone_before_the_actors_load(tiny_dir, passages_fil
         alive_at_pool.append(sum(r() is not None for r in refs))
         real_init(self, *a, **kw)
 
-    monkeypatch.setattr(experiment, "load_model", load)
+    monkeypatch.setattr(policy, "load_model", load)
     monkeypatch.setattr(RayPool, "__init__", init)
     cfg = experiment.KnowledgeEvalConfig(model=str(tiny_dir), dataset=str(passages_file), passages=1, external=[],
                                          controls=[], own=False, answer_max_new_tokens=4,

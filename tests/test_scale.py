@@ -109,13 +109,12 @@ def test_no_model_copy_is_alive_when_the_next_one_loads(tiny_dir, passages, tmp_
     """The generation model stayed referenced through policy SFT and every --policy evaluation
     (``gen_model``, the ``workers`` bound by ``with``): at 7B, two 15 GB copies on one GPU."""
     from selfadapt import policy, restem
-    from selfadapt.knowledge import experiment
     from selfadapt.knowledge.domain import KnowledgeDomain
     from selfadapt.knowledge.experiment import KnowledgeEvalConfig, run_knowledge_eval
     from selfadapt.lora import LoRAConfig
     from selfadapt.restem import PolicySFTConfig, ReSTEMConfig, run_restem
 
-    counts = track_loads(monkeypatch, restem, policy, experiment)
+    counts = track_loads(monkeypatch, restem, policy)
     monkeypatch.setattr(restem, "select_winners", lambda rewards, rule: {i: [0] for i in rewards})
     cfg = ReSTEMConfig(model=str(tiny_dir), rounds=2, items_per_round=2, k=1, max_new_tokens=8,
                        lora=LoRAConfig(r=4, epochs=1), sft=PolicySFTConfig(epochs=1, r=4, alpha=8),

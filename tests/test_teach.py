@@ -9,7 +9,7 @@ from selfadapt.knowledge.general import general_questions
 from selfadapt.knowledge.measure import qa_prompt
 from selfadapt.lora import LoRAConfig, ResidentLoRA
 from selfadapt.models import load_tokenizer
-from selfadapt.teach import LearnConfig, check_questions, learn
+from selfadapt.teaching import LearnConfig, check_questions, learn
 
 
 def test_learn_probes_general_knowledge_replays_its_own_answers_and_reports_each_step(tiny_dir, tmp_path,
@@ -20,11 +20,11 @@ def test_learn_probes_general_knowledge_replays_its_own_answers_and_reports_each
     trained, events = [], []
     real = ResidentLoRA.train
     monkeypatch.setattr(ResidentLoRA, "train", lambda self, ex, **kw: trained.append(ex) or real(self, ex, **kw))
-    import selfadapt.teach as teach
-    writes, write = [], teach.write_selfedits
-    monkeypatch.setattr(teach, "write_selfedits", lambda *a, **kw: writes.append(a[4]) or write(*a, **kw))
-    asked, distil = [], teach.distillation
-    monkeypatch.setattr(teach, "distillation", lambda *a: asked.append(len(a[3])) or distil(*a))
+    import selfadapt.teaching as teaching
+    writes, write = [], teaching.write_selfedits
+    monkeypatch.setattr(teaching, "write_selfedits", lambda *a, **kw: writes.append(a[4]) or write(*a, **kw))
+    asked, distil = [], teaching.distillation
+    monkeypatch.setattr(teaching, "distillation", lambda *a: asked.append(len(a[3])) or distil(*a))
     cfg = LearnConfig(model=str(tiny_dir), selfedits_per_chunk=1, check="model", distill=5, reading=2,
                       lora=LoRAConfig(r=4, epochs=1), dtype="float32", device="cpu")
     meta = learn([doc], tmp_path / "adapter", cfg, progress=lambda step, done, total: events.append(step))
@@ -70,8 +70,8 @@ def test_learn_checks_by_default_a_spread_of_the_cloze_pairs_it_teaches(tiny_dir
     trained = []
     real = ResidentLoRA.train
     monkeypatch.setattr(ResidentLoRA, "train", lambda self, ex, **kw: trained.append(ex) or real(self, ex, **kw))
-    import selfadapt.teach as teach
-    monkeypatch.setattr(teach, "write_selfedits", lambda *a, **kw: pytest.fail("a cloze check needs no generation"))
+    import selfadapt.teaching as teaching
+    monkeypatch.setattr(teaching, "write_selfedits", lambda *a, **kw: pytest.fail("a cloze check needs no generation"))
     meta = learn([doc], tmp_path / "adapter", LearnConfig(model=str(tiny_dir), checks=3, probe=False, distill=0,
                                                           reading=0, lora=LoRAConfig(r=4, epochs=1), dtype="float32",
                                                           device="cpu"), progress=lambda *a: None)
@@ -104,9 +104,8 @@ def test_an_adapter_from_learn_loads_with_peft_alone_and_gives_asks_logits(tiny_
     import torch
     from peft import AutoPeftModelForCausalLM
 
-    from selfadapt.lora import load_adapter
+    from selfadapt.lora import load_adapter, name_base_model
     from selfadapt.models import load_model
-    from selfadapt.lora import name_base_model
 
     doc = tmp_path / "otrar.txt"
     doc.write_text("The Mongol army seized the town of Otrar in 1219.\n")
@@ -129,9 +128,9 @@ def test_ask_with_several_adapters_answers_with_each_and_with_their_sum(tiny_dir
     import torch
     from peft import PeftModel
 
+    from selfadapt.answering import ask
     from selfadapt.lora import load_adapter
     from selfadapt.models import load_model
-    from selfadapt.teach import ask
 
     outs = []
     for n, text in enumerate(["The Mongol army seized the town of Otrar in 1219.", "Molten silver was poured."]):
@@ -313,9 +312,9 @@ def test_routing_sends_only_questions_that_name_the_documents_to_the_adapter():
 def test_ask_answers_a_question_about_nothing_learned_without_the_adapter(tiny_dir, tmp_path):
     """The update rewrites answers to unrelated questions; `ask` routes those to the model as it
     was, under the same prompt, and learn's report gives both the routed and the adapter's probe."""
-    from selfadapt.models import load_model
+    from selfadapt.answering import ask
     from selfadapt.knowledge.general import short_answers
-    from selfadapt.teach import ask
+    from selfadapt.models import load_model
 
     (tmp_path / "otrar.txt").write_text("The Mongol army seized the town of Otrar in 1219.\n")
     out = tmp_path / "adapter"

@@ -130,7 +130,8 @@ def test_a_restem_round_writes_its_selfedits_with_vllm_before_any_transformers_m
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(policy_mod, "VLLMEngine", Watched)
-    monkeypatch.setattr(restem, "load_model", load_model)
+    monkeypatch.setattr(restem, "load_model", load_model)  # the policy SFT
+    monkeypatch.setattr(policy_mod, "load_model", load_model)  # the round's writing and inner loops
     cfg = ReSTEMConfig(model=str(model_dir), rounds=1, items_per_round=2, k=2, seeds=1, max_new_tokens=12,
                        lora=LoRAConfig(r=4, epochs=1), sft=PolicySFTConfig(epochs=1, r=4, alpha=8), backend="vllm",
                        dtype="float32", device="cpu", runs_dir=str(tmp_path / "runs"))

@@ -1,4 +1,4 @@
-# Sourced by the issue chains. `run NAME ARGS...` runs `selfadapt ARGS...` with its run directory
+# Sourced by the chain scripts. `run NAME ARGS...` runs `selfadapt ARGS...` with its run directory
 # at $D/NAME (created under $D/tmp-NAME, moved when named), appending to $LOG; a killed step
 # resumes its directory on the next call, a finished one (NAME/done) is skipped.
 # Each chain runs in a session of its own (setsid); CHAIN_NICE=19 lowers its autogroup's

@@ -14,16 +14,17 @@ The Python API mirrors the CLI::
     print(result.before, result.after)
 """
 
+from .answering import ask
 from .domain import Domain, Evaluation, InvalidSelfEdit, ItemError
 from .generation import SamplingConfig, generate
 from .grading import grade
-from .judge import JudgeConfig, LLMJudge, LocalJudge
 from .inner_loop import InnerLoopResult, evaluate_base, evaluate_selfedit
+from .judge import JudgeConfig, LLMJudge, LocalJudge
 from .knowledge import KnowledgeDomain, load_external_selfedits, load_passages
 from .lora import LoRAConfig, NonFiniteLossError, ResidentLoRA, load_adapter
 from .models import LoadedModel, ModelLoadError, load_model
 from .policy import write_selfedits
-from .teach import LearnConfig, ask, learn
+from .teaching import LearnConfig, learn
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,10 @@
-"""``--config FILE.yaml``: a command's settings from a file, its flags on top.
+"""A command's settings: declared once, as config dataclass fields, and set by flags or a file.
+
+Each runner's config is a dataclass whose fields carry their default and help (as TRL's
+``SFTConfig`` does with ``field(metadata={"help": ...})``); ``opt`` makes a command's option
+from such a field, so the option, the ``--config`` key and the Python API share one default.
+
+``--config FILE.yaml``: a command's settings from a file, its flags on top.
 
 A file holds either a command's option names (``lr: 0.0003``, ``format: self-qa``) or the
 shape a run saves as ``config.yaml`` (the config dataclass: ``lora: {lr: 0.0003}``), so a
@@ -11,10 +17,11 @@ its option or field cannot take, is an error (a ``ValueError``) naming the key a
 
 from __future__ import annotations
 
-from dataclasses import fields, is_dataclass
+import inspect
+from dataclasses import MISSING, fields, is_dataclass, replace
 from pathlib import Path
 from types import UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 import typer
 import yaml
@@ -23,19 +30,50 @@ from .runs import CONTENT_HASH
 
 # Nested sections of a saved config, and the prefix their keys have as options.
 SECTIONS = {"lora": "", "arc": "", "grpo": "", "domain": "", "sft": "sft_"}
-# A saved field → the option that sets it, where the names differ.
-RENAMES = {
-    "formats": "fmt", "format": "fmt", "decodings": "decoding", "controls": "control", "policies": "policy",
-    "conditions": "condition", "selfedits_per_passage": "k", "selfedits_per_chunk": "k", "selfedits": "k",
-    "target_modules": "targets", "judge_api_key_env": "judge_key_env", "num_generations": "generations",
-    "max_steps": "steps", "learning_rate": "lr", "tasks": "task", "rewards": "reward",
-}
-PER_COMMAND = {"train knowledge": {"items_per_round": "passages"}, "train arc": {"items_per_round": "tasks_per_round"}}
 # Recorded in a run's config for the reader (or a resume's check), set by the command itself.
 DERIVED = {"domain.name", "domain.subset", "domain.groups", CONTENT_HASH, f"domain.{CONTENT_HASH}"}
-# What the last ``--config`` left for ``apply``: (file, keys without a flag, command). The
-# callback runs on every invocation (with None when the option is absent), so it never leaks.
-_pending: tuple[Path | None, dict[str, Any], str] = (None, {}, "")
+PENDING = "selfadapt.config"  # ``ctx.meta`` key: what ``--config`` left for ``apply``
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The default of field ``name`` (dotted for a nested config: ``lora.epochs``) of dataclass ``cls``."""
+    head, _, rest = name.partition(".")
+    f = {f.name: f for f in fields(cls)}[head]
+    value = f.default_factory() if f.default_factory is not MISSING else f.default
+    for part in rest.split(".") if rest else ():
+        value = getattr(value, part)
+    return value
+
+
+def help_of(cls: type, name: str) -> str | None:
+    """The help of field ``name`` (dotted: that of the nested config's field)."""
+    head, _, rest = name.partition(".")
+    f = {f.name: f for f in fields(cls)}[head]
+    if rest:
+        nested = get_type_hints(cls)[head]
+        return help_of(nested, rest) if is_dataclass(nested) else None
+    return f.metadata.get("help")
+
+
+def opt(cls: type, name: str, *flags: str, shown: Callable[[Any], Any] | None = None, **kwargs: Any) -> Any:
+    """A typer option for field ``name`` of config ``cls``: its default (``shown`` turns it into
+    what the option takes, e.g. a list into ``"a,b"``) and its help come from the field, where they
+    are declared once; ``help=`` adds what differs for this command. The field's name is kept on
+    the option, so a saved config's key finds its option (``load``)."""
+    default = default_of(cls, name)
+    info = typer.Option(shown(default) if shown else default, *flags,
+                        help=kwargs.pop("help", None) or help_of(cls, name), **kwargs)
+    info.field = name.rpartition(".")[2]
+    return info
+
+
+def renames(command: Any) -> dict[str, str]:
+    """A saved field's name → the command's option that sets it, where the two differ."""
+    fn = inspect.unwrap(command.callback) if command.callback else None
+    params = inspect.signature(fn).parameters if fn else {}
+    names = set(params)
+    return {key: name for name, p in params.items()
+            if (key := getattr(p.default, "field", None)) and key != name and key not in names}
 
 
 def _leaves(data: dict[str, Any], path: str = "") -> list[tuple[str, Any]]:
@@ -65,8 +103,7 @@ def _option_value(name: str, value: Any) -> Any:
 
 def load(ctx: typer.Context, path: Path | None) -> None:
     """The eager ``--config`` callback: the file's settings become the command's defaults."""
-    global _pending
-    _pending = (None, {}, "")
+    ctx.meta[PENDING] = (None, {}, "")
     if path is None:
         return
     try:
@@ -79,10 +116,10 @@ def load(ctx: typer.Context, path: Path | None) -> None:
         raise ValueError(f"--config {path}: expected a mapping of settings")
     command = ctx.command_path.split(" ", 1)[1] if " " in ctx.command_path else ctx.command_path
     by_name = {p.name: p for p in ctx.command.params}
-    params = set(by_name) - {"config", "resume"}
+    params = set(by_name) - {"config", "resume", "set_"}
     flags = {o.lstrip("-").replace("-", "_"): p.name for p in ctx.command.params if p.name in params
              for o in getattr(p, "opts", []) if o.startswith("--")}
-    renames = {**RENAMES, **PER_COMMAND.get(command, {})}
+    renamed = renames(ctx.command)
     defaults: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for dotted, value in _leaves(data):
@@ -90,7 +127,7 @@ def load(ctx: typer.Context, path: Path | None) -> None:
             continue
         section, _, key = dotted.rpartition(".")
         key = SECTIONS.get(section, "") + key.replace("-", "_")
-        name = flags.get(key) if not section and key in flags else renames.get(key, key)
+        name = flags.get(key) if not section and key in flags else renamed.get(key, key)
         if name in params:
             value = _option_value(name, value)
             several = getattr(by_name[name], "multiple", False) or by_name[name].nargs == -1
@@ -105,7 +142,7 @@ def load(ctx: typer.Context, path: Path | None) -> None:
         else:
             extra[dotted] = value
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
-    _pending = (Path(path), extra, command)
+    ctx.meta[PENDING] = (Path(path), extra, command)
 
 
 def _report_to(ctx: typer.Context, value: Any) -> None:
@@ -117,19 +154,44 @@ def _report_to(ctx: typer.Context, value: Any) -> None:
         tracking.configure([value] if isinstance(value, str) else list(value))
 
 
-def apply(cfg: Any = None) -> Any:
-    """Set the file's keys that no flag sets on the built config ``cfg`` (a dataclass); any
-    other key is an error naming it and the file."""
-    path, extra, command = _pending
-    for dotted, value in extra.items():
+SET = typer.Option([], "--set", metavar="KEY=VALUE", help="Any setting of this command's config, dotted for a "
+                   "nested one (--set lora.max_length=2048); the value is read as YAML. Wins over flags and --config.")
+
+
+def apply(ctx: typer.Context, cfg: Any = None) -> Any:
+    """Set the file's keys that no flag sets, then each ``--set KEY=VALUE``, on the built config
+    ``cfg`` (a dataclass), and check it again as its constructor would; any other key is an error
+    naming it and where it came from."""
+    path, extra, command = ctx.meta.get(PENDING, (None, {}, ""))
+    command = command or ctx.command_path.split(" ", 1)[-1]
+    given = [(path, dotted, value) for dotted, value in extra.items()]
+    for item in ctx.params.get("set_") or []:
+        key, eq, text = item.partition("=")
+        if not (eq and key.strip()):
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lora.max_length=2048")
+        try:
+            given.append(("--set", key.strip(), yaml.safe_load(text)))
+        except yaml.YAMLError as e:
+            raise ValueError(f"--set {item!r}: not a YAML value ({' '.join(str(e).split())})") from None
+    for where, dotted, value in given:
         obj = cfg
         *heads, leaf = dotted.split(".")
         for head in heads:
             obj = getattr(obj, head, None) if is_dataclass(obj) and head in _names(obj) else None
         if not (is_dataclass(obj) and leaf in _names(obj)):
-            raise ValueError(f"{path}: unknown key {dotted!r} for `selfadapt {command}` (see --help for its options)")
-        setattr(obj, leaf, _typed(path, dotted, getattr(obj, leaf), value, _declared(obj, leaf)))
-    return cfg
+            raise ValueError(f"{where}: unknown key {dotted!r} for `selfadapt {command}` (see "
+                             "--help for its options)")
+        setattr(obj, leaf, _typed(where, dotted, getattr(obj, leaf), value, _declared(obj, leaf)))
+    return _checked(cfg) if given else cfg
+
+
+def _checked(cfg: Any) -> Any:
+    """``cfg`` built again from its fields, nested configs first, so that a value set after
+    construction passes the same checks (``__post_init__``) as one given to the constructor."""
+    if not is_dataclass(cfg):
+        return cfg
+    return replace(cfg, **{f.name: _checked(getattr(cfg, f.name)) for f in fields(cfg)
+                           if f.init and is_dataclass(getattr(cfg, f.name))})
 
 
 def _declared(obj: Any, name: str) -> tuple[type, ...]:
@@ -142,7 +204,7 @@ def _declared(obj: Any, name: str) -> tuple[type, ...]:
     return tuple(k for k in (get_origin(k) or k for k in kinds) if isinstance(k, type))
 
 
-def _typed(path: Path, dotted: str, current: Any, value: Any, declared: tuple[type, ...] = ()) -> Any:
+def _typed(path: Path | str, dotted: str, current: Any, value: Any, declared: tuple[type, ...] = ()) -> Any:
     """``value`` for a field whose value is ``current`` and whose declared types are ``declared``
     (YAML reads 1e-3 as a string); a value of another type is an error naming the file and the
     key, not a crash minutes later."""

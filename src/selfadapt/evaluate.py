@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -24,6 +24,7 @@ from .workers import InProcess, Job, Workers
 log = logging.getLogger(__name__)
 
 BASE = "base"
+WRITE = "write"  # the condition of a record of written self-edits (``policy.write_into_run``)
 
 
 @dataclass
@@ -64,7 +65,9 @@ def run_conditions(
     best-of-k selects the self-edit, not a lucky initialisation. Keys are ``{prefix}{condition}/{item}/{j}/{s}``; ``tags``
     are added to every record (e.g. the ReST-EM round). The model's unadapted score is
     recorded under the condition ``base_name``. ``workers`` run the jobs (a bare
-    ``ResidentLoRA``: in this process); this process alone writes the records.
+    ``ResidentLoRA``: in this process); this process alone writes the records. A job is
+    ``inner_loop.evaluate_selfedit`` (``evaluate_base`` for the unadapted score), the same code in
+    this process or on a Ray actor (``workers.run_job``); its record's adapted score is ``score``.
     """
     workers = InProcess(workers) if isinstance(workers, ResidentLoRA) else workers
     tags = tags or {}
@@ -108,6 +111,44 @@ def run_conditions(
 
         workers.run(jobs, done_selfedit)
     return run.records()
+
+
+@dataclass
+class Result:
+    """One evaluation, as the reward reads it: keyed by ``item``, self-edit index ``j`` and
+    inner-loop ``seed`` (None for the unadapted score). ``score``: the model's score on the item
+    after the condition's update (the unadapted model's own for the base condition); ``base``: the
+    unadapted model's score on the same item; ``gain``: ``score − base``, None where no score was
+    possible (an item or a worker failed). ``probe``: the probe's score (``knowledge/probe.py``)
+    after the same update, where the domain reports one."""
+
+    condition: str
+    item: str
+    j: int
+    seed: int | None = None
+    score: float | None = None
+    base: float | None = None
+    gain: float | None = None
+    probe: float | None = None
+    status: str | None = None
+    selfedit: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    key: str | None = None
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> Result:
+        """The one place a record's fields are read: the run's files keep their names (the
+        unadapted score is ``before`` there) so that runs on disk resume and read as they are."""
+        return cls(record["condition"], record["item"], record["j"], record.get("seed"), record.get("score"),
+                   record.get("before"), record.get("gain"), (record.get("extra") or {}).get("probe"),
+                   record.get("status"), record.get("selfedit"), record.get("seconds") or {}, record.get("key"))
+
+
+def as_results(records: Iterable[dict[str, Any] | Result]) -> list[Result]:
+    """The evaluations among ``records`` (a run's write records left out) as ``Result``s; a
+    ``Result`` is taken as it is."""
+    return [r if isinstance(r, Result) else Result.of(r) for r in records
+            if isinstance(r, Result) or r["condition"] != WRITE]
 
 
 def mean_ci(values: list[float], *, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:

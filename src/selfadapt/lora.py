@@ -22,7 +22,7 @@ import math
 import random
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Union
 
@@ -34,6 +34,7 @@ from safetensors import safe_open
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .models import EMBEDDED, EMBEDDED_HUB_ID, encode_text, split_spec
+from .settings import setting
 
 ADAPTER = "default"
 
@@ -46,20 +47,22 @@ class NonFiniteLossError(RuntimeError):
 class LoRAConfig:
     """The inner-loop fine-tune. Defaults follow the SEAL knowledge setting, sized for CPU."""
 
-    r: int = 32
-    alpha: int = 64
-    dropout: float = 0.0
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
-    lr: float = 1e-3
-    epochs: int = 10
-    batch_size: int = 16  # at most this many sequences per step ...
-    max_batch_tokens: int = 1024  # ... and at most this many tokens once padded
-    max_length: int = 512
-    weight_decay: float = 0.0
-    max_steps: int | None = None  # stop after this many optimizer steps, inside an epoch if need be
-    amp: bool = True  # bf16 models: train under autocast with fp32 master weights (module docstring)
+    r: int = setting(32, "LoRA rank.")
+    alpha: int = setting(64, "LoRA alpha.")
+    dropout: float = setting(0.0, "LoRA dropout.")
+    target_modules: list[str] = setting(
+        help="LoRA target modules.",
+        factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    lr: float = setting(1e-3, "Inner-loop learning rate.")
+    epochs: int = setting(10, "Inner-loop epochs.")
+    batch_size: int = setting(16, "Inner-loop batch: at most this many sequences (and max_batch_tokens padded "
+                              "tokens).")
+    max_batch_tokens: int = setting(1024, "At most this many tokens in a batch once padded.")
+    max_length: int = setting(512, "Longer training sequences are cut to this many tokens.")
+    weight_decay: float = setting(0.0, "AdamW weight decay.")
+    max_steps: int | None = setting(None, "Stop after this many optimizer steps, inside an epoch if need be.")
+    amp: bool = setting(True, "bf16 models: train LoRA under autocast with fp32 master weights (faster); "
+                        "--no-amp computes the adapters in fp32.")
 
     def __post_init__(self) -> None:
         if self.r < 1 or self.epochs < 0 or self.batch_size < 1 or self.max_length < 2:
@@ -99,9 +102,8 @@ def causal_lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.T
 @contextmanager
 def cpu_training_attention(model: PreTrainedModel) -> Iterator[None]:
     """Eager attention inside on a CPU model, its own after. torch's flash-attention kernel for CPU is
-    slow in backward on short sequences: a LoRA step of the embedded model on 4×68 tokens was 15 %
-    faster eager (4×136: 15 %, 3×300: 18 %); generation stays faster with SDPA, so only training
-    switches (RESULTS.md, issue 30)."""
+    slow in backward on short sequences, and eager is faster there; generation stays faster with
+    SDPA, so only training switches (RESULTS.md, "A page in under 2 minutes")."""
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     before = base.config._attn_implementation
     if model.device.type != "cpu" or before != "sdpa":

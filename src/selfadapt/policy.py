@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import functools
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .domain import Domain
-from .evaluate import Condition, progress_bar, run_conditions
+from .evaluate import WRITE, Condition, progress_bar, run_conditions
 from .generation import SamplingConfig, generate
 from .likelihood import completion_scores
 from .lora import LoRAConfig, ResidentLoRA
-from .models import load_model, load_tokenizer
+from .models import LoadedModel, load_model, load_tokenizer
 from .runs import Run
 from .vllm_backend import VLLMEngine, VLLMSampler, check_backend
-from .workers import Parallel, local, workers_for
+from .workers import Parallel, Workers, workers_for
 
 
 def write_selfedits(
@@ -53,6 +54,8 @@ def selfedit_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     ReST-EM shifts, recorded so a run shows how the policy's choices move."""
     prompt = domain.selfedit_prompt(item)
     pairs = [(prompt, s) for s in selfedits if s]
+    if not pairs:  # every self-edit empty; ``completion_scores`` needs at least one pair
+        return [None] * len(selfedits)
     scored = iter(model.logprobs(pairs) if isinstance(model, VLLMSampler)
                   else [c.logprob for c in completion_scores(model, tokenizer, pairs, batch_size=8)])
     return [next(scored) if s else None for s in selfedits]
@@ -74,7 +77,7 @@ def write_into_run(
     """Self-edits for every item, written once per run (``{prefix}write/{item}``) and reloaded on resume.
 
     Returns item id → self-edits and item id → seconds spent writing them. A ``ResidentLoRA`` writes
-    as the base policy (its adapter skipped); ``model`` None only reads back (``driver_needs_model``).
+    as the base policy (its adapter skipped); ``model`` None only reads back (``selfedits_and_workers``).
     """
     todo = [it for it in items if not run.done(f"{prefix}write/{domain.item_id(it)}")]
     if todo and model is None:
@@ -91,7 +94,7 @@ def write_into_run(
                                              on_batch=lambda n: bar.advance(task, n))
         for it, t in zip(todo, texts):
             iid = domain.item_id(it)
-            run.append(f"{prefix}write/{iid}", {"condition": "write", "item": iid, **(tags or {}),
+            run.append(f"{prefix}write/{iid}", {"condition": WRITE, "item": iid, **(tags or {}),
                                                 "selfedits": t, "logprobs": selfedit_logprobs(model, tokenizer,
                                                                                               domain, it, t),
                                                 "seconds": seconds / len(todo)})
@@ -116,10 +119,10 @@ def prewrite(run: Run, backend: str, spec: str, writings: list[Writing], *, dtyp
              device: str = "auto") -> None:
     """With ``backend="vllm"``, every writing done now on one vLLM engine that lives only for this
     call, before the caller loads its transformers model (two copies of a 7B model do not fit a
-    GPU); the caller's own ``write_into_run`` calls then read the self-edits back from the run.
-    A no-op for ``hf``, and when everything is written already (a resumed run starts no engine)."""
+    GPU); ``selfedits_and_workers`` then reads the self-edits back from the run. A no-op for
+    ``hf``, and when everything is written already (a resumed run starts no engine)."""
     check_backend(backend)
-    if backend == "hf":
+    if backend == "hf" or not writings:
         return
     tokenizer = load_tokenizer(spec)  # item ids need a domain, a domain a tokenizer
     todo = [w for w, domain in ((w, w.make_domain(tokenizer)) for w in writings)
@@ -132,12 +135,63 @@ def prewrite(run: Run, backend: str, spec: str, writings: list[Writing], *, dtyp
                            w.sampling, seed=w.seed, tags=w.tags)
 
 
-def driver_needs_model(backend: str, parallel: Parallel | None) -> bool:
-    """Whether this process loads the model after ``prewrite``: to write the self-edits (``hf``) or
-    to run the inner loops in process. Not with vLLM under Ray: the engine wrote every self-edit,
-    which ``write_into_run`` reads back with the tokenizer alone (``model`` None), and the actors
-    load their own copies; a driver copy (on cuda:0, outside Ray's accounting) would only be dropped."""
-    return backend != "vllm" or parallel is None or not parallel.enabled
+@dataclass
+class Written:
+    """One ``Writing``'s self-edits: the domain that wrote them (and reads them back), item id →
+    self-edits, item id → seconds spent writing them."""
+
+    domain: Domain
+    selfedits: dict[str, list[str]]
+    seconds: dict[str, float]
+
+
+@dataclass
+class Prepared:
+    """What ``selfedits_and_workers`` yields."""
+
+    tokenizer: PreTrainedTokenizerBase  # the policy's, which wrote the self-edits
+    student_tokenizer: PreTrainedTokenizerBase  # the adapted model's: the policy's own without a student
+    written: list[Written]  # one per ``Writing``, in their order
+    workers: Workers  # the inner loops, on the student (or the policy itself): here or on Ray actors
+
+
+@contextmanager
+def selfedits_and_workers(run: Run, spec: str | LoadedModel, writings: list[Writing], lora: LoRAConfig, *,
+                          student: str | None = None, parallel: Parallel | None = None, backend: str = "hf",
+                          dtype: str = "auto", device: str = "auto") -> Iterator[Prepared]:
+    """The self-edits of ``writings``, written by ``spec`` (or read back from the run), and the
+    workers that evaluate them on ``student`` (default: ``spec`` adapts itself, as in SEAL).
+
+    Every model lives only in this call, one copy at a time where it can: the vLLM engine
+    writes first and is gone before a transformers copy loads (``prewrite``); with Ray the
+    driver drops its copy before the actors load theirs (a driver copy on cuda:0 is outside
+    Ray's accounting); and none is alive when the caller loads the next model (the policy SFT,
+    a trained policy). A model object given as ``spec`` leaves as it came."""
+    prewrite(run, backend, spec, writings, dtype=dtype, device=device)
+    on_ray = parallel is not None and parallel.enabled
+    if backend != "vllm" or not on_ray:  # this process writes the self-edits (hf) or runs the inner loops
+        policy = load_model(spec, dtype=dtype, device=device)
+        adapted = policy if student is None else load_model(student, dtype=dtype, device=device)
+        resident = ResidentLoRA(adapted.model, adapted.tokenizer, lora)
+        tokenizer, student_tokenizer = policy.tokenizer, adapted.tokenizer
+        writer = resident if student is None else policy.model  # the policy as itself: its adapter skipped
+        del policy, adapted
+    else:  # vLLM wrote every self-edit and the Ray actors load their own models: the tokenizers suffice
+        tokenizer, resident, writer = load_tokenizer(spec), None, None
+        student_tokenizer = tokenizer if student is None else load_tokenizer(student)
+    written = []
+    for w in writings:
+        domain = w.make_domain(tokenizer)
+        selfedits, seconds = write_into_run(run, w.prefix, writer, tokenizer, domain, w.items, w.k, w.sampling,
+                                            seed=w.seed, tags=w.tags)
+        written.append(Written(domain, selfedits, seconds))
+    del writer
+    if on_ray:
+        resident = None  # the actors load their own copies
+    with workers_for(parallel, resident, student or spec, lora, dtype=dtype, device=device) as workers:
+        yield Prepared(tokenizer, student_tokenizer, written, workers)
+    if isinstance(spec, LoadedModel):
+        resident.release()  # the LoRA layers out of the caller's model again
 
 
 Arrange = Callable[[Domain, Condition], tuple[Domain, list[Any], Condition]]
@@ -167,18 +221,14 @@ def evaluate_policy(
     condition names for the table. ``arrange`` lets a setting regroup items and self-edits
     before evaluation (CPT: one update on all). ``backend``: what writes the self-edits (``prewrite``).
     """
-    prewrite(run, backend, spec, [Writing(f"{name}/", make_domain, items, k, sampling, seed)], dtype=dtype,
-             device=device)
-    loaded = load_model(spec, dtype=dtype, device=device) if driver_needs_model(backend, parallel) else None
-    tokenizer = load_tokenizer(spec) if loaded is None else loaded.tokenizer
-    resident = None if loaded is None else ResidentLoRA(loaded.model, tokenizer, lora)
-    domain = make_domain(tokenizer)
-    edits, seconds = write_into_run(run, f"{name}/", resident, tokenizer, domain, items, k, sampling, seed=seed)
-    condition = Condition(name, edits, seconds)
-    eval_domain, eval_items, condition = arrange(domain, condition) if arrange else (domain, items, condition)
-    in_process = local(parallel, resident)
-    del resident, loaded  # with Ray, the actors load their own copies
-    with workers_for(parallel, in_process, spec, lora, dtype=dtype, device=device) as workers:
-        run_conditions(run, workers, eval_domain, eval_items, [condition], seed=seed, prefix=f"{name}/",
+    writing = Writing(f"{name}/", make_domain, items, k, sampling, seed)
+    with selfedits_and_workers(run, spec, [writing], lora, parallel=parallel, backend=backend, dtype=dtype,
+                               device=device) as prepared:
+        (written,) = prepared.written
+        condition = Condition(name, written.selfedits, written.seconds)
+        domain = written.domain
+        if arrange:
+            domain, items, condition = arrange(domain, condition)
+        run_conditions(run, prepared.workers, domain, items, [condition], seed=seed, prefix=f"{name}/",
                        base_name=base_name)
     return [base_name, name]

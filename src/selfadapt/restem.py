@@ -1,10 +1,11 @@
 """ReST-EM, SEAL's outer loop: sample self-edits, keep the ones that helped, SFT the policy on them.
 
-Round r:
+Round r (``_round``):
 1. sample C items from the training pool (seeded by round, so a resumed run sees the same);
 2. the current policy writes k self-edits per item;
 3. each self-edit is evaluated with s inner-loop seeds on the student; its reward is the
-   adapted score minus the student's base score on that item, averaged over seeds;
+   adapted score minus a baseline on that item, averaged over seeds: the student's unadapted
+   score (SEAL), or its score after training on the item alone with the same seed (``passage``);
 4. winners are kept by a rule (best-of-k with positive gain, or any positive gain);
 5. the *base* model is fine-tuned on this round's (self-edit prompt → winning self-edit)
    pairs with TRL's SFT trainer and LoRA, the adapter merged in fp32, and the result is
@@ -16,6 +17,18 @@ Round r:
 Without a separate student, the policy is also the model adapted in the inner loop, as
 in SEAL; with one (``student=...``), a fixed student is adapted and only the teacher
 policy learns.
+
+One self-edit from its prompt to its reward, in the order to read them:
+1. ``knowledge/domain.py``: ``KnowledgeDomain.selfedit_prompt`` asks for the self-edit; the same
+   class turns it into training data (``training_data``) and scores a model (``evaluate``);
+2. ``policy.py``: ``write_selfedits`` samples k self-edits per prompt, which ``write_into_run``
+   records once per run (``selfedits_and_workers`` does both, then hands over the workers);
+3. ``evaluate.py``: ``run_conditions`` makes one job per (item, self-edit, seed), with the item's
+   unadapted score, and records its outcome, read back as a ``Result`` (``as_results``);
+4. ``inner_loop.py``: ``evaluate_selfedit``, the job: a LoRA update on the training data, then
+   the domain's score of the adapted model;
+5. ``restem.py``: ``self_edit_rewards`` (the adapted score minus the baseline, over seeds), then
+   ``select_winners`` and ``sft_policy``.
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ import shutil
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,17 +50,19 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from .domain import Domain
-from .evaluate import BASE, Condition, run_conditions
+from .evaluate import BASE, Condition, Result, as_results, run_conditions
 from .generation import SamplingConfig, batch_size_for
-from .lora import LoRAConfig, ResidentLoRA, adapter_base, load_adapter, name_base_model
-from .models import EMBEDDED, load_model, load_tokenizer, one_device, pick_device, split_spec, strip_bos
+from .lora import LoRAConfig, adapter_base, load_adapter, name_base_model
+from .models import EMBEDDED, load_model, one_device, pick_device, split_spec, strip_bos
 from .plots import plot_training_rounds
-from .policy import Writing, driver_needs_model, prewrite, write_into_run
+from .policy import Writing, Written, selfedits_and_workers
 from .rewards import token_lengths
 from .rewards.length import AdaptiveTarget, laser
 from .runs import Run, read_json
+from . import settings as S
+from .settings import setting
 from .vllm_backend import check_backend
-from .workers import Parallel, local, workers_for
+from .workers import Parallel
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +84,27 @@ WINNER_RULES: dict[str, Callable[[list[float]], list[int]]] = {"best": best_of_k
 
 
 PASSAGE = "passage"
-REWARD_BASELINES = ("base", PASSAGE)
+REWARD_BASELINES = {"base": "base", PASSAGE: "passage-only"}  # what the reward subtracts → its name in reports
 
 
-def probe_drop(record: dict[str, Any], base: dict[str, float]) -> float | None:
-    """How much an update lowered the probe score (see ``knowledge/probe.py``) from the
-    unadapted model's on the same item; None without a probe."""
-    after = (record.get("extra") or {}).get("probe")
-    return None if after is None or record["item"] not in base else base[record["item"]] - after
+def base_probes(results: list[Result]) -> dict[str, float]:
+    """item → the unadapted model's probe score (see ``knowledge/probe.py``), where there is one."""
+    return {r.item: r.probe for r in results if r.condition == BASE and r.probe is not None}
 
 
-def self_edit_rewards(records: list[dict[str, Any]], baseline: str = "base",
+def probe_drop(result: Result, base: dict[str, float]) -> float | None:
+    """How much an update lowered the probe score from the unadapted model's (``base_probes``);
+    None without a probe."""
+    return None if result.probe is None or result.item not in base else base[result.item] - result.probe
+
+
+def self_edit_rewards(results: list[Result] | list[dict[str, Any]], baseline: str = "base",
                       forgetting_penalty: float = 0.0, laser_bonus: float | None = None,
                       length: Callable[[str], int] = lambda text: len(text.split()),
                       laser_target: int | None = None, grid: tuple[int, ...] = (32, 64, 128, 256)
                       ) -> dict[str, dict[int, float]]:
     """item → self-edit index → reward, the mean over seeds of the adapted score minus a baseline.
+    ``results``: the round's evaluations (a run's records are read as ``Result``s).
 
     ``base``: the unadapted score (SEAL). ``passage``: the score after training on the
     item alone with the same seed, so only self-edits that add to plain training count.
@@ -96,26 +116,26 @@ def self_edit_rewards(records: list[dict[str, Any]], baseline: str = "base",
     """
     if baseline not in REWARD_BASELINES:
         raise ValueError(f"unknown reward baseline {baseline!r}; choose from {', '.join(REWARD_BASELINES)}")
-    alone = {(r["item"], r["seed"]): r["score"] for r in records if r["condition"] == PASSAGE and r["score"] is not None}
-    base_probe = {r["item"]: r["extra"]["probe"] for r in records
-                  if r["condition"] == BASE and (r.get("extra") or {}).get("probe") is not None}
+    results = as_results(results)
+    alone = {(r.item, r.seed): r.score for r in results if r.condition == PASSAGE and r.score is not None}
+    base_probe = base_probes(results)
     gains: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        if r["condition"] != SELFEDIT or r.get("gain") is None:
+    for r in results:
+        if r.condition != SELFEDIT or r.gain is None:
             continue
         if baseline == "base":
-            gain = r["gain"]
+            gain = r.gain
         else:  # the passage-only run with the same LoRA seed is the reference
-            gain = r["score"] - alone[(r["item"], r["seed"])]
+            gain = r.score - alone[(r.item, r.seed)]
         if forgetting_penalty:
             drop = probe_drop(r, base_probe)
             if drop is None:
-                raise ValueError(f"{r['key']}: a forgetting penalty needs the probe score (knowledge --probe)")
+                raise ValueError(f"{r.key}: a forgetting penalty needs the probe score (knowledge --probe)")
             gain -= forgetting_penalty * drop
-        gains[r["item"]][r["j"]].append(gain)
+        gains[r.item][r.j].append(gain)
     rewards = {item: {j: float(np.mean(g)) for j, g in by_j.items()} for item, by_j in gains.items()}
     if laser_bonus:
-        texts = {(r["item"], r["j"]): r["selfedit"] for r in records if r["condition"] == SELFEDIT}
+        texts = {(r.item, r.j): r.selfedit for r in results if r.condition == SELFEDIT and r.selfedit is not None}
         sizes = {item: {j: length(texts[item, j]) for j in by_j} for item, by_j in rewards.items()}
         targets = dict.fromkeys(rewards, laser_target)
         if laser_target is None:
@@ -148,12 +168,13 @@ def sft_examples(domain: Domain, items: list[Any], selfedits: dict[str, list[str
 class PolicySFTConfig:
     """The policy update: LoRA SFT on the winners, merged into the weights afterwards."""
 
-    lr: float = 3e-4
-    epochs: int = 3
-    r: int = 16
-    alpha: int = 32
-    batch_size: int = 2
-    max_length: int = 1024  # raised to the longest example: TRL cuts from the right, into the completion
+    lr: float = setting(3e-4, "Policy SFT learning rate.")
+    epochs: int = setting(3, "Policy SFT epochs.")
+    r: int = setting(16, "Policy SFT LoRA rank (merged after each round).")
+    alpha: int = setting(32, "Policy SFT LoRA alpha (the CLI sets twice --sft-r).")
+    batch_size: int = setting(2, "Policy SFT batch size.")
+    # raised to the longest example: TRL cuts from the right, into the completion
+    max_length: int = setting(1024, "Policy SFT sequence length, raised to the longest example.")
 
 
 def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig, out: Path, *,
@@ -226,30 +247,39 @@ def save_round_adapter(model, tokenizer, spec: str, path: str, out: Path, info: 
 
 @dataclass
 class ReSTEMConfig:
-    model: str = EMBEDDED  # the initial policy
-    student: str | None = None  # None: the policy adapts itself (SEAL); else a fixed student
-    rounds: int = 2
-    items_per_round: int = 8  # C
-    k: int = 5
-    seeds: int = 1  # s
-    keep: str = "best"
-    reward_baseline: str = "base"  # or "passage": reward = adapted − passage-only score
-    forgetting_penalty: float = 0.0  # λ: reward −= λ × the probe's drop (the domain must report a probe)
-    laser: float | None = None  # LASER bonus for a helpful self-edit within the target length (tokens)
-    laser_target: int | None = None  # None: LASER-D's adaptive target per difficulty bucket
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    gen_batch_size: int | None = None  # None: by device (``generation.default_batch_size``)
-    lora: LoRAConfig = field(default_factory=LoRAConfig)
-    sft: PolicySFTConfig = field(default_factory=PolicySFTConfig)
-    restart: bool = True  # each round's SFT starts from ``model`` (ReST-EM); False: from the last policy
-    seed: int = 0
-    dtype: str = "auto"
-    device: str = "auto"
-    backend: str = "hf"  # what writes the self-edits: hf (transformers) or vllm (the extra selfadapt[vllm])
-    runs_dir: str = "runs"
-    domain: dict[str, Any] = field(default_factory=dict)  # the domain's own settings, recorded
+    """ReST-EM's outer loop, for any domain (``knowledge/train.py``, ``arc/experiment.py``)."""
+
+    model: str = setting(EMBEDDED, "The initial policy: " + S.MODEL)
+    student: str | None = setting(None, "A fixed student to adapt (teacher–student split); default: the policy "
+                                  "adapts itself (SEAL).")
+    rounds: int = setting(2, "ReST-EM rounds.")
+    items_per_round: int = setting(8, "Training items (passages, tasks) sampled per round (C).")
+    k: int = setting(5, "Self-edits per item.")
+    seeds: int = setting(1, "Inner-loop seeds per self-edit (s); the reward is their mean.")
+    keep: str = setting("best", "Winner rule: 'best' (best-of-k with positive gain) or 'positive' (every "
+                        "self-edit that helped).")
+    reward_baseline: str = setting("base", "Reward = adapted score minus this: 'base' (unadapted, as in SEAL) or "
+                                   "'passage' (trained on the passage alone, same seed).")
+    forgetting_penalty: float = setting(0.0, "λ: reward −= λ × the drop of a fixed probe set (other passages' "
+                                        "questions, reading comprehension); implies --probe.")
+    laser: float | None = setting(None, "LASER bonus λ: reward += λ for a self-edit that helped and is at most "
+                                  "the target length (tokens).")
+    laser_target: int | None = setting(None, "LASER's fixed target length; default: LASER-D's adaptive target "
+                                       "per difficulty bucket (share of an item's self-edits that helped).")
+    temperature: float = setting(1.0, S.TEMPERATURE)
+    top_p: float = setting(0.95, S.TOP_P)
+    max_new_tokens: int = setting(256, "Self-edit length cap in tokens.")
+    gen_batch_size: int | None = setting(None, S.GEN_BATCH_SIZE)
+    lora: LoRAConfig = setting(help="The inner-loop LoRA fine-tune.", factory=LoRAConfig)
+    sft: PolicySFTConfig = setting(help="The policy's SFT on a round's winners.", factory=PolicySFTConfig)
+    restart: bool = setting(True, "Each round's SFT fine-tunes the base model on that round's winners (ReST-EM); "
+                            "--continue-policy fine-tunes the previous round's policy.")
+    seed: int = setting(0, S.SEED)
+    dtype: str = setting("auto", S.DTYPE)
+    device: str = setting("auto", S.DEVICE)
+    backend: str = setting("hf", S.BACKEND)
+    runs_dir: str = setting("runs", S.RUNS_DIR)
+    domain: dict[str, Any] = setting(help="The domain's own settings, recorded.", factory=dict)
 
     def __post_init__(self) -> None:
         self.gen_batch_size = batch_size_for(self.gen_batch_size, self.device)
@@ -362,7 +392,7 @@ def run_restem(
 def summarize_rounds(run: Run, rounds: int) -> str:
     """``summary.md``, ``metrics.json`` and the per-round plots of a training run."""
     metrics = [json.loads((run.path / f"round-{r}" / "metrics.json").read_text()) for r in range(rounds)]
-    baseline = "passage-only" if run.config.get("reward_baseline") == PASSAGE else "base"  # what the reward subtracts
+    baseline = REWARD_BASELINES.get(run.config.get("reward_baseline"), "base")
     head = (f"| round | mean reward (vs {baseline}) | positive | winners | base score | adapted score | probe drop | "
             "invalid | self-edit words | writing s | inner-loop s (all workers) | SFT s |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -384,89 +414,77 @@ def summarize_rounds(run: Run, rounds: int) -> str:
 
 def _write_and_evaluate(run: Run, r: int, policy: str, cfg: ReSTEMConfig, items: list[Any],
                         make_domain: Callable[[PreTrainedTokenizerBase], Domain], parallel: Parallel | None
-                        ) -> tuple[list[dict[str, Any]], dict[str, list[str]], dict[str, float], Domain,
-                                   PreTrainedTokenizerBase]:
-    """The round's self-edits and their inner loops: its records, self-edits, writing seconds, the
-    policy's domain and tokenizer. The models live only in this call, so none is alive when the policy
-    SFT loads its own copy (at 7B two copies do not fit one GPU); with the vLLM backend the engine
-    writes first and is gone before either loads."""
+                        ) -> tuple[Written, list[Result], PreTrainedTokenizerBase]:
+    """The round's self-edits, their evaluations (with the passage-only ones the reward may
+    subtract) and the policy's tokenizer. The models live only in this call, so none is alive
+    when the policy SFT loads its own copy (at 7B two copies do not fit one GPU)."""
     prefix, tags, seed = f"round{r}/", {"round": r, "policy": policy}, cfg.seed * 1_000_003 + r
-    prewrite(run, cfg.backend, policy, [Writing(prefix, make_domain, items, cfg.k, cfg.sampling, seed, tags)],
-             dtype=cfg.dtype, device=cfg.device)
-    if driver_needs_model(cfg.backend, parallel):
-        teacher = load_model(policy, dtype=cfg.dtype, device=cfg.device)
-        student = teacher if cfg.student is None else load_model(cfg.student, dtype=cfg.dtype, device=cfg.device)
-        lora = ResidentLoRA(student.model, student.tokenizer, cfg.lora)
-        tok, student_tok = teacher.tokenizer, student.tokenizer
-        writer = lora if cfg.student is None else teacher.model  # the policy as itself: its adapter skipped
-        del teacher, student
-    else:  # vLLM wrote every self-edit and the Ray actors load their own models: the tokenizers suffice
-        tok, lora, writer = load_tokenizer(policy), None, None
-        student_tok = tok if cfg.student is None else load_tokenizer(cfg.student)
-    teacher_domain, student_domain = make_domain(tok), make_domain(student_tok)
-    edits, gen_s = write_into_run(run, prefix, writer, tok, teacher_domain, items, cfg.k, cfg.sampling, seed=seed,
-                                  tags=tags)
-    conditions = [Condition(SELFEDIT, edits, gen_s)]
-    if cfg.reward_baseline == PASSAGE:
-        conditions.insert(0, Condition(PASSAGE))
-    resident = local(parallel, lora)
-    del lora, writer  # with Ray, the actors load their own copies
-    with workers_for(parallel, resident, cfg.student or policy, cfg.lora, dtype=cfg.dtype,
-                     device=cfg.device) as workers:
-        records = run_conditions(run, workers, student_domain, items, conditions,
+    writing = Writing(prefix, make_domain, items, cfg.k, cfg.sampling, seed, tags)
+    with selfedits_and_workers(run, policy, [writing], cfg.lora, student=cfg.student, parallel=parallel,
+                               backend=cfg.backend, dtype=cfg.dtype, device=cfg.device) as prepared:
+        (written,) = prepared.written
+        conditions = [Condition(PASSAGE)] if cfg.reward_baseline == PASSAGE else []
+        conditions.append(Condition(SELFEDIT, written.selfedits, written.seconds))
+        records = run_conditions(run, prepared.workers, make_domain(prepared.student_tokenizer), items, conditions,
                                  seed=cfg.seed, seeds=cfg.seeds, prefix=prefix, tags=tags)
-    return [rec for rec in records if rec.get("round") == r], edits, gen_s, teacher_domain, tok
+    return written, as_results(rec for rec in records if rec.get("round") == r), prepared.tokenizer
 
 
 def _round(run: Run, rdir: Path, r: int, policy: str, cfg: ReSTEMConfig, pool: list[Any],
            make_domain: Callable[[PreTrainedTokenizerBase], Domain], parallel: Parallel | None) -> str:
+    """Write self-edits → reward them → select the winners → SFT the policy on them; returns the next policy."""
     log.info("round %d: policy %s", r, policy)
     items = random.Random(cfg.seed * 1_000_003 + r).sample(pool, cfg.items_per_round)
-    round_records, edits, gen_s, teacher_domain, tok = _write_and_evaluate(run, r, policy, cfg, items, make_domain,
-                                                                           parallel)
-    rewards = self_edit_rewards(round_records, cfg.reward_baseline, cfg.forgetting_penalty, cfg.laser,
-                                lambda text: token_lengths(tok, [text])[0], cfg.laser_target,
+    written, results, tokenizer = _write_and_evaluate(run, r, policy, cfg, items, make_domain, parallel)
+    rewards = self_edit_rewards(results, cfg.reward_baseline, cfg.forgetting_penalty, cfg.laser,
+                                lambda text: token_lengths(tokenizer, [text])[0], cfg.laser_target,
                                 tuple(range(32, cfg.max_new_tokens + 1, 32)) or (cfg.max_new_tokens,))
     winners = select_winners(rewards, cfg.keep)
-    examples = sft_examples(teacher_domain, items, edits, winners)
+    examples = sft_examples(written.domain, items, written.selfedits, winners)
     (rdir / "sft_data.json").write_text(json.dumps(examples, indent=1, ensure_ascii=False))
 
-    sft, t2 = {}, time.perf_counter()
+    sft, t0 = {}, time.perf_counter()
     if examples:
         sft = sft_policy(sft_start(cfg, policy), examples, cfg.sft, rdir / "policy", seed=cfg.seed + r,
                          dtype=cfg.dtype, device=cfg.device)
         new_policy = str(rdir / "policy")
     else:
-        log.warning("round %d: no self-edit beat the base score; the policy is unchanged", r)
+        penalty = f" − {cfg.forgetting_penalty:g} × probe drop" if cfg.forgetting_penalty else ""
+        log.warning("round %d: no self-edit earned a positive reward (adapted − %s score%s); the policy is unchanged",
+                    r, REWARD_BASELINES[cfg.reward_baseline], penalty)
         new_policy = policy
-    t3 = time.perf_counter()
+    metrics = round_metrics(r, policy, new_policy, items, written, results, rewards, winners, sft,
+                            time.perf_counter() - t0)
+    run.write_json(f"round-{r}/metrics.json", metrics)
+    (rdir / "policy.json").write_text(json.dumps({"policy": new_policy, "winners": metrics["winners"]}))
+    return new_policy
 
-    evals = [rec for rec in round_records if rec["condition"] == SELFEDIT]
-    base_probe = {rec["item"]: rec["extra"]["probe"] for rec in round_records
-                  if rec["condition"] == BASE and (rec.get("extra") or {}).get("probe") is not None}
-    drops = [d for d in (probe_drop(rec, base_probe) for rec in evals) if d is not None]
+
+def round_metrics(r: int, policy: str, new_policy: str, items: list[Any], written: Written, results: list[Result],
+                  rewards: dict[str, dict[int, float]], winners: dict[str, list[int]], sft: dict[str, Any],
+                  sft_seconds: float) -> dict[str, Any]:
+    """A round's ``metrics.json``: its rewards, scores, self-edit lengths and where the time went."""
+    evals = [x for x in results if x.condition == SELFEDIT]
+    base_probe = base_probes(results)
+    drops = [d for d in (probe_drop(x, base_probe) for x in evals) if d is not None]
     all_rewards = [g for by_j in rewards.values() for g in by_j.values()]
-    lengths = [len(e.split()) for it in items for e in edits[teacher_domain.item_id(it)]]
-    metrics = {
+    lengths = [len(e.split()) for it in items for e in written.selfedits[written.domain.item_id(it)]]
+    return {
         "round": r, "policy": policy, "next_policy": new_policy, "items": len(items),
         "selfedits": len(all_rewards), "evaluations": len(evals),
         "mean_reward": float(np.mean(all_rewards)) if all_rewards else None,
         "positive_fraction": float(np.mean([g > 0 for g in all_rewards])) if all_rewards else None,
-        "mean_base_score": float(np.mean([rec["before"] for rec in evals if rec.get("before") is not None] or [0])),
-        "mean_adapted_score": float(np.mean([rec["score"] for rec in evals if rec.get("score") is not None] or [0])),
-        "invalid": sum(rec["status"] == "invalid_selfedit" for rec in evals),
+        "mean_base_score": float(np.mean([x.base for x in evals if x.base is not None] or [0])),
+        "mean_adapted_score": float(np.mean([x.score for x in evals if x.score is not None] or [0])),
+        "invalid": sum(x.status == "invalid_selfedit" for x in evals),
         "winners": sum(map(len, winners.values())), "mean_selfedit_words": float(np.mean(lengths)),
         "rewards": all_rewards, "selfedit_words": lengths, "sft": sft,
         "mean_probe_drop": float(np.mean(drops)) if drops else None,
         # Writing and inner-loop seconds come from the records, so a resumed round counts the work
         # of every session (inner loops summed over workers); the SFT is always run whole.
-        "seconds": {"generate": sum(gen_s.values()), "sft": t3 - t2,
-                    "inner_loops": sum(v for rec in round_records if rec["condition"] != "write"
-                                       for k, v in (rec.get("seconds") or {}).items() if k != "generate")},
+        "seconds": {"generate": sum(written.seconds.values()), "sft": sft_seconds,
+                    "inner_loops": sum(v for x in results for k, v in x.seconds.items() if k != "generate")},
     }
-    run.write_json(f"round-{r}/metrics.json", metrics)
-    (rdir / "policy.json").write_text(json.dumps({"policy": new_policy, "winners": metrics["winners"]}))
-    return new_policy
 
 
 def policy_name(spec: str) -> str:

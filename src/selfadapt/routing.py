@@ -2,13 +2,14 @@
 
 A LoRA update that teaches a 135M model a document also rewrites its answers to unrelated
 questions asked under the document's title ("What is the capital of France?" → a name from
-the document; benchmarks/RESULTS.md, issue 30): replay, fewer epochs and a lower learning rate
-reduced this but did not stop it. So `ask` sends a question to the adapter only when it shares
-a distinctive word with the documents the adapter learned, and answers the others with the
-adapter disabled, as the model did before learning. Distinctive: not a function or question
-word, and not common, i.e. in at most 3% of the shipped SQuAD train passages ("make", "main",
-"largest" are in 5%; "museum" 2.5%, "furnace" none); numbers count. The rule is lexical and
-shown with every answer, so a user can see and override it (``ask --no-route``).
+the document; RESULTS.md, "Smaller updates do not stop the forgetting"): replay, fewer epochs
+and a lower learning rate reduced this but did not stop it. So `ask` sends a question to the
+adapter only when it shares a distinctive word with the documents the adapter learned, and
+answers the others with the adapter disabled, as the model did before learning. Distinctive:
+not a function or question word, and not common, in few of the shipped SQuAD train passages
+(``COMMON``); numbers count.
+The rule is lexical and shown with every answer, so a user can see and override it
+(``ask --no-route``).
 """
 
 from __future__ import annotations

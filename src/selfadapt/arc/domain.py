@@ -31,9 +31,8 @@ from ..constrained import GrammarConstraint, schema_grammar
 from .selfedit import EPOCH_RANGE, LEARNING_RATES, SCHEMA, TTTConfig, parse_selfedit
 
 # TTT without a self-edit (the "item alone" condition, ``ttt-plain``) and the default the
-# self-edit prompt shows. Chosen by the oracle grid on the six small-grid SEAL *training*
-# tasks (benchmarks/RESULTS.md): basic+size augmentations, loss on output tokens, lr 1e-3,
-# 3 epochs solves 4 of 6; the earlier default (no augmentation, lr 1e-4) solved none there.
+# self-edit prompt shows. Chosen by the oracle grid on the small-grid SEAL *training* tasks
+# (RESULTS.md, "The TTT default, chosen on small-grid training tasks").
 DEFAULT_TTT = TTTConfig(groups=("basic", "size"), loss_scope="output", lr=1e-3, epochs=3)
 
 TASK_INTRO = ("Each example turns an input grid into an output grid by the same rule. Grids are rows of "

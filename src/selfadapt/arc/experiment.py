@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..evaluate import Condition, markdown_table, run_conditions, summarize
 from ..generation import SamplingConfig, batch_size_for
-from ..lora import LoRAConfig, ResidentLoRA
-from ..models import EMBEDDED, load_model, load_tokenizer, resolve
+from ..lora import LoRAConfig
+from ..models import EMBEDDED, resolve
 from ..plots import plot_distributions, plot_scores
-from ..policy import Writing, driver_needs_model, evaluate_policy, prewrite, write_into_run
+from ..policy import Writing, evaluate_policy, selfedits_and_workers
 from ..restem import ReSTEMConfig, resolve_policies, run_restem
-from ..workers import Parallel, local, workers_for
+from ..workers import Parallel
+from .. import settings as S
 from ..runs import Run
+from ..settings import setting
 from ..vllm_backend import check_backend
 from .augment import GROUPS
 from .data import ArcTask, load_tasks
@@ -48,27 +50,32 @@ def oracle_grid() -> list[TTTConfig]:
             itertools.product([(), ("basic",), ("basic", "size")], ["output", "all"], [1e-4, 1e-3])]
 
 
-def arc_lora(amp: bool = True) -> LoRAConfig:
+def arc_lora() -> LoRAConfig:
     """TTT LoRA: rank 16 on all projections, long sequences; lr and epochs come from the self-edit."""
-    return LoRAConfig(r=16, alpha=32, lr=1e-4, epochs=2, batch_size=4, max_batch_tokens=4096, max_length=2048,
-                      amp=amp)
+    return LoRAConfig(r=16, alpha=32, lr=1e-4, epochs=2, batch_size=4, max_batch_tokens=4096, max_length=2048)
 
 
 TTT_PLAIN = "ttt-plain"  # the reference every ARC condition is paired with
 
 @dataclass
 class ArcSettings:
-    """Which tasks, and how big the TTT and inference work may get (documented in the README)."""
+    """Which tasks, and how big the TTT and inference work may get (docs/cli.md, "selfadapt eval arc")."""
 
-    subset: str = "evaluation"
-    tasks: list[str] = field(default_factory=list)  # ids; empty: every task passing max_cells
-    max_cells: int = 100  # largest grid of a task, in cells (3×3 = 9, 10×10 = 100)
-    cap: int = 24
-    budget: int = 64
-    max_tokens: int = 2048
-    votes: int = 4
-    leave_two_out: bool = False
-    constrain: bool = True  # grammar-constrained self-edits (off: free sampling, strict parsing)
+    subset: str = setting("evaluation", "SEAL ARC subset: 'evaluation' (10 tasks) or 'training' (12).")
+    tasks: list[str] = setting(help="ARC task ids; repeat for several (default: every task within --max-cells).",
+                               factory=list)
+    max_cells: int = setting(100, "Keep tasks whose largest grid has at most this many cells (3×3 = 9).")
+    cap: int = setting(24, "Generated TTT examples per self-edit, at most.")
+    budget: int = setting(64, "epochs × TTT examples, at most (examples are dropped to fit).")
+    max_tokens: int = setting(2048, "Drop TTT sequences longer than this many tokens.")
+    votes: int = setting(4, "Invertible transforms voted over at inference (1–8).")
+    leave_two_out: bool = setting(False, "Add leave-two-out tasks to the TTT data.")
+    constrain: bool = setting(True, "Sample self-edits under their JSON Schema (llguidance), so every one is "
+                              "valid; --no-constrain samples freely and parses strictly.")
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.votes <= 8:
+            raise ValueError("--votes must be between 1 and 8")
 
     def load(self) -> list[ArcTask]:
         tasks = load_tasks(self.subset, ids=self.tasks or None)
@@ -86,25 +93,41 @@ class ArcSettings:
 
 @dataclass
 class ArcEvalConfig:
-    model: str = EMBEDDED
-    arc: ArcSettings = field(default_factory=ArcSettings)
-    selfedits: int = 2  # own self-edits per task
-    oracle: bool = True
-    policies: list[str] = field(default_factory=list)
-    temperature: float = 1.0
-    top_p: float = 0.95
-    selfedit_tokens: int = SELFEDIT_TOKENS
-    lora: LoRAConfig = field(default_factory=arc_lora)
-    seed: int = 0
-    dtype: str = "auto"
-    device: str = "auto"
-    backend: str = "hf"  # what writes the self-edits: hf (transformers) or vllm (the extra selfadapt[vllm])
-    gen_batch_size: int | None = None  # None: by device (``generation.default_batch_size``)
-    runs_dir: str = "runs"
+    """``selfadapt eval arc``: in-context, plain TTT, TTT with own self-edits, oracle TTT, trained policies."""
+
+    model: str = setting(EMBEDDED, S.MODEL)
+    arc: ArcSettings = setting(help="Which tasks, and the TTT and inference limits.", factory=ArcSettings)
+    selfedits: int = setting(2, "Self-edits per task from the untrained model (0: skip).")
+    oracle: bool = setting(True, "Also run the oracle: every configuration of a 12-point grid.")
+    policies: list[str] = setting(help="A trained policy (RUN/round-N from `selfadapt train arc`); NAME=SPEC names "
+                                  "its condition (default: round-N).", factory=list)
+    temperature: float = setting(1.0, S.TEMPERATURE)
+    top_p: float = setting(0.95, S.TOP_P)
+    selfedit_tokens: int = setting(SELFEDIT_TOKENS, "Self-edit length cap in tokens.")
+    lora: LoRAConfig = setting(help="The TTT LoRA; lr and epochs come from each self-edit.", factory=arc_lora)
+    seed: int = setting(0, S.SEED)
+    dtype: str = setting("auto", S.DTYPE)
+    device: str = setting("auto", S.DEVICE)
+    backend: str = setting("hf", S.BACKEND)
+    gen_batch_size: int | None = setting(None, S.GEN_BATCH_SIZE)
+    runs_dir: str = setting("runs", S.RUNS_DIR)
 
     def __post_init__(self) -> None:
         self.gen_batch_size = batch_size_for(self.gen_batch_size, self.device)
         check_backend(self.backend)
+
+
+@dataclass
+class ArcTrainConfig(ReSTEMConfig):
+    """``selfadapt train arc``: ReST-EM's settings where ARC's differ from knowledge's (one round of few
+    tasks, every solving self-edit kept: few of ARC's self-edits solve their task at all)."""
+
+    rounds: int = setting(1, "ReST-EM rounds.")
+    items_per_round: int = setting(4, "Training tasks sampled per round (C).")
+    k: int = setting(3, "Self-edits per task.")
+    keep: str = setting("positive", "'positive' (every self-edit that solved its task) or 'best'.")
+    max_new_tokens: int = setting(SELFEDIT_TOKENS, "Self-edit length cap in tokens.")
+    lora: LoRAConfig = setting(help="The TTT LoRA; lr and epochs come from each self-edit.", factory=arc_lora)
 
 
 def oracle_row(records: list[dict[str, Any]], name: str = "oracle") -> dict[str, Any]:
@@ -121,24 +144,14 @@ def _baselines(run: Run, cfg: ArcEvalConfig, tasks: list, sampling: SamplingConf
                parallel: Parallel | None) -> list[str]:
     """icl, ttt-plain, own self-edits and the oracle grid on the base model; returns the table's
     names. The model lives only in this call, so no copy is alive while a policy is evaluated."""
-    if cfg.selfedits:
-        prewrite(run, cfg.backend, cfg.model, [Writing("", cfg.arc.domain, tasks, cfg.selfedits, sampling, cfg.seed)],
-                 dtype=cfg.dtype, device=cfg.device)
-    loaded = (load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
-              if driver_needs_model(cfg.backend, parallel) else None)
-    tokenizer = load_tokenizer(cfg.model) if loaded is None else loaded.tokenizer
-    lora = None if loaded is None else ResidentLoRA(loaded.model, tokenizer, cfg.lora)
-    domain = cfg.arc.domain(tokenizer)
-    conditions = [Condition(TTT_PLAIN, None)]
-    if cfg.selfedits:
-        edits, seconds = write_into_run(run, "", lora, tokenizer, domain, tasks, cfg.selfedits, sampling, seed=cfg.seed)
-        conditions.append(Condition("own", edits, seconds))
-    if cfg.oracle:
-        conditions.append(Condition("oracle", {t.id: [c.to_json() for c in oracle_grid()] for t in tasks}))
-    resident = local(parallel, lora)
-    del lora, loaded  # with Ray, the actors load their own copies
-    with workers_for(parallel, resident, cfg.model, cfg.lora, dtype=cfg.dtype, device=cfg.device) as workers:
-        run_conditions(run, workers, domain, tasks, conditions, seed=cfg.seed, base_name="icl")
+    writings = [Writing("", cfg.arc.domain, tasks, cfg.selfedits, sampling, cfg.seed)] if cfg.selfedits else []
+    with selfedits_and_workers(run, cfg.model, writings, cfg.lora, parallel=parallel, backend=cfg.backend,
+                               dtype=cfg.dtype, device=cfg.device) as prepared:
+        conditions = [Condition(TTT_PLAIN, None)] + [Condition("own", w.selfedits, w.seconds) for w in prepared.written]
+        if cfg.oracle:
+            conditions.append(Condition("oracle", {t.id: [c.to_json() for c in oracle_grid()] for t in tasks}))
+        run_conditions(run, prepared.workers, cfg.arc.domain(prepared.tokenizer), tasks, conditions, seed=cfg.seed,
+                       base_name="icl")
     return ["icl"] + [c.name for c in conditions if c.name != "oracle"]
 
 

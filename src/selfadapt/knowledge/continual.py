@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,42 +24,48 @@ from safetensors.torch import load_file, save_file
 from ..evaluate import mean_ci, paired, progress_bar
 from ..generation import SamplingConfig
 from ..lora import Example, LoRAConfig, ResidentLoRA
-from ..models import EMBEDDED, load_model, render_chat
+from ..models import EMBEDDED, load_model
 from ..plots import plot_matrices
 from ..policy import write_selfedits
 from ..runs import CONTENT_HASH, Run
 from ..runs import plain as plain_config  # this module's own ``plain`` is for examples
+from .. import settings as S
+from ..settings import setting
 from .data import EXTERNAL_SELFEDITS, Passage, content_hash, external_format, load_external_selfedits, load_passages
 from .domain import KnowledgeDomain
-from .experiment import DEFAULT_DECODING, DEFAULT_FORMAT
-from .measure import REWARD_METRIC, SHORT_ANSWER_SYSTEM
-from .selfedit import FORMATS
+from .general import general_examples, replay_examples
+from .measure import REWARD_METRIC
+from .selfedit import DEFAULT_DECODING, DEFAULT_FORMAT, FORMATS
 
 log = logging.getLogger(__name__)
 
 REPLAY = "+replay"
 SOURCES = ("passage", "own", *EXTERNAL_SELFEDITS)
-GENERAL_POOL = range(400, 600)  # train passages for general reading-comprehension examples
 
 
 @dataclass
 class ContinualConfig:
-    model: str = EMBEDDED
-    dataset: str = "eval200"
-    passages: int = 8
-    offset: int = 0
-    conditions: list[str] = field(default_factory=lambda: ["passage", "own", "own+replay"])
-    fmt: str = DEFAULT_FORMAT  # own self-edits: the eval default
-    grounded: bool = DEFAULT_DECODING == "grounded"
-    replay: int = 4  # examples of earlier updates mixed into each update (conditions with +replay)
-    general: int = 2  # reading-comprehension examples, passage in context (conditions with +replay)
-    temperature: float = 1.0
-    top_p: float = 0.95
-    lora: LoRAConfig = field(default_factory=LoRAConfig)
-    seed: int = 0
-    dtype: str = "auto"
-    device: str = "auto"
-    runs_dir: str = "runs"
+    """``selfadapt eval continual``: passages learned one after another."""
+
+    model: str = setting(EMBEDDED, S.MODEL)
+    dataset: str = setting("eval200", S.DATASET)
+    passages: int = setting(8, "How many passages to learn one after another.")
+    offset: int = setting(0, "Skip this many passages first.")
+    conditions: list[str] = setting(help="What each update trains on: passage | own | gpt-4.1 | seal-qwen, each "
+                                    "optionally with +replay; repeat for several.",
+                                    factory=lambda: ["passage", "own", "own+replay"])
+    fmt: str = setting(DEFAULT_FORMAT, "Format of own self-edits (the eval default).")
+    grounded: bool = setting(DEFAULT_DECODING == "grounded", "Grounded decoding of own self-edits.")
+    replay: int = setting(4, "With +replay: examples of earlier updates mixed into each update.")
+    general: int = setting(2, "With +replay: reading-comprehension examples (passage in context, train split) "
+                           "mixed into each update.")
+    temperature: float = setting(1.0, S.TEMPERATURE)
+    top_p: float = setting(0.95, S.TOP_P)
+    lora: LoRAConfig = setting(help="The LoRA fine-tune of each update.", factory=LoRAConfig)
+    seed: int = setting(0, S.SEED)
+    dtype: str = setting("auto", S.DTYPE)
+    device: str = setting("auto", S.DEVICE)
+    runs_dir: str = setting("runs", S.RUNS_DIR)
 
     def __post_init__(self) -> None:
         for c in self.conditions:
@@ -72,28 +78,6 @@ class ContinualConfig:
             raise ValueError("a sequence needs at least 2 passages")
         if self.replay < 0 or self.general < 0:
             raise ValueError("replay and general must be >= 0")
-
-
-def replay_examples(history: list[list[Example]], n: int, rng: random.Random) -> list[Example]:
-    """Up to ``n`` examples drawn from the training data of earlier updates (``history``
-    holds exactly those: the caller passes updates 0..i-1)."""
-    pool = [ex for data in history for ex in data]
-    return rng.sample(pool, min(n, len(pool)))
-
-
-def general_examples(tokenizer, n: int, rng: random.Random) -> list[Example]:
-    """Reading comprehension with the passage in context (train split): keeps the model
-    answering from context while it learns facts into its weights."""
-    if n == 0:
-        return []
-    pool = load_passages("train", limit=len(GENERAL_POOL), offset=GENERAL_POOL.start)
-    out: list[Example] = []
-    for p in rng.sample(pool, n):
-        q = rng.choice(p.questions)
-        prompt = render_chat(tokenizer, [{"role": "system", "content": SHORT_ANSWER_SYSTEM},
-                                         {"role": "user", "content": f"{p.text}\n\nQuestion: {q.question}"}])
-        out.append((prompt, q.answer + (tokenizer.eos_token or "")))
-    return out
 
 
 def plain(examples: list[Example]) -> list[Any]:

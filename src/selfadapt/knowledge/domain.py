@@ -18,7 +18,7 @@ from ..prior import check_prior, with_prior
 from .data import Passage
 from .grounded import Constraint, SpanQA, Static, allowed_token_ids
 from .measure import REWARD_METRIC, KnowledgeMeasure, qa_examples
-from .selfedit import FORMATS, selfedit_instruction, selfedit_items
+from .selfedit import DEFAULT_DECODING, DEFAULT_FORMAT, FORMATS, selfedit_instruction, selfedit_items
 
 ANSWER_CAP = 12  # tokens of a short answer; also the length of the recital control
 
@@ -26,11 +26,11 @@ ANSWER_CAP = 12  # tokens of a short answer; also the length of the recital cont
 @dataclass
 class KnowledgeDomain:
     tokenizer: PreTrainedTokenizerBase
-    fmt: str = "implications"
+    fmt: str = DEFAULT_FORMAT
     include_passage: bool = True
     answer: SamplingConfig = field(default_factory=lambda: SamplingConfig(ANSWER_CAP, temperature=0.0, batch_size=16))
     judge: Judge | None = None  # TinyV fallback for short answers that exact match rejects
-    grounded: bool = False
+    grounded: bool = DEFAULT_DECODING == "grounded"
     prior: str | None = None  # a prior prompt before the self-edit instruction (``selfadapt.prior``)
     name: str = "knowledge"
 

@@ -20,7 +20,7 @@ their questions (the paper's continued-pretraining setting).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,28 +30,26 @@ from ..domain import ItemError
 from ..evaluate import BASE, Condition, markdown_table, run_conditions, summarize
 from ..generation import SamplingConfig, batch_size_for
 from ..judge import make_judge
-from ..lora import LoRAConfig, ResidentLoRA
-from ..models import EMBEDDED, LoadedModel, load_model, load_tokenizer, resolve
+from ..lora import LoRAConfig
+from ..models import EMBEDDED, LoadedModel, resolve
 from ..plots import plot_paired, plot_policy_rounds, plot_scores
 from ..prior import check_prior
-from ..policy import Writing, driver_needs_model, evaluate_policy, prewrite, write_into_run
+from ..policy import Writing, evaluate_policy, selfedits_and_workers
 from ..restem import policy_name, resolve_policies
 from ..runs import CONTENT_HASH, Run, plain
+from .. import settings as S
+from ..settings import setting
 from .data import (EXTERNAL_SELFEDITS, DatasetError, Passage, content_hash, external_format, load_external_selfedits,
                    load_passages)
 from .controls import CONTROLS, FORMAT, control_domain
 from .domain import ANSWER_CAP, CPTDomain, KnowledgeDomain
 from .measure import REWARD_METRIC
-from ..workers import Parallel, local, workers_for
+from ..workers import Parallel
 from ..vllm_backend import check_backend
-from .selfedit import FORMATS
+from .selfedit import DEFAULT_DECODING, DEFAULT_FORMAT, FORMATS
 
 RECITAL = "recital"
 DECODINGS = ("free", "grounded")
-# Chosen on 20 train passages (benchmarks/RESULTS.md): the best own self-edit on the reward
-# metric, with the highest answer likelihood, EM and F1; its gain over passage-only is not
-# yet certain (the interval crosses 0).
-DEFAULT_FORMAT, DEFAULT_DECODING = "self-qa", "grounded"
 REFERENCES = ("passage", RECITAL)  # every condition is compared with these, paired by passage
 SIDE_METRICS = {m: v for m, v in {
     "mc_prob": ("mc_prob %", 100), "mc_acc": ("MC acc %", 100), "cal_prob": ("cal_prob %", 100),
@@ -67,36 +65,49 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class KnowledgeEvalConfig:
-    model: str = EMBEDDED
-    dataset: str = "eval200"
-    columns: dict[str, str] | None = None  # our field → your column (``data.load_passages``)
-    passages: int = 20
-    offset: int = 0
-    formats: list[str] = field(default_factory=lambda: [DEFAULT_FORMAT])  # the first is the policies' format
-    decodings: list[str] = field(default_factory=lambda: [DEFAULT_DECODING])
-    own: bool = True
-    external: list[str] = field(default_factory=lambda: ["gpt-4.1", "seal-qwen"])
-    external_format: str | None = None  # None: each file's declared format (``data.external_format``)
-    controls: list[str] = field(default_factory=lambda: ["format"])  # and/or "gold-qa" (train split only)
-    policies: list[str] = field(default_factory=list)  # RUN/round-N directories or model specs
-    cpt: bool = False
-    selfedits_per_passage: int = 1
-    include_passage: bool = True
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_new_tokens: int | None = None  # None: the format's default
-    prior_prompt: str | None = None  # before the self-edit instruction (``selfadapt.prior``)
-    gen_batch_size: int | None = None  # None: by device (``generation.default_batch_size``)
-    answer_max_new_tokens: int = ANSWER_CAP
-    lora: LoRAConfig = field(default_factory=LoRAConfig)
-    seed: int = 0
-    dtype: str = "auto"
-    device: str = "auto"
-    backend: str = "hf"  # what writes the self-edits: hf (transformers) or vllm (the extra selfadapt[vllm])
-    judge_url: str | None = None  # an OpenAI-compatible endpoint; without it judge_model is a local model spec
-    judge_model: str | None = None  # TinyV fallback judge of short answers that exact match rejects
-    judge_api_key_env: str = "OPENAI_API_KEY"
-    runs_dir: str = "runs"
+    """``selfadapt eval knowledge``: the baseline table on SQuAD passages."""
+
+    model: str = setting(EMBEDDED, S.MODEL)
+    dataset: str = setting("eval200", S.DATASET)
+    columns: dict[str, str] | None = setting(None, S.COLUMNS)  # our field → your column (``data.load_passages``)
+    passages: int = setting(20, "How many passages (from the start of the dataset, after --offset).")
+    offset: int = setting(0, "Skip this many passages first.")
+    formats: list[str] = setting(help="Self-edit format of the own condition; repeat for several (the first is the "
+                                 "policies'): implications | implications-long | implications-very-long | rewrite | "
+                                 "self-qa. The default was chosen on the train split.",
+                                 factory=lambda: [DEFAULT_FORMAT])
+    decodings: list[str] = setting(help="How own self-edits are sampled: 'free', or 'grounded' (self-QA answers "
+                                   "copy passage spans; other formats use only the passage's words); repeat for "
+                                   "several.", factory=lambda: [DEFAULT_DECODING])
+    own: bool = setting(True, "Evaluate the model's own self-edits.")
+    external: list[str] = setting(help="External self-edits: 'gpt-4.1', 'seal-qwen' or a JSON file; repeat.",
+                                  factory=lambda: ["gpt-4.1", "seal-qwen"])
+    external_format: str | None = setting(None, "The self-edit format of --external files (default: each file's "
+                                          "\"format\" field; the shipped ones hold implications).")
+    controls: list[str] = setting(help="Controls trained like a condition: 'format' (the passage + another train "
+                                  "passage's gold Q→A pairs: answer form, no fact) and 'gold-qa' (+ its own gold "
+                                  "pairs, a ceiling; --dataset train only); repeat.", factory=lambda: ["format"])
+    policies: list[str] = setting(help=S.POLICY, factory=list)
+    cpt: bool = setting(False, "Continued pretraining: one update on all passages' data, then all their questions.")
+    selfedits_per_passage: int = setting(1, "Self-edits per passage (own and external).")
+    include_passage: bool = setting(True, S.INCLUDE_PASSAGE)
+    temperature: float = setting(1.0, S.TEMPERATURE)
+    top_p: float = setting(0.95, S.TOP_P)
+    max_new_tokens: int | None = setting(None, S.MAX_NEW_TOKENS)
+    prior_prompt: str | None = setting(None, S.PRIOR)
+    gen_batch_size: int | None = setting(None, S.GEN_BATCH_SIZE)
+    answer_max_new_tokens: int = setting(ANSWER_CAP, "Answer length cap when a question is asked.")
+    lora: LoRAConfig = setting(help="The inner-loop LoRA fine-tune.", factory=LoRAConfig)
+    seed: int = setting(0, "Seed for sampling and LoRA init (every self-edit of a passage and its passage-only "
+                        "reference share it).")
+    dtype: str = setting("auto", S.DTYPE)
+    device: str = setting("auto", S.DEVICE)
+    backend: str = setting("hf", S.BACKEND)
+    judge_url: str | None = setting(None, "OpenAI-compatible base URL for --judge-model.")
+    judge_model: str | None = setting(None, "TinyV fallback judge: it grades the short answers that exact match "
+                                      "rejects. A model spec, or with --judge-url the endpoint's model name.")
+    judge_api_key_env: str = setting("OPENAI_API_KEY", "Environment variable holding the judge API key.")
+    runs_dir: str = setting("runs", S.RUNS_DIR)
 
     def __post_init__(self) -> None:
         self.gen_batch_size = batch_size_for(self.gen_batch_size, self.device)
@@ -179,37 +190,25 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
         """Every condition of the base model; returns their names. The model lives only in this
         call, so no copy of it is alive while a policy is evaluated (at 7B two do not fit a GPU)."""
         own = [(fmt, decoding) for fmt in (cfg.formats if cfg.own else []) for decoding in cfg.decodings]
-        prewrite(run, cfg.backend, cfg.model, [
-            Writing(f"{own_name(fmt, decoding)}/", lambda tok, f=fmt, d=decoding: domain_for(tok, f, d), passages,
-                    cfg.selfedits_per_passage, cfg.sampling(fmt), cfg.seed) for fmt, decoding in own],
-                 dtype=cfg.dtype, device=cfg.device)
-        loaded = (load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
-                  if driver_needs_model(cfg.backend, parallel) else None)
-        tokenizer = load_tokenizer(cfg.model) if loaded is None else loaded.tokenizer
-        lora = None if loaded is None else ResidentLoRA(loaded.model, tokenizer, cfg.lora)
-        domain = domain_for(tokenizer)
-        setting = _Setting(domain, passages, cfg.cpt)
-        record_recital(run, setting.domain, setting.items)
-        conditions = [setting.condition("passage", None)]
-        conditions += [setting.condition(CONTROLS[c], None, domain=control_domain(c, domain, passages))
-                       for c in cfg.controls]
-        for fmt, decoding in own:
-            name, own_domain = own_name(fmt, decoding), domain_for(tokenizer, fmt, decoding)
-            edits, seconds = write_into_run(run, f"{name}/", lora, tokenizer, own_domain, passages,
-                                            cfg.selfedits_per_passage, cfg.sampling(fmt), seed=cfg.seed)
-            conditions.append(setting.condition(name, edits, seconds, domain=own_domain))
-        for source, by_index in external.items():
-            name = source if source in EXTERNAL_SELFEDITS else Path(source).stem
-            edits = {domain.item_id(p): by_index[p.index][: cfg.selfedits_per_passage] for p in passages}
-            # read in the file's own format; every answer kept (another model's, not grounded here)
-            conditions.append(setting.condition(
-                name, edits, domain=replace(domain, fmt=external_formats[source], grounded=False)))
-        resident = local(parallel, lora)
-        del lora, loaded  # with Ray, the actors load their own copies
-        with workers_for(parallel, resident, cfg.model, cfg.lora, dtype=cfg.dtype, device=cfg.device) as pool:
-            run_conditions(run, pool, setting.domain, setting.items, conditions, seed=cfg.seed)
-        if isinstance(cfg.model, LoadedModel):
-            resident.release()  # the caller's model object, as it came
+        writings = [Writing(f"{own_name(fmt, decoding)}/", lambda tok, f=fmt, d=decoding: domain_for(tok, f, d),
+                            passages, cfg.selfedits_per_passage, cfg.sampling(fmt), cfg.seed) for fmt, decoding in own]
+        with selfedits_and_workers(run, cfg.model, writings, cfg.lora, parallel=parallel, backend=cfg.backend,
+                                   dtype=cfg.dtype, device=cfg.device) as prepared:
+            domain = domain_for(prepared.tokenizer)
+            setting = _Setting(domain, passages, cfg.cpt)
+            record_recital(run, setting.domain, setting.items)
+            conditions = [setting.condition("passage", None)]
+            conditions += [setting.condition(CONTROLS[c], None, domain=control_domain(c, domain, passages))
+                           for c in cfg.controls]
+            conditions += [setting.condition(own_name(fmt, decoding), w.selfedits, w.seconds, domain=w.domain)
+                           for (fmt, decoding), w in zip(own, prepared.written)]
+            for source, by_index in external.items():
+                name = source if source in EXTERNAL_SELFEDITS else Path(source).stem
+                edits = {domain.item_id(p): by_index[p.index][: cfg.selfedits_per_passage] for p in passages}
+                # read in the file's own format; every answer kept (another model's, not grounded here)
+                conditions.append(setting.condition(
+                    name, edits, domain=replace(domain, fmt=external_formats[source], grounded=False)))
+            run_conditions(run, prepared.workers, setting.domain, setting.items, conditions, seed=cfg.seed)
         return [BASE, RECITAL] + [c.name for c in conditions]
 
     names = baselines()

@@ -1,4 +1,6 @@
-"""What the model knew before it learned a document: a general probe, and its own answers to replay.
+"""What the model knew before it learned a document: a general probe, its own answers to replay,
+and the other examples an update mixes in to keep what it knew (earlier updates' data, reading
+comprehension with a passage in context), shared by ``learn`` and ``eval continual``.
 
 An update that teaches one fact and erases "Paris" is not a usable ``learn``, and a report
 that grades only the document cannot show it. So ``learn`` asks simple general questions
@@ -16,6 +18,7 @@ what ties an answer to its question.
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from importlib import resources
 
@@ -24,8 +27,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..generation import SamplingConfig, generate
 from ..grading import contains
 from ..lora import Example
+from ..models import render_chat
+from .data import load_passages
 from .domain import ANSWER_CAP
-from .measure import qa_prompt, short_answer_prompt
+from .measure import SHORT_ANSWER_SYSTEM, qa_prompt, short_answer_prompt
+
+GENERAL_POOL = range(400, 600)  # train passages for general reading-comprehension examples
 
 
 @dataclass(frozen=True)
@@ -63,3 +70,25 @@ def distillation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tit
     eos = tokenizer.eos_token or ""
     return [(qa_prompt(tokenizer, title, q), a + eos)
             for q, a in zip(prompts, short_answers(model, tokenizer, [(title, q) for q in prompts])) if a]
+
+
+def replay_examples(history: list[list[Example]], n: int, rng: random.Random) -> list[Example]:
+    """Up to ``n`` examples drawn from the training data of earlier updates (``history``
+    holds exactly those: the caller passes updates 0..i-1)."""
+    pool = [ex for data in history for ex in data]
+    return rng.sample(pool, min(n, len(pool)))
+
+
+def general_examples(tokenizer, n: int, rng: random.Random) -> list[Example]:
+    """Reading comprehension with the passage in context (train split): keeps the model
+    answering from context while it learns facts into its weights."""
+    if n == 0:
+        return []
+    pool = load_passages("train", limit=len(GENERAL_POOL), offset=GENERAL_POOL.start)
+    out: list[Example] = []
+    for p in rng.sample(pool, n):
+        q = rng.choice(p.questions)
+        prompt = render_chat(tokenizer, [{"role": "system", "content": SHORT_ANSWER_SYSTEM},
+                                         {"role": "user", "content": f"{p.text}\n\nQuestion: {q.question}"}])
+        out.append((prompt, q.answer + (tokenizer.eos_token or "")))
+    return out

@@ -31,10 +31,6 @@ def probe_passages() -> tuple[list[Passage], list[Passage]]:
     return [train[i] for i in PROBE], [train[i] for i in READING]
 
 
-def probe_indices() -> set[int]:
-    return set(PROBE) | set(READING)
-
-
 @dataclass
 class ProbedDomain:
     """A knowledge domain whose every evaluation also scores the probe (``extra["probe"]``);

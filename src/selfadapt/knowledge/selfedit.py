@@ -64,6 +64,9 @@ FORMATS: dict[str, SelfEditFormat] = {
         ),
     ]
 }
+# Chosen on train passages: the best own self-edit on every measure (RESULTS.md, "The default
+# self-edit: format and decoding on the train split").
+DEFAULT_FORMAT, DEFAULT_DECODING = "self-qa", "grounded"
 
 _LIST_MARKER = re.compile(r"^\s*(?:[-*•+]|\(?\d{1,3}[.):]|[a-zA-Z][.)])\s+")
 _QA = re.compile(

@@ -6,24 +6,29 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..restem import ReSTEMConfig, run_restem
+from .. import settings as S
 from ..runs import CONTENT_HASH, Run
+from ..settings import setting
 from ..workers import Parallel
 from .data import content_hash, load_passages
 from .domain import KnowledgeDomain
 from .probe import ProbedDomain, probe_passages
-from .selfedit import FORMATS
+from .selfedit import DEFAULT_DECODING, DEFAULT_FORMAT, FORMATS
 
 
 @dataclass
 class KnowledgeTrainConfig:
-    dataset: str = "train"
-    columns: dict[str, str] | None = None  # our field → your column (``data.load_passages``)
-    fmt: str = "self-qa"  # the eval default, chosen on the train split
-    include_passage: bool = True
-    grounded: bool = True
-    max_new_tokens: int | None = None  # None: the format's default
-    probe: bool = False  # score a fixed probe set after every update (on with a forgetting penalty)
-    prior_prompt: str | None = None  # before the self-edit instruction (``selfadapt.prior``)
+    """``selfadapt train knowledge``'s domain settings (ReST-EM's own are a ``ReSTEMConfig``)."""
+
+    dataset: str = setting("train", "Training pool: 'train' or your data as for eval (never eval200).")
+    columns: dict[str, str] | None = setting(None, S.COLUMNS)  # our field → your column (``data.load_passages``)
+    fmt: str = setting(DEFAULT_FORMAT, S.FORMAT + " The eval default, chosen on the train split.")
+    include_passage: bool = setting(True, S.INCLUDE_PASSAGE)
+    grounded: bool = setting(DEFAULT_DECODING == "grounded", S.GROUNDED)
+    max_new_tokens: int | None = setting(None, S.MAX_NEW_TOKENS)
+    probe: bool = setting(False, "Score a fixed probe set after every update (its drop is reported); on with a "
+                          "forgetting penalty.")
+    prior_prompt: str | None = setting(None, S.PRIOR)
 
 
 def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume: Path | None = None,

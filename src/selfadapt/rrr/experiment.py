@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,9 @@ from ..models import EMBEDDED, LoadedModel, chat_prompt, load_model, resolve
 from ..plots import plot_curves, plot_scores
 from ..prior import check_prior
 from ..rewards.likelihood import reference_scores
+from .. import settings as S
 from ..runs import Run, read_jsonl
+from ..settings import setting
 from .failures import build_failures, load_failures
 from .grpo import RRRGRPOConfig, make_trainer
 from .reflect import ReflectConfig, accuracy, reflect_and_retry
@@ -41,20 +43,26 @@ def _open_run(resume: str | None, runs_dir: str, name: str, cfg: Any) -> Run:
     return Run.resume(Path(resume), cfg) if resume else Run.create(Path(runs_dir), name.replace(":", "-"), cfg)
 
 
+TASK_HELP = ("countdown | function-calling | reasoning-gym:NAME, with optional difficulty knobs: "
+             "countdown:numbers=2,max_number=25,max_target=100 or function-calling:set=multiple,functions=2")
+
+
 @dataclass
 class FailuresConfig:
-    model: str = EMBEDDED
-    task: str = "countdown"
-    queries: int = 64  # from the train split
-    attempts: int = 4  # N: a query is a failure if none of its N samples is correct
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 192
-    batch_size: int = 16
-    seed: int = 0
-    dtype: str = "auto"
-    device: str = "auto"
-    runs_dir: str = "runs"
+    """``selfadapt rrr build-failures``: the training queries the model always fails."""
+
+    model: str = setting(EMBEDDED, S.MODEL)
+    task: str = setting("countdown", TASK_HELP)
+    queries: int = setting(64, "Training-split queries to try.")
+    attempts: int = setting(4, "N: a query is kept if none of its N sampled attempts is correct.")
+    temperature: float = setting(1.0, "Attempt sampling temperature.")
+    top_p: float = setting(1.0, "Attempt nucleus sampling (top-p).")
+    max_new_tokens: int = setting(192, "Answer length cap.")
+    batch_size: int = setting(16, "Generation batch.")
+    seed: int = setting(0, S.SEED)
+    dtype: str = setting("auto", S.DTYPE)
+    device: str = setting("auto", S.DEVICE)
+    runs_dir: str = setting("runs", S.RUNS_DIR)
 
 
 def run_build_failures(cfg: FailuresConfig, resume: str | None = None) -> tuple[Path, dict[str, Any]]:
@@ -75,13 +83,18 @@ def run_build_failures(cfg: FailuresConfig, resume: str | None = None) -> tuple[
 
 @dataclass
 class RRRTrainConfig:
-    failures: list[str]  # failures.jsonl files or build-failures run directories (several tasks: a mixed run)
-    model: str = EMBEDDED
-    tasks: list[str] = field(default_factory=list)  # your own task specs the failure datasets may name
-    grpo: RRRGRPOConfig = field(default_factory=RRRGRPOConfig)
-    dtype: str = "auto"
-    device: str = "auto"
-    runs_dir: str = "runs"
+    """``selfadapt rrr train``: GRPO on failure datasets, rewarding only the reflection tokens."""
+
+    failures: list[str] = setting(help="failures.jsonl files or build-failures run directories; several tasks "
+                                  "make one mixed-domain run.")
+    model: str = setting(EMBEDDED, S.MODEL)
+    tasks: list[str] = setting(help="Your own task (file.py:NAME, pkg.module:NAME, a plug-in) that a failure "
+                               "dataset names; repeat for several. A data file alone never loads code: built-in "
+                               "tasks need no flag.", factory=list)
+    grpo: RRRGRPOConfig = setting(help="The GRPO settings.", factory=RRRGRPOConfig)
+    dtype: str = setting("auto", S.DTYPE)
+    device: str = setting("auto", S.DEVICE)
+    runs_dir: str = setting("runs", S.RUNS_DIR)
 
     def __post_init__(self) -> None:
         if isinstance(self.failures, (str, Path)):
@@ -132,16 +145,18 @@ def run_rrr_train(cfg: RRRTrainConfig, resume: str | None = None) -> Path:
 class AttemptSettings:
     """How attempts, reflections and retries are generated; shared by `rrr eval` and `rrr probe`."""
 
-    answer_tokens: int = 192
-    reflection_tokens: int = 96
-    chunk: int = 16
-    prior_prompt: str | None = None  # a policy uses the one it was trained with
-    reflection_temperature: float = 0.0  # 1.0: reflections as GRPO samples them
-    retry_temperature: float = 0.0  # as ``rrr train --retry-temperature``
-    seed: int = 0
-    dtype: str = "auto"
-    device: str = "auto"
-    runs_dir: str = "runs"
+    answer_tokens: int = setting(192, "First-attempt and retry length cap.")
+    reflection_tokens: int = setting(96, "Reflection length cap.")
+    chunk: int = setting(16, "Queries generated per batch.")
+    prior_prompt: str | None = setting(None, "Prior prompt for the base model (a policy uses the one it was "
+                                       "trained with): reasoning | planning | code | knowledge | null-example.")
+    reflection_temperature: float = setting(0.0, "Reflection sampling temperature (0: greedy; GRPO samples at 1).")
+    retry_temperature: float = setting(0.0, "Retry sampling temperature, as rrr train --retry-temperature "
+                                       "(0: greedy).")
+    seed: int = setting(0, S.SEED)
+    dtype: str = setting("auto", S.DTYPE)
+    device: str = setting("auto", S.DEVICE)
+    runs_dir: str = setting("runs", S.RUNS_DIR)
 
     def __post_init__(self) -> None:
         check_prior(self.prior_prompt)
@@ -151,11 +166,14 @@ class AttemptSettings:
 
 @dataclass
 class RRREvalConfig(AttemptSettings):
-    model: str = EMBEDDED
-    task: str = "countdown"
-    queries: int = 50  # from the test split
-    policies: list[str] = field(default_factory=list)  # `rrr train` run directories (or their policy/)
-    general: int = 30  # reading-comprehension questions for the forgetting check (0: skip)
+    """``selfadapt rrr eval``: first and second attempts, base against trained policies."""
+
+    model: str = setting(EMBEDDED, S.MODEL)
+    task: str = setting("countdown", TASK_HELP)
+    queries: int = setting(50, "Test-split queries.")
+    policies: list[str] = setting(help="An `rrr train` run directory (or its policy/); repeat to compare several.",
+                                  factory=list)
+    general: int = setting(30, "Reading-comprehension questions for the forgetting check (0: skip).")
 
 
 def policy_prior(policy: str | None, default: str | None) -> str | None:
@@ -318,9 +336,10 @@ def run_rrr_eval(cfg: RRREvalConfig, resume: str | None = None) -> tuple[Run, li
 class ProbeConfig(AttemptSettings):
     """Where does the model sometimes succeed? First attempt and retry per difficulty (train split)."""
 
-    model: str = EMBEDDED
-    tasks: list[str] = field(default_factory=lambda: ["countdown:numbers=2", "countdown:numbers=3", "countdown"])
-    queries: int = 40
+    model: str = setting(EMBEDDED, S.MODEL)
+    tasks: list[str] = setting(help="A task spec with difficulty knobs (see build-failures --task); repeat for "
+                               "several.", factory=lambda: ["countdown:numbers=2", "countdown:numbers=3", "countdown"])
+    queries: int = setting(40, "Training-split queries per task.")
 
 
 TRAINABLE = (0.05, 0.5)  # retry success on first failures where GRPO groups get mixed rewards

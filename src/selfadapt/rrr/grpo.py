@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -37,6 +37,7 @@ from ..models import one_device
 from ..prior import check_prior
 from ..rewards import RewardContext, build_rewards, registry, reward_class
 from ..rewards.disco import DOMAIN_WEIGHTS, disco_scales, domain_weights
+from ..settings import setting
 from ..vllm_backend import VLLMSampler, available, check_backend, cpu_defaults, in_place_weight_sync
 from .reflect import reflect_messages
 from .tasks import Task
@@ -48,35 +49,47 @@ log = logging.getLogger(__name__)
 class RRRGRPOConfig:
     """The GRPO knobs of the paper's setup; LoRA is optional (``lora_r=0`` trains every weight)."""
 
-    num_generations: int = 4  # G reflections per failed query
-    queries_per_step: int = 2
-    max_steps: int = 10
-    learning_rate: float = 1e-4
-    lr_scheduler: str = "constant"
-    warmup_steps: int = 0
-    beta: float = 0.04  # KL coefficient towards the initial model
+    num_generations: int = setting(4, "G: reflections sampled per failed query.")
+    queries_per_step: int = setting(2, "Failed queries per step.")
+    max_steps: int = setting(10, "GRPO optimisation steps.")
+    learning_rate: float = setting(1e-4, "Learning rate.")
+    lr_scheduler: str = setting("constant", "transformers scheduler name (constant, linear, cosine…).")
+    warmup_steps: int = setting(0, "Learning-rate warmup steps.")
+    beta: float = setting(0.04, "KL coefficient towards the initial model (0: no reference).")
     # TRL's loss normalisation; set here because TRL's default has changed across releases
     # ("dapo" in the TRL this is tested with: token-level over the batch, as DAPO)
-    loss_type: str = "dapo"
-    temperature: float = 1.0
-    top_p: float = 1.0
-    reflection_tokens: int = 96
-    retry_tokens: int = 192
-    retry_temperature: float = 0.0  # 0: greedy retries; > 0: the reward estimates P(correct | reflection)
-    lora_r: int = 16
-    lora_alpha: int = 32
-    save_steps: int = 5
-    gradient_checkpointing: bool = False  # TRL turns it on by default; small models train faster without
-    rewards: dict[str, float] = field(default_factory=lambda: {"retry": 1.0})  # name → weight
-    prior_prompt: str | None = None  # a prior prompt before every reflection request (``selfadapt.prior``)
-    laser_target: int | None = None  # the ``laser`` reward's target reflection length (None: 64 tokens)
-    disco: str | None = None  # DISCO's domain weight, "log" or "inverse" (None: plain GRPO)
-    disco_eps: float | None = None  # DISCO's difficulty weight is 1 / (self-consistency + eps) (None: 0.1)
-    judge_model: str | None = None  # TinyV: a judge for retries the verifier rejects (a model spec, or with
-    judge_url: str | None = None  # judge_url an OpenAI-compatible endpoint's model name)
-    backend: str = "hf"  # "vllm": reflections and retries sampled by a vLLM copy of the policy (TRL's colocate mode)
-    vllm_memory: float = 0.3  # on a GPU, the share of its memory the colocated vLLM copy takes
-    seed: int = 0
+    loss_type: str = setting("dapo", "TRL's GRPO loss normalisation.")
+    temperature: float = setting(1.0, "Reflection sampling temperature.")
+    top_p: float = setting(1.0, "Reflection nucleus sampling (top-p).")
+    reflection_tokens: int = setting(96, "Reflection length cap (the trained completion).")
+    retry_tokens: int = setting(192, "Retry length cap (generated inside the reward).")
+    retry_temperature: float = setting(0.0, "Retry sampling temperature (0: greedy). Under a task's constrain=1 a "
+                                       "greedy retry tends to repeat the failed attempt; sampling makes the reward "
+                                       "an estimate of P(correct | reflection).")
+    lora_r: int = setting(16, "LoRA rank; 0 trains every weight.")
+    lora_alpha: int = setting(32, "LoRA alpha (the CLI sets twice --lora-r).")
+    save_steps: int = setting(5, "Checkpoint every this many steps (for --resume).")
+    # TRL turns it on by default; small models train faster without
+    gradient_checkpointing: bool = setting(False, "Gradient checkpointing (saves memory, costs time).")
+    rewards: dict[str, float] = setting(help="A reward and its weight, NAME=WEIGHT; repeat to compose: retry (the "
+                                        "retry passes the verifier), nover (the policy's likelihood of a reference "
+                                        "answer, ranked in the group), laser (retry correct and reflection within "
+                                        "--laser-target tokens), laser-d (the same with a target per difficulty "
+                                        "bucket that adapts), or your own pkg.module:NAME or file.py:NAME.",
+                                        factory=lambda: {"retry": 1.0})
+    prior_prompt: str | None = setting(None, "A prior prompt before every reflection request: reasoning | "
+                                       "planning | code | knowledge | null-example.")
+    laser_target: int | None = setting(None, "The laser reward's target length (default 64 tokens).")
+    disco: str | None = setting(None, "DISCO scaling of each group's rewards: domain weight 'log' (log(1+1/share)) "
+                                "or 'inverse' (1/share), times 1/(self-consistency+eps).")
+    disco_eps: float | None = setting(None, "DISCO's eps (default 0.1).")
+    judge_model: str | None = setting(None, "TinyV: a judge for retries the verifier rejects (a model spec, or "
+                                      "with --judge-url the endpoint's model name).")
+    judge_url: str | None = setting(None, "OpenAI-compatible base URL for --judge-model.")
+    backend: str = setting("hf", "What samples reflections and retries: 'hf' (transformers) or 'vllm' (TRL's "
+                           "colocated vLLM copy of the policy, synced each step; the extra selfadapt[vllm]).")
+    vllm_memory: float = setting(0.3, "With --backend vllm on a GPU: the share of its memory vLLM takes.")
+    seed: int = setting(0, "Seed for sampling and initialisation.")
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:

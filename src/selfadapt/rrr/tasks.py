@@ -327,7 +327,7 @@ def _user_task(spec: str, obj: Any) -> Task:
     remembers its spec, so failure files name it and ``rrr train`` loads it again."""
     missing = [m for m in REQUIRED if not hasattr(obj, m)]
     if missing:
-        raise ValueError(f"{spec}: not a task, it lacks {', '.join(missing)} (see README, 'Your own task')")
+        raise ValueError(f"{spec}: not a task, it lacks {', '.join(missing)} (see docs/plugins.md, 'Your own task')")
     task = obj() if isinstance(obj, type) else obj
     if getattr(task, "spec", None) is None:
         task.spec = spec

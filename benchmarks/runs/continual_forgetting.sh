@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Issue 17's long runs, each resumable: rerun this script to continue where it stopped.
+# Continual learning and the forgetting-aware reward, each step resumable: rerun this script to continue where it stopped.
 # 1. `eval continual --passages 8`: passage-only, own, own + replay.
-# 2. ReST-EM with --forgetting-penalty 1 on the same passages as issue 11's run (which scores the
-#    probe without penalising it). Round 0 takes that run's round-0 records: same passages, same
+# 2. ReST-EM with --forgetting-penalty 1 on the same passages as restem_no_penalty.sh's run (which
+#    scores the probe without penalising it). Round 0 takes that run's round-0 records: same passages, same
 #    self-edits, same inner loops; only the reward, hence the winners and the policy, differ.
 #    Round 1 samples from each run's round-0 policy on the same round-1 passages, so the probe drop
 #    of each policy is paired by passage.
@@ -21,7 +21,7 @@ fi
 .venv/bin/selfadapt train knowledge --reward-baseline passage -c 16 -k 4 --rounds 2 --probe \
   --forgetting-penalty 1 --no-amp --workers 2 --runs-dir benchmarks/runs/restem-penalty --resume $P \
   >> /tmp/restem-penalty.log 2>&1
-# 3. The penalised round-0 policy on the same 40 eval200 passages as issue 11's policies, paired with
+# 3. The penalised round-0 policy on the same 40 eval200 passages as restem_no_penalty.sh's policies, paired with
 #    the same passage-only runs (its self-edits beat the unpenalised policy's on round 1's train passages).
 #    On a finished run, step 2 only restores the policy checkpoints, which git does not keep.
 E=benchmarks/runs/eval200/eval-knowledge-20261124-155031

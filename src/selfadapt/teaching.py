@@ -5,7 +5,7 @@ training data about each, and the adapter it learns can then answer questions ab
 them without the documents in context. Documents are learned in sequence into one
 adapter, each update replaying a few examples of the earlier ones (without replay, the
 second document erases the first: see ``eval continual``); check questions asked before
-and after show what was learned.
+and after show what was learned. ``answering`` answers questions with the adapter (``ask``).
 """
 
 from __future__ import annotations
@@ -14,34 +14,36 @@ import json
 import logging
 import random
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from .answering import META
 from .documents import chunk_document, document_paths, read_document
 from .domain import InvalidSelfEdit
 from .evaluate import progress_bar
 from .generation import SamplingConfig
 from .grading import contains, normalize_answer, token_f1
 from .knowledge.cloze import cloze_pairs, reworded
-from .knowledge.continual import general_examples, replay_examples
 from .knowledge.data import Passage
-from .knowledge.domain import ANSWER_CAP, KnowledgeDomain
-from .knowledge.general import distillation, general_questions, probe, short_answers
-from .knowledge.experiment import DEFAULT_DECODING, DEFAULT_FORMAT
+from .knowledge.domain import KnowledgeDomain
+from .knowledge.general import distillation, general_examples, general_questions, probe, replay_examples, short_answers
 from .knowledge.measure import qa_examples
-from .knowledge.selfedit import FORMATS, is_question, selfedit_items
-from .lora import Example, LoRAConfig, ResidentLoRA, adapter_base, load_adapter, name_base_model
-from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model, split_spec
-from .routing import about, content_words
-from .runs import plain, read_json
+from .knowledge.selfedit import DEFAULT_DECODING, DEFAULT_FORMAT, FORMATS, is_question, selfedit_items
+from .lora import Example, LoRAConfig, ResidentLoRA, name_base_model
+from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model
 from .policy import write_selfedits
+from .routing import about, content_words
+from .runs import plain
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 log = logging.getLogger(__name__)
-META = "selfadapt.json"
 
 
 @dataclass
@@ -235,7 +237,8 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
                 with steps.timed("general questions (before)"):
                     general_before = probe(lora.model, tok, title, probed)
             if cfg.distill:  # only as many answers as the updates replay: each answer costs a generation
-                asked = random.Random(cfg.seed).sample(distill_prompts, min(len(distill_prompts), cfg.distill * len(docs)))
+                asked = random.Random(cfg.seed).sample(distill_prompts,
+                                                       min(len(distill_prompts), cfg.distill * len(docs)))
                 with steps.timed("the model's own general answers, to replay"):
                     own_answers = distillation(lora.model, tok, title, asked)
         history: list[list[Example]] = []
@@ -275,8 +278,9 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
             with steps.timed("answering check questions (after)"):
                 for c, answer in zip(checks, answer_questions(lora.model, tok, checks)):
                     c["after"] = answer
-                    c["f1_before"], c["f1_after"] = token_f1(c["before"], c["expected"]), token_f1(answer, c["expected"])
-                    c["right_before"], c["right_after"] = (bool(contains(x, c["expected"])) for x in (c["before"], answer))
+                    c["f1_before"], c["f1_after"] = (token_f1(x, c["expected"]) for x in (c["before"], answer))
+                    c["right_before"], c["right_after"] = (bool(contains(x, c["expected"]))
+                                                           for x in (c["before"], answer))
         general_after, general_adapter = [], []
         if probed:
             with steps.timed("general questions (after)"):
@@ -329,8 +333,8 @@ def general_summary(before: list[dict], after: list[dict], total: int) -> dict:
     known = [b["question"] for b in before if b["correct"]]
     still = {a["question"] for a in after if a["correct"]}
     lost = [q for q in known if q not in still]
-    return {"questions": len(before), "probe_questions": total, "known_before": len(known), "kept": len(known) - len(lost), "lost": lost,
-            "correct_after": len(still),
+    return {"questions": len(before), "probe_questions": total, "known_before": len(known),
+            "kept": len(known) - len(lost), "lost": lost, "correct_after": len(still),
             "warning": (f"the update erased {len(lost)} of the {len(known)} general facts the model knew"
                         if len(lost) > 1 else None),
             "before": before, "after": after}
@@ -348,8 +352,11 @@ def report_lines(meta: dict, checks: list[dict], limit: int = 10) -> list[str]:
         lines += ["", f"{len(checks)} check questions: {before} answered before, {after} after (token F1 "
                       f"{100 * meta['check_f1_before']:.1f} → {100 * meta['check_f1_after']:.1f})."]
         if trained and after < len(checks) / 2:
+            capped = [d["document"] for d in meta.get("documents", []) if d.get("capped")]
+            advice = (f"the step cap stopped training on {', '.join(capped)} before its --epochs: raise --max-steps."
+                      if capped else "learn with more --epochs.")
             lines += [f"**The adapter answers only {after} of {len(checks)} questions it was taught:** the update did "
-                      "not fit the document; learn with more --epochs."]
+                      f"not fit the document; {advice}"]
     g, raw = meta.get("general"), meta.get("general_adapter")
     if g and raw is None:
         routed_n = g["questions"]
@@ -385,15 +392,27 @@ def model_card(meta: dict, checks: list[dict]) -> str:
             f"<this directory>`.\n\n" + "\n".join(report_lines(meta, checks, limit=50)) + "\n")
 
 
+# `selfadapt demo`: learn's own code path on a short document shipped with the package, about a
+# lighthouse that does not exist (so no model knows it before), in well under 3 minutes on 2 CPU cores.
+DEMO_DOCUMENT = "data/demo/varnholt_lighthouse.txt"
+DEMO_QUESTION = "Who designed the Varnholt Lighthouse?"  # for `ask` after the demo: one it was taught
+
+
+def demo_document() -> Traversable:
+    """The demo's document, as package data (``importlib.resources.as_file`` gives it a path)."""
+    return resources.files("selfadapt").joinpath(DEMO_DOCUMENT)
+
+
+def demo_config(model: str = EMBEDDED, dtype: str = "auto", device: str = "auto") -> LearnConfig:
+    """learn's own defaults: the demo document is written to fit them in time (one sentence a fact: its
+    9 cloze pairs, 5 of them reworded, and the 18 general examples are 54 steps for the 6 epochs, under
+    the 80-step cap), so the demo shows what `selfadapt learn` does with a page, not a shortcut."""
+    return LearnConfig(model=model, dtype=dtype, device=device)
+
+
 def _title(path: Path) -> str:
     """A document's title, what its questions are asked under: its file name as words."""
     return path.stem.replace("_", " ").replace("-", " ")
-
-
-def _local(spec: str) -> bool:
-    """A model spec that names a file or directory here (not the embedded model or a Hub id)."""
-    where = split_spec(spec)[0]
-    return where.startswith((".", "/", "~")) or where.endswith(".gguf") or Path(where).expanduser().exists()
 
 
 def writable_out(out: Path) -> None:
@@ -413,71 +432,3 @@ def writable_out(out: Path) -> None:
 def answer_questions(model, tokenizer, checks: list[dict]) -> list[str]:
     """Short answers to check questions, without the documents in context."""
     return short_answers(model, tokenizer, [(c["title"], c["question"]) for c in checks])
-
-
-def adapter_paths(adapters: list[Path] | Path | str | None) -> tuple[list[Path], list[dict]]:
-    """The adapter directories and their metadata (``{}`` for an adapter not saved by ``learn``);
-    a damaged metadata or PEFT config file is named (``read_json``), before any model loads for it."""
-    paths = [Path(a) for a in ([adapters] if isinstance(adapters, (str, Path)) else adapters or [])]
-    for path in paths:
-        if not (path / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"{path}: not an adapter directory (no adapter_config.json)")
-        read_json(path / "adapter_config.json")
-    return paths, [read_json(p / META) if (p / META).is_file() else {} for p in paths]
-
-
-def routed(question: str, metas: list[dict]) -> bool:
-    """Whether ``ask`` answers the question with these adapters (``routing``): it names something
-    of their documents, or an adapter has no vocabulary to tell (not saved by ``learn``)."""
-    return any("vocabulary" not in m or about(question, m["vocabulary"]) for m in metas)
-
-
-def ask(questions: list[str], adapters: list[Path] | Path | None = None, model: str | None = None, *,
-        combine: bool = False, route: bool = True, max_new_tokens: int = ANSWER_CAP, dtype: str = "auto",
-        device: str = "auto") -> dict[str, list[str]]:
-    """Short answers, by the base model or by each learned adapter in turn (``combine``: all of
-    them at once, their LoRA updates summed), with no document in context: the answer phrase
-    the question asks for, not a recital of what was learned. With ``route``, a question that
-    names nothing of an adapter's documents is answered with the adapter disabled (``routing``:
-    the update rewrites unrelated answers). Keyed by adapter directory (or ``"base"``, or the
-    directories joined by " + ")."""
-    if not all(q.strip() for q in questions):
-        raise ValueError("an empty question: ask something")
-    paths, metas = adapter_paths(adapters)
-    needs = {path: adapter_base(path) for path in paths}
-    bases = set(needs.values())
-    if model is None and len(bases) > 1:
-        raise ValueError(f"the adapters were learned on different models ({', '.join(sorted(bases))}); "
-                         "ask them one model at a time")
-    if model is None and bases and _local(base := next(iter(bases))):
-        # an adapter may come from someone else: its files name a Hub model, never a path to load
-        raise ValueError(f"{paths[0]} was learned on the local model {base}: ask with --model {base}")
-    loaded = load_model(model or (bases.pop() if bases else EMBEDDED), dtype=dtype, device=device)
-    if not paths:
-        return {"base": short_answers(loaded.model, loaded.tokenizer, [("general knowledge", q) for q in questions],
-                                      max_new_tokens)}
-    net = loaded.model
-    for n, path in enumerate(paths):
-        try:
-            net = load_adapter(net, path, name=f"a{n}")
-        except RuntimeError as e:  # PEFT's size mismatch: hundreds of lines, one per weight
-            if "size mismatch" not in str(e):
-                raise
-            raise ValueError(f"{path}: this adapter was trained on {needs[path]}, not on {loaded.spec}; "
-                             f"ask with --model {needs[path]}") from None
-    groups = [list(range(len(paths)))] if combine else [[n] for n in range(len(paths))]
-    out = {}
-    for group in groups:
-        net.base_model.set_adapter([f"a{n}" for n in group])  # several: their updates are summed
-        titles = [metas[n].get("title", "general knowledge") for n in group]
-        title = titles[0] if len(titles) == 1 else "your documents"
-        mine = [not route or routed(q, [metas[n] for n in group]) for q in questions]
-        answers: dict[int, str] = {}
-        for adapted in (True, False):
-            idx = [i for i, m in enumerate(mine) if m == adapted]
-            if idx:
-                with nullcontext() if adapted else net.disable_adapter():
-                    answers.update(zip(idx, short_answers(net, loaded.tokenizer, [(title, questions[i]) for i in idx],
-                                                          max_new_tokens)))
-        out[" + ".join(str(paths[n]) for n in group)] = [answers[i] for i in range(len(questions))]
-    return out

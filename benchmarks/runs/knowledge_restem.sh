@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Issue 27, step 5: ReST-EM with the new reward (exact match) and defaults, C 32 train passages per round,
+# ReST-EM with the reward (exact match) and defaults, C 32 train passages per round,
 # k 4, 3 rounds, each round fine-tuning the base model (restart), reward against passage-only; then each
 # round's policy on the same 40 eval200 passages (the eval200_27 run, resumed with the policies, so they are
 # paired with its passage-only, format control and untrained own self-QA). Resumable: rerun to continue.
 cd "$(dirname "$0")/../.."
-while pgrep -f issue27_eval200.sh > /dev/null; do sleep 60; done  # one CPU-heavy run at a time
+while pgrep -f knowledge_eval200.sh > /dev/null; do sleep 60; done  # one CPU-heavy run at a time
 dir=benchmarks/runs/restem27
 run=$(ls -d "$dir"/train-knowledge-* 2>/dev/null | head -1)
 mkdir -p "$dir"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 11's long runs, each resumable: rerun this script to continue where it stopped.
-# ReST-EM for 3 rounds (C=16, k=4, reward vs passage-only, probe scored so that a later
+# ReST-EM without the forgetting penalty, each step resumable: rerun this script to continue where it
+# stopped. ReST-EM for 3 rounds (C=16, k=4, reward vs passage-only, probe scored so that a later
 # --forgetting-penalty run has its "without" round); each finished round's policy is then
 # evaluated on the first 40 eval200 passages, paired with the same passage-only runs.
 cd "$(dirname "$0")/../.."

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 27, step 4: eval200's first 40 passages, reported once, with the reward and defaults chosen on
+# eval200's first 40 passages, reported once, with the reward and defaults chosen on
 # train (exact match; LoRA r 32, lr 1e-3, 10 epochs): base, recital, passage, the format control, own
 # grounded self-QA, GPT-4.1's implications. Resumable: rerun this script to continue where it stopped.
 dir=benchmarks/runs/eval200_27

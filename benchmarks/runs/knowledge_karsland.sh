@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Issue 27's last acceptance item: `selfadapt eval knowledge` on a SQuAD-shaped file never seen before
+# `selfadapt eval knowledge` on a SQuAD-shaped file never seen before
 # (benchmarks/data/karsland_squad.jsonl: 4 invented passages, 20 questions, written before any run on them),
-# with the format control; the defaults and reward of issue 27 (exact match). Resumable: rerun to continue.
+# with the format control; the default settings and reward (exact match). Resumable: rerun to continue.
 cd "$(dirname "$0")/../.."
 dir=benchmarks/runs/karsland27
 run=$(ls -d "$dir"/eval-knowledge-* 2>/dev/null | head -1)

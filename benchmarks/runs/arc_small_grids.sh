@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 13, resumable: rerun to continue where it stopped.
+# ARC on the small-grid SEAL tasks, resumable: rerun to continue where it stopped.
 # 1. The oracle grid on the small-grid SEAL *training* tasks (largest grid <= 18 cells: six
 #    tasks), to choose the plain-TTT baseline and the prompt's default configuration there,
 #    never on evaluation tasks (icl and ttt-plain with the old defaults come with it).
@@ -10,8 +10,8 @@
 #    policy (its icl and 4 of its self-edits per task).
 [ -z "$CHAIN_SESSION" ] && CHAIN_SESSION=1 exec setsid bash "$0" "$@"
 cd "$(dirname "$0")/../.."
-while pgrep -f "issue12_eval2.sh|inner_loop_sweep|issue17_chain.sh|restem-penalty" > /dev/null; do sleep 30; done  # one experiment at a time
-D=benchmarks/runs/arc LOG=/tmp/issue13.log
+while pgrep -f "rrr_countdown_eval.sh|inner_loop_sweep|continual_forgetting.sh|restem-penalty" > /dev/null; do sleep 30; done  # one experiment at a time
+D=benchmarks/runs/arc LOG=/tmp/arc_small_grids.log
 . benchmarks/runs/chain.sh
 run oracle-training eval arc --subset training --max-cells 18 -k 0 --oracle || exit 1
 run train-training train arc --max-cells 18 -c 6 -k 8 --rounds 1 --workers 2 || exit 1

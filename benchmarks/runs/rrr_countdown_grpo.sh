@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12's GRPO runs, each resumable: rerun this script to continue where it stopped.
+# GRPO on Countdown (RESULTS.md, "GRPO on Countdown"), each run resumable: rerun this script to continue where it stopped.
 # 1. `retry` at the difficulty the probe chose (two-number Countdown, constrained retry: the
 #    base model's retry succeeds 6 of 9 times greedily). A greedy retry there hardly depends on
 #    the reflection (two steps: every group all right or all wrong, zero advantage), so the
@@ -9,7 +9,7 @@
 # 3. `rrr eval` of the base model and every trained policy on the test split (greedy).
 [ -z "$CHAIN_SESSION" ] && CHAIN_SESSION=1 exec setsid bash "$0" "$@"
 cd "$(dirname "$0")/../.."
-D=benchmarks/runs/rrr LOG=/tmp/issue12.log
+D=benchmarks/runs/rrr LOG=/tmp/rrr_countdown.log
 . benchmarks/runs/chain.sh
 EASY=countdown:numbers=2,shots=3,prefill=1,constrain=2
 HARD=countdown:numbers=3,shots=3,prefill=1,constrain=2

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 27's long runs, each resumable: rerun this script to continue where it stopped.
+# The knowledge measure's controls and the inner-loop defaults sweep, each resumable: rerun this script to continue where it stopped.
 # 1. The controls on 20 train passages (1000–1019): which measure can form not pass?
 # 2. The inner-loop defaults on 20 train passages (200–219): lr 0.001 / 0.0003 × epochs 10 / 3. The
 #    base model and seed are the same in every setting, so its self-edits, base scores and recital
