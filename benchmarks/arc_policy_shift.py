@@ -73,7 +73,8 @@ def main() -> None:
     plot_distributions(dists, args.out / "configs.png",
                        f"ARC self-edits before and after ReST-EM ({args.k} per task, seed {args.seed})")
     cols = list(logp)
-    print(f"\nmean log p(configuration | task prompt), per task; {', '.join(f'{s}: {len(t)} tasks' for s, t in tasks.items())}")
+    print("\nmean log p(configuration | task prompt), per task; "
+          f"{', '.join(f'{s}: {len(t)} tasks' for s, t in tasks.items())}")
     print("| configuration | " + " | ".join(cols) + " |")
     print("|---|" + "---|" * len(cols))
     for i, c in enumerate(grid):

@@ -59,7 +59,7 @@ def main() -> None:
           f"tokens {res.train.get('tokens')}, loss {res.train.get('first_loss')} → {res.train.get('final_loss')}")
     for stage, s in res.seconds.items():
         print(f"{stage:<8} {s:7.1f} s")
-    print(f"{'total':<8} {total:7.1f} s   solved: {bool(res.after)}; attempts: "
+    print(f"{'total':<8} {total:7.1f} s   solved: {bool(res.score)}; attempts: "
           f"{[a.replace(chr(10), '/') for r in res.records for a in r['attempts']]}")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     print("reproduce: python " + " ".join(sys.argv))

@@ -48,7 +48,8 @@ def main() -> None:
             mean = {c: 100 * np.mean(list(v.values())) for c, v in by.items()}
             own_fmt, pas_base, own_pas = (paired(by[OWN], by["format-control"]), paired(by["passage"], by["base"]),
                                           paired(by[OWN], by["passage"]))
-            trained = [r["seconds"]["train"] for r in records if isinstance(r.get("seconds"), dict) and r["seconds"].get("train")]
+            trained = [r["seconds"]["train"] for r in records
+                       if isinstance(r.get("seconds"), dict) and r["seconds"].get("train")]
             print(f"| {cfg['lora']['lr']:g} | {cfg['lora']['epochs']} | {len(items)} | {mean['passage']:.1f} | "
                   f"{mean['format-control']:.1f} | {mean[OWN]:.1f} | {own_fmt.cell()} | {own_fmt.wtl} | "
                   f"{pas_base.cell()} | {own_pas.cell()} | {np.mean(trained):.1f} |")

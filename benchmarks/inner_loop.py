@@ -55,7 +55,7 @@ def main() -> None:
         row = {"generate": gen_s, **res.seconds, "total": total}
         for k, v in row.items():
             splits.setdefault(k, []).append(v)
-        print(f"repeat {rep}: status={res.status} score={res.after:.2f} "
+        print(f"repeat {rep}: status={res.status} score={res.score:.2f} "
               f"sequences={res.train.get('sequences')} steps={res.train.get('steps')} "
               f"tokens={res.train.get('tokens')} self-edit tokens={len(m.tokenizer(edits[0])['input_ids'])}")
 

@@ -5,11 +5,12 @@
     python benchmarks/inner_loop_sweep.py --out benchmarks/runs/sweep/batch.jsonl \
         --setting bs=16,lr=1e-3 --setting bs=16,lr=1e-3,ep=3   # fewer epochs: fewer trained tokens
 
-Why: ours trains in length-grouped batches of up to 16 sequences, so a passage gets ~20
-optimiser steps where a SEAL-style loop of one sequence per step takes ~130 at the same
-learning rate and epochs (issue 14). Whether fewer, larger steps cost accuracy is a
-question for training data, never for eval200. Fewer epochs train fewer tokens, the one
-way past the matmul bound on a CPU (benchmarks/RESULTS.md, "Speed"). Each passage's own self-edit (the default
+Why: ours trains in length-grouped batches of up to 16 sequences, so a passage gets far fewer
+optimiser steps than in a SEAL-style loop of one sequence per step at the same learning rate
+and epochs. Whether fewer, larger steps cost accuracy is a question for training data, never
+for eval200 (RESULTS.md, "Batch size and learning rate"). Fewer epochs train fewer tokens, the
+one way past the matmul bound on a CPU (RESULTS.md, "A SEAL-style inner loop against ours").
+Each passage's own self-edit (the default
 format and decoding, grounded self-QA, seed 0) is written once and every setting trains
 on the same data with the same seed, so settings are compared paired by passage: mean
 ``mc_prob``, the paired difference from the first setting with its bootstrap interval and
@@ -94,9 +95,9 @@ def main() -> None:
                     continue
                 lora.cfg = replace(LoRAConfig(), batch_size=s["bs"], lr=s["lr"], epochs=s["ep"])
                 res = evaluate_selfedit(lora, domain, p, done[(iid, "write")]["selfedit"], seed=cfg.seed)
-                record({"item": iid, "setting": name, "status": res.status, "score": res.after,
+                record({"item": iid, "setting": name, "status": res.status, "score": res.score,
                         "train_s": res.seconds.get("train"), **res.train})
-                print(f"{iid} {name}: mc_prob {res.after:.3f}, {res.train.get('steps')} steps, "
+                print(f"{iid} {name}: mc_prob {res.score:.3f}, {res.train.get('steps')} steps, "
                       f"train {res.seconds.get('train', 0):.1f} s", flush=True)
 
     items = [domain.item_id(p) for p in passages]

@@ -21,8 +21,15 @@ from pathlib import Path
 import yaml
 
 from selfadapt.evaluate import BASE, markdown_table, summarize
-from selfadapt.knowledge.experiment import (DECODINGS, RECITAL, REFERENCES, SIDE_METRICS, KnowledgeEvalConfig,
-                                            own_name, run_knowledge_eval)
+from selfadapt.knowledge.experiment import (
+    DECODINGS,
+    RECITAL,
+    REFERENCES,
+    SIDE_METRICS,
+    KnowledgeEvalConfig,
+    own_name,
+    run_knowledge_eval,
+)
 from selfadapt.knowledge.measure import REWARD_METRIC
 from selfadapt.knowledge.selfedit import FORMATS
 from selfadapt.plots import plot_paired

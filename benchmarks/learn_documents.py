@@ -1,4 +1,5 @@
-"""`selfadapt learn` on SQuAD train passages used as documents, one at a time (issue 30).
+"""`selfadapt learn` on SQuAD train passages used as documents, one at a time: the settings of
+`learn` compared in RESULTS.md's "learn and ask" tables.
 
 Each passage becomes a document named by its title; `learn` runs on it alone with each
 setting, and the adapted model then answers the passage's SQuAD questions (EM/F1 of the
@@ -38,7 +39,8 @@ from selfadapt.teaching import LearnConfig, learn
 
 KNOBS = {"distill": int, "reading": int, "replay": int, "epochs": int, "lr": float, "r": int, "batch": int,
          "k": int, "cloze": int, "reword": int, "route": int,
-         "max_steps": int}  # max_steps=0: no cap; route=0: `ask --no-route`, the adapter answers every question (learn before routing)
+         # max_steps=0: no cap; route=0: `ask --no-route`, the adapter answers every question (learn before routing)
+         "max_steps": int}
 
 
 def parse_setting(text: str) -> tuple[str, dict]:
@@ -136,7 +138,8 @@ def main() -> None:
         measure = {i: r["measure"]["typed_cal_prob"] for i, r in recs.items()}
         dm = paired(measure, {i: r["measure"]["typed_cal_prob"] for (i, s), r in done.items() if s == ref})
         recall = {i: r["cloze_em"] for i, r in recs.items() if r.get("cloze_em") is not None}
-        dr = paired(recall, {i: r["cloze_em"] for (i, s), r in done.items() if s == ref and r.get("cloze_em") is not None})
+        dr = paired(recall, {i: r["cloze_em"] for (i, s), r in done.items()
+                             if s == ref and r.get("cloze_em") is not None})
         kept = sum(r["general_kept"] for r in recs.values()), sum(r["general_known"] for r in recs.values())
         by_adapter = sum(r["general_kept_by_adapter"] for r in recs.values())
         print(f"| {name} | {len(recs)} | {100 * np.mean([r['em'] for r in recs.values()]):.1f} | "

@@ -1,4 +1,5 @@
-"""Which prompt should `ask` put a question in, for a learned adapter? (issue 30)
+"""Which prompt should `ask` put a question in, for a learned adapter? (RESULTS.md,
+"Self-distillation: general answers replayed")
 
 `learn` trains its Q→A examples on the zero-shot prompt (``qa_prompt``: system line, topic,
 question) while `ask` answered in the few-shot prompt (``short_answer_prompt``: three worked
@@ -9,7 +10,8 @@ paired by passage; the unadapted model answers the probe in both too. Settings a
 its own). Records go to ``--out`` as they finish; rerunning resumes.
 
     python benchmarks/learn_prompt.py --out benchmarks/runs/learn30/prompt.jsonl --passages 4 \
-        --setting fast4:distill=0,reading=2,epochs=4,lr=2.5e-3 --setting fast4d16:distill=16,reading=2,epochs=4,lr=2.5e-3
+        --setting fast4:distill=0,reading=2,epochs=4,lr=2.5e-3 \
+        --setting fast4d16:distill=16,reading=2,epochs=4,lr=2.5e-3
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from learn_documents import config, parse_setting, run_settings  # benchmarks/ is the script's directory
 
 from selfadapt.evaluate import paired
 from selfadapt.generation import SamplingConfig, generate
@@ -33,8 +36,6 @@ from selfadapt.knowledge.measure import qa_prompt, short_answer_prompt
 from selfadapt.lora import load_adapter
 from selfadapt.models import load_model
 from selfadapt.teaching import LearnConfig, learn
-
-from learn_documents import config, parse_setting, run_settings  # noqa: E402  (benchmarks/ is the script's directory)
 
 PROMPTS = {"few_shot": short_answer_prompt, "zero_shot": qa_prompt}
 FAST4 = "fast4:distill=0,reading=2,epochs=4,lr=2.5e-3"
@@ -86,7 +87,8 @@ def main() -> None:
                         lambda r: f"EM few-shot {np.mean(r['few_shot']['em']):.2f} zero-shot "
                                   f"{np.mean(r['zero_shot']['em']):.2f} in {r['seconds']:.0f} s")
     ref = (settings[0][0], "few_shot")
-    by = {(name, prompt): {i: r for (i, s), r in done.items() if s == name} for name, _ in settings for prompt in PROMPTS}
+    by = {(name, prompt): {i: r for (i, s), r in done.items() if s == name}
+          for name, _ in settings for prompt in PROMPTS}
     common = set.intersection(*(set(v) for v in by.values()))
     print(f"\n{len(common)} passages with every setting; paired by passage against {ref[0]}, few-shot.\n")
     print("| setting | prompt | questions | EM % | F1 % | F1 vs reference (95% CI) | W/T/L | "

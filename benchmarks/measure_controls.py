@@ -49,7 +49,8 @@ def table(records: list[dict], metric: str) -> tuple[str, bool]:
     far = 10 if scale == 100 else 0.5
     checks = [(f"{c} not above passage", deltas[c].ci_low <= 0) for c in ("recital", "format-control") if c in deltas]
     if "gold-qa" in deltas:
-        checks.append(("gold-qa far above passage", deltas["gold-qa"].ci_low > 0 and deltas["gold-qa"].mean * scale >= far))
+        checks.append(("gold-qa far above passage",
+                       deltas["gold-qa"].ci_low > 0 and deltas["gold-qa"].mean * scale >= far))
     passes = all(ok for _, ok in checks) and len(checks) == 3 - (metric in NO_RECITAL)
     lines.append("\n" + "; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks)
                  + f" → **{'passes' if passes else 'fails'}**")
@@ -61,7 +62,8 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="an eval-knowledge run directory with the controls")
     ap.add_argument("--metric", action="append", help=f"default: {', '.join(METRICS)}")
     args = ap.parse_args()
-    records = [r for _, r in read_jsonl(args.run / "records.jsonl", partial_last=True) if r.get("status") != "item_error"]
+    records = [r for _, r in read_jsonl(args.run / "records.jsonl", partial_last=True)
+               if r.get("status") != "item_error"]
     items = {r["item"] for r in records if r["condition"] == "passage"}
     print(f"{args.run}: {len(items)} passages, "
           f"{sum(len(r.get('records') or []) for r in records if r['condition'] == 'passage')} questions\n")

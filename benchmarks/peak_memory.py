@@ -1,7 +1,8 @@
 """Peak memory of `eval knowledge --policy` and one `train knowledge` round with a 1B model, before and
-after issue 28's fixes (one model copy at a time, selective log-softmax, adapter disabled for sampling).
+after the memory fixes (one model copy at a time, selective log-softmax, adapter disabled for sampling):
+RESULTS.md, "Peak memory with a 1B model".
 
-    python benchmarks/peak_memory.py                       # before = the commit before issue 28's first fix
+    python benchmarks/peak_memory.py                       # before = the commit before the first fix
     python benchmarks/peak_memory.py --before COMMIT
 
 A randomly initialised model of Llama-3.2-1B's shape (hidden 2048, 16 layers, 32 heads, 8 KV heads,
@@ -23,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = Path(tempfile.gettempdir()) / "selfadapt-llama-1b-random"
-FIRST_FIX = "ae43af3"  # issue 28's first commit: "before" is its parent
+FIRST_FIX = "ae43af3"  # the first of the memory fixes: "before" is its parent
 
 
 def build_model() -> None:

@@ -102,7 +102,8 @@ def examples(r: int, records: list[dict], baseline: str, n: int) -> None:
             for q in alone[item].get("records") or []:
                 m = mine.get(q["question"])
                 if m and m[REWARD_METRIC] != q[REWARD_METRIC]:
-                    print(f"  {'+' if m[REWARD_METRIC] > q[REWARD_METRIC] else '-'} {q['question']} gold {q['gold']!r}: "
+                    print(f"  {'+' if m[REWARD_METRIC] > q[REWARD_METRIC] else '-'} {q['question']} "
+                          f"gold {q['gold']!r}: "
                           f"self-edit {m['response']!r}, passage-only {q['response']!r}")
 
 

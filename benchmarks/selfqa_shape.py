@@ -53,7 +53,8 @@ def main() -> None:
     print("| writer | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for name, row in rows.items():
-        print(f"| {name} | " + " | ".join(f"{v:.0f}" if k == "self-edits" else f"{v:.1f}" for k, v in row.items()) + " |")
+        print(f"| {name} | "
+              + " | ".join(f"{v:.0f}" if k == "self-edits" else f"{v:.1f}" for k, v in row.items()) + " |")
     print("\nreproduce: python " + " ".join(sys.argv))
 
 

@@ -172,10 +172,10 @@ def main() -> None:
             row["tokens"] += res.train["tokens"]
             row["answer"] += res.seconds["answer"]
             row["generated"] += sum(len(tok(r["response"], add_special_tokens=False)["input_ids"]) for r in res.records)
-            row["acc"].append(res.after)
+            row["acc"].append(res.score)
             row["f1"].append(statistics.mean(r["f1"] for r in res.records))
             print(f"{name} p{p.index}: train {res.seconds['train']:.1f} s ({res.train['tokens']} tokens, "
-                  f"{res.train['steps']} steps), answer {res.seconds['answer']:.1f} s, mc_prob {res.after:.3f}",
+                  f"{res.train['steps']} steps), answer {res.seconds['answer']:.1f} s, mc_prob {res.score:.3f}",
                   flush=True)
         rows[name] = row
     if args.profile:
@@ -196,7 +196,8 @@ def main() -> None:
     print(f"peak RSS: {rss_ref:.2f} GiB after the reference, {rss_gib():.2f} GiB after ours (one process)")
     print(f"ratio: {base / statistics.mean(rows['ours']['seconds']):.1f}")
     for e in args.fewer_epochs:
-        print(f"ratio at {e} epochs (fewer trained tokens): {base / statistics.mean(rows[f'ours, {e} epochs']['seconds']):.1f}")
+        print(f"ratio at {e} epochs (fewer trained tokens): "
+              f"{base / statistics.mean(rows[f'ours, {e} epochs']['seconds']):.1f}")
     print("reproduce: python " + " ".join(sys.argv))
 
 

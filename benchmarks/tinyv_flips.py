@@ -41,7 +41,8 @@ def calibration_items(n: int) -> tuple[list[tuple[str, str, str]], list[bool]]:
             items.append((q.question, q.answer, f"It is {q.answer}."))
             labels.append(True)
             others = [o.answer for j, o in enumerate(p.questions)
-                      if j != i and not set(normalize_answer(o.answer).split()) & set(normalize_answer(q.answer).split())]
+                      if j != i
+                      and not set(normalize_answer(o.answer).split()) & set(normalize_answer(q.answer).split())]
             for wrong in others[:1] + ([opening] if not contains(opening, q.answer) else []):
                 items.append((q.question, q.answer, f"It is {wrong}." if wrong is not opening else wrong))
                 labels.append(False)
@@ -97,8 +98,10 @@ def main() -> None:
                 out.write(json.dumps({"condition": condition, "item": q["item"], "question": q["question"],
                                       "gold": q["gold"], "response": q["response"], **v}, ensure_ascii=False) + "\n")
     seconds = time.perf_counter() - t0
-    print(f"# TinyV fallback on {args.run.name} (judge {args.judge}{' @ ' + args.judge_url if args.judge_url else ''})\n")
-    print("| condition | answers | exact match | judge calls | flips | flip rate of negatives | flips containing gold |")
+    print(f"# TinyV fallback on {args.run.name} "
+          f"(judge {args.judge}{' @ ' + args.judge_url if args.judge_url else ''})\n")
+    print("| condition | answers | exact match | judge calls | flips | flip rate of negatives | "
+          "flips containing gold |")
     print("|---|---|---|---|---|---|---|")
     for condition, n, em, calls, k, gold in rows:
         print(f"| {condition} | {n} | {em} ({100 * em / n:.1f}%) | {calls} | {k} | {100 * k / max(1, calls):.1f}% | "

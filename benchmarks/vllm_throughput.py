@@ -1,4 +1,5 @@
-"""HF `generate` against vLLM on the self-edit workloads, side by side in one run (issue 28).
+"""HF `generate` against vLLM on the self-edit workloads, side by side in one run (RESULTS.md,
+"vLLM against transformers generate").
 
     .venv-vllm/bin/python benchmarks/vllm_throughput.py                 # both workloads
     .venv-vllm/bin/python benchmarks/vllm_throughput.py --round-items 8

@@ -16,7 +16,8 @@ class Parity:
 
     def messages(self, query):
         nums = " + ".join(map(str, query["numbers"]))
-        return [{"role": "user", "content": f"Is {nums} even or odd? Answer <answer>even</answer> or <answer>odd</answer>."}]
+        return [{"role": "user",
+                 "content": f"Is {nums} even or odd? Answer <answer>even</answer> or <answer>odd</answer>."}]
 
     def verify(self, query, response):  # parse, never run, the model's answer
         said = re.findall(r"<answer>\s*(even|odd)\s*</answer>", response.lower())

@@ -10,8 +10,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from selfadapt.arc.augment import (CHAIN, GEOMETRIC, GROUPS, IDENTITY, REPEAT, RESOLUTION, apply,
-                                   augmented_examples, colour_permutation, leave_out, translate)
+from selfadapt.arc.augment import (
+    CHAIN,
+    GEOMETRIC,
+    GROUPS,
+    IDENTITY,
+    REPEAT,
+    RESOLUTION,
+    apply,
+    augmented_examples,
+    colour_permutation,
+    leave_out,
+    translate,
+)
 from selfadapt.arc.data import ArcDataError, ArcTask, grid_to_text, load_tasks, text_to_grid
 from selfadapt.arc.domain import ArcDomain, split_exchange, task_messages
 from selfadapt.arc.selfedit import EPOCH_RANGE, LEARNING_RATES, TTTConfig, config_distribution, parse_selfedit
@@ -186,7 +197,8 @@ def test_seal_subsets_load_with_outputs():
 
 def test_bad_arc_files_name_file_and_task(tmp_path):
     f = tmp_path / "c.json"
-    f.write_text(json.dumps({"abc": {"train": [{"input": [[1]], "output": [[1, 2], [3]]}], "test": [{"input": [[1]]}]}}))
+    f.write_text(json.dumps({"abc": {"train": [{"input": [[1]], "output": [[1, 2], [3]]}],
+                                     "test": [{"input": [[1]]}]}}))
     s = tmp_path / "s.json"
     s.write_text(json.dumps({"abc": [[[1]]]}))
     with pytest.raises(ArcDataError, match=rf"{f}: task abc train 0 output: not a grid"):

@@ -198,7 +198,8 @@ def test_an_adapter_says_which_base_it_needs(tmp_path, tiny_dir):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     LlamaForCausalLM(LlamaConfig(vocab_size=len(m.tokenizer), hidden_size=48, intermediate_size=64,
-                                 num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2)).save_pretrained(other)
+                                 num_hidden_layers=1, num_attention_heads=4,
+                                 num_key_value_heads=2)).save_pretrained(other)
     AutoTokenizer.from_pretrained(tiny_dir).save_pretrained(other)
     res = CliRunner().invoke(app, ["ask", "Who built the lighthouse?", "--adapter", str(tmp_path / "adapter"),
                                    "--model", str(other), "--device", "cpu"])
@@ -219,7 +220,8 @@ def test_random_bytes_read_as_a_document_raise_only_value_errors(raw, tmp_path):
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+                    lambda inner: (st.lists(inner, max_size=4)
+                                   | st.dictionaries(st.text(max_size=10), inner, max_size=4)),
                     max_leaves=20)
 
 

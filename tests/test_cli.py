@@ -2,10 +2,9 @@ import json
 from collections import Counter
 
 import pytest
-
-from selfadapt.arc.selfedit import parse_selfedit
 from typer.testing import CliRunner
 
+from selfadapt.arc.selfedit import parse_selfedit
 from selfadapt.cli import app
 
 runner = CliRunner()

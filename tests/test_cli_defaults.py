@@ -7,6 +7,7 @@ import inspect
 import pytest
 from typer.testing import CliRunner
 
+from selfadapt.answering import AskConfig
 from selfadapt.arc.experiment import ArcEvalConfig, ArcSettings, ArcTrainConfig
 from selfadapt.cli import app
 from selfadapt.knowledge.continual import ContinualConfig
@@ -14,6 +15,8 @@ from selfadapt.knowledge.experiment import KnowledgeEvalConfig
 from selfadapt.knowledge.train import KnowledgeTrainConfig
 from selfadapt.restem import ReSTEMConfig
 from selfadapt.rrr.experiment import FailuresConfig, ProbeConfig, RRREvalConfig, RRRTrainConfig
+from selfadapt.teaching import LearnConfig
+from selfadapt.workers import Parallel
 
 runner = CliRunner()
 
@@ -25,26 +28,29 @@ class Captured(Exception):
 @pytest.fixture
 def captured(monkeypatch):
     """What each runner is called with, instead of running it."""
+    import selfadapt.answering as an
     import selfadapt.arc.experiment as ax
     import selfadapt.knowledge.continual as kc
     import selfadapt.knowledge.experiment as ke
     import selfadapt.knowledge.train as kt
     import selfadapt.rrr.experiment as rx
+    import selfadapt.teaching as te
 
     seen = {}
 
     def capture(name):
         def runner_(*args, **kwargs):
-            seen[name] = args
+            seen[name] = (*args, *kwargs.values())
             raise Captured
 
         return runner_
 
-    for module, fn, name in [(ke, "run_knowledge_eval", "eval knowledge"), (kt, "run_knowledge_training", "train knowledge"),
+    for module, fn, name in [(ke, "run_knowledge_eval", "eval knowledge"),
+                             (kt, "run_knowledge_training", "train knowledge"),
                              (kc, "run_continual_eval", "eval continual"), (ax, "run_arc_eval", "eval arc"),
                              (ax, "run_arc_training", "train arc"), (rx, "run_build_failures", "rrr build-failures"),
                              (rx, "run_rrr_probe", "rrr probe"), (rx, "run_rrr_train", "rrr train"),
-                             (rx, "run_rrr_eval", "rrr eval")]:
+                             (rx, "run_rrr_eval", "rrr eval"), (te, "learn", "learn"), (an, "ask", "ask")]:
         monkeypatch.setattr(module, fn, capture(name))
     return seen
 
@@ -59,15 +65,18 @@ EXPECTED = {
     "rrr probe": (ProbeConfig(),),
     "rrr train": (RRRTrainConfig(failures=["f.jsonl"]),),
     "rrr eval": (RRREvalConfig(),),
+    "learn": (LearnConfig(),),
+    "ask": (AskConfig(),),
 }
+ARGS = {"rrr train": ["f.jsonl"], "learn": ["doc.txt", "-o", "out"], "ask": ["Who?"]}
 
 
 @pytest.mark.parametrize("command", list(EXPECTED))
 def test_a_command_without_flags_runs_its_configs_defaults(command, captured):
-    args = command.split() + (["f.jsonl"] if command == "rrr train" else [])
+    args = command.split() + ARGS.get(command, [])
     res = runner.invoke(app, args)
     assert command in captured, res.output
-    got = [a for a in captured[command] if hasattr(a, "__dataclass_fields__")]
+    got = [a for a in captured[command] if hasattr(a, "__dataclass_fields__") and not isinstance(a, Parallel)]
     assert got == list(EXPECTED[command])
 
 
@@ -82,8 +91,10 @@ def _commands(group, prefix=()):
             yield " ".join((*prefix, name)), cmd
 
 
-# Options that are no setting of an experiment: where it runs, what it resumes, the file of settings.
-RUN_OPTIONS = {"config", "set_", "resume", "workers", "ray_address", "gpus_per_worker", "no_control", "no_external"}
+# Options that are no setting of an experiment: where it runs and writes, what it resumes or reads, the
+# file of settings.
+RUN_OPTIONS = {"config", "set_", "out", "adapter", "resume", "workers", "ray_address", "gpus_per_worker", "no_control",
+               "no_external"}
 
 
 @pytest.mark.parametrize("name, command", list(_commands(app)), ids=[n for n, _ in _commands(app)])

@@ -143,3 +143,17 @@ def test_set_reaches_a_nested_setting_and_is_checked(tmp_path, captured):
         res = invoke(["eval", "knowledge", "--set", bad])
         assert res.exit_code == 2 and says in res.text, (bad, res.text)
         assert "eval knowledge" not in captured
+
+
+def test_a_nested_key_sets_its_own_section_not_a_namesake(tmp_path, captured):
+    """``train arc`` has --sft-lr but no --lr: a file's ``lora: {lr: ...}`` is the inner loop's
+    learning rate, never the policy SFT's, and a top-level ``lr`` is not a setting of it."""
+    f = tmp_path / "arc.yaml"
+    f.write_text("lora: {lr: 0.005, epochs: 7, r: 8}\nsft: {epochs: 2}\n")
+    invoke(["train", "arc", "--config", str(f)])
+    cfg, _ = captured.pop("train arc")
+    assert (cfg.lora.lr, cfg.lora.epochs, cfg.lora.r) == (0.005, 7, 8)
+    assert (cfg.sft.lr, cfg.sft.epochs, cfg.sft.r) == (3e-4, 2, 16)
+    f.write_text("lr: 0.005\n")
+    res = invoke(["train", "arc", "--config", str(f)])
+    assert res.exit_code == 2 and "unknown key 'lr'" in res.text

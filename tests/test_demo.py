@@ -1,5 +1,6 @@
 """`selfadapt demo`: learn's code path on the document shipped with the package, its answers
-before and after as a table; learn's advice after a step cap; the product modules import no
+before and after as a table; a second demo into the same directory (an earlier demo's adapter is
+cleared, nothing else is); learn's advice after a step cap; the product modules import no
 experiment runner."""
 
 import json
@@ -9,10 +10,22 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from selfadapt.answering import META
 from selfadapt.cli import app
-from selfadapt.teaching import DEMO_DOCUMENT, DEMO_QUESTION, demo_config, report_lines
+from selfadapt.teaching import (
+    DEMO_DOCUMENT,
+    DEMO_QUESTION,
+    LEARN_FILES,
+    clear_demo,
+    demo_config,
+    demo_document,
+    is_demo_adapter,
+    learn,
+    report_lines,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "selfadapt"
 
@@ -43,8 +56,67 @@ def test_demo_teaches_the_document_and_prints_answers_before_and_after(tiny_dir,
     assert re.search(r"\d+ training steps", text) and "loss" in text
     assert f'selfadapt ask "{DEMO_QUESTION}" --adapter {out}' in text
     assert "selfadapt learn YOUR_FILE -o" in text
-    again = CliRunner().invoke(app, ["demo", "-o", str(out), "--model", str(tiny_dir)])
-    assert again.exit_code == 2 and "not empty" in again.output  # refused before the model loads
+    again = CliRunner().invoke(app, ["demo", "-o", str(out), "--model", str(tiny_dir), "--dtype", "float32",
+                                     "--device", "cpu"])
+    assert again.exit_code == 0, again.output  # README command (a) may be run twice
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("not a demo's")
+    refused = CliRunner().invoke(app, ["demo", "-o", str(mine), "--model", str(tiny_dir)])
+    assert refused.exit_code == 2 and "not empty" in refused.output  # refused before the model loads
+    assert (mine / "notes.txt").read_text() == "not a demo's"
+
+
+def _learn_demo(tiny_dir: Path, out: Path) -> dict:
+    """The demo's code path: clear an earlier demo's adapter, then learn the shipped document."""
+    clear_demo(out)
+    with resources.as_file(demo_document()) as doc:
+        return learn([doc], out, demo_config(str(tiny_dir), "float32", "cpu"))
+
+
+def test_the_demo_runs_again_into_the_directory_of_an_earlier_demo(tiny_dir, tmp_path):
+    out = tmp_path / "selfadapt-demo"
+    first = _learn_demo(tiny_dir, out)
+    assert is_demo_adapter(out) and {p.name for p in out.iterdir()} == LEARN_FILES
+    second = _learn_demo(tiny_dir, out)  # without clear_demo: "exists and is not empty"
+    assert second["documents"][0]["document"] == first["documents"][0]["document"]
+    assert (out / "adapter_model.safetensors").is_file() and is_demo_adapter(out)
+
+
+def _fake_adapter(out: Path, document: str) -> None:
+    out.mkdir()
+    for name in LEARN_FILES:
+        (out / name).write_text("{}")
+    (out / META).write_text(json.dumps({"documents": [{"document": document}]}))
+
+
+@pytest.mark.parametrize("case", ["user file", "another document", "demo plus a user file", "no metadata",
+                                  "bad metadata", "a file"])
+def test_anything_but_an_earlier_demo_is_left_for_learn_to_refuse(tiny_dir, tmp_path, case):
+    out = tmp_path / "out"
+    if case == "user file":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    elif case == "another document":
+        _fake_adapter(out, str(tmp_path / "notes.txt"))
+    elif case == "demo plus a user file":
+        _fake_adapter(out, str(SRC / DEMO_DOCUMENT))
+        assert is_demo_adapter(out)
+        (out / "notes.txt").write_text("mine")
+    elif case == "no metadata":
+        _fake_adapter(out, str(SRC / DEMO_DOCUMENT))
+        (out / META).unlink()
+    elif case == "bad metadata":
+        _fake_adapter(out, str(SRC / DEMO_DOCUMENT))
+        (out / META).write_text("[not json")
+    else:
+        out.write_text("mine")
+    before = sorted(p.name for p in out.iterdir()) if out.is_dir() else out.read_text()
+    assert not is_demo_adapter(out) and clear_demo(out) is False
+    assert (sorted(p.name for p in out.iterdir()) if out.is_dir() else out.read_text()) == before
+    with pytest.raises((FileExistsError, ValueError), match="not empty|is a file"):
+        _learn_demo(tiny_dir, out)
+    assert not is_demo_adapter(tmp_path / "absent") and clear_demo(tmp_path / "absent") is False
 
 
 def _meta(capped: bool) -> dict:

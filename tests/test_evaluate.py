@@ -197,9 +197,9 @@ def test_every_selfedit_of_an_item_shares_the_reference_lora_seed(tiny, passages
     """Self-edit j used to train with seed + j, its passage-only reference with seed: with k
     identical self-edits the rewards then differed by initialisation noise alone."""
     from selfadapt.evaluate import Condition, run_conditions
+    from selfadapt.generation import SamplingConfig
     from selfadapt.knowledge.domain import KnowledgeDomain
     from selfadapt.lora import ResidentLoRA
-    from selfadapt.generation import SamplingConfig
 
     domain = KnowledgeDomain(tiny.tokenizer, "implications", answer=SamplingConfig(4, 0.0))
     lora = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, epochs=2))
@@ -224,7 +224,8 @@ def test_a_self_qa_external_file_trains_qa_pairs(cfg, passages, tmp_path, monkey
     qa.write_text(json.dumps([{"context": p.context, "format": "self-qa",
                                "completions": ["Q: Which town was seized?\nA: Otrar"]} for p in passages]))
     seen, real = [], ResidentLoRA.train
-    monkeypatch.setattr(ResidentLoRA, "train", lambda self, examples, **kw: seen.append(examples) or real(self, examples, **kw))
+    monkeypatch.setattr(ResidentLoRA, "train",
+                        lambda self, examples, **kw: seen.append(examples) or real(self, examples, **kw))
     cfg.external, cfg.own, cfg.selfedits_per_passage, cfg.controls = [str(qa)], False, 1, []
     run_knowledge_eval(cfg)
     pairs = [ex for examples in seen for ex in examples if isinstance(ex, tuple)]

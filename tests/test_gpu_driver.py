@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 
 import pytest
+import test_gpu_memory
 
 import selfadapt.models as models
 import selfadapt.restem as restem
@@ -23,8 +24,6 @@ from selfadapt.knowledge.experiment import KnowledgeEvalConfig, run_knowledge_ev
 from selfadapt.lora import LoRAConfig, ResidentLoRA
 from selfadapt.restem import PolicySFTConfig, ReSTEMConfig, run_restem
 from selfadapt.workers import InProcess, Parallel
-
-import test_gpu_memory
 
 engine_starts = test_gpu_memory.engine_starts  # the fake vLLM, a fixture
 

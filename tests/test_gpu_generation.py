@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import typer
+from conftest import build_model
 from typer.testing import CliRunner
 
 import selfadapt.generation as generation
@@ -23,8 +24,6 @@ from selfadapt.constrained import GrammarConstraint, lark_grammar
 from selfadapt.generation import SamplingConfig, generate
 from selfadapt.knowledge.grounded import SpanQA, Static, allowed_token_ids
 from selfadapt.models import encode_text
-
-from conftest import build_model
 
 CONTEXT = "The Mongol army seized the town of Otrar. The Shah fled."
 PROMPTS = ["The Mongol army", "Question: What metal was used? Answer:", "fox", "Genghis Khan ordered Subutai",

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import build_model
 from transformers import PreTrainedModel
 
 import selfadapt.restem as restem
@@ -23,8 +24,6 @@ from selfadapt.knowledge.domain import KnowledgeDomain
 from selfadapt.knowledge.experiment import KnowledgeEvalConfig, run_knowledge_eval
 from selfadapt.lora import LoRAConfig, ResidentLoRA, causal_lm_loss
 from selfadapt.restem import PolicySFTConfig, ReSTEMConfig, run_restem
-
-from conftest import build_model
 
 
 def live_models() -> int:

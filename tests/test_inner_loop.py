@@ -36,7 +36,7 @@ def test_selfedit_evaluation_records_before_after_and_restores_base(setup, passa
 def test_invalid_selfedit_gets_zero_reward_with_reason(setup, passages):
     lora, domain = setup
     res = evaluate_selfedit(lora, domain, passages[0], "", seed=0, before=evaluate_base(lora, domain, passages[0]))
-    assert (res.status, res.after, res.reason) == ("invalid_selfedit", 0.0, "empty self-edit")
+    assert (res.status, res.score, res.reason) == ("invalid_selfedit", 0.0, "empty self-edit")
     assert res.gain == -res.before
 
 
@@ -46,7 +46,7 @@ def test_nan_loss_gets_zero_reward(setup, passages):
         lambda m, i, out: out * float("nan") if torch.is_grad_enabled() else out)
     res = evaluate_selfedit(lora, domain, passages[0], SELFEDIT, seed=0)
     hook.remove()
-    assert res.status == "nan_loss" and res.after == 0.0 and "nan" in res.reason
+    assert res.status == "nan_loss" and res.score == 0.0 and "nan" in res.reason
 
 
 def test_passage_without_questions_is_an_item_error(setup):

@@ -182,9 +182,10 @@ def test_grounded_self_qa_keeps_only_span_answers(tiny):
 
     with pytest.raises(InvalidSelfEdit, match="span of the passage"):
         d.training_examples(OTRAR, "Q: Who ruled?\nA: Napoleon")
-    assert len(KnowledgeDomain(tiny.tokenizer, "self-qa").training_examples(OTRAR, "Q: Who ruled?\nA: Napoleon")) == 2
+    free = KnowledgeDomain(tiny.tokenizer, "self-qa", grounded=False)
+    assert len(free.training_examples(OTRAR, "Q: Who ruled?\nA: Napoleon")) == 2
     assert isinstance(d.selfedit_constraint(OTRAR), SpanQA)
-    assert KnowledgeDomain(tiny.tokenizer, "self-qa").selfedit_constraint(OTRAR) is None
+    assert free.selfedit_constraint(OTRAR) is None
 
 
 def test_paired_statistics_on_hand_made_cases():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from selfadapt.rrr.tasks import get_task, task_spec
 from selfadapt.rewards import parse_reward_specs, reward_class
+from selfadapt.rrr.tasks import get_task, task_spec
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "parity_task.py"
 REWARD = '''

@@ -7,16 +7,26 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import selfadapt.workers as workers_mod
 import selfadapt.restem as restem
+import selfadapt.workers as workers_mod
 from selfadapt.knowledge.domain import KnowledgeDomain
 from selfadapt.knowledge.experiment import KnowledgeEvalConfig, run_knowledge_eval
 from selfadapt.knowledge.probe import ProbedDomain, probe_passages
 from selfadapt.knowledge.train import KnowledgeTrainConfig, run_knowledge_training
 from selfadapt.lora import LoRAConfig
+from selfadapt.restem import (
+    PolicySFTConfig,
+    ReSTEMConfig,
+    any_positive,
+    best_of_k,
+    policy_of_round,
+    run_restem,
+    select_winners,
+    self_edit_rewards,
+    sft_examples,
+    sft_policy,
+)
 from selfadapt.runs import Run
-from selfadapt.restem import (PolicySFTConfig, ReSTEMConfig, any_positive, best_of_k, policy_of_round, run_restem,
-                              select_winners, self_edit_rewards, sft_examples, sft_policy)
 
 
 def test_winner_rules():
@@ -106,12 +116,14 @@ def test_policy_sft_changes_and_saves_a_merged_model(tiny_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     adapter = tmp_path / "adapter"
-    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_dir.resolve())
+    assert (json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+            == str(tiny_dir.resolve()))
     assert "AutoPeftModelForCausalLM" in (adapter / "README.md").read_text()
     assert json.loads((adapter / "selfadapt.json").read_text())["examples"] == 4
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     with torch.no_grad():
-        via_peft = AutoPeftModelForCausalLM.from_pretrained(str(adapter), dtype=torch.float32).eval()(input_ids=ids).logits
+        via_peft = (AutoPeftModelForCausalLM.from_pretrained(str(adapter), dtype=torch.float32)
+                    .eval()(input_ids=ids).logits)
         merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()(input_ids=ids).logits
     assert torch.allclose(via_peft, merged, atol=1e-4)
 
@@ -331,7 +343,8 @@ def test_a_run_file_names_no_model_but_its_own_rounds_and_its_start(tmp_path):
         assert policy_of_round(run, 1, "smollm2") == expected
     for hostile in ["/home/someone/model", "/old/place/run/round-2/policy", "../other/round-1/x", None, 3]:
         done.write_text(json.dumps({"policy": hostile}))
-        with pytest.raises(ValueError, match=r"neither a round of this run nor the model given \(--model smollm2\)") as e:
+        with pytest.raises(ValueError,
+                           match=r"neither a round of this run nor the model given \(--model smollm2\)") as e:
             policy_of_round(run, 1, "smollm2")
         assert str(done) in str(e.value)
 

@@ -8,18 +8,18 @@ import math
 
 import pytest
 import torch
+from test_rrr import ParityTask
 
 from selfadapt.restem import self_edit_rewards
 from selfadapt.rewards import RewardContext, build_rewards
-from selfadapt.rrr import reflect as reflect_mod
 from selfadapt.rewards.disco import disco_scales, domain_weights, self_consistency
 from selfadapt.rewards.length import AdaptiveTarget, LaserDReward, bucket, laser
 from selfadapt.rewards.verifier import RetryReward
 from selfadapt.rrr import Verdict
+from selfadapt.rrr import reflect as reflect_mod
 from selfadapt.rrr.failures import load_failures
 from selfadapt.rrr.grpo import RRRGRPOConfig, make_trainer
 from selfadapt.rrr.tasks import CountdownTask, MixedTask
-from test_rrr import ParityTask
 
 
 def test_laser_truth_table():
@@ -95,7 +95,8 @@ def test_laser_d_reward_uses_the_groups_bucket(tiny, monkeypatch):
 
 
 def test_retry_reward_with_a_tinyv_judge_records_flips(tiny, monkeypatch, tmp_path):
-    monkeypatch.setattr(reflect_mod, "generate", lambda model, tok, prompts, cfg, seed=None, constraints=None: ["ab", "abc", "abcde"])
+    monkeypatch.setattr(reflect_mod, "generate",
+                        lambda model, tok, prompts, cfg, seed=None, constraints=None: ["ab", "abc", "abcde"])
     asked = []
 
     class Judge:

@@ -7,16 +7,16 @@ import math
 
 import pytest
 import torch
+from test_rrr import ParityTask
 
 from selfadapt.models import render_chat
 from selfadapt.rewards import REWARDS, RewardContext, build_rewards, parse_reward_specs, registry
-from selfadapt.rrr import reflect as reflect_mod
 from selfadapt.rewards.likelihood import NoverReward, group_ranks, reasoning_perplexity
 from selfadapt.rewards.verifier import RetryReward
+from selfadapt.rrr import reflect as reflect_mod
 from selfadapt.rrr.grpo import RRRGRPOConfig, make_trainer
 from selfadapt.rrr.reflect import retry_messages
 from selfadapt.rrr.tasks import CountdownTask, FunctionCallingTask
-from test_rrr import ParityTask
 
 
 @pytest.mark.parametrize("specs,expected", [

@@ -36,14 +36,14 @@ def test_a_checkpoints_generation_config_does_not_leak_into_decoding(tiny_tokeni
 
 def bos_tokenizer():
     """The tiny tokenizer behaving like Llama 3's: it adds a BOS, and its chat template writes one."""
-    from tokenizers import processors
-
     from conftest import build_tokenizer
+    from tokenizers import processors
 
     tok = build_tokenizer()
     tok.add_special_tokens({"bos_token": "<|bos|>"})
     bos = tok.convert_tokens_to_ids("<|bos|>")
-    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="<|bos|> $A", special_tokens=[("<|bos|>", bos)])
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="<|bos|> $A",
+                                                                         special_tokens=[("<|bos|>", bos)])
     tok.chat_template = "{{ bos_token }}" + tok.chat_template
     return tok
 

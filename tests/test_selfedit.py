@@ -87,8 +87,8 @@ def test_a_qa_pair_trains_on_its_answer_tokens_only(tiny, passages):
     self-QA pair was one string and ~12 of 13 trained tokens were prompt."""
     import random
 
-    from selfadapt.lora import encode, make_batches
     from selfadapt.knowledge.measure import qa_prompt
+    from selfadapt.lora import encode, make_batches
 
     tok = tiny.tokenizer
     d = KnowledgeDomain(tok, "self-qa", include_passage=False)

@@ -64,7 +64,8 @@ def test_learn_checks_by_default_a_spread_of_the_cloze_pairs_it_teaches(tiny_dir
 
     text = ("The Mongol army seized the town of Otrar in 1219. Molten silver was poured into the ears of Inalchuq. "
             "Genghis Khan sent 450 merchants to Otrar in 1218. The governor Inalchuq killed them. "
-            "The siege lasted five months, until Otrar fell in 1220. A caravan arrived in 1218, when the governor was away.")
+            "The siege lasted five months, until Otrar fell in 1220. "
+            "A caravan arrived in 1218, when the governor was away.")
     doc = tmp_path / "otrar.txt"
     doc.write_text(text)
     trained = []
@@ -95,7 +96,8 @@ def test_a_check_question_that_is_not_a_question_is_dropped(tiny):
 
     chunk = Passage("Otrar", "The Mongol army seized the town of Otrar in 1219.", ())
     checker = KnowledgeDomain(tiny.tokenizer, "self-qa", grounded=True)
-    text = "Q: Read the following article and answer the question.\nA: The Mongol army\nQ: When was Otrar seized?\nA: 1219"
+    text = ("Q: Read the following article and answer the question.\nA: The Mongol army\n"
+            "Q: When was Otrar seized?\nA: 1219")
     assert check_questions(checker, chunk, text) == [("When was Otrar seized?", "1219")]
 
 
@@ -253,8 +255,10 @@ def test_cloze_questions_front_the_wh_phrase_as_a_reader_asks():
         "The best building is the Palm House, a hall designed by whom?", "Walter Brisk")
     assert asked("His pupil, Emil Sand, built the first organ.") == [("Who built the first organ?", "Emil Sand")]
     assert asked("In 1912 the hall was rebuilt by the Orra Trust.") == [
-        ("In what year was the hall rebuilt by the Orra Trust?", "1912"), ("Who rebuilt the hall in 1912?", "Orra Trust")]
-    assert asked("The bells were hidden in a cellar at Dunholm.") == [("Where were the bells hidden in a cellar?", "Dunholm")]
+        ("In what year was the hall rebuilt by the Orra Trust?", "1912"),
+        ("Who rebuilt the hall in 1912?", "Orra Trust")]
+    assert asked("The bells were hidden in a cellar at Dunholm.") == [
+        ("Where were the bells hidden in a cellar?", "Dunholm")]
     assert asked("The mill closed in 1931, and the workers moved to Tarn.") == [
         ("The mill closed in what year?", "1931"), ("The workers moved to what?", "Tarn")]  # one clause each
     assert asked("The shop sold bread and cheese, and fish from Lisk.") == [
@@ -266,7 +270,8 @@ def test_cloze_questions_front_the_wh_phrase_as_a_reader_asks():
 
 def test_learn_with_cloze_trains_on_the_documents_own_questions(tiny_dir, tmp_path, monkeypatch):
     seen, real = [], ResidentLoRA.train
-    monkeypatch.setattr(ResidentLoRA, "train", lambda self, examples, **kw: seen.append(examples) or real(self, examples, **kw))
+    monkeypatch.setattr(ResidentLoRA, "train",
+                        lambda self, examples, **kw: seen.append(examples) or real(self, examples, **kw))
     (tmp_path / "invasion.txt").write_text("The Mongol army seized the town of Otrar in 1219.\n")
     learn([tmp_path / "invasion.txt"], tmp_path / "adapter", LearnConfig(
         model=str(tiny_dir), selfedits_per_chunk=0, cloze=True, check="none", probe=False, distill=0, reading=0,

@@ -67,7 +67,8 @@ def test_countdown_verifier_survives_garbage(text):
 
 @settings(max_examples=200, deadline=None)
 @given(st.recursive(st.integers(min_value=-10**30, max_value=10**30).map(str),
-                    lambda inner: st.tuples(inner, st.sampled_from("+-*/"), inner).map(lambda t: f"({t[0]}{t[1]}{t[2]})"),
+                    lambda inner: (st.tuples(inner, st.sampled_from("+-*/"), inner)
+                                   .map(lambda t: f"({t[0]}{t[1]}{t[2]})")),
                     max_leaves=20))
 def test_countdown_verifier_on_random_arithmetic(expr):
     verdict = cd.verify(P, f"<answer>{expr}</answer>")

@@ -10,6 +10,7 @@ import json
 
 import pytest
 import torch
+from conftest import build_tokenizer
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 from selfadapt.generation import SamplingConfig, generate
@@ -17,8 +18,6 @@ from selfadapt.knowledge.grounded import SpanQA, Static
 from selfadapt.likelihood import completion_scores
 from selfadapt.models import chat_prompt, load_model
 from selfadapt.vllm_backend import VLLMEngine, available
-
-from conftest import build_tokenizer
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=available() or "")
 

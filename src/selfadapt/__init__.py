@@ -11,7 +11,7 @@ The Python API mirrors the CLI::
     passage = load_passages("eval200", limit=1)[0]
     (edits,), _ = write_selfedits(lora.model, m.tokenizer, domain, [passage], 1, SamplingConfig(), seed=0)
     result = evaluate_selfedit(lora, domain, passage, edits[0], seed=0)
-    print(result.before, result.after)
+    print(result.before, result.score)
 """
 
 from .answering import ask
@@ -30,7 +30,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Domain", "Evaluation", "InnerLoopResult", "InvalidSelfEdit", "ItemError", "JudgeConfig", "KnowledgeDomain",
-    "LearnConfig", "LLMJudge", "LoadedModel", "LocalJudge", "LoRAConfig", "ModelLoadError", "NonFiniteLossError", "ResidentLoRA", "SamplingConfig",
+    "LearnConfig", "LLMJudge", "LoadedModel", "LocalJudge", "LoRAConfig", "ModelLoadError", "NonFiniteLossError",
+    "ResidentLoRA", "SamplingConfig",
     "ask", "evaluate_base", "evaluate_selfedit", "generate", "grade", "load_adapter", "load_external_selfedits",
     "learn", "load_model", "load_passages", "write_selfedits",
 ]

@@ -9,16 +9,35 @@ writes each adapter's metadata (``META``: its title and vocabulary) for this mod
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from . import settings as S
 from .knowledge.domain import ANSWER_CAP
 from .knowledge.general import short_answers
 from .lora import adapter_base, load_adapter
 from .models import EMBEDDED, load_model, split_spec
 from .routing import about
 from .runs import read_json
+from .settings import setting
 
 META = "selfadapt.json"  # an adapter's metadata, written by ``learn``
+
+
+@dataclass
+class AskConfig:
+    """``selfadapt ask``: which model answers, and how."""
+
+    model: str | None = setting(None, "Base model (default: the adapters' when they name the embedded model or a "
+                                "Hub id, else the embedded one; an adapter learned on a local model needs it named "
+                                "here).")
+    combine: bool = setting(False, "Answer with all --adapter at once (their LoRA updates summed).")
+    route: bool = setting(True, "Answer a question that names nothing of an adapter's documents with the adapter "
+                          "disabled (the update rewrites unrelated answers); --no-route: the adapter answers "
+                          "everything.")
+    max_new_tokens: int = setting(ANSWER_CAP, "Answer length cap (a short answer phrase).")
+    dtype: str = setting("auto", S.DTYPE)
+    device: str = setting("auto", S.DEVICE)
 
 
 def _local(spec: str) -> bool:
@@ -44,15 +63,16 @@ def routed(question: str, metas: list[dict]) -> bool:
     return any("vocabulary" not in m or about(question, m["vocabulary"]) for m in metas)
 
 
-def ask(questions: list[str], adapters: list[Path] | Path | None = None, model: str | None = None, *,
-        combine: bool = False, route: bool = True, max_new_tokens: int = ANSWER_CAP, dtype: str = "auto",
-        device: str = "auto") -> dict[str, list[str]]:
+def ask(questions: list[str], adapters: list[Path] | Path | None = None, model: str | None = None,
+        cfg: AskConfig | None = None, **settings) -> dict[str, list[str]]:
     """Short answers, by the base model or by each learned adapter in turn (``combine``: all of
     them at once, their LoRA updates summed), with no document in context: the answer phrase
     the question asks for, not a recital of what was learned. With ``route``, a question that
     names nothing of an adapter's documents is answered with the adapter disabled (``routing``:
     the update rewrites unrelated answers). Keyed by adapter directory (or ``"base"``, or the
-    directories joined by " + ")."""
+    directories joined by " + "). ``model`` and ``settings`` (``combine=True``, ...) override ``cfg``."""
+    cfg = replace(cfg or AskConfig(), **{**settings, **({"model": model} if model is not None else {})})
+    model, combine, route, max_new_tokens = cfg.model, cfg.combine, cfg.route, cfg.max_new_tokens
     if not all(q.strip() for q in questions):
         raise ValueError("an empty question: ask something")
     paths, metas = adapter_paths(adapters)
@@ -64,7 +84,7 @@ def ask(questions: list[str], adapters: list[Path] | Path | None = None, model: 
     if model is None and bases and _local(base := next(iter(bases))):
         # an adapter may come from someone else: its files name a Hub model, never a path to load
         raise ValueError(f"{paths[0]} was learned on the local model {base}: ask with --model {base}")
-    loaded = load_model(model or (bases.pop() if bases else EMBEDDED), dtype=dtype, device=device)
+    loaded = load_model(model or (bases.pop() if bases else EMBEDDED), dtype=cfg.dtype, device=cfg.device)
     if not paths:
         return {"base": short_answers(loaded.model, loaded.tokenizer, [("general knowledge", q) for q in questions],
                                       max_new_tokens)}

@@ -13,11 +13,12 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from . import configfile
 from . import settings as S
+from .answering import AskConfig
 from .arc.experiment import ArcEvalConfig, ArcSettings, ArcTrainConfig, arc_lora
 from .configfile import SET, opt
 from .knowledge.continual import ContinualConfig
@@ -31,6 +32,7 @@ from .rrr.experiment import FailuresConfig, ProbeConfig, RRREvalConfig, RRRTrain
 from .rrr.grpo import RRRGRPOConfig
 from .runs import RunError
 from .tables import KEYS, key_table
+from .teaching import LearnConfig
 
 app = typer.Typer(help="Self-adapting language models (SEAL self-edits, ReST-EM).", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -52,7 +54,8 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logg
          debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error."),
          report_to: list[str] = typer.Option(["none"], help="Mirror every run's records and metrics into an "
                                              "experiment tracker: none | tensorboard (RUN/tensorboard) | wandb "
-                                             "(offline, in RUN/wandb) | trackio (its local store); repeat for several.")) -> None:
+                                             "(offline, in RUN/wandb) | trackio (its local store); "
+                                             "repeat for several.")) -> None:
     from . import tracking
 
     global DEBUG
@@ -143,7 +146,7 @@ def _parallel(workers: int, ray_address: Optional[str], gpus_per_worker: Optiona
     return Parallel(workers, ray_address, gpus_per_worker)
 
 
-KE = KnowledgeEvalConfig
+KE, LC, AC = KnowledgeEvalConfig, LearnConfig, AskConfig
 
 
 @eval_app.command("knowledge")
@@ -198,7 +201,7 @@ def eval_knowledge(
                   f"plot {run.path / 'accuracy.png'}")
 
 
-RC, SFT, KT = ReSTEMConfig, PolicySFTConfig, KnowledgeTrainConfig
+RC, KT = ReSTEMConfig, KnowledgeTrainConfig
 RESTART = opt(RC, "restart", "--restart/--continue-policy")
 
 
@@ -219,8 +222,8 @@ def train_knowledge(
     max_new_tokens: Optional[int] = opt(KT, "max_new_tokens"),
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
     batch_size: int = BATCH, targets: str = TARGETS, amp: bool = AMP,
-    sft_lr: float = opt(SFT, "lr", "--sft-lr"), sft_epochs: int = opt(SFT, "epochs", "--sft-epochs"),
-    sft_r: int = opt(SFT, "r", "--sft-r"), restart: bool = RESTART,
+    sft_lr: float = opt(RC, "sft.lr", "--sft-lr"), sft_epochs: int = opt(RC, "sft.epochs", "--sft-epochs"),
+    sft_r: int = opt(RC, "sft.r", "--sft-r"), restart: bool = RESTART,
     seed: int = SEED, runs_dir: Path = RUNS_DIR, resume: Optional[Path] = RESUME,
     backend: str = BACKEND, gen_batch_size: Optional[int] = GEN_BATCH_SIZE,
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
@@ -322,8 +325,8 @@ def train_arc(
     cap: int = CAP, budget: int = BUDGET, max_tokens: int = MAX_TOKENS, votes: int = VOTES,
     keep: str = opt(AT, "keep"), temperature: float = opt(AT, "temperature"), constrain: bool = CONSTRAIN,
     amp: bool = AMP, laser: Optional[float] = opt(AT, "laser"), laser_target: Optional[int] = opt(AT, "laser_target"),
-    sft_lr: float = opt(SFT, "lr", "--sft-lr"), sft_epochs: int = opt(SFT, "epochs", "--sft-epochs"),
-    sft_r: int = opt(SFT, "r", "--sft-r"), restart: bool = RESTART,
+    sft_lr: float = opt(RC, "sft.lr", "--sft-lr"), sft_epochs: int = opt(RC, "sft.epochs", "--sft-epochs"),
+    sft_r: int = opt(RC, "sft.r", "--sft-r"), restart: bool = RESTART,
     seed: int = SEED, runs_dir: Path = RUNS_DIR, resume: Optional[Path] = RESUME,
     backend: str = BACKEND, gen_batch_size: Optional[int] = GEN_BATCH_SIZE,
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
@@ -371,9 +374,10 @@ def rrr_build_failures(
     cfg = configfile.apply(ctx, cfg)
     t0 = time.perf_counter()
     path, stats = run_build_failures(cfg, resume=str(resume) if resume else None)
-    console.print(f"{stats['failures']} of {stats['queries']} queries failed all {attempts} attempts "
-                  f"(attempt accuracy {100 * stats['attempt_accuracy']:.1f}%, pass@{attempts} "
-                  f"{100 * stats[f'pass@{attempts}']:.1f}%) · failure dataset {path} · "
+    n = cfg.attempts  # a --config file or --set may have changed it
+    console.print(f"{stats['failures']} of {stats['queries']} queries failed all {n} attempts "
+                  f"(attempt accuracy {100 * stats['attempt_accuracy']:.1f}%, pass@{n} "
+                  f"{100 * stats[f'pass@{n}']:.1f}%) · failure dataset {path} · "
                   f"wall time {time.perf_counter() - t0:.0f} s")
 
 
@@ -477,48 +481,30 @@ def rrr_eval(
 @user_errors
 def learn(
     ctx: typer.Context, config: Optional[Path] = CONFIG, set_: list[str] = SET,
-    files: list[Path] = typer.Argument(..., help="Documents (.txt, .md, .pdf, .html, .docx, ...), or folders of them, learned in order."),
+    files: list[Path] = typer.Argument(..., help="Documents (.txt, .md, .pdf, .html, .docx, ...), or folders of "
+                                       "them, learned in order."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the adapter (PEFT, safetensors)."),
-    model: str = MODEL,
-    fmt: str = typer.Option("self-qa", "--format", help="Self-edit format (default: the eval default, "
-                            "grounded self-QA)."),
-    grounded: bool = typer.Option(True, help="Grounded decoding of the self-edits."),
-    k: int = typer.Option(0, "--selfedits", "-k", help="The model's own self-edits per chunk (default none: on "
-                          "train documents they added no fact to the cloze pairs, RESULTS.md)."),
-    cloze: bool = typer.Option(True, help="Also train on each chunk's cloze Q→A pairs: its sentences with a name "
-                               "or number asked for (no model, so no invented question); --no-cloze: the "
-                               "self-edits alone."),
-    reword: bool = typer.Option(True, help="Teach each cloze question once more as a reader would rather ask it "
-                                "(\"Steam arrived in what year?\" for the whole sentence; \"the garden\" for the title)."),
-    chunk_tokens: int = typer.Option(256, help="Tokens (of the model's tokenizer) per chunk of a document."),
-    replay: int = typer.Option(8, help="Examples of earlier documents mixed into each later one (0: none)."),
-    distill: int = typer.Option(16, help="The unadapted model's own answers to general questions, replayed into "
-                                "every update so that it keeps them (0: none)."),
-    reading: int = typer.Option(2, help="Reading-comprehension examples (a passage in context) in every update."),
-    check: str = typer.Option("cloze", help="Check questions asked before and after learning: 'cloze' (10 of the "
-                              "taught cloze pairs: did the facts go in?), 'model' (the model writes held-out "
-                              "ones: slow, and at 135M mostly about things the document never says), 'none'."),
-    checks: int = typer.Option(10, help="How many cloze check questions."),
-    probe: bool = typer.Option(True, help="Ask simple general questions before and after, and warn when the "
-                               "update erased what the model knew."),
-    probe_adapter: bool = typer.Option(False, help="Ask the adapter every general question, before and after (what "
-                                       "`ask --no-route` answers), not only those `ask` routes to it (~20 s)."),
-    r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT,
-    lr: float = typer.Option(1e-3, help="Learning rate (learn's own: chosen on train documents, RESULTS.md)."),
-    epochs: int = typer.Option(6, help="Epochs over each document's examples (learn's own, as --lr)."),
-    batch_size: int = typer.Option(4, help="Sequences per step (learn's own, as --lr: more steps fit the taught "
-                                   "pairs better than larger batches)."),
-    max_steps: int = typer.Option(80, help="At most this many steps a document, however many epochs that is: a "
-                                  "dense page stays within ~2 minutes on a 2-core CPU (RESULTS.md)."),
-    targets: str = TARGETS, amp: bool = AMP,
-    seed: int = typer.Option(0), dtype: str = DTYPE, device: str = DEVICE,
+    model: str = MODEL, fmt: str = opt(LC, "fmt", "--format"), grounded: bool = opt(LC, "grounded"),
+    k: int = opt(LC, "selfedits_per_chunk", "--selfedits", "-k"), cloze: bool = opt(LC, "cloze"),
+    reword: bool = opt(LC, "reword"), chunk_tokens: int = opt(LC, "chunk_tokens"), replay: int = opt(LC, "replay"),
+    distill: int = opt(LC, "distill"), reading: int = opt(LC, "reading"), check: str = opt(LC, "check"),
+    checks: int = opt(LC, "checks"), probe: bool = opt(LC, "probe"), probe_adapter: bool = opt(LC, "probe_adapter"),
+    r: int = opt(LC, "lora.r"), alpha: int = opt(LC, "lora.alpha"), dropout: float = opt(LC, "lora.dropout"),
+    lr: float = opt(LC, "lora.lr", help="Learning rate."),
+    epochs: int = opt(LC, "lora.epochs", help="Epochs over each document's examples."),
+    batch_size: int = opt(LC, "lora.batch_size", help="Sequences per step."),
+    max_steps: int = opt(LC, "lora.max_steps", help="At most this many steps a document, however many epochs "
+                         "that is: a dense page stays within minutes on a CPU."),
+    targets: str = opt(LC, "lora.target_modules", "--targets", shown=_targets), amp: bool = opt(LC, "lora.amp"),
+    seed: int = opt(LC, "seed"), dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
     """Teach the model documents, one after another, into one adapter; show what it learned."""
-    from .teaching import LearnConfig, report_lines
     from .teaching import learn as learn_documents
+    from .teaching import report_lines
 
     cfg = LearnConfig(model=model, fmt=fmt, grounded=grounded, selfedits_per_chunk=k, cloze=cloze, reword=reword,
-                      chunk_tokens=chunk_tokens, replay=replay, distill=distill, reading=reading, check=check, checks=checks, probe=probe,
+                      chunk_tokens=chunk_tokens, replay=replay, distill=distill, reading=reading, check=check,
+                      checks=checks, probe=probe,
                       probe_adapter=probe_adapter,
                       lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp, max_steps), seed=seed,
                       dtype=dtype, device=device)
@@ -540,38 +526,32 @@ def ask(
     questions: list[str] = typer.Argument(..., help="One or more questions."),
     adapter: list[Path] = typer.Option([], help="An adapter saved by `selfadapt learn`; repeat to compare "
                                        "several (each answers in turn)."),
-    combine: bool = typer.Option(False, help="Answer with all --adapter at once (their LoRA updates summed)."),
-    model: Optional[str] = typer.Option(None, help="Base model (default: the adapters' when they name the embedded "
-                                        "model or a Hub id, else the embedded one; an adapter learned on a local "
-                                        "model needs it named here)."),
-    max_new_tokens: int = typer.Option(12, help="Answer length cap (a short answer phrase)."),
-    route: bool = typer.Option(True, help="Answer a question that names nothing of an adapter's documents with "
-                               "the adapter disabled (the update rewrites unrelated answers); --no-route: "
-                               "the adapter answers everything."),
-    dtype: str = DTYPE, device: str = DEVICE,
+    combine: bool = opt(AC, "combine"), model: Optional[str] = opt(AC, "model"),
+    max_new_tokens: int = opt(AC, "max_new_tokens"), route: bool = opt(AC, "route"),
+    dtype: str = opt(AC, "dtype"), device: str = opt(AC, "device"),
 ) -> None:
     """Answer questions with a short phrase, without the documents in context, optionally with
     learned adapters."""
     from .answering import adapter_paths, routed
     from .answering import ask as ask_questions
 
-    configfile.apply(ctx)
-    answers = ask_questions(questions, adapter, model, combine=combine, route=route, max_new_tokens=max_new_tokens,
-                            dtype=dtype, device=device)
+    cfg = configfile.apply(ctx, AskConfig(model=model, combine=combine, route=route, max_new_tokens=max_new_tokens,
+                                          dtype=dtype, device=device))
+    answers = ask_questions(questions, adapter, cfg=cfg)
     _, metas = adapter_paths(adapter)
     for n, (label, replies) in enumerate(answers.items()):
         if len(answers) > 1:
             console.print(f"[bold]{label}[/]")
-        group = metas if combine else metas[n:n + 1]
+        group = metas if cfg.combine else metas[n:n + 1]
         for q, a in zip(questions, replies):
             note = "  [dim](the model without the adapter: the question names nothing of its documents)[/]" \
-                if route and group and not routed(q, group) else ""
-            console.print(f"[bold]Q:[/] {q}\n[bold]A:[/] {a}{note}")
+                if cfg.route and group and not routed(q, group) else ""
+            console.print(f"[bold]Q:[/] {escape(q)}\n[bold]A:[/] {escape(a)}{note}")
 
 
 @app.command("model")
 @user_errors
-def model_info(ctx: typer.Context, config: Optional[Path] = CONFIG, set_: list[str] = SET,
+def model_info(ctx: typer.Context, config: Optional[Path] = CONFIG,
                spec: str = typer.Argument(EMBEDDED, help="Model spec to resolve and load."),
                dtype: str = DTYPE, device: str = DEVICE) -> None:
     """Load a model once (converting and caching GGUF) and show where it lives."""
@@ -589,8 +569,8 @@ def model_info(ctx: typer.Context, config: Optional[Path] = CONFIG, set_: list[s
 @app.command()
 @user_errors
 def demo(
-    out: Path = typer.Option(Path("selfadapt-demo"), "--out", "-o", help="Directory for the demo's adapter (absent "
-                             "or empty)."),
+    out: Path = typer.Option(Path("selfadapt-demo"), "--out", "-o", help="Directory for the demo's adapter (absent, "
+                             "empty, or an earlier demo's)."),
     model: str = MODEL, dtype: str = DTYPE, device: str = DEVICE,
 ) -> None:
     """Start here: teach the model a short document it cannot know, with `learn` and its defaults (about a
@@ -598,7 +578,7 @@ def demo(
     from importlib import resources
 
     from .tables import answers_table
-    from .teaching import DEMO_QUESTION, demo_config, demo_document
+    from .teaching import DEMO_QUESTION, clear_demo, demo_config, demo_document
     from .teaching import learn as learn_documents
 
     t0 = time.perf_counter()
@@ -606,6 +586,7 @@ def demo(
         text = doc.read_text()
         console.print(f"[bold]Teaching {escape(model)} a document it cannot know[/] ({doc.name}, shipped with "
                       f"selfadapt; {len(text.split())} words):\n[dim]{escape(text.strip())}[/]\n")
+        clear_demo(out)  # an earlier demo's adapter, not anything else
         meta = learn_documents([doc], out, demo_config(model, dtype, device))
     checks = json.loads((out / "checks.json").read_text())
     console.print(answers_table(checks, "Questions the document taught, asked without it in context "

@@ -63,12 +63,13 @@ def opt(cls: type, name: str, *flags: str, shown: Callable[[Any], Any] | None = 
     default = default_of(cls, name)
     info = typer.Option(shown(default) if shown else default, *flags,
                         help=kwargs.pop("help", None) or help_of(cls, name), **kwargs)
-    info.field = name.rpartition(".")[2]
+    info.field = name  # dotted where the field is nested: "sft.lr" is not the inner loop's "lr"
     return info
 
 
 def renames(command: Any) -> dict[str, str]:
-    """A saved field's name → the command's option that sets it, where the two differ."""
+    """A saved field's key (dotted where nested: ``sft.lr``) → the command's option that sets it,
+    where the two differ."""
     fn = inspect.unwrap(command.callback) if command.callback else None
     params = inspect.signature(fn).parameters if fn else {}
     names = set(params)
@@ -127,7 +128,10 @@ def load(ctx: typer.Context, path: Path | None) -> None:
             continue
         section, _, key = dotted.rpartition(".")
         key = SECTIONS.get(section, "") + key.replace("-", "_")
-        name = flags.get(key) if not section and key in flags else renamed.get(key, key)
+        if dotted in renamed:  # the option made from exactly this field
+            name = renamed[dotted]
+        else:
+            name = flags.get(key) if not section and key in flags else renamed.get(key, key)
         if name in params:
             value = _option_value(name, value)
             several = getattr(by_name[name], "multiple", False) or by_name[name].nargs == -1
@@ -155,7 +159,7 @@ def _report_to(ctx: typer.Context, value: Any) -> None:
 
 
 SET = typer.Option([], "--set", metavar="KEY=VALUE", help="Any setting of this command's config, dotted for a "
-                   "nested one (--set lora.max_length=2048); the value is read as YAML. Wins over flags and --config.")
+                   "nested one (--set lora.max_length=1024); the value is read as YAML. Wins over flags and --config.")
 
 
 def apply(ctx: typer.Context, cfg: Any = None) -> Any:
@@ -168,7 +172,7 @@ def apply(ctx: typer.Context, cfg: Any = None) -> Any:
     for item in ctx.params.get("set_") or []:
         key, eq, text = item.partition("=")
         if not (eq and key.strip()):
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lora.max_length=2048")
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lora.max_length=1024")
         try:
             given.append(("--set", key.strip(), yaml.safe_load(text)))
         except yaml.YAMLError as e:

@@ -2,7 +2,8 @@
 
 A 135M model asked for a configuration JSON writes prose, Python, or invented keys, so
 ReST-EM has nothing to reinforce; asked for a Countdown expression or a function call, it
-apologises or drops arguments, so a retry never succeeds and GRPO has no signal. llguidance (the engine behind the guided decoding of
+apologises or drops arguments, so a retry never succeeds and GRPO has no signal.
+llguidance (the engine behind the guided decoding of
 vLLM and SGLang) compiles a JSON Schema and, at every step, masks the tokens that could
 not continue a valid document; sampling renormalises over the rest, so every sample is
 valid and still drawn from the model's own distribution over what is allowed. It is a

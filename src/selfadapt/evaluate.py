@@ -62,7 +62,8 @@ def run_conditions(
     Every self-edit of an item is evaluated with ``seeds`` inner-loop seeds ``seed + 1000 * s``,
     the same as the item-alone condition: with one seed per repetition ``s`` for all of them,
     a self-edit's difference from passage-only holds no LoRA-initialisation noise, and
-    best-of-k selects the self-edit, not a lucky initialisation. Keys are ``{prefix}{condition}/{item}/{j}/{s}``; ``tags``
+    best-of-k selects the self-edit, not a lucky initialisation.
+    Keys are ``{prefix}{condition}/{item}/{j}/{s}``; ``tags``
     are added to every record (e.g. the ReST-EM round). The model's unadapted score is
     recorded under the condition ``base_name``. ``workers`` run the jobs (a bare
     ``ResidentLoRA``: in this process); this process alone writes the records. A job is

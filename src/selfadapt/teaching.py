@@ -15,13 +15,14 @@ import logging
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from . import settings as S
 from .answering import META
 from .documents import chunk_document, document_paths, read_document
 from .domain import InvalidSelfEdit
@@ -39,6 +40,7 @@ from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model
 from .policy import write_selfedits
 from .routing import about, content_words
 from .runs import plain
+from .settings import setting
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -48,40 +50,45 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LearnConfig:
-    model: str = EMBEDDED
-    fmt: str = DEFAULT_FORMAT  # the eval default: grounded self-QA
-    grounded: bool = DEFAULT_DECODING == "grounded"
-    # the model's own self-QA added no fact on 10 train documents and cost 66 s each (RESULTS.md, issue 30):
-    # by default the cloze pairs teach the document
-    selfedits_per_chunk: int = 0
-    cloze: bool = True  # add the chunk's cloze Q→A pairs (``knowledge.cloze``: no model, no invented question)
-    # and each cloze question once more as a reader would rather ask it (``cloze.reworded``): on 8 train
-    # documents SQuAD's own questions F1 +3.7 (+0.8…+7.0), the taught ones +12.7, for 4 s of training (RESULTS.md)
-    reword: bool = True
-    chunk_tokens: int = 256  # of the model's tokenizer (a SQuAD passage is ~180)
-    replay: int = 8  # examples of earlier documents mixed into each later document's update
-    distill: int = 16  # the unadapted model's own general answers replayed into every update
-    reading: int = 2  # reading-comprehension examples (a train passage in context) in every update
-    # "cloze": ``checks`` of the trained cloze pairs, spread over the documents, asked before and after (did
-    # the facts go in?); "model": the model writes held-out check questions (26 s a page, and at 135M mostly
-    # about things the document never says, RESULTS.md); "none"
-    check: str = "cloze"
-    checks: int = 10
-    probe: bool = True  # simple general questions asked before and after: what the update erased
-    # ask the adapter every general question, before and after (`ask --no-route`'s view: ~20 s), not only those
-    # `ask` routes to it (a question that names nothing of the documents is answered by the model as it was)
-    probe_adapter: bool = False
-    temperature: float = 1.0
-    top_p: float = 0.95
-    # batches of 4 for 6 epochs at 1e-3 (the inner loop: 16, 10, 1e-3): on 8 train documents the adapter
-    # answers 71% of the cloze questions it was taught against 32% with 16 for 4 at 2.5e-3, keeping more
-    # general answers; 4 at 2.5e-3 erased nearly all of them (RESULTS.md, issue 30)
-    # at most 80 steps a document: what a 2-minute page allows on a 2-core CPU. Only dense documents reach it,
-    # and pay in the taught questions' recall (8 train documents: −12.6, −20.3…−4.7; SQuAD F1 −1.2, across 0)
-    lora: LoRAConfig = field(default_factory=lambda: LoRAConfig(lr=1e-3, epochs=6, batch_size=4, max_steps=80))
-    seed: int = 0
-    dtype: str = "auto"
-    device: str = "auto"
+    """``selfadapt learn``: documents into one adapter. Its defaults were chosen on train documents
+    (RESULTS.md, "learn and ask")."""
+
+    model: str = setting(EMBEDDED, S.MODEL)
+    fmt: str = setting(DEFAULT_FORMAT, "Self-edit format of the model's own self-edits (with --selfedits): "
+                       "implications | implications-long | implications-very-long | rewrite | self-qa.")
+    grounded: bool = setting(DEFAULT_DECODING == "grounded", "Grounded decoding of the self-edits.")
+    # the cloze pairs teach the document: the model's own self-QA added no fact to them and cost
+    # minutes a page (RESULTS.md, "Fronted cloze questions, and no self-QA from the model")
+    selfedits_per_chunk: int = setting(0, "The model's own self-edits per chunk (default none: on train documents "
+                                       "they added no fact to the cloze pairs).")
+    cloze: bool = setting(True, "Also train on each chunk's cloze Q→A pairs: its sentences with a name or number "
+                          "asked for (no model, so no invented question); --no-cloze: the self-edits alone.")
+    # RESULTS.md, "Batch size, epochs and learning rate; reworded cloze questions"
+    reword: bool = setting(True, "Teach each cloze question once more as a reader would rather ask it (\"Steam "
+                           "arrived in what year?\" for the whole sentence; \"the garden\" for the title).")
+    chunk_tokens: int = setting(256, "Tokens (of the model's tokenizer) per chunk of a document.")
+    replay: int = setting(8, "Examples of earlier documents mixed into each later one (0: none).")
+    distill: int = setting(16, "The unadapted model's own answers to general questions, replayed into every "
+                           "update so that it keeps them (0: none).")
+    reading: int = setting(2, "Reading-comprehension examples (a passage in context) in every update.")
+    check: str = setting("cloze", "Check questions asked before and after learning: 'cloze' (taught cloze pairs: "
+                         "did the facts go in?), 'model' (the model writes held-out ones: slow, and at 135M mostly "
+                         "about things the document never says), 'none'.")
+    checks: int = setting(10, "How many cloze check questions.")
+    probe: bool = setting(True, "Ask simple general questions before and after, and warn when the update erased "
+                          "what the model knew.")
+    probe_adapter: bool = setting(False, "Ask the adapter every general question, before and after (what `ask "
+                                  "--no-route` answers), not only those `ask` routes to it (slower).")
+    temperature: float = setting(1.0, S.TEMPERATURE)
+    top_p: float = setting(0.95, S.TOP_P)
+    # small batches, more steps: the taught pairs fit better and more general answers are kept; a
+    # step cap keeps a dense page within about 2 minutes on a 2-core CPU (RESULTS.md, "A page in
+    # under 2 minutes: eager attention and a step cap")
+    lora: LoRAConfig = setting(help="learn's LoRA update of each document.",
+                               factory=lambda: LoRAConfig(lr=1e-3, epochs=6, batch_size=4, max_steps=80))
+    seed: int = setting(0, S.SEED)
+    dtype: str = setting("auto", S.DTYPE)
+    device: str = setting("auto", S.DEVICE)
 
     def __post_init__(self) -> None:
         if self.lora.epochs < 1:
@@ -393,9 +400,12 @@ def model_card(meta: dict, checks: list[dict]) -> str:
 
 
 # `selfadapt demo`: learn's own code path on a short document shipped with the package, about a
-# lighthouse that does not exist (so no model knows it before), in well under 3 minutes on 2 CPU cores.
+# lighthouse that does not exist (so no model knows it before), in about a minute on 2 CPU cores.
 DEMO_DOCUMENT = "data/demo/varnholt_lighthouse.txt"
 DEMO_QUESTION = "Who designed the Varnholt Lighthouse?"  # for `ask` after the demo: one it was taught
+# what `learn` writes into its --out (PEFT's two adapter files, then learn's own)
+LEARN_FILES = frozenset({"adapter_config.json", "adapter_model.safetensors", META, "selfedits.json", "checks.json",
+                         "README.md"})
 
 
 def demo_document() -> Traversable:
@@ -404,10 +414,38 @@ def demo_document() -> Traversable:
 
 
 def demo_config(model: str = EMBEDDED, dtype: str = "auto", device: str = "auto") -> LearnConfig:
-    """learn's own defaults: the demo document is written to fit them in time (one sentence a fact: its
-    9 cloze pairs, 5 of them reworded, and the 18 general examples are 54 steps for the 6 epochs, under
-    the 80-step cap), so the demo shows what `selfadapt learn` does with a page, not a shortcut."""
+    """learn's own defaults: the demo document is written to fit them in time (one sentence a fact, so
+    its cloze pairs, their rewordings and the general examples train within the step cap for all the
+    epochs), so the demo shows what `selfadapt learn` does with a page, not a shortcut."""
     return LearnConfig(model=model, dtype=dtype, device=device)
+
+
+def is_demo_adapter(out: Path) -> bool:
+    """``out`` holds an earlier demo's adapter and nothing else: only files `learn` writes, and its
+    metadata names the shipped demo document as the one document learned."""
+    try:
+        entries = list(Path(out).iterdir())
+        meta = json.loads((Path(out) / META).read_text())
+    except (OSError, ValueError):  # absent, a file, unreadable, or not JSON: not a demo's
+        return False
+    if not all(e.name in LEARN_FILES and e.is_file() and not e.is_symlink() for e in entries):
+        return False
+    docs = meta.get("documents") if isinstance(meta, dict) else None
+    if not isinstance(docs, list) or len(docs) != 1 or not isinstance(docs[0], dict):
+        return False
+    # as_file gives the shipped path, or from a zipped install a temporary copy whose name ends with it
+    return str(docs[0].get("document", "")).endswith(Path(DEMO_DOCUMENT).name)
+
+
+def clear_demo(out: Path) -> bool:
+    """Empty ``out`` when it holds an earlier demo's adapter (``is_demo_adapter``), so that the demo can
+    run again into the same directory; anything else is left as it is, for learn's own check
+    (``writable_out``) to accept or refuse. True when it removed an adapter."""
+    if not is_demo_adapter(out):
+        return False
+    for entry in Path(out).iterdir():
+        entry.unlink()
+    return True
 
 
 def _title(path: Path) -> str:

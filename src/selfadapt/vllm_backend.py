@@ -3,7 +3,8 @@
 Writing self-edits is most of a ReST-EM round's generation: k samples of a few hundred tokens
 per item. vLLM's continuous batching and paged KV cache generate several times the tokens per
 second of ``generate``, even on a CPU (RESULTS.md, "vLLM against transformers generate"). The
-engine owns its own copy of the weights, so it lives only for the writing phase: it is shut down before the inner loops load theirs (two copies of a 7B model do not
+engine owns its own copy of the weights, so it lives only for the writing phase: it is shut down
+before the inner loops load theirs (two copies of a 7B model do not
 fit one GPU).
 
 The HF path constrains decoding with one stateful constraint per row (``generation.Stepwise``: an

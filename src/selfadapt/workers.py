@@ -56,9 +56,7 @@ def run_job(lora: ResidentLoRA, job: Job) -> dict[str, Any]:
             rec = {"status": "item_error", "score": None, "reason": str(e)}
         return {**job.head, **rec}
     res = evaluate_selfedit(lora, job.domain, job.item, job.selfedit, seed=job.head["seed"], before=job.before)
-    rec = res.to_dict()
-    rec["score"] = rec.pop("after")
-    return {**job.head, "selfedit": job.selfedit, **rec}
+    return {**job.head, "selfedit": job.selfedit, **res.to_dict()}
 
 
 Done = Callable[[Job, dict[str, Any]], None]

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..constrained import GrammarConstraint, schema_grammar
 from ..domain import Evaluation, TrainingData
 from ..generation import SamplingConfig, generate
 from ..models import chat_prompt, render_chat
 from .augment import VOTING, apply, augmented_examples
 from .data import ArcTask, Grid, grid_to_text, text_to_grid
-from ..constrained import GrammarConstraint, schema_grammar
 from .selfedit import EPOCH_RANGE, LEARNING_RATES, SCHEMA, TTTConfig, parse_selfedit
 
 # TTT without a self-edit (the "item alone" condition, ``ttt-plain``) and the default the

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import settings as S
 from ..evaluate import Condition, markdown_table, run_conditions, summarize
 from ..generation import SamplingConfig, batch_size_for
 from ..lora import LoRAConfig
@@ -28,11 +29,10 @@ from ..models import EMBEDDED, resolve
 from ..plots import plot_distributions, plot_scores
 from ..policy import Writing, evaluate_policy, selfedits_and_workers
 from ..restem import ReSTEMConfig, resolve_policies, run_restem
-from ..workers import Parallel
-from .. import settings as S
 from ..runs import Run
 from ..settings import setting
 from ..vllm_backend import check_backend
+from ..workers import Parallel
 from .augment import GROUPS
 from .data import ArcTask, load_tasks
 from .domain import ArcDomain

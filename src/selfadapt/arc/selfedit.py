@@ -93,7 +93,8 @@ def _exact_keys(obj: object, keys: set[str], where: str) -> dict:
     if set(obj) != keys:
         extra, missing = sorted(set(obj) - keys), sorted(keys - set(obj))
         raise InvalidSelfEdit(f"{where}: " + "; ".join(
-            ([f"unknown key(s) {', '.join(extra)}"] if extra else []) + ([f"missing {', '.join(missing)}"] if missing else [])))
+            ([f"unknown key(s) {', '.join(extra)}"] if extra else [])
+            + ([f"missing {', '.join(missing)}"] if missing else [])))
     return obj
 
 

@@ -4,9 +4,8 @@ A 135M model's self-QA pairs questions with answers that do not go together ("Ho
 worked on the engineering team? — 1871"), and its generic questions ("What is this passage
 about?") teach that any question is answered from the document. A cloze pair cannot do
 either: its question is a sentence of the passage with one name or number asked for, its
-answer that name or number. Issue 27 measured such pairs above passage-only (EM 8.1% vs 0.0
-on 8 train passages), and on the form-proof measure at the level of the format control, i.e.
-they teach answers the way gold pairs do, from the passage alone.
+answer that name or number. Such pairs teach more of a document's facts than the model's own
+self-QA (RESULTS.md, "Routing in ask, and cloze pairs").
 
 The question is asked as a reader asks it, because that is the shape of what a person asks
 afterwards and the adapter answers a question best in the shape it was trained on: the
@@ -26,7 +25,8 @@ from ..grading import normalize_answer
 
 UNITS = r"metres|meters|km|kilometres|kilometers|miles|feet|per cent|percent"
 # A number: a year, a count of some plural noun, a measure with its unit, or a bare number.
-NUMBER = re.compile(rf"\b(?P<num>\d[\d,.]*)(?:\s+(?P<unit>{UNITS})\b|\s+(?P<noun>[a-z]+s|people|men|women|children)\b)?")
+NUMBER = re.compile(rf"\b(?P<num>\d[\d,.]*)(?:\s+(?P<unit>{UNITS})\b"
+                    r"|\s+(?P<noun>[a-z]+s|people|men|women|children)\b)?")
 YEAR = re.compile(r"(?:1[0-9]|20)\d\d")
 # A run of capitalised words (a name; "Anselm and Piet Vellmar" is one), not sentence-initial.
 WORD = r"[A-Z][\w'-]+"
@@ -40,7 +40,8 @@ OPENERS = {"In", "On", "At", "By", "For", "From", "Since", "To", "With", "During
            "Although", "Because", "If", "As", "Over", "Under", "Of", "And", "But"}
 NOT_A_NAME = OPENERS | {"It", "He", "She", "They", "We", "There"}
 # A simple clause: [In YEAR] subject auxiliary predicate ("In 1985 the building was restored by ...").
-CLAUSE = re.compile(rf"^(?:In (?P<year>(?:1[0-9]|20)\d\d),?\s+)?(?P<subj>(?!(?:{'|'.join(sorted(OPENERS))})\b)[^,]+?)\s+"
+CLAUSE = re.compile(r"^(?:In (?P<year>(?:1[0-9]|20)\d\d),?\s+)?"
+                    rf"(?P<subj>(?!(?:{'|'.join(sorted(OPENERS))})\b)[^,]+?)\s+"
                     r"(?P<aux>was|were|is|are|has been|have been|had been)\s+(?P<pred>[^,]+)")
 BOUNDARY = re.compile(r";\s*|,\s+(?:and|but)\s+")
 DETERMINERS = {"The", "A", "An", "Its", "His", "Her", "Their", "This", "These", "Those"}
@@ -161,8 +162,8 @@ def fronted(clause: str, start: int, end: int, wh: str) -> str | None:
         wh = "in what year" if prep == "in" else f"{prep} what year"
     elif prep in ("by", "for", "to", "with"):
         wh = f"{prep} whom"
-    elif prep in ("in", "at", "on", "into", "from") and name and re.match(r"\s*(?:$|,|(?:in|on|at|to|from|for|"
-                                                                         r"with|by|during|since|after|before)\b)", right):
+    elif prep in ("in", "at", "on", "into", "from") and name and re.match(
+            r"\s*(?:$|,|(?:in|on|at|to|from|for|with|by|during|since|after|before)\b)", right):
         # "in a cellar at Dunholm": where; not "on the Lothian regional list", a name used as a modifier
         wh = "from where" if prep == "from" else "where"
     else:
@@ -178,7 +179,8 @@ def cloze_pairs(text: str, title: str | None = None, limit: int = 24) -> list[tu
     pairs: list[tuple[str, str]] = []
     names = {w for sentence in sentences(text) for m in NAME.finditer(sentence) for w in m.group().split()}
     for sentence in sentences(text):
-        body = re.sub(r"^(?:But|And|Yet)\s+", "", sentence.rstrip(".!?"))  # "But Luther believed": Luther is the subject
+        # "But Luther believed": Luther is the subject
+        body = re.sub(r"^(?:But|And|Yet)\s+", "", sentence.rstrip(".!?"))
         pronoun = re.match(r"Its?\b", body)
         if title and pronoun:  # the title stands for "It": not a fact of the sentence to ask for
             name = title[:1].upper() + title[1:]

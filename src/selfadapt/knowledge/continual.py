@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from safetensors.torch import load_file, save_file
 
+from .. import settings as S
 from ..evaluate import mean_ci, paired, progress_bar
 from ..generation import SamplingConfig
 from ..lora import Example, LoRAConfig, ResidentLoRA
@@ -29,7 +30,6 @@ from ..plots import plot_matrices
 from ..policy import write_selfedits
 from ..runs import CONTENT_HASH, Run
 from ..runs import plain as plain_config  # this module's own ``plain`` is for examples
-from .. import settings as S
 from ..settings import setting
 from .data import EXTERNAL_SELFEDITS, Passage, content_hash, external_format, load_external_selfedits, load_passages
 from .domain import KnowledgeDomain
@@ -121,7 +121,7 @@ def _sequence(run: Run, cfg: ContinualConfig, cond: str, passages: list[Passage]
     lora = ResidentLoRA(loaded.model, loaded.tokenizer, cfg.lora)
     tok = loaded.tokenizer
     domain = KnowledgeDomain(tok, cfg.fmt, grounded=cfg.grounded)
-    reader = KnowledgeDomain(tok, external_format(source)) if source in external else domain
+    reader = KnowledgeDomain(tok, external_format(source), grounded=False) if source in external else domain
     # one self-edit per update: a batch of one prompt on any device, so the run's config has no batch size to
     # record (``generation.default_batch_size`` is never consulted)
     sampling = SamplingConfig(FORMATS[cfg.fmt].max_new_tokens, cfg.temperature, cfg.top_p, batch_size=1)

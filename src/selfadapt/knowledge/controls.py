@@ -42,7 +42,8 @@ class QAControl(KnowledgeDomain):
 
     def training_examples(self, passage: Passage, selfedit: str | None):
         donor = self.donors[passage.index]
-        return [passage.text] + qa_examples(self.tokenizer, donor.title, [(q.question, q.answer) for q in donor.questions])
+        return [passage.text] + qa_examples(self.tokenizer, donor.title,
+                                            [(q.question, q.answer) for q in donor.questions])
 
 
 def control_domain(control: str, domain: KnowledgeDomain, passages: list[Passage]) -> QAControl:

@@ -132,7 +132,8 @@ def _rows(source: str | Path) -> tuple[str, list[Any]]:
     except DatasetError:
         raise
     except Exception as e:  # datasets raises many kinds; the message is what the user needs
-        raise DatasetError(f"{source}: cannot read it as a dataset ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})") \
+        raise DatasetError(f"{source}: cannot read it as a dataset "
+                           f"({type(e).__name__}: {(str(e).splitlines() or [''])[0]})") \
             from None
     return str(source), data.to_list()
 
@@ -211,7 +212,8 @@ def load_external_selfedits(source: str | Path, passages: list[Passage]) -> dict
     missing = [p for p in passages if p.context not in by_context]
     if missing:
         raise DatasetError(
-            f"{path}: no self-edits for {len(missing)} passage(s), first: record {missing[0].index} ({missing[0].title!r})"
+            f"{path}: no self-edits for {len(missing)} passage(s), "
+            f"first: record {missing[0].index} ({missing[0].title!r})"
         )
     return {p.index: by_context[p.context] for p in passages}
 
@@ -227,7 +229,8 @@ def external_format(source: str | Path, override: str | None = None) -> str:
     path = Path(source)
     declared = {rec.get("format") for rec in _read_json_list(path) if isinstance(rec, dict)}
     if len(declared) > 1:
-        raise DatasetError(f"{path}: records declare different formats ({', '.join(map(str, sorted(declared, key=str)))})")
+        raise DatasetError(f"{path}: records declare different formats "
+                           f"({', '.join(map(str, sorted(declared, key=str)))})")
     (fmt,) = declared or {None}
     if not isinstance(fmt, str):
         raise DatasetError(f"{path}: the file does not declare its self-edit format: add \"format\": \"self-qa\" "

@@ -9,10 +9,10 @@ import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..domain import Evaluation, InvalidSelfEdit, ItemError, TrainingData
-from ..lora import Example
 from ..generation import SamplingConfig
 from ..grading import contains, normalize_answer
 from ..judge import Judge, fallback
+from ..lora import Example
 from ..models import chat_prompt
 from ..prior import check_prior, with_prior
 from .data import Passage
@@ -59,7 +59,7 @@ class KnowledgeDomain:
     def training_examples(self, passage: Passage, selfedit: str | None) -> list[Example]:
         """The passage text, then the self-edit's items. Q&A pairs are (prompt, completion) in the
         exact chat shape of the test, so the loss falls on the answer only: as one string, the
-        system turn, template and question carried ~12 of every 13 trained tokens."""
+        system turn, template and question carried most of the trained tokens."""
         examples: list[Example] = [passage.text] if self.include_passage or selfedit is None else []
         if selfedit is None:
             return examples

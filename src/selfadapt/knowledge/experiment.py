@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from .. import settings as S
 from ..domain import ItemError
 from ..evaluate import BASE, Condition, markdown_table, run_conditions, summarize
 from ..generation import SamplingConfig, batch_size_for
@@ -33,19 +34,25 @@ from ..judge import make_judge
 from ..lora import LoRAConfig
 from ..models import EMBEDDED, LoadedModel, resolve
 from ..plots import plot_paired, plot_policy_rounds, plot_scores
-from ..prior import check_prior
 from ..policy import Writing, evaluate_policy, selfedits_and_workers
+from ..prior import check_prior
 from ..restem import policy_name, resolve_policies
 from ..runs import CONTENT_HASH, Run, plain
-from .. import settings as S
 from ..settings import setting
-from .data import (EXTERNAL_SELFEDITS, DatasetError, Passage, content_hash, external_format, load_external_selfedits,
-                   load_passages)
+from ..vllm_backend import check_backend
+from ..workers import Parallel
 from .controls import CONTROLS, FORMAT, control_domain
+from .data import (
+    EXTERNAL_SELFEDITS,
+    DatasetError,
+    Passage,
+    content_hash,
+    external_format,
+    load_external_selfedits,
+    load_passages,
+)
 from .domain import ANSWER_CAP, CPTDomain, KnowledgeDomain
 from .measure import REWARD_METRIC
-from ..workers import Parallel
-from ..vllm_backend import check_backend
 from .selfedit import DEFAULT_DECODING, DEFAULT_FORMAT, FORMATS
 
 RECITAL = "recital"
@@ -53,7 +60,8 @@ DECODINGS = ("free", "grounded")
 REFERENCES = ("passage", RECITAL)  # every condition is compared with these, paired by passage
 SIDE_METRICS = {m: v for m, v in {
     "mc_prob": ("mc_prob %", 100), "mc_acc": ("MC acc %", 100), "cal_prob": ("cal_prob %", 100),
-    "cal_logprob": ("cal log p/tok", 1), "typed_prob": ("typed_prob %", 100), "typed_cal_prob": ("typed cal %", 100), "answer_logprob": ("log p(gold)/tok", 1), "exact_match": ("EM %", 100),
+    "cal_logprob": ("cal log p/tok", 1), "typed_prob": ("typed_prob %", 100), "typed_cal_prob": ("typed cal %", 100),
+    "answer_logprob": ("log p(gold)/tok", 1), "exact_match": ("EM %", 100),
     "f1": ("F1 %", 100), "contains": ("contains %", 100)}.items() if m != REWARD_METRIC}
 
 

@@ -10,17 +10,18 @@ choice rewards. So each question is scored several ways, all without the passage
 - **short answer** (``exact_match``, the reward; ``f1``, ``contains``): a few-shot prompt
   (examples from the train split) asks for the answer phrase only, greedy, capped; graded
   by the SQuAD v1.1 rules. This is what a user sees. It is sparse at 135M, but it is the one
-  measure that no control passed on 40 train passages (issue 27): the format control (another
+  measure that no control passed on either set of train passages: the format control (another
   passage's Q→A pairs) never rose above passage-only with an interval above 0, while it did on
-  every dense measure on one of the two passage sets.
-- **type-matched, calibrated multiple choice** (``typed_cal_prob``, the reward of issue 27's
-  first half): the gold against passage text of the same type (a number against the passage's
+  every dense measure on one of the two sets (RESULTS.md, "The measure against its controls").
+- **type-matched, calibrated multiple choice** (``typed_cal_prob``, the reward before exact
+  match): the gold against passage text of the same type (a number against the passage's
   numbers, a name against names, a phrase against whole phrases, never a fragment), each
   option's per-token log-likelihood after the question minus the same after a neutral
-  question ("What is the answer?"), softmaxed. It passed the controls on train passages
-  1000–1019 but not on 200–219, where the format control gained 5–10 points at every
-  learning rate and epoch count: reported, not rewarded.
-- **multiple choice by likelihood** (``mc_prob``, ``mc_acc``; the reward before issue 27):
+  question ("What is the answer?"), softmaxed. It passed the controls on one set of train
+  passages but not on another, where the format control gained at every learning rate and
+  epoch count (RESULTS.md, "Inner-loop defaults: learning rate and epochs"): reported, not
+  rewarded.
+- **multiple choice by likelihood** (``mc_prob``, ``mc_acc``; the first reward):
   the gold against the passage's other answers and random word windows of the passage, raw
   (``typed_prob`` with the typed options, ``cal_prob`` calibrated). The format control
   passes it.

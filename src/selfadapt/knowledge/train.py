@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..restem import ReSTEMConfig, run_restem
 from .. import settings as S
+from ..restem import ReSTEMConfig, run_restem
 from ..runs import CONTENT_HASH, Run
 from ..settings import setting
 from ..workers import Parallel

@@ -40,7 +40,8 @@ def retry_verdicts(ctx: RewardContext, queries: list[dict], attempts: list[str],
     ctx.seconds["verify"] += time.perf_counter() - t1
     if ctx.judge is not None:
         t2 = time.perf_counter()
-        items = [(ctx.task.messages(q)[-1]["content"], ctx.task.reference(q), retry) for q, retry in zip(queries, retries)]
+        items = [(ctx.task.messages(q)[-1]["content"], ctx.task.reference(q), retry)
+                 for q, retry in zip(queries, retries)]
         for row, v in zip(out, fallback([row["correct"] for row in out], items, ctx.judge)):
             row.update(correct=v["correct"], rule=v["rule"], judge=v["judge"], flip=v["flip"])
             if "judge_error" in v:

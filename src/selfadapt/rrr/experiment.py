@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .. import settings as S
 from ..evaluate import Paired, mean_ci, paired, progress_bar
 from ..generation import SamplingConfig, generate
 from ..grading import grade
@@ -26,7 +27,6 @@ from ..models import EMBEDDED, LoadedModel, chat_prompt, load_model, resolve
 from ..plots import plot_curves, plot_scores
 from ..prior import check_prior
 from ..rewards.likelihood import reference_scores
-from .. import settings as S
 from ..runs import Run, read_jsonl
 from ..settings import setting
 from .failures import build_failures, load_failures
@@ -286,7 +286,8 @@ def rrr_table(rows: list[dict[str, Any]]) -> str:
     logp = lambda t: "–" if not t else f"{t[0]:.3f} ({t[1]:.3f}…{t[2]:.3f})"  # noqa: E731
     lines = ["| model | 1st attempt % (95% CI) | 2nd attempt % (95% CI) | Δ 2nd vs base, paired (95% CI) W/T/L | "
              "fixed by retry | general QA % (95% CI) | Δ general vs base | reference answer log p / token after "
-             "the reflection (95% CI) | Δ log p vs base, paired | queries |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "the reflection (95% CI) | Δ log p vs base, paired | queries |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['condition']} | {ci(r['first'])} | {ci(r['second'])} | {diff(r, 'second')} | "
                      f"{r['fixed_by_retry']} | {ci(r['general']) if r['general'] else '–'} | "

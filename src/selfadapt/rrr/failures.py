@@ -15,8 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..evaluate import progress_bar
 from ..generation import SamplingConfig
-from ..runs import Run
-from ..runs import read_jsonl
+from ..runs import Run, read_jsonl
 from .reflect import attempt
 from .tasks import MixedTask, Task, get_task, is_builtin, task_spec
 

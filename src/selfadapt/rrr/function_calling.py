@@ -180,7 +180,8 @@ def _check_argument(arg: str, value: Any, accepted: list, schema: dict) -> str |
     """Why the value is wrong, or None."""
     declared = schema.get("type", "any")
     expected = PYTHON_TYPES.get(declared, str)
-    inner = PYTHON_TYPES.get(schema.get("items", {}).get("type", "any"), str) if declared in ("array", "tuple") else None
+    inner = (PYTHON_TYPES.get(schema.get("items", {}).get("type", "any"), str)
+             if declared in ("array", "tuple") else None)
     if declared == "tuple" and isinstance(value, tuple):
         value = list(value)
     if declared == "float" and type(value) is int:

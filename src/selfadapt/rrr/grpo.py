@@ -101,7 +101,8 @@ class RRRGRPOConfig:
         check_prior(self.prior_prompt)
         if self.disco is not None and self.disco not in DOMAIN_WEIGHTS:
             raise ValueError(f"unknown DISCO domain weight {self.disco!r}; choose from {', '.join(DOMAIN_WEIGHTS)}")
-        if (self.laser_target is not None and self.laser_target < 1) or (self.disco_eps is not None and self.disco_eps <= 0):
+        if ((self.laser_target is not None and self.laser_target < 1)
+                or (self.disco_eps is not None and self.disco_eps <= 0)):
             raise ValueError("laser_target must be >= 1 and disco_eps > 0")
         if self.judge_url and not self.judge_model:
             raise ValueError("an endpoint judge (judge_url) needs judge_model, the endpoint's model name")

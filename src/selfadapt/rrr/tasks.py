@@ -308,7 +308,8 @@ def get_task(spec: str) -> Task:
     if name not in TASKS:
         plugins = installed(TASKS_GROUP)
         raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}, reasoning-gym:NAME"
-                         + (f", {', '.join(plugins)}" if plugins else "") + ", or your own pkg.module:NAME / file.py:NAME")
+                         + (f", {', '.join(plugins)}" if plugins else "")
+                         + ", or your own pkg.module:NAME / file.py:NAME")
     types = {f.name: f.type for f in fields(TASKS[name])}
     kwargs: dict[str, Any] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
