@@ -26,7 +26,8 @@ One self-edit from its prompt to its reward, in the order to read them:
 3. ``evaluate.py``: ``run_conditions`` makes one job per (item, self-edit, seed), with the item's
    unadapted score, and records its outcome, read back as a ``Result`` (``as_results``);
 4. ``inner_loop.py``: ``evaluate_selfedit``, the job: a LoRA update on the training data, then
-   the domain's score of the adapted model;
+   the domain's score of the adapted model (``InnerLoopResult.score``, the name it keeps in the
+   run's records and in ``Result``);
 5. ``restem.py``: ``self_edit_rewards`` (the adapted score minus the baseline, over seeds), then
    ``select_winners`` and ``sft_policy``.
 """
