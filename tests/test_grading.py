@@ -39,3 +39,18 @@ def test_containment(response, gold, expected):
 def test_grade_bundles_the_three_metrics():
     g = grade("It was Otrar", "Otrar")
     assert (g.exact_match, g.f1, g.contains) == (0.0, 0.5, 1.0)
+
+
+def test_several_golds_take_the_best_as_the_official_script_does():
+    """SQuAD v1.1's ``metric_max_over_ground_truths``: each metric is the max over the golds."""
+    from selfadapt.grading import metric_max_over_ground_truths
+
+    golds = ["1852", "in 1852"]
+    g = grade("in 1852", golds)
+    assert (g.exact_match, g.f1, g.contains) == (1.0, 1.0, 1.0)
+    assert grade("in 1852", "1852").exact_match == 0.0  # the first gold alone: what was graded before
+    assert grade("the town of Otrar", ["Otrar town", "Otrar"]).f1 == pytest.approx(0.8)
+    assert metric_max_over_ground_truths(exact_match, "Otrar", ("Otrar", "Otrar")) == 1.0
+    assert grade("It was Otrar", ("Otrar",)) == grade("It was Otrar", "Otrar")  # one gold: as before
+    with pytest.raises(ValueError, match="no gold"):
+        grade("x", [])

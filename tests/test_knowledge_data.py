@@ -149,3 +149,27 @@ def test_a_column_of_numbers_is_read_as_answers(tmp_path, fmt):
     _write(fmt, rows, tmp_path / f"years.{fmt}")
     (passage,) = load_passages(tmp_path / f"years.{fmt}")
     assert [q.answer for q in passage.questions] == ["1871", "1936"]
+
+
+def test_every_gold_answer_is_kept_and_one_gold_hashes_as_before(tmp_path):
+    """SQuAD lists several answers per question; each distinct one is a gold (not only the first),
+    from SQuAD's rows, a list column, or a nested record. One gold keeps the hash old runs recorded."""
+    import hashlib
+
+    from selfadapt.knowledge.data import Question, content_hash
+
+    rows = [{"title": "Otrar", "context": "Founded in 1852.", "question": "When?",
+             "answers": {"text": ["1852", "in 1852", "1852"], "answer_start": [11, 8, 11]}}]
+    path = tmp_path / "squad.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (q,) = load_passages(path)[0].questions
+    assert (q.answer, q.answers) == ("1852", ("1852", "in 1852"))
+    nested = tmp_path / "nested.json"
+    nested.write_text(json.dumps([{"title": "Otrar", "context": "Founded in 1852.",
+                                   "questions": [{"question": "When?", "answer": ["1852", "in 1852"]}]}]))
+    assert load_passages(nested)[0].questions == (q,)
+    assert Question("When?", "1852").answers == ("1852",)
+    single = load_passages("eval200", limit=2)
+    old = json.dumps([[p.index, p.title, p.context, [[q.question, q.answer] for q in p.questions]] for p in single],
+                     ensure_ascii=False)
+    assert content_hash(single) == hashlib.sha256(old.encode()).hexdigest()[:16]

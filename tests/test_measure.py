@@ -242,3 +242,20 @@ def test_typed_options_match_the_golds_type_and_are_whole_phrases():
             assert o.split()[0].lower() not in FUNCTION_WORDS and o.split()[-1].lower() not in FUNCTION_WORDS
         assert typed_options(p, i) == opts  # seeded
     assert "Edinburgh" in typed_options(p, 0) or "Aberdeen" in typed_options(p, 0)
+
+
+def test_exact_match_is_the_best_over_every_gold_and_no_gold_is_a_distractor(tiny, monkeypatch):
+    """A question with golds ["1219", "in 1219"]: the answer "in 1219" is an exact match (it was
+    graded against "1219" alone before); the record keeps ``gold`` (the first) and ``golds``;
+    no multiple-choice option is another gold."""
+    import selfadapt.knowledge.measure as measure
+
+    q = Question("When was it seized?", "1219", ("in 1219", "Subutai"))
+    passage = Passage(OTRAR.title, OTRAR.context, (q, *OTRAR.questions[2:]), index=7)
+    monkeypatch.setattr(measure, "generate", lambda model, tok, prompts, cfg: ["in 1219"] * len(prompts))
+    records = KnowledgeMeasure(SamplingConfig(4, 0.0, batch_size=4)).score(tiny.model, tiny.tokenizer, passage)
+    assert (records[0]["exact_match"], records[0]["f1"]) == (1.0, 1.0)
+    assert records[0]["gold"] == "1219" and records[0]["golds"] == ["1219", "in 1219", "Subutai"]
+    assert "golds" not in records[1] and records[1]["exact_match"] == 0.0
+    for r in records[:1]:
+        assert not any("subutai" in normalize_answer(o) for o in r["options"][1:] + r["typed_options"][1:])

@@ -209,3 +209,87 @@ def test_laser_bonus_on_self_edits():
     # LASER-D: 2 of 3 helped (easy); 3 · P(helped ∧ len ≤ 1) = 1, so the target is 1 word.
     adaptive = self_edit_rewards(recs, laser_bonus=0.5, grid=(1, 2, 4))
     assert adaptive == fixed
+
+
+TRL_REWARDS = '''
+seen = []
+
+
+def brevity(prompts, completions, **kwargs):  # as TRL's docs write a reward function
+    seen.append(kwargs)
+    return [-len(c[-1]["content"]) / 100 for c in completions]
+
+
+def named(prompts, completions, query, task):  # no **kwargs: only what it names
+    return [float(task.name == "parity")] * len(completions)
+
+
+def some_none(prompts, completions, **kwargs):  # TRL: None is "no reward for this completion"
+    return [None] + [1.0] * (len(completions) - 1)
+
+
+def all_none(prompts, completions, **kwargs):
+    return [None] * len(completions)
+
+
+def too_few(prompts, completions, **kwargs):
+    return [1.0]
+
+
+def forgot_to_return(prompts, completions, **kwargs):
+    pass
+
+
+def words(prompts, completions, **kwargs):
+    return ["good"] * len(completions)
+'''
+
+
+def test_a_reward_function_as_trl_writes_it_loads_from_a_file_spec(tiny, tmp_path):
+    from selfadapt.rewards import parse_reward_specs
+
+    path = tmp_path / "my_rewards.py"
+    path.write_text(TRL_REWARDS)
+    ctx = RewardContext(ParityTask(), tiny.tokenizer, log_path=tmp_path / "r.jsonl", model=tiny.model)
+    weights = parse_reward_specs([f"{path}:brevity=0.5", f"{path}:named", f"{path}:some_none"])
+    funcs, w = build_rewards(weights, ctx)
+    assert w == [0.5, 1.0, 1.0] and [f.__name__ for f in funcs] == ["brevity", "named", "some_none"]
+    batch = _episode(ParityTask(), 2, [[{"role": "assistant", "content": t}] for t in ("ab", "abcd")])
+
+    class State:
+        global_step = 3
+
+    assert funcs[0](**batch, trainer_state=State()) == [-0.02, -0.04]
+    assert funcs[1](**batch) == [1.0, 1.0]
+    assert funcs[2](**batch) == [None, 1.0]
+    (kwargs,) = funcs[0].func.__globals__["seen"]
+    assert kwargs["query"] == batch["query"] and kwargs["attempt"] == ["x", "x"]  # the dataset's columns
+    assert kwargs["task"] is ctx.task and kwargs["tokenizer"] is ctx.tokenizer and kwargs["model"] is tiny.model
+    assert kwargs["trainer_state"].global_step == 3
+    logged = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["reward"], r["value"]) for r in logged[:2]] == [(3, "brevity", -0.02), (3, "brevity", -0.04)]
+    assert logged[0]["id"] == json.loads(batch["query"][0])["id"]
+    for name, message in [("all_none", "all_none returned None for all 2 completions"),
+                          ("too_few", "too_few returned 1 values for 2 completions"),
+                          ("forgot_to_return", "forgot_to_return returned NoneType, not a list"),
+                          ("words", "words returned 'good' .str.")]:
+        (func,), _ = build_rewards(parse_reward_specs([f"{path}:{name}"]), ctx)
+        with pytest.raises(ValueError, match=message):
+            func(**batch)
+
+
+def test_a_trl_reward_function_trains_in_the_grpo_trainer(tiny, tmp_path):
+    path = tmp_path / "my_rewards.py"
+    path.write_text(TRL_REWARDS)
+    failures = [{"task": "parity", "query": q, "attempt": "The Mongol army"} for q in ParityTask().queries("train", 2)]
+    cfg = RRRGRPOConfig(num_generations=2, queries_per_step=2, max_steps=1, reflection_tokens=6, retry_tokens=4,
+                        lora_r=4, lora_alpha=8, rewards={"retry": 1.0, f"{path}:brevity": 0.5})
+    trainer = make_trainer(tiny.model, tiny.tokenizer, ParityTask(), failures, cfg, tmp_path / "ckpt",
+                           rollouts=tmp_path / "rollouts.jsonl")
+    assert trainer.reward_func_names == ["retry", "brevity"]
+    trainer.model.train()
+    trainer._generate_and_score_completions([trainer.train_dataset[i] for i in (0, 0, 1, 1)])
+    logged = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
+    brevity = [r["value"] for r in logged if r["reward"] == "brevity"]
+    assert len(brevity) == 4 and all(v <= 0 for v in brevity)
+    assert trainer._metrics["train"]["rewards/brevity/mean"][-1] == pytest.approx(sum(brevity) / 4, abs=1e-6)

@@ -340,3 +340,97 @@ def test_ask_answers_a_question_about_nothing_learned_without_the_adapter(tiny_d
     for b, a in zip(meta["general"]["before"], meta["general"]["after"]):
         if not set(b["question"].lower().split()) & {"town", "otrar", "mongol", "army", "seized", "1219"}:
             assert a["response"] == b["response"]
+
+
+def test_ask_hands_your_model_object_back_as_it_came(tiny_dir, tiny, tmp_path):
+    """ask(model=obj) loads the adapters into your model: afterwards a plain forward pass gives
+    bit-identical logits, no LoRA layer is left, requires_grad and train mode are as they were;
+    a PeftModel of yours keeps its own adapters, active as before."""
+    import torch
+
+    from selfadapt import LoadedModel, ask
+    from selfadapt.lora import load_adapter
+    from selfadapt.models import load_model
+
+    (tmp_path / "doc.txt").write_text("The Mongol army seized the town of Otrar in 1219.\n")
+    out = tmp_path / "adapter"
+    learn([tmp_path / "doc.txt"], out, LearnConfig(
+        model=str(tiny_dir), selfedits_per_chunk=1, check="none", probe=False, distill=0, reading=0,
+        lora=LoRAConfig(r=4, epochs=2, lr=1e-2), dtype="float32", device="cpu"), progress=lambda *a: None)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    q, kw = ["Which town was seized?"], dict(max_new_tokens=4, route=False)
+
+    def state(model):
+        model_mode = model.training
+        model.eval()
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits.clone()
+        model.train(model_mode)
+        return logits, {k: (v.clone(), v.requires_grad) for k, v in model.named_parameters()}
+
+    adapted = load_adapter(load_model(str(tiny_dir), dtype="float32", device="cpu").model, out)
+    with torch.no_grad():
+        assert not torch.allclose(adapted(input_ids=ids).logits, state(tiny.model)[0])  # the adapter moves them
+    tiny.model.train()
+    logits, params = state(tiny.model)
+    answers = ask(q, out, model=LoadedModel.of(tiny.model, tiny.tokenizer), **kw)
+    assert answers == ask(q, out, model=str(tiny_dir), dtype="float32", device="cpu", **kw)  # the adapter answered
+    assert tiny.model.training  # as it came
+    after, params_after = state(tiny.model)
+    assert torch.equal(logits, after)
+    assert not any("lora" in name for name, _ in tiny.model.named_modules())
+    assert params.keys() == params_after.keys()
+    assert all(torch.equal(v, params_after[k][0]) and g == params_after[k][1] for k, (v, g) in params.items())
+
+    # a PeftModel of yours, its adapter named as ask names its own: kept, active, as it was
+    peft = load_adapter(load_model(str(tiny_dir), dtype="float32", device="cpu").model, out, name="a0")
+    logits, params = state(peft)
+    assert ask(q, [out], model=LoadedModel.of(peft, tiny.tokenizer), **kw) == answers
+    assert list(peft.peft_config) == ["a0"] and peft.active_adapters == ["a0"] and not peft.training
+    after, params_after = state(peft)
+    assert torch.equal(logits, after) and params.keys() == params_after.keys()
+    assert all(torch.equal(v, params_after[k][0]) and g == params_after[k][1] for k, (v, g) in params.items())
+
+    # a model the adapter does not fit: PEFT puts its layers in, then fails on the weights; they come out
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    other = LlamaForCausalLM(LlamaConfig(vocab_size=len(tiny.tokenizer), hidden_size=48, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)).eval()
+    logits, params = state(other)
+    with pytest.raises(ValueError, match="this adapter was trained on"):
+        ask(q, out, model=LoadedModel.of(other, tiny.tokenizer), **kw)
+    after, params_after = state(other)
+    assert torch.equal(logits, after) and params.keys() == params_after.keys() and not hasattr(other, "peft_config")
+    assert not any("lora" in name for name, _ in other.named_modules())
+
+
+def test_learn_needs_no_config_and_the_runners_are_exported_at_top_level(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    import selfadapt
+    import selfadapt.teaching as teaching
+    from selfadapt.models import EMBEDDED
+
+    class Loaded(Exception):
+        pass
+
+    def load_model(spec, **kw):
+        raise Loaded(spec)
+
+    monkeypatch.setattr(teaching, "load_model", load_model)
+    (tmp_path / "doc.txt").write_text("The Mongol army seized the town of Otrar in 1219.\n")
+    with pytest.raises(Loaded, match=EMBEDDED):  # no config: LearnConfig()'s, up to loading its model
+        learn([tmp_path / "doc.txt"], tmp_path / "adapter", progress=lambda *a: None)
+    runners = ["run_knowledge_eval", "run_knowledge_training", "run_continual_eval", "run_arc_eval", "run_arc_training",
+               "run_rrr_probe", "run_build_failures", "run_rrr_train", "run_rrr_eval", "learn", "ask"]
+    configs = ["KnowledgeEvalConfig", "ReSTEMConfig", "KnowledgeTrainConfig", "ContinualConfig", "ArcEvalConfig",
+               "ArcTrainConfig", "ArcSettings", "ProbeConfig", "FailuresConfig", "RRRTrainConfig", "RRRGRPOConfig",
+               "RRREvalConfig", "LearnConfig", "AskConfig"]
+    for name in runners + configs:
+        assert name in selfadapt.__all__ and name in dir(selfadapt) and f"{name}(" in selfadapt.__doc__
+        assert getattr(selfadapt, name).__doc__
+    # imported on first use: `import selfadapt` does not import the GRPO trainer or the experiments
+    code = ("import sys, selfadapt; print(sorted(m for m in ('selfadapt.rrr.grpo', 'selfadapt.rrr.experiment', "
+            "'selfadapt.knowledge.experiment', 'selfadapt.arc.experiment') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

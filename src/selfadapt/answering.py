@@ -16,7 +16,7 @@ from . import settings as S
 from .knowledge.domain import ANSWER_CAP
 from .knowledge.general import short_answers
 from .lora import adapter_base, load_adapter
-from .models import EMBEDDED, load_model, split_spec
+from .models import EMBEDDED, LoadedModel, load_model, split_spec
 from .routing import about
 from .runs import read_json
 from .settings import setting
@@ -28,9 +28,9 @@ META = "selfadapt.json"  # an adapter's metadata, written by ``learn``
 class AskConfig:
     """``selfadapt ask``: which model answers, and how."""
 
-    model: str | None = setting(None, "Base model (default: the adapters' when they name the embedded model or a "
-                                "Hub id, else the embedded one; an adapter learned on a local model needs it named "
-                                "here).")
+    model: str | LoadedModel | None = setting(
+        None, "Base model (default: the adapters' when they name the embedded model or a Hub id, else the embedded "
+        "one; an adapter learned on a local model needs it named here).")
     combine: bool = setting(False, "Answer with all --adapter at once (their LoRA updates summed).")
     route: bool = setting(True, "Answer a question that names nothing of an adapter's documents with the adapter "
                           "disabled (the update rewrites unrelated answers); --no-route: the adapter answers "
@@ -40,16 +40,42 @@ class AskConfig:
     device: str = setting("auto", S.DEVICE)
 
 
-def _local(spec: str) -> bool:
+def local_spec(spec: str) -> bool:
     """A model spec that names a file or directory here (not the embedded model or a Hub id)."""
     where = split_spec(spec)[0]
     return where.startswith((".", "/", "~")) or where.endswith(".gguf") or Path(where).expanduser().exists()
 
 
+def adapter_dir(adapter: Path | str) -> Path:
+    """A local adapter directory, or an adapter's Hub id (``owner/name``) from the local Hugging Face cache:
+    nothing is downloaded (``hf download owner/name`` first)."""
+    path = Path(adapter).expanduser()
+    name = str(adapter)
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        return path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except (LocalEntryNotFoundError, ValueError) as e:  # not cached; a name that is no repo id
+        raise FileNotFoundError(f"{name}: no adapter directory here, and not in the local Hugging Face cache "
+                                f"(download it first: hf download {name})") from e
+
+
+def adapter_label(path: Path) -> str:
+    """An adapter as a user names it: the Hub id of a snapshot in the local Hugging Face cache, else its path."""
+    parts = Path(path).parts
+    if len(parts) > 2 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return parts[-3].removeprefix("models--").replace("--", "/")
+    return str(path)
+
+
 def adapter_paths(adapters: list[Path] | Path | str | None) -> tuple[list[Path], list[dict]]:
-    """The adapter directories and their metadata (``{}`` for an adapter not saved by ``learn``);
-    a damaged metadata or PEFT config file is named (``read_json``), before any model loads for it."""
-    paths = [Path(a) for a in ([adapters] if isinstance(adapters, (str, Path)) else adapters or [])]
+    """The adapter directories (a Hub id: its snapshot in the local cache, ``adapter_dir``) and their
+    metadata (``{}`` for an adapter not saved by ``learn``); a damaged metadata or PEFT config file is
+    named (``read_json``), before any model loads for it."""
+    paths = [adapter_dir(a) for a in ([adapters] if isinstance(adapters, (str, Path)) else adapters or [])]
     for path in paths:
         if not (path / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{path}: not an adapter directory (no adapter_config.json)")
@@ -63,14 +89,16 @@ def routed(question: str, metas: list[dict]) -> bool:
     return any("vocabulary" not in m or about(question, m["vocabulary"]) for m in metas)
 
 
-def ask(questions: list[str], adapters: list[Path] | Path | None = None, model: str | None = None,
+def ask(questions: list[str], adapters: list[Path] | Path | str | None = None, model: str | LoadedModel | None = None,
         cfg: AskConfig | None = None, **settings) -> dict[str, list[str]]:
     """Short answers, by the base model or by each learned adapter in turn (``combine``: all of
     them at once, their LoRA updates summed), with no document in context: the answer phrase
     the question asks for, not a recital of what was learned. With ``route``, a question that
     names nothing of an adapter's documents is answered with the adapter disabled (``routing``:
     the update rewrites unrelated answers). Keyed by adapter directory (or ``"base"``, or the
-    directories joined by " + "). ``model`` and ``settings`` (``combine=True``, ...) override ``cfg``."""
+    directories joined by " + "). ``model`` and ``settings`` (``combine=True``, ...) override ``cfg``.
+    ``model`` may be your own model object (``LoadedModel.of(...)``): it answers as it is and is
+    handed back as it came, without the adapters loaded into it (and in its train/eval mode)."""
     cfg = replace(cfg or AskConfig(), **{**settings, **({"model": model} if model is not None else {})})
     model, combine, route, max_new_tokens = cfg.model, cfg.combine, cfg.route, cfg.max_new_tokens
     if not all(q.strip() for q in questions):
@@ -81,35 +109,80 @@ def ask(questions: list[str], adapters: list[Path] | Path | None = None, model: 
     if model is None and len(bases) > 1:
         raise ValueError(f"the adapters were learned on different models ({', '.join(sorted(bases))}); "
                          "ask them one model at a time")
-    if model is None and bases and _local(base := next(iter(bases))):
+    if model is None and bases and local_spec(base := next(iter(bases))):
         # an adapter may come from someone else: its files name a Hub model, never a path to load
         raise ValueError(f"{paths[0]} was learned on the local model {base}: ask with --model {base}")
+    yours = model.model if isinstance(model, LoadedModel) else None  # handed back as it came (``_hand_back``)
+    before = _state(yours) if yours is not None else None
     loaded = load_model(model or (bases.pop() if bases else EMBEDDED), dtype=cfg.dtype, device=cfg.device)
-    if not paths:
-        return {"base": short_answers(loaded.model, loaded.tokenizer, [("general knowledge", q) for q in questions],
-                                      max_new_tokens)}
     net = loaded.model
-    for n, path in enumerate(paths):
-        try:
-            net = load_adapter(net, path, name=f"a{n}")
-        except RuntimeError as e:  # PEFT's size mismatch: hundreds of lines, one per weight
-            if "size mismatch" not in str(e):
-                raise
-            raise ValueError(f"{path}: this adapter was trained on {needs[path]}, not on {loaded.spec}; "
-                             f"ask with --model {needs[path]}") from None
-    groups = [list(range(len(paths)))] if combine else [[n] for n in range(len(paths))]
-    out = {}
-    for group in groups:
-        net.base_model.set_adapter([f"a{n}" for n in group])  # several: their updates are summed
-        titles = [metas[n].get("title", "general knowledge") for n in group]
-        title = titles[0] if len(titles) == 1 else "your documents"
-        mine = [not route or routed(q, [metas[n] for n in group]) for q in questions]
-        answers: dict[int, str] = {}
-        for adapted in (True, False):
-            idx = [i for i, m in enumerate(mine) if m == adapted]
-            if idx:
-                with nullcontext() if adapted else net.disable_adapter():
-                    answers.update(zip(idx, short_answers(net, loaded.tokenizer, [(title, questions[i]) for i in idx],
-                                                          max_new_tokens)))
-        out[" + ".join(str(paths[n]) for n in group)] = [answers[i] for i in range(len(questions))]
-    return out
+    try:
+        if not paths:
+            return {"base": short_answers(net, loaded.tokenizer, [("general knowledge", q) for q in questions],
+                                          max_new_tokens)}
+        had = list(getattr(net, "peft_config", {}))  # a PeftModel of yours: its own adapters stay
+        names = [f"ask-{n}" if f"a{n}" in had else f"a{n}" for n in range(len(paths))]
+        for n, path in enumerate(paths):
+            try:
+                net = load_adapter(net, path, name=names[n])
+            except RuntimeError as e:  # PEFT's size mismatch: hundreds of lines, one per weight
+                if "size mismatch" not in str(e):
+                    raise
+                raise ValueError(f"{path}: this adapter was trained on {needs[path]}, not on {loaded.spec}; "
+                                 f"ask with --model {needs[path]}") from None
+        groups = [list(range(len(paths)))] if combine else [[n] for n in range(len(paths))]
+        out = {}
+        for group in groups:
+            net.base_model.set_adapter([names[n] for n in group])  # several: their updates are summed
+            titles = [metas[n].get("title", "general knowledge") for n in group]
+            title = titles[0] if len(titles) == 1 else "your documents"
+            mine = [not route or routed(q, [metas[n] for n in group]) for q in questions]
+            answers: dict[int, str] = {}
+            for adapted in (True, False):
+                idx = [i for i, m in enumerate(mine) if m == adapted]
+                if idx:
+                    with nullcontext() if adapted else net.disable_adapter():
+                        answers.update(zip(idx, short_answers(net, loaded.tokenizer,
+                                                              [(title, questions[i]) for i in idx], max_new_tokens)))
+            out[" + ".join(adapter_label(paths[n]) for n in group)] = [answers[i] for i in range(len(questions))]
+        return out
+    finally:
+        if yours is not None:
+            _hand_back(yours, net, before)
+
+
+def _state(model) -> dict:
+    """What ``ask`` changes in a model object of yours: the adapters of a ``PeftModel`` and which
+    are active, which parameters require grad (PEFT freezes the base), train or eval mode."""
+    from peft import PeftModel
+
+    peft = isinstance(model, PeftModel)
+    return {"adapters": list(model.peft_config) if peft else [], "active": list(model.active_adapters) if peft else [],
+            "grads": {k: p.requires_grad for k, p in model.named_parameters()}, "training": model.training,
+            "peft_config": hasattr(model, "peft_config")}
+
+
+def _hand_back(model, net, before: dict) -> None:
+    """Your model object as it came: the adapters ``ask`` loaded deleted (a ``PeftModel`` keeps its
+    own, active as they were), a plain model's LoRA layers taken out again (as ``learn`` does; also
+    where PEFT put them in and then failed to load the weights), requires_grad and train/eval mode restored."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if before["adapters"]:
+        active = before["active"]
+        model.base_model.set_adapter(active if len(active) > 1 else active[0])
+        for name in [a for a in model.peft_config if a not in before["adapters"]]:
+            model.delete_adapter(name)
+    elif net is not model:
+        net.unload()  # the LoRA layers out of the caller's modules, nothing merged
+    else:
+        for name, module in list(model.named_modules()):
+            if isinstance(module, BaseTunerLayer):
+                parent, _, child = name.rpartition(".")
+                setattr(model.get_submodule(parent), child, module.get_base_layer())
+        if not before["peft_config"] and "peft_config" in vars(model):
+            del model.peft_config
+    grads = before["grads"]
+    for k, p in model.named_parameters():
+        p.requires_grad_(grads.get(k, p.requires_grad))
+    model.train(before["training"])

@@ -45,6 +45,13 @@ rrr_app = typer.Typer(help="Reflect, Retry, Reward: GRPO that rewards only the s
 app.add_typer(rrr_app, name="rrr")
 console = Console()
 
+
+def say(*text: object) -> None:
+    """Print text that holds no markup of ours: paths, names and messages keep their brackets
+    ("report[final].txt", "selfadapt[documents]"), which rich would read as markup."""
+    console.print(*text, markup=False)
+
+
 USER_ERRORS = (ModelLoadError, DatasetError, RunError, ValueError, OSError)
 DEBUG = False  # --debug: let errors raise with their traceback
 
@@ -154,7 +161,8 @@ KE, LC, AC = KnowledgeEvalConfig, LearnConfig, AskConfig
 def eval_knowledge(
     ctx: typer.Context, config: Optional[Path] = CONFIG, set_: list[str] = SET,
     passages: int = opt(KE, "passages"), offset: int = opt(KE, "offset"), dataset: str = opt(KE, "dataset"),
-    columns: Optional[str] = COLUMNS, model: str = MODEL,
+    columns: Optional[str] = COLUMNS, split: Optional[str] = opt(KE, "split"),
+    subset: Optional[str] = opt(KE, "subset"), model: str = MODEL,
     fmt: list[str] = opt(KE, "formats", "--format"), decoding: list[str] = opt(KE, "decodings", "--decoding"),
     own: bool = opt(KE, "own"), control: list[str] = opt(KE, "controls", "--control"),
     no_control: bool = typer.Option(False, "--no-control", help="Skip the controls."),
@@ -184,8 +192,9 @@ def eval_knowledge(
     from .knowledge.experiment import run_knowledge_eval
 
     cfg = KnowledgeEvalConfig(
-        model=model, dataset=dataset, columns=parse_columns(columns) or None, passages=passages, offset=offset,
-        formats=fmt, decodings=decoding, own=own, external=[] if no_external else external,
+        model=model, dataset=dataset, columns=parse_columns(columns) or None, split=split, subset=subset,
+        passages=passages, offset=offset, formats=fmt, decodings=decoding, own=own,
+        external=[] if no_external else external,
         external_format=external_format, controls=[] if no_control else control, policies=policy, cpt=cpt,
         selfedits_per_passage=k, include_passage=include_passage, temperature=temperature, top_p=top_p,
         max_new_tokens=max_new_tokens, prior_prompt=prior_prompt,
@@ -197,8 +206,8 @@ def eval_knowledge(
     t0 = time.perf_counter()
     run, rows = run_knowledge_eval(cfg, resume=resume, parallel=_parallel(workers, ray_address, gpus_per_worker))
     console.print(key_table(run.path / "table.md", KEYS["eval knowledge"]))
-    console.print(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path} · "
-                  f"plot {run.path / 'accuracy.png'}")
+    say(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path} · "
+        f"plot {run.path / 'accuracy.png'}")
 
 
 RC, KT = ReSTEMConfig, KnowledgeTrainConfig
@@ -214,7 +223,8 @@ def train_knowledge(
     reward_baseline: str = opt(RC, "reward_baseline"), forgetting_penalty: float = opt(RC, "forgetting_penalty"),
     probe: bool = opt(KT, "probe"), laser: Optional[float] = opt(RC, "laser"),
     laser_target: Optional[int] = opt(RC, "laser_target"), prior_prompt: Optional[str] = PRIOR,
-    dataset: str = opt(KT, "dataset"), columns: Optional[str] = COLUMNS,
+    dataset: str = opt(KT, "dataset"), columns: Optional[str] = COLUMNS, split: Optional[str] = opt(KT, "split"),
+    subset: Optional[str] = opt(KT, "subset"),
     model: str = opt(RC, "model"), student: Optional[str] = opt(RC, "student"),
     fmt: str = opt(KT, "fmt", "--format"), grounded: bool = opt(KT, "grounded"),
     include_passage: bool = opt(KT, "include_passage"),
@@ -242,12 +252,13 @@ def train_knowledge(
     )
     cfg = configfile.apply(ctx, cfg)
     t0 = time.perf_counter()
-    kcfg = KnowledgeTrainConfig(dataset=dataset, columns=parse_columns(columns) or None, fmt=fmt,
+    kcfg = KnowledgeTrainConfig(dataset=dataset, columns=parse_columns(columns) or None, split=split, subset=subset,
+                                fmt=fmt,
                                 include_passage=include_passage, grounded=grounded, max_new_tokens=max_new_tokens,
                                 probe=probe, prior_prompt=prior_prompt)
     run = run_knowledge_training(cfg, kcfg, resume=resume, parallel=_parallel(workers, ray_address, gpus_per_worker))
     console.print(key_table(run.path / "summary.md", KEYS["train"]))
-    console.print(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
+    say(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
 
 
 AS, AE, AT = ArcSettings, ArcEvalConfig, ArcTrainConfig
@@ -261,7 +272,9 @@ CC = ContinualConfig
 def eval_continual(
     ctx: typer.Context, config: Optional[Path] = CONFIG, set_: list[str] = SET,
     passages: int = opt(CC, "passages"), offset: int = opt(CC, "offset"), dataset: str = opt(CC, "dataset"),
-    model: str = MODEL, condition: list[str] = opt(CC, "conditions", "--condition"),
+    columns: Optional[str] = opt(CC, "columns", shown=lambda v: v), split: Optional[str] = opt(CC, "split"),
+    subset: Optional[str] = opt(CC, "subset"), model: str = MODEL,
+    condition: list[str] = opt(CC, "conditions", "--condition"),
     fmt: str = opt(CC, "fmt", "--format"), grounded: bool = opt(CC, "grounded"),
     replay: int = opt(CC, "replay"), general: int = opt(CC, "general"),
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
@@ -273,7 +286,8 @@ def eval_continual(
     scores on every passage seen so far, and how much each condition forgets."""
     from .knowledge.continual import run_continual_eval
 
-    cfg = ContinualConfig(model=model, dataset=dataset, passages=passages, offset=offset, conditions=condition,
+    cfg = ContinualConfig(model=model, dataset=dataset, columns=parse_columns(columns) or None, split=split,
+                          subset=subset, passages=passages, offset=offset, conditions=condition,
                           fmt=fmt, grounded=grounded, replay=replay, general=general,
                           lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, dtype=dtype,
                           device=device, runs_dir=str(runs_dir))
@@ -281,7 +295,7 @@ def eval_continual(
     t0 = time.perf_counter()
     run, _ = run_continual_eval(cfg, resume=resume)
     console.print(key_table(run.path / "table.md", KEYS["eval continual"]))
-    console.print(f"wall time {time.perf_counter() - t0:.0f} s · matrices {run.path / 'matrices.png'}")
+    say(f"wall time {time.perf_counter() - t0:.0f} s · matrices {run.path / 'matrices.png'}")
 
 
 @eval_app.command("arc")
@@ -311,7 +325,7 @@ def eval_arc(
     t0 = time.perf_counter()
     run, _ = run_arc_eval(cfg, resume=resume, parallel=_parallel(workers, ray_address, gpus_per_worker))
     console.print(key_table(run.path / "table.md", KEYS["eval arc"]))
-    console.print(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path}")
+    say(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path}")
 
 
 @train_app.command("arc")
@@ -346,7 +360,7 @@ def train_arc(
     arc = ArcSettings("training", list(task), max_cells, cap, budget, max_tokens, votes, False, constrain)
     run = run_arc_training(cfg, arc, resume=resume, parallel=_parallel(workers, ray_address, gpus_per_worker))
     console.print(key_table(run.path / "summary.md", KEYS["train"]))
-    console.print(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
+    say(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
 
 
 FC, PC, EC, TC, GC = FailuresConfig, ProbeConfig, RRREvalConfig, RRRTrainConfig, RRRGRPOConfig
@@ -375,10 +389,10 @@ def rrr_build_failures(
     t0 = time.perf_counter()
     path, stats = run_build_failures(cfg, resume=str(resume) if resume else None)
     n = cfg.attempts  # a --config file or --set may have changed it
-    console.print(f"{stats['failures']} of {stats['queries']} queries failed all {n} attempts "
-                  f"(attempt accuracy {100 * stats['attempt_accuracy']:.1f}%, pass@{n} "
-                  f"{100 * stats[f'pass@{n}']:.1f}%) · failure dataset {path} · "
-                  f"wall time {time.perf_counter() - t0:.0f} s")
+    say(f"{stats['failures']} of {stats['queries']} queries failed all {n} attempts "
+        f"(attempt accuracy {100 * stats['attempt_accuracy']:.1f}%, pass@{n} "
+        f"{100 * stats[f'pass@{n}']:.1f}%) · failure dataset {path} · "
+        f"wall time {time.perf_counter() - t0:.0f} s")
 
 
 @rrr_app.command("probe")
@@ -403,8 +417,8 @@ def rrr_probe(
     t0 = time.perf_counter()
     run, _ = run_rrr_probe(cfg, resume=str(resume) if resume else None)
     console.print(key_table(run.path / "summary.md", KEYS["rrr probe"]))
-    console.print(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path} · "
-                  f"plot {run.path / 'probe.png'}")
+    say(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path} · "
+        f"plot {run.path / 'probe.png'}")
 
 
 @rrr_app.command("train")
@@ -444,8 +458,8 @@ def rrr_train(
     cfg = configfile.apply(ctx, cfg)
     t0 = time.perf_counter()
     run = run_rrr_train(cfg, resume=str(resume) if resume else None)
-    console.print(f"policy saved to {run / 'policy'} · curves {run / 'training.png'} · "
-                  f"wall time {time.perf_counter() - t0:.0f} s")
+    say(f"policy saved to {run / 'policy'} · curves {run / 'training.png'} · "
+        f"wall time {time.perf_counter() - t0:.0f} s")
 
 
 @rrr_app.command("eval")
@@ -473,8 +487,8 @@ def rrr_eval(
     t0 = time.perf_counter()
     run, _ = run_rrr_eval(cfg, resume=str(resume) if resume else None)
     console.print(key_table(run.path / "summary.md", KEYS["rrr eval"]))
-    console.print(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path} · "
-                  f"plot {run.path / 'accuracy.png'}")
+    say(f"wall time {time.perf_counter() - t0:.0f} s · records {run.records_path} · "
+        f"plot {run.path / 'accuracy.png'}")
 
 
 @app.command()
@@ -497,6 +511,7 @@ def learn(
                          "that is: a dense page stays within minutes on a CPU."),
     targets: str = opt(LC, "lora.target_modules", "--targets", shown=_targets), amp: bool = opt(LC, "lora.amp"),
     seed: int = opt(LC, "seed"), dtype: str = DTYPE, device: str = DEVICE,
+    push_to_hub: Optional[str] = opt(LC, "push_to_hub"),
 ) -> None:
     """Teach the model documents, one after another, into one adapter; show what it learned."""
     from .teaching import learn as learn_documents
@@ -507,16 +522,18 @@ def learn(
                       checks=checks, probe=probe,
                       probe_adapter=probe_adapter,
                       lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp, max_steps), seed=seed,
-                      dtype=dtype, device=device)
+                      dtype=dtype, device=device, push_to_hub=push_to_hub)
     cfg = configfile.apply(ctx, cfg)
     meta = learn_documents(files, out, cfg)
     for d in meta["documents"]:
         capped = " (the --max-steps cap: fewer epochs than --epochs)" if d["capped"] else ""
-        console.print(f"{d['document']}: {d['chunks']} chunk(s), {d['sequences']} sequences (+{d['replayed']} "
-                      f"replayed, +{d['general']} general), {d['steps']} steps{capped}, loss "
-                      f"{d['first_loss']:.3f} → {d['final_loss']:.3f}")
-    console.print("\n".join(report_lines(meta, json.loads((out / "checks.json").read_text()))))
-    console.print(f"adapter saved to {out} (its README.md says the same; every check in checks.json)")
+        say(f"{d['document']}: {d['chunks']} chunk(s), {d['sequences']} sequences (+{d['replayed']} "
+            f"replayed, +{d['general']} general), {d['steps']} steps{capped}, loss "
+            f"{d['first_loss']:.3f} → {d['final_loss']:.3f}")
+    say("\n".join(report_lines(meta, json.loads((out / "checks.json").read_text()))))
+    say(f"adapter saved to {out} (its README.md says the same; every check in checks.json)")
+    if meta.get("pushed"):
+        say(f"uploaded to the Hub: {meta['pushed']}")
 
 
 @app.command()
@@ -524,8 +541,9 @@ def learn(
 def ask(
     ctx: typer.Context, config: Optional[Path] = CONFIG, set_: list[str] = SET,
     questions: list[str] = typer.Argument(..., help="One or more questions."),
-    adapter: list[Path] = typer.Option([], help="An adapter saved by `selfadapt learn`; repeat to compare "
-                                       "several (each answers in turn)."),
+    adapter: list[Path] = typer.Option([], help="An adapter saved by `selfadapt learn` (its directory, or its Hub "
+                                       "id when in the local Hugging Face cache); repeat to compare several (each "
+                                       "answers in turn)."),
     combine: bool = opt(AC, "combine"), model: Optional[str] = opt(AC, "model"),
     max_new_tokens: int = opt(AC, "max_new_tokens"), route: bool = opt(AC, "route"),
     dtype: str = opt(AC, "dtype"), device: str = opt(AC, "device"),
@@ -541,7 +559,7 @@ def ask(
     _, metas = adapter_paths(adapter)
     for n, (label, replies) in enumerate(answers.items()):
         if len(answers) > 1:
-            console.print(f"[bold]{label}[/]")
+            console.print(f"[bold]{escape(label)}[/]")
         group = metas if cfg.combine else metas[n:n + 1]
         for q, a in zip(questions, replies):
             note = "  [dim](the model without the adapter: the question names nothing of its documents)[/]" \
@@ -561,9 +579,9 @@ def model_info(ctx: typer.Context, config: Optional[Path] = CONFIG,
     t0 = time.perf_counter()
     m = load_model(spec, dtype=dtype, device=device)
     n = sum(p.numel() for p in m.model.parameters())
-    console.print(f"{spec}: {m.model.config.model_type}, {n / 1e6:.0f}M parameters, {m.model.dtype} on "
-                  f"{m.device}, chat template: {bool(m.tokenizer.chat_template)}\npath: {m.path}\n"
-                  f"loaded in {time.perf_counter() - t0:.1f} s")
+    say(f"{spec}: {m.model.config.model_type}, {n / 1e6:.0f}M parameters, {m.model.dtype} on "
+        f"{m.device}, chat template: {bool(m.tokenizer.chat_template)}\npath: {m.path}\n"
+        f"loaded in {time.perf_counter() - t0:.1f} s")
 
 
 @app.command()
@@ -584,7 +602,7 @@ def demo(
     t0 = time.perf_counter()
     with resources.as_file(demo_document()) as doc:
         text = doc.read_text()
-        console.print(f"[bold]Teaching {escape(model)} a document it cannot know[/] ({doc.name}, shipped with "
+        console.print(f"[bold]Teaching {escape(model)} a document it cannot know[/] ({escape(doc.name)}, shipped with "
                       f"selfadapt; {len(text.split())} words):\n[dim]{escape(text.strip())}[/]\n")
         clear_demo(out)  # an earlier demo's adapter, not anything else
         meta = learn_documents([doc], out, demo_config(model, dtype, device))
@@ -592,14 +610,14 @@ def demo(
     console.print(answers_table(checks, "Questions the document taught, asked without it in context "
                                 "(✓: the answer holds the expected one)"))
     (d,), (before, after) = meta["documents"], meta["checks_right"]
-    console.print(f"{time.perf_counter() - t0:.0f} s in all: {d['sequences']} training examples from the document "
-                  f"(the page and its cloze questions, made without a model) and {d['general']} general ones (to "
-                  f"keep what the model knew), {d['steps']} training steps "
-                  f"({meta['seconds'].get(f'{doc.name}: training', 0):.0f} s), loss {d['first_loss']:.2f} → "
-                  f"{d['final_loss']:.2f}. Taught questions answered: {before} of {len(checks)} before, "
-                  f"{after} after.")
+    say(f"{time.perf_counter() - t0:.0f} s in all: {d['sequences']} training examples from the document "
+        f"(the page and its cloze questions, made without a model) and {d['general']} general ones (to "
+        f"keep what the model knew), {d['steps']} training steps "
+        f"({meta['seconds'].get(f'{doc.name}: training', 0):.0f} s), loss {d['first_loss']:.2f} → "
+        f"{d['final_loss']:.2f}. Taught questions answered: {before} of {len(checks)} before, "
+        f"{after} after.")
     if (meta.get("general") or {}).get("warning"):
-        console.print(f"[bold]Warning:[/] {meta['general']['warning']}.")
+        console.print(f"[bold]Warning:[/] {escape(meta['general']['warning'])}.")
     console.print(f"\nThe adapter is in {escape(str(out))}. Next:\n"
                   f"  selfadapt ask \"{DEMO_QUESTION}\" --adapter {escape(str(out))}\n"
                   "  selfadapt learn YOUR_FILE -o YOUR_ADAPTER_DIR")

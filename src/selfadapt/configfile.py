@@ -25,6 +25,7 @@ from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 import typer
 import yaml
+from rich.markup import escape
 
 from .runs import CONTENT_HASH
 
@@ -61,8 +62,9 @@ def opt(cls: type, name: str, *flags: str, shown: Callable[[Any], Any] | None = 
     are declared once; ``help=`` adds what differs for this command. The field's name is kept on
     the option, so a saved config's key finds its option (``load``)."""
     default = default_of(cls, name)
-    info = typer.Option(shown(default) if shown else default, *flags,
-                        help=kwargs.pop("help", None) or help_of(cls, name), **kwargs)
+    text = kwargs.pop("help", None) or help_of(cls, name)
+    info = typer.Option(shown(default) if shown else default, *flags,  # help is rich markup: "selfadapt[vllm]" kept
+                        help=escape(text) if text else text, **kwargs)
     info.field = name  # dotted where the field is nested: "sft.lr" is not the inner loop's "lr"
     return info
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import re
 import string
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -51,5 +52,15 @@ class Grade:
     contains: float
 
 
-def grade(response: str, gold: str) -> Grade:
-    return Grade(exact_match(response, gold), token_f1(response, gold), contains(response, gold))
+def metric_max_over_ground_truths(metric: Callable[[str, str], float], response: str,
+                                  golds: str | Sequence[str]) -> float:
+    """The official script's rule for a question with several gold answers: the best over them."""
+    golds = [golds] if isinstance(golds, str) else list(golds)
+    if not golds:
+        raise ValueError("no gold answer to grade against")
+    return max(metric(response, gold) for gold in golds)
+
+
+def grade(response: str, gold: str | Sequence[str]) -> Grade:
+    """Each metric against one gold answer, or the best over several (as SQuAD's script does)."""
+    return Grade(*(metric_max_over_ground_truths(m, response, gold) for m in (exact_match, token_f1, contains)))

@@ -193,7 +193,7 @@ def _gguf_cache(gguf: Path) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         _convert_gguf(gguf, out)
     else:
-        log.info("using cached model %s", out)
+        log.debug("using cached model %s", out)  # every resolve of a spec passes here
     return out
 
 

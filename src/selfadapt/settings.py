@@ -27,6 +27,9 @@ COLUMNS = ("Your columns for our fields, e.g. 'title=doc_title,context=passage,q
            "title, context, questions, question, answer).")
 DATASET = ("'eval200', 'train', your .json/.jsonl/.csv/.parquet file, a saved datasets directory or a Hub dataset "
            "id (from the local cache); nested or flat (SQuAD) rows.")
+SPLIT = ("The split of a Hub dataset id or a saved DatasetDict (default: train); a missing one is named with the "
+         "splits there are.")
+SUBSET = "The config (subset) name of a Hub dataset id, e.g. 'plain_text'."
 FORMAT = "Self-edit format: implications | implications-long | implications-very-long | rewrite | self-qa."
 GROUNDED = "Grounded decoding: self-QA answers copy passage spans; other formats use only the passage's words."
 INCLUDE_PASSAGE = "Train on the passage as well as the self-edit."

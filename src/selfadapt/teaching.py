@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 import numpy as np
 
 from . import settings as S
-from .answering import META
+from .answering import META, local_spec
 from .documents import chunk_document, document_paths, read_document
 from .domain import InvalidSelfEdit
 from .evaluate import progress_bar
@@ -36,7 +36,7 @@ from .knowledge.general import distillation, general_examples, general_questions
 from .knowledge.measure import qa_examples
 from .knowledge.selfedit import DEFAULT_DECODING, DEFAULT_FORMAT, FORMATS, is_question, selfedit_items
 from .lora import Example, LoRAConfig, ResidentLoRA, name_base_model
-from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model
+from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model, split_spec
 from .policy import write_selfedits
 from .routing import about, content_words
 from .runs import plain
@@ -53,7 +53,7 @@ class LearnConfig:
     """``selfadapt learn``: documents into one adapter. Its defaults were chosen on train documents
     (RESULTS.md, "learn and ask")."""
 
-    model: str = setting(EMBEDDED, S.MODEL)
+    model: str | LoadedModel = setting(EMBEDDED, S.MODEL)  # or your model object: LoadedModel.of(...)
     fmt: str = setting(DEFAULT_FORMAT, "Self-edit format of the model's own self-edits (with --selfedits): "
                        "implications | implications-long | implications-very-long | rewrite | self-qa.")
     grounded: bool = setting(DEFAULT_DECODING == "grounded", "Grounded decoding of the self-edits.")
@@ -89,8 +89,18 @@ class LearnConfig:
     seed: int = setting(0, S.SEED)
     dtype: str = setting("auto", S.DTYPE)
     device: str = setting("auto", S.DEVICE)
+    push_to_hub: str | None = setting(None, "After learning, upload the adapter directory to this Hub repo "
+                                      "(owner/name; created private when absent; needs `hf auth login`).")
 
     def __post_init__(self) -> None:
+        if self.push_to_hub is not None:
+            from huggingface_hub.utils import validate_repo_id
+
+            try:
+                validate_repo_id(self.push_to_hub)
+            except ValueError as e:  # before minutes of training, not after
+                raise ValueError(f"push_to_hub {self.push_to_hub!r} is no Hub repo id (owner/name): "
+                                 f"{str(e).splitlines()[0]}") from None
         if self.lora.epochs < 1:
             raise ValueError(f"epochs must be >= 1 to learn anything, got {self.lora.epochs}")
         if self.chunk_tokens < 16:
@@ -188,13 +198,15 @@ class _Steps:
             self.update(step, end, end)
 
 
-def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: Progress | None = None) -> dict:
+def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig | None = None,
+          progress: Progress | None = None) -> dict:
     """Learn documents in sequence into one adapter (replaying a few examples of earlier ones,
     and the unadapted model's own answers to general questions) and save it with its metadata
     and a model card to ``out``. Check questions (``check``) are graded before and after; with
     ``probe``, the simple general questions `ask` would answer with the adapter, so that a report
     shows what the update erased. Every step emits progress events (``progress``, else a
-    progress bar) and its time goes into the metadata."""
+    progress bar) and its time goes into the metadata. ``cfg`` defaults to ``LearnConfig()``."""
+    cfg = cfg or LearnConfig()
     files, out = document_paths(paths), Path(out)
     writable_out(out)
     contents = {path: read_document(path) for path in files}  # a bad file fails before the model loads
@@ -231,7 +243,7 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
             selfedits = [d[: cfg.selfedits_per_chunk] for d in drafts]
             if cfg.check == "model":
                 flat = iter(d[-1] for d in drafts)
-                checks = [{"document": str(path), "title": t, "question": q, "expected": a, "trained": False}
+                checks = [{"document": path.name, "title": t, "question": q, "expected": a, "trained": False}
                           for path, t, chunks in docs for chunk in chunks
                           for q, a in check_questions(checker, chunk, next(flat))]
             elif cfg.check == "cloze":
@@ -251,6 +263,7 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
         history: list[list[Example]] = []
         rng = random.Random(cfg.seed)
         report, stats, edits_of, pairs_of = [], None, iter(selfedits), iter(cloze_of)
+        rows: list[dict] = []  # every example of every update, as datasets loads it (train.jsonl)
         for d, (path, doc_title, chunks) in enumerate(docs):
             doc_edits = [next(edits_of) for _ in chunks]
             texts: list[Example] = []
@@ -269,13 +282,18 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
                         invalid += 1
                         log.info("%s chunk %d: self-edit skipped: %s", path.name, chunk.index, e)
             replayed = replay_examples(history, cfg.replay, rng)
-            kept = replay_examples([own_answers], cfg.distill, rng) + general_examples(tok, cfg.reading, rng)
+            distilled = replay_examples([own_answers], cfg.distill, rng)
+            read = general_examples(tok, cfg.reading, rng)
+            kept = distilled + read
             update = texts + replayed + kept
+            rows += [train_row(ex, path.name, source) for part, source in ((texts, "document"), (replayed, "replay"),
+                                                                           (distilled, "distill"), (read, "reading"))
+                     for ex in part]
             with steps.timed(f"{path.name}: training", lora.planned_steps(update)) as advance:
                 stats = lora.train(update, seed=cfg.seed + d, fresh=d == 0,  # one adapter
                                    on_step=lambda step, loss: advance())
             history.append(texts)
-            report.append({"document": str(path), "title": doc_title, "chunks": len(chunks), "sequences": len(texts),
+            report.append({"document": path.name, "title": doc_title, "chunks": len(chunks), "sequences": len(texts),
                            "replayed": len(replayed), "general": len(kept), "invalid_selfedits": invalid,
                            "steps": stats.steps, "capped": stats.capped,
                            "first_loss": stats.losses[0] if stats.losses else None,
@@ -319,8 +337,22 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig, progress: 
     (out / META).write_text(json.dumps(meta, indent=2))
     (out / "selfedits.json").write_text(json.dumps([r["selfedits"] for r in report], indent=2, ensure_ascii=False))
     (out / "checks.json").write_text(json.dumps(checks, indent=2, ensure_ascii=False))
-    (out / "README.md").write_text(model_card(meta, checks))
+    (out / TRAIN_FILE).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    peft_card = out / "README.md"  # PEFT's own card: its front matter and versions are kept
+    (out / "README.md").write_text(model_card(meta, checks, peft_card.read_text() if peft_card.is_file() else ""))
+    if cfg.push_to_hub:
+        meta["pushed"] = push_adapter(out, cfg.push_to_hub)
     return meta
+
+
+def push_adapter(out: Path, repo_id: str) -> str:
+    """Upload an adapter directory to the Hub, into a private repo created when absent (documents may be
+    private: making it public is the owner's choice); the commit's URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, private=True, exist_ok=True)
+    return str(api.upload_folder(folder_path=str(out), repo_id=repo_id, commit_message="selfadapt learn"))
 
 
 def cloze_checks(docs: list, cloze_of: list[list[tuple[str, str]]], n: int) -> list[dict]:
@@ -329,7 +361,7 @@ def cloze_checks(docs: list, cloze_of: list[list[tuple[str, str]]], n: int) -> l
     owner = [(path, t) for path, t, chunks in docs for _ in chunks]
     pairs = [(path, t, q, a) for (path, t), per_chunk in zip(owner, cloze_of) for q, a in per_chunk]
     picked = sorted({round(i) for i in np.linspace(0, len(pairs) - 1, min(n, len(pairs)))}) if pairs else []
-    return [{"document": str(pairs[i][0]), "title": pairs[i][1], "question": pairs[i][2], "expected": pairs[i][3],
+    return [{"document": pairs[i][0].name, "title": pairs[i][1], "question": pairs[i][2], "expected": pairs[i][3],
              "trained": True} for i in picked]
 
 
@@ -389,14 +421,59 @@ def report_lines(meta: dict, checks: list[dict], limit: int = 10) -> list[str]:
     return lines
 
 
-def model_card(meta: dict, checks: list[dict]) -> str:
-    """The adapter's README: what it was trained from and on, and how well it kept what it knew."""
+TRAIN_FILE = "train.jsonl"  # the examples learn trained on, one JSON row each: datasets' "json" loader reads it
+
+
+def train_row(example: Example, document: str, source: str) -> dict:
+    """One trained example as a row of ``TRAIN_FILE``: a text trained on whole has an empty prompt. ``source``:
+    the document's own pairs, replay of an earlier one, the model's own general answers, or reading."""
+    prompt, completion = ("", example) if isinstance(example, str) else example
+    return {"prompt": prompt, "completion": completion, "document": document, "source": source}
+
+
+def hub_base(spec: str) -> str | None:
+    """The base model's Hub id: the embedded model's, or the spec when it is one; None for a local model."""
+    spec = split_spec(spec)[0]
+    return EMBEDDED_HUB_ID if spec == EMBEDDED else None if local_spec(spec) else spec
+
+
+def model_card(meta: dict, checks: list[dict], peft_card: str = "") -> str:
+    """The adapter's README: Hub front matter (PEFT's, naming the base by its Hub id, never a local path),
+    what it was trained from and on, how to load it and its training pairs, how well it kept what it knew,
+    and PEFT's framework versions. ``peft_card``: the README PEFT's ``save_pretrained`` wrote."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCard(peft_card).data.to_dict() if peft_card.startswith("---") else {}
+    base = hub_base(meta["model"])
+    tags = [t for t in data.get("tags") or [] if not t.startswith("base_model:")]
+    data.pop("base_model", None)
+    data.update(({"base_model": base} if base else {}), library_name="peft",
+                tags=[f"base_model:adapter:{base}"] * bool(base) + tags + [t for t in ("lora", "selfadapt")
+                                                                           if t not in tags])
     docs = "\n".join(f"- {d['document']} ({d['chunks']} chunk(s), {d['sequences']} sequences)"
                       for d in meta["documents"])
     note = f" ({meta['base_model_note']})" if meta.get("base_model_note") else ""
-    return (f"# selfadapt adapter: {meta['title']}\n\nA LoRA adapter (PEFT, safetensors) for `{meta['model']}`{note}, "
-            f"written by `selfadapt learn` from:\n\n{docs}\n\nAnswer with `selfadapt ask \"...\" --adapter "
-            f"<this directory>`.\n\n" + "\n".join(report_lines(meta, checks, limit=50)) + "\n")
+    model = f"`{base}`" if base else f"the local model `{Path(split_spec(meta['model'])[0]).name}`"
+    rank = (meta.get("config") or {}).get("lora", {}).get("r", LoRAConfig().r)
+    versions = peft_card[peft_card.find("### Framework versions"):].strip() if "### Framework versions" in peft_card \
+        else ""
+    return (f"---\n{ModelCardData(**data).to_yaml()}\n---\n\n# selfadapt adapter: {meta['title']}\n\n"
+            f"A LoRA adapter (PEFT, safetensors, rank {rank}) for {model}{note}, written by `selfadapt learn` "
+            f"from:\n\n{docs}\n\n## Use\n\nAnswer with `selfadapt ask \"...\" --adapter <this directory or Hub id>`. "
+            "With PEFT alone (the base model is `base_model_name_or_path` in `adapter_config.json`"
+            + ("" if base else ": the path of the model on the machine that trained it, so load that model "
+               "yourself and use `peft.PeftModel.from_pretrained(model, <this directory>)`") + "):\n\n"
+            "```python\nfrom peft import AutoPeftModelForCausalLM\n\n"
+            "model = AutoPeftModelForCausalLM.from_pretrained(\"<this directory>\")\n```\n\n"
+            f"vLLM: `vllm serve {base or '<base model>'} --enable-lora --max-lora-rank {max(rank, 16)} "
+            "--lora-modules adapter=<this directory>` (vLLM's default `--max-lora-rank` is 16).\n\n"
+            f"## Training data\n\nEvery example the updates trained on is in `{TRAIN_FILE}`, in the order trained "
+            "(columns `prompt`, `completion`, `document`, `source`: the document's own pairs, `replay` of an earlier "
+            "document, `distill` the unadapted model's own general answers, `reading` a passage in context). "
+            "Prompts are rendered in the base model's chat template as trained; an empty prompt is a text trained on "
+            "whole. For TRL's `SFTTrainer` or any other trainer:\n\n```python\nfrom datasets import load_dataset\n\n"
+            f"pairs = load_dataset(\"json\", data_files=\"{TRAIN_FILE}\", split=\"train\")\n```\n\n## Results\n\n"
+            + "\n".join(report_lines(meta, checks, limit=50)) + "\n" + (f"\n{versions}\n" if versions else ""))
 
 
 # `selfadapt demo`: learn's own code path on a short document shipped with the package, about a
@@ -405,7 +482,7 @@ DEMO_DOCUMENT = "data/demo/varnholt_lighthouse.txt"
 DEMO_QUESTION = "Who designed the Varnholt Lighthouse?"  # for `ask` after the demo: one it was taught
 # what `learn` writes into its --out (PEFT's two adapter files, then learn's own)
 LEARN_FILES = frozenset({"adapter_config.json", "adapter_model.safetensors", META, "selfedits.json", "checks.json",
-                         "README.md"})
+                         "README.md", TRAIN_FILE})
 
 
 def demo_document() -> Traversable:

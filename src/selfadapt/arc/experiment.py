@@ -157,6 +157,8 @@ def _baselines(run: Run, cfg: ArcEvalConfig, tasks: list, sampling: SamplingConf
 
 def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None,
                  parallel: Parallel | None = None) -> tuple[Run, list[dict[str, Any]]]:
+    """``eval arc``: every condition (in-context, TTT, own self-edits, oracle, policies) on the ARC tasks;
+    returns the run and its table rows."""
     tasks = cfg.arc.load()
     policies = resolve_policies(cfg.policies, cfg.model)
     resolve(cfg.model)  # a bad model spec fails here, before a run directory exists

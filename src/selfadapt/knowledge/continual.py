@@ -49,6 +49,9 @@ class ContinualConfig:
 
     model: str = setting(EMBEDDED, S.MODEL)
     dataset: str = setting("eval200", S.DATASET)
+    columns: dict[str, str] | None = setting(None, S.COLUMNS)  # our field → your column (``data.load_passages``)
+    split: str | None = setting(None, S.SPLIT)
+    subset: str | None = setting(None, S.SUBSET)
     passages: int = setting(8, "How many passages to learn one after another.")
     offset: int = setting(0, "Skip this many passages first.")
     conditions: list[str] = setting(help="What each update trains on: passage | own | gpt-4.1 | seal-qwen, each "
@@ -90,7 +93,8 @@ def _examples(stored: list[Any]) -> list[Example]:
 
 def run_continual_eval(cfg: ContinualConfig, resume: Path | None = None) -> tuple[Run, dict[str, Any]]:
     """Every condition's sequence of N updates; returns the run and the summary."""
-    passages = load_passages(cfg.dataset, limit=cfg.passages, offset=cfg.offset)
+    passages = load_passages(cfg.dataset, limit=cfg.passages, offset=cfg.offset, columns=cfg.columns,
+                             split=cfg.split, subset=cfg.subset)
     if len(passages) < 2:
         raise ValueError(f"{cfg.dataset} has {len(passages)} passage(s) from offset {cfg.offset}; need 2+")
     external = {c.removesuffix(REPLAY): load_external_selfedits(c.removesuffix(REPLAY), passages)

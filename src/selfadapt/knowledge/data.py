@@ -9,6 +9,7 @@ Every malformed record is reported with the source and the record number.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -33,8 +34,15 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Question:
+    """A question and its gold answers: ``answer`` is the first, ``answers`` every distinct one
+    (SQuAD lists several; exact match and F1 take the best over them, as its official script does)."""
     question: str
     answer: str
+    answers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        golds = tuple(dict.fromkeys((self.answer, *self.answers)))
+        object.__setattr__(self, "answers", golds)
 
 
 @dataclass(frozen=True)
@@ -53,8 +61,8 @@ class Passage:
 def content_hash(passages: list[Passage]) -> str:
     """A short hash of the passages and their questions, with their positions (records are keyed
     by position): a run's config keeps it, and a resume on data that hashes otherwise is refused."""
-    text = json.dumps([[p.index, p.title, p.context, [[q.question, q.answer] for q in p.questions]]
-                       for p in passages], ensure_ascii=False)
+    text = json.dumps([[p.index, p.title, p.context, [[q.question, *q.answers] for q in p.questions]]
+                       for p in passages], ensure_ascii=False)  # one gold: the hash of older runs
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -78,7 +86,15 @@ def _read_json_list(path: Path) -> list:
     return data
 
 
+def _missing(where: str | Path, i: int, rec: dict, key: str) -> DatasetError:
+    """A column the record lacks, named with the columns it has."""
+    return DatasetError(f"{where}: record {i}: field {key!r} is missing; its columns: "
+                        f"{', '.join(map(repr, rec)) or 'none'} (map yours with --columns FIELD=COLUMN)")
+
+
 def _string(where: str | Path, i: int, rec: dict, key: str) -> str:
+    if key not in rec:
+        raise _missing(where, i, rec, key)
     value = rec.get(key)
     if not isinstance(value, str) or not value.strip():
         raise DatasetError(f"{where}: record {i}: field {key!r} must be a non-empty string, got {value!r:.60}")
@@ -99,14 +115,47 @@ def parse_columns(text: str | None) -> dict[str, str]:
     return out
 
 
-def _rows(source: str | Path) -> tuple[str, list[Any]]:
+@contextlib.contextmanager
+def _offline():
+    """``HF_DATASETS_OFFLINE`` for the block: a Hub id is read from the local cache, never downloaded."""
+    import datasets
+    import huggingface_hub.constants as hub
+
+    before = datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE = before
+
+
+def _split(where: str, data: Any, split: str | None) -> Any:
+    """The split of a DatasetDict (``train`` unless named); a missing one is named with those there are."""
+    import datasets
+
+    if not isinstance(data, (datasets.DatasetDict, dict)):
+        return data
+    split = split or "train"
+    if split not in data:
+        raise DatasetError(f"{where}: no split {split!r}; its splits: {', '.join(data) or 'none'} (choose one with "
+                           "--split)")
+    return data[split]
+
+
+def _rows(source: Any, split: str | None = None, subset: str | None = None) -> tuple[str, list[Any]]:
     """(a name for messages, the records) of a shipped set, a JSON list, JSON Lines, CSV or
-    parquet file, a directory saved with ``datasets``, or a Hugging Face dataset id (its train
-    split, from the local cache: nothing is downloaded here)."""
+    parquet file, a directory saved with ``datasets``, a Hugging Face dataset id (from the local
+    cache only: nothing is downloaded here), or a ``datasets.Dataset``/``DatasetDict`` object.
+    ``split`` and ``subset`` (a config name) choose within a DatasetDict or a Hub id."""
+    if type(source).__module__.startswith("datasets"):  # a Dataset or DatasetDict object
+        return f"the {type(source).__name__}", _split(f"the {type(source).__name__}", source, split).to_list()
+    path = Path(source).expanduser()
+    if split not in (None, "train") and (str(source) in DATASETS or path.suffix in (".json", ".jsonl", ".csv",
+                                                                                   ".parquet")):
+        raise DatasetError(f"{source}: no split {split!r}; its splits: train (a file is one split)")
     if str(source) in DATASETS:
         path = _shipped(str(source), DATASETS)
         return str(path), _read_json_list(path)
-    path = Path(source).expanduser()
     if path.suffix == ".json":
         return str(path), _read_json_list(path)
     if path.suffix in (".jsonl", ".csv", ".parquet") and not path.is_file():
@@ -122,10 +171,16 @@ def _rows(source: str | Path) -> tuple[str, list[Any]]:
         if path.suffix in (".csv", ".parquet"):
             data = datasets.load_dataset(path.suffix[1:], data_files=str(path), split="train")
         elif path.is_dir():
-            data = datasets.load_from_disk(str(path))
-            data = data["train"] if isinstance(data, datasets.DatasetDict) else data
+            data = _split(str(source), datasets.load_from_disk(str(path)), split)
         elif "/" in str(source) and not str(source).startswith((".", "/", "~")):
-            data = datasets.load_dataset(str(source), split="train")
+            try:
+                with _offline():
+                    data = datasets.load_dataset(str(source), subset)
+            except (ConnectionError, datasets.exceptions.DatasetNotFoundError):  # offline: the cache lacks it
+                raise DatasetError(f"{source}: not in the local Hugging Face cache (nothing is downloaded here: "
+                                   "fetch it once with datasets.load_dataset, or give a file or saved "
+                                   "directory)") from None
+            data = _split(str(source), data, split)
         else:
             raise DatasetError(f"{source}: not a shipped set (eval200, train), a .json/.jsonl/.csv/.parquet file, "
                                "a saved dataset directory or a Hugging Face dataset id")
@@ -138,32 +193,45 @@ def _rows(source: str | Path) -> tuple[str, list[Any]]:
     return str(source), data.to_list()
 
 
-def _answer(where: str, i: int, rec: dict, column: str) -> str:
-    """An answer: a string (or a number), or SQuAD's ``{"text": [...], "answer_start": [...]}`` (its
-    first text)."""
+def _answers(where: str, i: int, rec: dict, column: str) -> tuple[str, ...]:
+    """Every gold answer: a string (or a number), a list of them, or SQuAD's ``{"text": [...],
+    "answer_start": [...]}`` (all its texts, in order, each once)."""
+    if column not in rec:
+        raise _missing(where, i, rec, column)
     value = rec.get(column)
     if isinstance(value, dict) and isinstance(value.get("text"), list) and value["text"]:
-        value = value["text"][0]
-    if isinstance(value, (int, float)) and not isinstance(value, bool):  # a CSV column of years is typed int
-        value = str(value)
-    if not isinstance(value, str) or not value.strip():
-        raise DatasetError(f"{where}: record {i}: field {column!r} must be a non-empty string (or SQuAD's "
-                           f"answers with a text list), got {value!r:.60}")
-    return value.strip()
+        value = value["text"]
+    values = value if isinstance(value, list) and value else [value]
+    out = []
+    for v in values:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):  # a CSV column of years is typed int
+            v = str(v)
+        if not isinstance(v, str) or not v.strip():
+            raise DatasetError(f"{where}: record {i}: field {column!r} must be a non-empty string (or a list of "
+                               f"them, or SQuAD's answers with a text list), got {value!r:.60}")
+        out.append(v.strip())
+    return tuple(dict.fromkeys(out))
 
 
-def load_passages(source: str | Path = "eval200", limit: int | None = None, offset: int = 0,
-                  columns: dict[str, str] | None = None) -> list[Passage]:
+def _question(where: str, i: int, rec: dict, col: dict[str, str]) -> Question:
+    golds = _answers(where, i, rec, col["answer"])
+    return Question(_string(where, i, rec, col["question"]), golds[0], golds)
+
+
+def load_passages(source: Any = "eval200", limit: int | None = None, offset: int = 0,
+                  columns: dict[str, str] | None = None, split: str | None = None,
+                  subset: str | None = None) -> list[Passage]:
     """Load passages by shipped name, file, saved dataset or Hub id; ``offset``/``limit`` select a
     slice. Records are nested (a passage with a ``questions`` list of ``question``/``answer``)
     or flat (one question per row, grouped into passages by title and context, in order of
     first appearance; SQuAD's own rows are flat, their ``answers`` read without a map). ``columns``
-    maps our fields to yours.
+    maps our fields to yours. ``source`` may be a ``datasets.Dataset`` (or ``DatasetDict``) object;
+    ``split`` (default train) and ``subset`` (a config name) choose within a DatasetDict or Hub id.
     Every malformed row is reported with the source, the row and the column."""
     if offset < 0:
         raise ValueError(f"offset must be >= 0, got {offset}")
     col = {f: f for f in FIELDS} | (columns or {})
-    where, rows = _rows(source)
+    where, rows = _rows(source, split, subset)
     grouped: dict[tuple[str, str], list[Question]] = {}
     for i, rec in enumerate(rows):
         if not isinstance(rec, dict):
@@ -179,12 +247,13 @@ def load_passages(source: str | Path = "eval200", limit: int | None = None, offs
             for j, q in enumerate(nested):
                 if not isinstance(q, dict):
                     raise DatasetError(f"{where}: record {i} ({title!r}), question {j}: expected an object")
-                qs.append(Question(_string(where, i, q, col["question"]), _answer(where, i, q, col["answer"])))
+                qs.append(_question(where, i, q, col))
         elif col["question"] in rec:
-            qs.append(Question(_string(where, i, rec, col["question"]), _answer(where, i, rec, col["answer"])))
+            qs.append(_question(where, i, rec, col))
         else:
             raise DatasetError(f"{where}: record {i} ({title!r}): no {col['questions']!r} list and no "
-                               f"{col['question']!r} column (map yours with --columns question=...)")
+                               f"{col['question']!r} column; its columns: {', '.join(map(repr, rec))} (map yours with "
+                               "--columns question=...)")
     passages = [Passage(t, c, tuple(qs), index=n) for n, ((t, c), qs) in enumerate(grouped.items())]
     if passages and offset >= len(passages):
         raise DatasetError(f"{where}: offset {offset} is past its end ({len(passages)} passages)")

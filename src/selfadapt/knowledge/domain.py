@@ -98,7 +98,7 @@ class KnowledgeDomain:
     def _judge(self, records: list[dict]) -> dict:
         """TinyV (``judge.fallback``): exact match decides, the judge sees only its misses. Each
         record keeps both verdicts; the judge score counts the rule's hits and the flips."""
-        items = [(r["question"], r["gold"], r["response"]) for r in records]
+        items = [(r["question"], " or ".join(r.get("golds") or [r["gold"]]), r["response"]) for r in records]
         verdicts = fallback([r["exact_match"] == 1.0 for r in records], items, self.judge)
         for r, v in zip(records, verdicts):
             r["judge"], r["judge_flip"] = v["judge"], v["flip"]

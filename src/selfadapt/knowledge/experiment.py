@@ -78,6 +78,8 @@ class KnowledgeEvalConfig:
     model: str = setting(EMBEDDED, S.MODEL)
     dataset: str = setting("eval200", S.DATASET)
     columns: dict[str, str] | None = setting(None, S.COLUMNS)  # our field → your column (``data.load_passages``)
+    split: str | None = setting(None, S.SPLIT)
+    subset: str | None = setting(None, S.SUBSET)
     passages: int = setting(20, "How many passages (from the start of the dataset, after --offset).")
     offset: int = setting(0, "Skip this many passages first.")
     formats: list[str] = setting(help="Self-edit format of the own condition; repeat for several (the first is the "
@@ -171,7 +173,8 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
     ``parallel`` spreads the evaluations over Ray workers."""
     if parallel and parallel.enabled and cfg.judge_model:
         raise ValueError("the LLM judge runs in this process only: use it without --workers/--ray-address")
-    passages = load_passages(cfg.dataset, limit=cfg.passages, offset=cfg.offset, columns=cfg.columns)
+    passages = load_passages(cfg.dataset, limit=cfg.passages, offset=cfg.offset, columns=cfg.columns,
+                             split=cfg.split, subset=cfg.subset)
     external = {name: load_external_selfedits(name, passages) for name in cfg.external}  # fail before any work
     external_formats = {name: external_format(name, cfg.external_format) for name in cfg.external}
     for name, fmt in external_formats.items():

@@ -45,7 +45,7 @@ from ..generation import SamplingConfig, generate
 from ..grading import contains, grade, normalize_answer
 from ..likelihood import completion_scores
 from ..models import render_chat
-from .data import Passage
+from .data import Passage, Question
 
 REWARD_METRIC = "exact_match"
 METRICS = ("mc_prob", "mc_acc", "answer_logprob", "cal_prob", "cal_acc", "cal_logprob", "typed_prob", "typed_acc",
@@ -116,14 +116,20 @@ def _distinct(out: list[str], candidates, n: int) -> list[str]:
 def options(passage: Passage, qi: int, n: int = N_OPTIONS) -> list[str]:
     """Gold first, then the other questions' answers, then spans of the passage of the gold's
     length in words; no option overlaps another. Seeded by the passage and question."""
-    gold = passage.questions[qi].answer
-    out = _distinct([gold], [q.answer for j, q in enumerate(passage.questions) if j != qi], n)
+    gold, others = passage.questions[qi].answer, _other_golds(passage, qi)
+    out = _distinct([gold], others([q.answer for j, q in enumerate(passage.questions) if j != qi]), n)
     words = passage.context.split()
     length = max(1, len(gold.split()))
     rng = random.Random(f"{passage.title}\n{passage.context[:64]}\n{qi}")
     starts = list(range(max(0, len(words) - length + 1)))
     rng.shuffle(starts)
-    return _distinct(out, (" ".join(words[s : s + length]).strip(".,;:!?\"'()[]") for s in starts), n)
+    return _distinct(out, others(" ".join(words[s : s + length]).strip(".,;:!?\"'()[]") for s in starts), n)
+
+
+def _other_golds(passage: Passage, qi: int):
+    """A filter of distractors: none may overlap another gold answer of the question."""
+    alternatives = passage.questions[qi].answers[1:]
+    return lambda candidates: (c for c in candidates if not any(_overlaps(c, g) for g in alternatives))
 
 
 FUNCTION_WORDS = frozenset(
@@ -178,21 +184,27 @@ def typed_options(passage: Passage, qi: int, n: int = N_OPTIONS) -> list[str]:
     number against numbers, a name against names, a phrase against whole phrases, so knowing
     what *kind* of answer a question wants (what training on any Q→A pairs teaches) does not
     pick the gold. No option overlaps another; seeded by the passage and question."""
-    gold = passage.questions[qi].answer
+    gold, others = passage.questions[qi].answer, _other_golds(passage, qi)
     kind = answer_type(gold)
-    out = _distinct([gold], [q.answer for j, q in enumerate(passage.questions)
-                             if j != qi and answer_type(q.answer) == kind], n)
+    out = _distinct([gold], others([q.answer for j, q in enumerate(passage.questions)
+                                    if j != qi and answer_type(q.answer) == kind]), n)
     length = max(1, len(gold.split()))
     spans = [sp for sp in dict.fromkeys(_spans(passage.context, length)) if answer_type(sp) == kind
              and (kind == "name" or len(sp.split()) == length)]
     random.Random(f"typed\n{passage.title}\n{passage.context[:64]}\n{qi}").shuffle(spans)
-    return _distinct(out, spans, n)
+    return _distinct(out, others(spans), n)
 
 
 def recital(tokenizer: PreTrainedTokenizerBase, passage: Passage, max_tokens: int) -> str:
     """The passage's opening, cut to the answer cap: what a model that only recites would say."""
     ids = tokenizer(passage.context, add_special_tokens=False)["input_ids"][:max_tokens]
     return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def _golds(q: Question) -> dict:
+    """A record's every gold answer, only where there are several: ``gold`` stays the first, so
+    records of older runs (one gold) read the same."""
+    return {"golds": list(q.answers)} if len(q.answers) > 1 else {}
 
 
 def softmax_at_zero(values: list[float]) -> float:
@@ -237,11 +249,11 @@ class KnowledgeMeasure:
         responses = [r.split("\n")[0].strip() for r in generate(model, tokenizer, prompts, self.answer)]
         records = []
         for q, (os_, lp), (tos, tlp), response in zip(qs, choices, typed, responses):
-            g = grade(response, q.answer)
+            g = grade(response, q.answers)
             cal = [v - neutral[o] for o, v in zip(os_, lp)]
             tcal = [v - neutral[o] for o, v in zip(tos, tlp)]
             records.append({
-                "question": q.question, "gold": q.answer, "options": os_, "choice": int(np.argmax(lp)),
+                "question": q.question, "gold": q.answer, **_golds(q), "options": os_, "choice": int(np.argmax(lp)),
                 "mc_prob": softmax_at_zero(lp), "mc_acc": float(int(np.argmax(lp)) == 0), "answer_logprob": lp[0],
                 "cal_prob": softmax_at_zero(cal), "cal_acc": float(int(np.argmax(cal)) == 0), "cal_logprob": cal[0],
                 "typed_options": tos, "typed_prob": softmax_at_zero(tlp), "typed_acc": float(int(np.argmax(tlp)) == 0),
@@ -265,9 +277,9 @@ class KnowledgeMeasure:
         for i, q in enumerate(passage.questions):
             os_, tos = options(passage, i), typed_options(passage, i)
             (choice, hit), (_, typed_hit) = pick(os_), pick(tos)
-            g = grade(text, q.answer)
+            g = grade(text, q.answers)
             records.append({
-                "question": q.question, "gold": q.answer, "options": os_, "choice": choice,
+                "question": q.question, "gold": q.answer, **_golds(q), "options": os_, "choice": choice,
                 "mc_prob": hit, "mc_acc": hit, "answer_logprob": None, "cal_prob": hit, "cal_acc": hit,
                 "cal_logprob": None, "typed_options": tos, "typed_prob": typed_hit, "typed_acc": typed_hit,
                 "typed_cal_prob": typed_hit,

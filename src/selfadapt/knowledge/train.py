@@ -22,6 +22,8 @@ class KnowledgeTrainConfig:
 
     dataset: str = setting("train", "Training pool: 'train' or your data as for eval (never eval200).")
     columns: dict[str, str] | None = setting(None, S.COLUMNS)  # our field → your column (``data.load_passages``)
+    split: str | None = setting(None, S.SPLIT)
+    subset: str | None = setting(None, S.SUBSET)
     fmt: str = setting(DEFAULT_FORMAT, S.FORMAT + " The eval default, chosen on the train split.")
     include_passage: bool = setting(True, S.INCLUDE_PASSAGE)
     grounded: bool = setting(DEFAULT_DECODING == "grounded", S.GROUNDED)
@@ -38,7 +40,7 @@ def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume
         raise ValueError(f"unknown self-edit format {kcfg.fmt!r}; choose from {', '.join(FORMATS)}")
     if kcfg.dataset == "eval200":
         raise ValueError("eval200 is the held-out evaluation set; train on 'train' or your own file")
-    pool = load_passages(kcfg.dataset, columns=kcfg.columns)
+    pool = load_passages(kcfg.dataset, columns=kcfg.columns, split=kcfg.split, subset=kcfg.subset)
     held_out = {p.context for p in load_passages("eval200")}
     overlap = [p for p in pool if p.context in held_out]
     if overlap:

@@ -12,14 +12,18 @@ Kinds: ``verifier.py`` (a checker decides, optionally with TinyV's judge fallbac
 ``length.py`` (LASER's length shaping), ``disco.py`` (DISCO's domain- and
 difficulty-aware scaling of the summed reward, a trainer option rather than a reward).
 ``REWARDS`` maps the names that ``--reward NAME=WEIGHT`` accepts to their classes; add
-your own to it.
+your own to it. A plain function as TRL writes them, ``f(prompts, completions, **kwargs)``,
+is a reward too (``TRLReward``: the context's fields come as keyword arguments).
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
+import numbers
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -109,15 +113,86 @@ def parse_reward_specs(specs: list[str]) -> dict[str, float]:
 
 
 def build_rewards(weights: dict[str, float], ctx: RewardContext) -> tuple[list, list[float]]:
-    """The reward callables and their weights, in a fixed order, for ``GRPOTrainer``."""
+    """The reward callables and their weights, in a fixed order, for ``GRPOTrainer``: a class (or
+    factory) is built from the context, a TRL reward function is wrapped (``TRLReward``)."""
     names = list(weights)
-    return [reward_class(n)(ctx) for n in names], [weights[n] for n in names]
+    return [bind(reward_class(n), ctx) for n in names], [weights[n] for n in names]
+
+
+def is_trl_function(found: Any) -> bool:
+    """Whether ``found`` is a reward function as TRL writes them, ``f(prompts, completions, **kwargs)``,
+    rather than a class or factory taking a ``RewardContext``."""
+    if inspect.isclass(found):
+        return False
+    try:
+        params = inspect.signature(found).parameters
+    except (TypeError, ValueError):
+        return False
+    return "completions" in params or "prompts" in params
+
+
+def bind(found: Any, ctx: RewardContext) -> Any:
+    """The callable TRL calls: ``found(ctx)`` for a class or factory, a ``TRLReward`` for a function."""
+    return TRLReward(found, ctx) if is_trl_function(found) else found(ctx)
+
+
+class TRLReward:
+    """A reward function written for TRL's ``GRPOTrainer`` (``f(prompts, completions, **kwargs)``):
+    called as TRL calls it, with the dataset's columns (``query``, ``attempt``, ``domain``), TRL's
+    own keywords (``completion_ids``, ``trainer_state``, ...) and the ``RewardContext``'s fields
+    (``task``, ``tokenizer``, ``model``: the policy being trained, ...) as keyword arguments; a
+    function without ``**kwargs`` gets only the ones it names. What it returns is checked (one
+    number per completion), and each value is a line of the run's rollouts log."""
+
+    def __init__(self, func: Any, ctx: RewardContext):
+        self.func, self.ctx = func, ctx
+        self.__name__ = getattr(func, "__name__", type(func).__name__)
+        params = inspect.signature(func).parameters
+        self.takes = None if any(p.kind is p.VAR_KEYWORD for p in params.values()) else set(params)
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float | None]:
+        given = {f.name: getattr(self.ctx, f.name) for f in fields(self.ctx)} | kwargs
+        given |= {"prompts": prompts, "completions": completions}
+        if self.takes is not None:
+            given = {k: v for k, v in given.items() if k in self.takes}
+        values = self.func(**given)
+        if inspect.iscoroutine(values):  # TRL takes async reward functions too
+            values = asyncio.run(values)
+        values = checked_values(self.__name__, values, len(completions))
+        state = kwargs.get("trainer_state")
+        queries = kwargs.get("query") or [None] * len(values)
+        self.ctx.log(self.__name__, getattr(state, "global_step", None),
+                     [{"id": json.loads(q).get("id") if isinstance(q, str) else None, "value": v,
+                       "reflection": completion_text(c)} for q, v, c in zip(queries, values, completions)])
+        return values
+
+
+def checked_values(name: str, values: Any, n: int) -> list[float | None]:
+    """A reward function's values, or a ``ValueError`` naming it: a list of one number per
+    completion. A None entry is TRL's "no reward for this one" (the rollout is left out of its
+    group); None for every completion is a function that scored nothing."""
+    if values is None or isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__"):
+        raise ValueError(f"reward function {name} returned {type(values).__name__}, not a list of floats "
+                         f"(one per completion)")
+    values = list(values.tolist() if hasattr(values, "tolist") else values)
+    if len(values) != n:
+        raise ValueError(f"reward function {name} returned {len(values)} values for {n} completions: "
+                         "it must return one per completion")
+    bad = [v for v in values if v is not None and not isinstance(v, numbers.Real)]
+    if bad:
+        raise ValueError(f"reward function {name} returned {bad[0]!r} ({type(bad[0]).__name__}) "
+                         "among its values: each must be a float (or None: no reward for that completion)")
+    if values and all(v is None for v in values):
+        raise ValueError(f"reward function {name} returned None for all {n} completions: it scored nothing "
+                         "(None is TRL's 'no reward for this completion'; return a float for each)")
+    return [None if v is None else float(v) for v in values]
 
 
 def reward_class(name: str) -> type:
     """A reward by name: built in, registered in ``REWARDS``, your own ``pkg.module:NAME`` or
-    ``path/to/file.py:NAME`` (a class taking a ``RewardContext``), or a plug-in installed under
-    the entry-point group ``selfadapt.rewards``."""
+    ``path/to/file.py:NAME`` (a class taking a ``RewardContext``, or a reward function as TRL
+    writes them, ``f(prompts, completions, **kwargs)``), or a plug-in installed under the
+    entry-point group ``selfadapt.rewards``."""
     from ..plugins import REWARDS_GROUP, entry_point, installed, is_reference, load_object
 
     known = registry()
@@ -128,12 +203,12 @@ def reward_class(name: str) -> type:
         raise ValueError(f"unknown reward {name!r}; choose from {', '.join([*known, *installed(REWARDS_GROUP)])}, "
                          "or your own pkg.module:NAME / file.py:NAME")
     if not callable(found):
-        raise ValueError(f"{name}: a reward is a class taking a RewardContext, whose instances are called "
-                         "like TRL reward functions")
+        raise ValueError(f"{name}: a reward is a function f(prompts, completions, **kwargs) -> list[float] "
+                         "as TRL calls it, or a class taking a RewardContext whose instances are called so")
     return found
 
 
-REWARDS: dict[str, type] = {}  # user-registered rewards: name → class taking a RewardContext
+REWARDS: dict[str, Any] = {}  # user-registered rewards: name → class taking a RewardContext, or a TRL function
 
 
 def registry() -> dict[str, type]:

@@ -22,7 +22,7 @@ from ..evaluate import Paired, mean_ci, paired, progress_bar
 from ..generation import SamplingConfig, generate
 from ..grading import grade
 from ..knowledge.data import load_passages
-from ..lora import load_adapter
+from ..lora import load_adapter, name_base_model
 from ..models import EMBEDDED, LoadedModel, chat_prompt, load_model, resolve
 from ..plots import plot_curves, plot_scores
 from ..prior import check_prior
@@ -66,6 +66,8 @@ class FailuresConfig:
 
 
 def run_build_failures(cfg: FailuresConfig, resume: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """``rrr build-failures``: the training queries none of whose sampled attempts is correct; returns the
+    failures file and its summary."""
     task = get_task(cfg.task)
     queries = task.queries("train", cfg.queries)
     m = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
@@ -136,6 +138,8 @@ def run_rrr_train(cfg: RRRTrainConfig, resume: str | None = None) -> Path:
                 f"RRR GRPO on {task.name}")
     tmp = run.path / "policy.tmp"
     trainer.save_model(str(tmp))
+    if (tmp / "adapter_config.json").is_file():  # a LoRA policy names its base as a user finds it, not a cache path
+        name_base_model(tmp, cfg.model, m.path)
     m.tokenizer.save_pretrained(tmp)
     tmp.rename(policy)  # the policy appears only when complete
     return run.path
@@ -297,6 +301,8 @@ def rrr_table(rows: list[dict[str, Any]]) -> str:
 
 
 def run_rrr_eval(cfg: RRREvalConfig, resume: str | None = None) -> tuple[Run, list[dict[str, Any]]]:
+    """``rrr eval``: first and second attempts on test queries, by the base model and each policy; returns
+    the run and its table rows."""
     task = get_task(cfg.task)
     queries = task.queries("test", cfg.queries)
     general = general_questions(cfg.general)
