@@ -16,7 +16,7 @@ from . import settings as S
 from .knowledge.domain import ANSWER_CAP
 from .knowledge.general import short_answers
 from .lora import adapter_base, load_adapter
-from .models import EMBEDDED, LoadedModel, load_model, split_spec
+from .models import EMBEDDED, LoadedModel, load_model, local_spec
 from .routing import about
 from .runs import read_json
 from .settings import setting
@@ -38,12 +38,6 @@ class AskConfig:
     max_new_tokens: int = setting(ANSWER_CAP, "Answer length cap (a short answer phrase).")
     dtype: str = setting("auto", S.DTYPE)
     device: str = setting("auto", S.DEVICE)
-
-
-def local_spec(spec: str) -> bool:
-    """A model spec that names a file or directory here (not the embedded model or a Hub id)."""
-    where = split_spec(spec)[0]
-    return where.startswith((".", "/", "~")) or where.endswith(".gguf") or Path(where).expanduser().exists()
 
 
 def adapter_dir(adapter: Path | str) -> Path:

@@ -34,7 +34,7 @@ from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .models import EMBEDDED, EMBEDDED_HUB_ID, encode_text, split_spec
+from .models import EMBEDDED, EMBEDDED_HUB_ID, encode_text, hub_base, split_spec
 from .settings import setting
 
 ADAPTER = "default"
@@ -379,7 +379,5 @@ def name_base_model(adapter: Path, spec: str, path: str) -> None:
     dequantised Q4_1 GGUF), else the spec as given (a Hub id or the user's own directory)."""
     cfg_file = adapter / "adapter_config.json"
     config = json.loads(cfg_file.read_text())
-    spec = split_spec(spec)[0]  # loading options (quantization=4bit, ...) are not part of the name
-    config["base_model_name_or_path"] = EMBEDDED_HUB_ID if spec == EMBEDDED else (
-        spec if not Path(spec).expanduser().exists() else str(Path(path).resolve()))
+    config["base_model_name_or_path"] = hub_base(spec) or str(Path(path).resolve())
     cfg_file.write_text(json.dumps(config, indent=2))

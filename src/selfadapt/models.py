@@ -115,6 +115,19 @@ def split_spec(spec: str) -> tuple[str, dict[str, str]]:
     return head, options
 
 
+def local_spec(spec: str) -> bool:
+    """A model spec that names a file or directory here (not the embedded model or a Hub id)."""
+    where = split_spec(spec)[0]
+    return where.startswith((".", "/", "~")) or where.endswith(".gguf") or Path(where).expanduser().exists()
+
+
+def hub_base(spec: str) -> str | None:
+    """A base model as others find it: the embedded model's Hub id, or the spec when it is a Hub id
+    (loading options left out); None for a model of this machine's."""
+    spec = split_spec(spec)[0]
+    return EMBEDDED_HUB_ID if spec == EMBEDDED else None if local_spec(spec) else spec
+
+
 def _from_pretrained_kwargs(options: dict[str, str], torch_dtype: torch.dtype) -> dict:
     """What ``AutoModelForCausalLM.from_pretrained`` takes for the spec's loading options."""
     kwargs = {k: options[k] for k in ("revision", "attn_implementation", "device_map") if k in options}

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 import numpy as np
 
 from . import settings as S
-from .answering import META, local_spec
+from .answering import META
 from .documents import chunk_document, document_paths, read_document
 from .domain import InvalidSelfEdit
 from .evaluate import progress_bar
@@ -36,7 +36,7 @@ from .knowledge.general import distillation, general_examples, general_questions
 from .knowledge.measure import qa_examples
 from .knowledge.selfedit import DEFAULT_DECODING, DEFAULT_FORMAT, FORMATS, is_question, selfedit_items
 from .lora import Example, LoRAConfig, ResidentLoRA, name_base_model
-from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, load_model, split_spec
+from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, hub_base, load_model, split_spec
 from .policy import write_selfedits
 from .routing import about, content_words
 from .runs import plain
@@ -429,12 +429,6 @@ def train_row(example: Example, document: str, source: str) -> dict:
     the document's own pairs, replay of an earlier one, the model's own general answers, or reading."""
     prompt, completion = ("", example) if isinstance(example, str) else example
     return {"prompt": prompt, "completion": completion, "document": document, "source": source}
-
-
-def hub_base(spec: str) -> str | None:
-    """The base model's Hub id: the embedded model's, or the spec when it is one; None for a local model."""
-    spec = split_spec(spec)[0]
-    return EMBEDDED_HUB_ID if spec == EMBEDDED else None if local_spec(spec) else spec
 
 
 def model_card(meta: dict, checks: list[dict], peft_card: str = "") -> str:
