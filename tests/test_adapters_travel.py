@@ -156,3 +156,61 @@ def test_learn_pushes_the_adapter_to_the_hub_as_a_private_repo(tiny_dir, tmp_pat
     assert meta["pushed"] == "https://huggingface.co/me/otrar/commit/0"
     with pytest.raises(ValueError, match="push_to_hub"):
         LearnConfig(push_to_hub="not a repo id!")
+
+
+def test_combine_answers_with_peft_sum_of_the_updates_and_saves_it_as_one_adapter(tiny_dir, tmp_path):
+    """``ask --combine``: one adapter made by PEFT's ``add_weighted_adapter`` ("cat", ranks 2 + 4) whose
+    logits are the base model's with both updates merged in; ``--save-combined`` writes it as an adapter
+    of its own that answers as the combination did and is routed by both adapters' vocabularies."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from typer.testing import CliRunner
+
+    from selfadapt.answering import ask
+    from selfadapt.cli import app
+    from selfadapt.lora import load_adapter
+    from selfadapt.models import load_model
+
+    def base():
+        return load_model(str(tiny_dir), dtype="float32", device="cpu").model
+
+    adapters = []
+    for n, (r, alpha, words) in enumerate([(2, 8, ["otrar"]), (4, 4, ["silver"])]):
+        torch.manual_seed(n)
+        peft = get_peft_model(base(), LoraConfig(r=r, lora_alpha=alpha, target_modules=["q_proj", "v_proj", "down_proj"]
+                                                 if n else ["q_proj", "o_proj", "up_proj"], init_lora_weights=False))
+        adapters.append(tmp_path / f"a{n}")
+        peft.save_pretrained(adapters[-1])
+        (adapters[-1] / "selfadapt.json").write_text(json.dumps({"model": str(tiny_dir), "title": "t",
+                                                                 "vocabulary": words}))
+    merged = base()
+    for a in adapters:  # the sum of the two updates, merged into the weights
+        merged = PeftModel.from_pretrained(merged, str(a)).merge_and_unload()
+    q = ["Which town held silver?", "Who seized Otrar?"]
+    kw = dict(model=str(tiny_dir), max_new_tokens=6, dtype="float32", device="cpu")
+    out = tmp_path / "combined"
+    combined = ask(q, adapters, combine=True, save_combined=str(out), **kw)
+    assert list(combined) == [f"{adapters[0]} + {adapters[1]}"]
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 6 and config["base_model_name_or_path"] == str(tiny_dir.resolve())
+    meta = json.loads((out / "selfadapt.json").read_text())
+    assert meta["vocabulary"] == ["otrar", "silver"] and meta["combined"] == [str(a) for a in adapters]
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    with torch.no_grad():
+        theirs = merged(input_ids=ids).logits
+        assert (theirs - base()(input_ids=ids).logits).abs().max() > 0.1  # the updates move the logits
+        assert torch.allclose(load_adapter(base(), out)(input_ids=ids).logits, theirs, atol=1e-5)
+    assert ask(q, out, **kw)[str(out)] == next(iter(combined.values()))
+    with pytest.raises(ValueError, match="save_combined needs --combine"):
+        ask(q, adapters, save_combined=str(tmp_path / "other"), **kw)
+    result = CliRunner().invoke(app, ["ask", q[0], "--adapter", str(adapters[0]), "--adapter", str(adapters[1]),
+                                      "--combine", "--save-combined", str(out), "--model", str(tiny_dir)])
+    assert result.exit_code == 2 and "not empty" in result.output, result.output
+
+
+def test_the_card_names_a_max_lora_rank_vllm_takes():
+    """vLLM takes only some ``--max-lora-rank`` values, 16 by default: learn's rank 32 needs 32, a rank 24 needs 32
+    too, a combined pair of default adapters (rank 64) 64."""
+    from selfadapt.teaching import vllm_max_lora_rank
+
+    assert [vllm_max_lora_rank(r) for r in (4, 16, 24, 32, 64, 300)] == [16, 16, 32, 32, 64, 320]

@@ -157,3 +157,16 @@ def test_a_nested_key_sets_its_own_section_not_a_namesake(tmp_path, captured):
     f.write_text("lr: 0.005\n")
     res = invoke(["train", "arc", "--config", str(f)])
     assert res.exit_code == 2 and "unknown key 'lr'" in res.text
+
+
+def test_form_equalized_and_the_ceilings_from_flags_and_files(tmp_path, passages_file, captured):
+    """``--form-equalized`` (issue 46): eval knowledge's option, and train knowledge's, where it makes the
+    reward subtract passage+form; a file's ``form: true`` sets it too."""
+    invoke(["eval", "knowledge", "--form-equalized", "--control", "open-book"])
+    cfg, _ = captured.pop("eval knowledge")
+    assert cfg.form is True and cfg.controls == ["open-book"]
+    f = tmp_path / "train.yaml"
+    f.write_text("form: true\n")
+    invoke(["train", "knowledge", "--config", str(f), "--dataset", str(passages_file)])
+    cfg, _ = captured.pop("train knowledge")
+    assert cfg.reward_baseline == "passage+form" and cfg.domain["form"] is True

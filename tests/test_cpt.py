@@ -31,8 +31,10 @@ def test_cpt_evaluates_all_questions_after_one_update(tiny_dir, passages_file, p
     assert len(evals) == 1 and evals[0]["item"] == "cpt2"
     assert len(evals[0]["records"]) == 3  # every question of both passages
     assert evals[0]["train"]["sequences"] == 4  # two passages + one implication each
-    assert [r["condition"] for r in rows] == ["base", "recital", "passage", "format-control",
-                                              "own-self-qa-grounded", "ext"]
+    assert [r["condition"] for r in rows] == ["base", "recital", "passage", "format-control", "open-book",
+                                              "open-book+form", "own-self-qa-grounded", "ext"]
+    (book,) = [r for r in run.records() if r["condition"] == "open-book"]
+    assert book["item"] == "cpt2" and len(book["records"]) == 3  # no update, every question read in its passage
     assert all(r["items"] == 1 for r in rows)
     (fmt,) = [r for r in run.records() if r["condition"] == "format-control"]
     assert fmt["train"]["sequences"] > 2  # both passages, plus the pairs of another passage for each

@@ -349,14 +349,16 @@ def test_a_run_file_names_no_model_but_its_own_rounds_and_its_start(tmp_path):
         assert str(done) in str(e.value)
 
 
-def test_a_round_evaluates_from_its_committed_adapter_on_a_fresh_clone(tmp_path, tiny_dir):
+def test_a_round_evaluates_from_its_committed_adapter_on_a_fresh_clone(tmp_path, tiny_dir, monkeypatch):
     """Merged policies are git-ignored; a published round keeps its PEFT adapter. On a fresh clone
     ``RUN/round-N`` resolves to that adapter, and a model spec that is an adapter loads its base
-    with the update merged: the same logits as the base with the adapter on."""
+    with the update merged: the same logits as the base with the adapter on. A local base is the
+    one the command was given (``:base=``), never one the run's files choose."""
     from peft import LoraConfig, get_peft_model
 
     from selfadapt.models import load_model
 
+    monkeypatch.setenv("SELFADAPT_CACHE", str(tmp_path / "cache"))  # where the merged checkpoint is kept
     run = tmp_path / "run"
     (run / "round-0").mkdir(parents=True)
     (run / "config.yaml").write_text(f"model: {tiny_dir}\n")
@@ -370,10 +372,10 @@ def test_a_round_evaluates_from_its_committed_adapter_on_a_fresh_clone(tmp_path,
     with torch.no_grad():
         expected = peft(input_ids=ids).logits
     name, spec = restem.resolve_policy(str(run / "round-0"), str(tiny_dir))
-    assert (name, spec) == ("round-0", str(run / "round-0" / "adapter"))
+    assert (name, spec) == ("round-0", f"{run / 'round-0' / 'adapter'}:base={tiny_dir}")
     with pytest.raises(ValueError, match="its adapter was trained on .*not on the model given"):
         restem.resolve_policy(str(run / "round-0"), "smollm2")  # its files do not choose the base
-    for spec in (spec, f"{spec}:attn_implementation=eager"):  # loading options go to the base (Ray workers add some)
+    for spec in (spec, f"{spec},attn_implementation=eager"):  # loading options go to the merged model
         loaded = load_model(spec, dtype="float32", device="cpu")
         assert not hasattr(loaded.model, "peft_config")  # merged: inner loops put their own LoRA on it
         with torch.no_grad():

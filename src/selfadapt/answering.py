@@ -8,6 +8,9 @@ writes each adapter's metadata (``META``: its title and vocabulary) for this mod
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,8 +18,8 @@ from pathlib import Path
 from . import settings as S
 from .knowledge.domain import ANSWER_CAP
 from .knowledge.general import short_answers
-from .lora import adapter_base, load_adapter
-from .models import EMBEDDED, LoadedModel, load_model, local_spec
+from .lora import adapter_base, load_adapter, name_base_model
+from .models import EMBEDDED, LoadedModel, cached_snapshot, load_model, local_spec
 from .routing import about
 from .runs import read_json
 from .settings import setting
@@ -31,7 +34,10 @@ class AskConfig:
     model: str | LoadedModel | None = setting(
         None, "Base model (default: the adapters' when they name the embedded model or a Hub id, else the embedded "
         "one; an adapter learned on a local model needs it named here).")
-    combine: bool = setting(False, "Answer with all --adapter at once (their LoRA updates summed).")
+    combine: bool = setting(False, "Answer with all --adapter at once: one adapter whose update is the sum of theirs "
+                            "(PEFT's add_weighted_adapter, 'cat': its rank is the sum of their ranks).")
+    save_combined: str | None = setting(None, "With --combine: also save that combined adapter in this new directory "
+                                        "(a PEFT adapter that `ask --adapter` and vLLM take as one).")
     route: bool = setting(True, "Answer a question that names nothing of an adapter's documents with the adapter "
                           "disabled (the update rewrites unrelated answers); --no-route: the adapter answers "
                           "everything.")
@@ -47,14 +53,10 @@ def adapter_dir(adapter: Path | str) -> Path:
     name = str(adapter)
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
         return path
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(name, local_files_only=True))
-    except (LocalEntryNotFoundError, ValueError) as e:  # not cached; a name that is no repo id
+    if (snapshot := cached_snapshot(name)) is None:
         raise FileNotFoundError(f"{name}: no adapter directory here, and not in the local Hugging Face cache "
-                                f"(download it first: hf download {name})") from e
+                                f"(download it first: hf download {name})")
+    return snapshot
 
 
 def adapter_label(path: Path) -> str:
@@ -86,7 +88,8 @@ def routed(question: str, metas: list[dict]) -> bool:
 def ask(questions: list[str], adapters: list[Path] | Path | str | None = None, model: str | LoadedModel | None = None,
         cfg: AskConfig | None = None, **settings) -> dict[str, list[str]]:
     """Short answers, by the base model or by each learned adapter in turn (``combine``: all of
-    them at once, their LoRA updates summed), with no document in context: the answer phrase
+    them at once, as one adapter whose update is the sum of theirs, ``combine_adapters``; with
+    ``save_combined``, that adapter is saved there too), with no document in context: the answer phrase
     the question asks for, not a recital of what was learned. With ``route``, a question that
     names nothing of an adapter's documents is answered with the adapter disabled (``routing``:
     the update rewrites unrelated answers). Keyed by adapter directory (or ``"base"``, or the
@@ -98,6 +101,11 @@ def ask(questions: list[str], adapters: list[Path] | Path | str | None = None, m
     if not all(q.strip() for q in questions):
         raise ValueError("an empty question: ask something")
     paths, metas = adapter_paths(adapters)
+    if cfg.save_combined is not None:
+        if not combine or len(paths) < 2:
+            raise ValueError("save_combined needs --combine and two or more --adapter")
+        if (target := Path(cfg.save_combined)).exists() and not (target.is_dir() and not any(target.iterdir())):
+            raise ValueError(f"{cfg.save_combined}: not empty; save the combined adapter into a new directory")
     needs = {path: adapter_base(path) for path in paths}
     bases = set(needs.values())
     if model is None and len(bases) > 1:
@@ -125,9 +133,14 @@ def ask(questions: list[str], adapters: list[Path] | Path | str | None = None, m
                 raise ValueError(f"{path}: this adapter was trained on {needs[path]}, not on {loaded.spec}; "
                                  f"ask with --model {needs[path]}") from None
         groups = [list(range(len(paths)))] if combine else [[n] for n in range(len(paths))]
+        if combine and len(paths) > 1:
+            names.append(combine_adapters(net, names, paths, "ask-combined" if "combined" in had else "combined"))
+            if cfg.save_combined is not None:
+                save_combined(net, names[-1], Path(cfg.save_combined), loaded, metas,
+                              [adapter_label(p) for p in paths])
         out = {}
         for group in groups:
-            net.base_model.set_adapter([names[n] for n in group])  # several: their updates are summed
+            net.base_model.set_adapter(names[-1] if len(group) > 1 else names[group[0]])
             titles = [metas[n].get("title", "general knowledge") for n in group]
             title = titles[0] if len(titles) == 1 else "your documents"
             mine = [not route or routed(q, [metas[n] for n in group]) for q in questions]
@@ -136,13 +149,41 @@ def ask(questions: list[str], adapters: list[Path] | Path | str | None = None, m
                 idx = [i for i, m in enumerate(mine) if m == adapted]
                 if idx:
                     with nullcontext() if adapted else net.disable_adapter():
+                        # learn's adapter in the prompt its pairs trained in, the model as it was in the few-shot one
                         answers.update(zip(idx, short_answers(net, loaded.tokenizer,
-                                                              [(title, questions[i]) for i in idx], max_new_tokens)))
+                                                              [(title, questions[i]) for i in idx], max_new_tokens,
+                                                              adapted=adapted and all(metas[n] for n in group))))
             out[" + ".join(adapter_label(paths[n]) for n in group)] = [answers[i] for i in range(len(questions))]
         return out
     finally:
         if yours is not None:
             _hand_back(yours, net, before)
+
+
+def combine_adapters(net, names: list[str], paths: list[Path], name: str) -> str:
+    """Add one adapter to ``net`` whose update is the sum of the named adapters' updates, and return its name:
+    PEFT's ``add_weighted_adapter`` with ``cat`` (their A and B stacked, each A times its alpha/r, weights 1),
+    exact where plain LoRA is summed (a DoRA or rsLoRA adapter is refused: ``cat`` would rescale it)."""
+    for adapter, path in zip(names, paths):
+        config = net.peft_config[adapter]
+        if config.use_dora or config.use_rslora:
+            raise ValueError(f"{path}: a {'DoRA' if config.use_dora else 'rsLoRA'} adapter; --combine sums plain "
+                             "LoRA updates only")
+    net.add_weighted_adapter(names, [1.0] * len(names), name, combination_type="cat")
+    return name
+
+
+def save_combined(net, name: str, out: Path, loaded: LoadedModel, metas: list[dict], labels: list[str]) -> None:
+    """Save the combined adapter as a PEFT directory of its own, naming its base as a user finds it, with the
+    metadata ``ask`` reads (the adapters it sums; their vocabularies joined, so it is routed as they were)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        net.save_pretrained(tmp, selected_adapters=[name], safe_serialization=True)  # into tmp/<name>
+        shutil.copytree(Path(tmp) / name, out, dirs_exist_ok=True)
+    name_base_model(out, loaded.spec, loaded.path)
+    meta = {"model": loaded.spec, "title": "your documents", "combined": labels}
+    if all("vocabulary" in m for m in metas):
+        meta["vocabulary"] = sorted(set().union(*(m["vocabulary"] for m in metas)))
+    (out / META).write_text(json.dumps(meta, indent=2))
 
 
 def _state(model) -> dict:

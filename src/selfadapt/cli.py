@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from . import configfile
+from . import configfile, tracking
 from . import settings as S
 from .answering import AskConfig
 from .arc.experiment import ArcEvalConfig, ArcSettings, ArcTrainConfig, arc_lora
@@ -58,16 +59,9 @@ DEBUG = False  # --debug: let errors raise with their traceback
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
-         debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error."),
-         report_to: list[str] = typer.Option(["none"], help="Mirror every run's records and metrics into an "
-                                             "experiment tracker: none | tensorboard (RUN/tensorboard) | wandb "
-                                             "(offline, in RUN/wandb) | trackio (its local store); "
-                                             "repeat for several.")) -> None:
-    from . import tracking
-
+         debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error.")) -> None:
     global DEBUG
     DEBUG = debug
-    tracking.configure(report_to)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False, show_time=False)])
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
@@ -99,6 +93,36 @@ def user_errors(fn):
                           "(run again with --debug for the traceback)")
             raise typer.Exit(1) from None
 
+    return wrapper
+
+
+REPORT_TO = typer.Option(["none"], "--report-to", metavar="TRACKER", help="Mirror the run's records and "
+                         "metrics into experiment trackers (accelerate's): none | tensorboard (RUN/tensorboard) | "
+                         "wandb (offline, in RUN/wandb) | trackio (its local store) | mlflow | ...; repeat for several "
+                         "(after the command).")
+PROJECT = typer.Option(tracking.PROJECT, "--project", metavar="NAME", help="The trackers' project; each run is "
+                       "named after its directory.")
+
+
+def tracked(fn):
+    """A command that makes a run takes ``--report-to`` and ``--project``; the trackers it opened
+    are finished when it ends, however it ends."""
+
+    @wraps(fn)
+    def wrapper(*args, report_to: list[str], project: str, **kwargs):
+        tracking.configure(report_to, project)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            tracking.close_all()
+            tracking.configure([])
+
+    signature = inspect.signature(fn)
+    wrapper.__signature__ = signature.replace(parameters=[
+        *signature.parameters.values(),
+        inspect.Parameter("report_to", inspect.Parameter.KEYWORD_ONLY, default=REPORT_TO, annotation="list[str]"),
+        inspect.Parameter("project", inspect.Parameter.KEYWORD_ONLY, default=PROJECT, annotation="str")])
+    wrapper.__annotations__ = {**fn.__annotations__, "report_to": "list[str]", "project": "str"}
     return wrapper
 
 
@@ -158,6 +182,7 @@ KE, LC, AC = KnowledgeEvalConfig, LearnConfig, AskConfig
 
 @eval_app.command("knowledge")
 @user_errors
+@tracked
 def eval_knowledge(
     ctx: typer.Context, config: Optional[Path] = CONFIG, set_: list[str] = SET,
     passages: int = opt(KE, "passages"), offset: int = opt(KE, "offset"), dataset: str = opt(KE, "dataset"),
@@ -166,6 +191,7 @@ def eval_knowledge(
     fmt: list[str] = opt(KE, "formats", "--format"), decoding: list[str] = opt(KE, "decodings", "--decoding"),
     own: bool = opt(KE, "own"), control: list[str] = opt(KE, "controls", "--control"),
     no_control: bool = typer.Option(False, "--no-control", help="Skip the controls."),
+    form: bool = opt(KE, "form", "--form-equalized/--no-form-equalized"),
     external: list[str] = opt(KE, "external"),
     no_external: bool = typer.Option(False, "--no-external", help="Skip external self-edits."),
     external_format: Optional[str] = opt(KE, "external_format"),
@@ -174,6 +200,7 @@ def eval_knowledge(
     include_passage: bool = opt(KE, "include_passage"),
     temperature: float = opt(KE, "temperature"), top_p: float = opt(KE, "top_p"),
     max_new_tokens: Optional[int] = opt(KE, "max_new_tokens"), prior_prompt: Optional[str] = PRIOR,
+    metric: Optional[str] = opt(KE, "metric"),
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
     batch_size: int = BATCH, targets: str = TARGETS, amp: bool = AMP,
     seed: int = opt(KE, "seed"), judge_model: Optional[str] = opt(KE, "judge_model"),
@@ -184,7 +211,8 @@ def eval_knowledge(
     gpus_per_worker: Optional[float] = GPUS_PER_WORKER,
 ) -> None:
     """Baseline table: base · recital · passage · passage + own self-edits · passage + external self-edits ·
-    controls · trained policies.
+    controls (format, open-book ceilings) · trained policies; --form-equalized adds the format control's
+    pairs to every update.
 
     Each condition trains a LoRA update, then answers the passage's questions without it in context;
     the score is exact match of the short answer (SQuAD's rules), compared with passage-only and recital,
@@ -195,9 +223,10 @@ def eval_knowledge(
         model=model, dataset=dataset, columns=parse_columns(columns) or None, split=split, subset=subset,
         passages=passages, offset=offset, formats=fmt, decodings=decoding, own=own,
         external=[] if no_external else external,
-        external_format=external_format, controls=[] if no_control else control, policies=policy, cpt=cpt,
+        external_format=external_format, controls=[] if no_control else control, form=form, policies=policy,
+        cpt=cpt,
         selfedits_per_passage=k, include_passage=include_passage, temperature=temperature, top_p=top_p,
-        max_new_tokens=max_new_tokens, prior_prompt=prior_prompt,
+        max_new_tokens=max_new_tokens, prior_prompt=prior_prompt, metric=metric,
         lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp), seed=seed, judge_url=judge_url,
         judge_model=judge_model, judge_api_key_env=judge_key_env, runs_dir=str(runs_dir),
         backend=backend, gen_batch_size=gen_batch_size, dtype=dtype, device=device,
@@ -216,12 +245,14 @@ RESTART = opt(RC, "restart", "--restart/--continue-policy")
 
 @train_app.command("knowledge")
 @user_errors
+@tracked
 def train_knowledge(
     ctx: typer.Context, config: Optional[Path] = CONFIG, set_: list[str] = SET,
     rounds: int = opt(RC, "rounds"), passages: int = opt(RC, "items_per_round", "--passages", "-c"),
     k: int = opt(RC, "k", "--selfedits", "-k"), seeds: int = opt(RC, "seeds"), keep: str = opt(RC, "keep"),
     reward_baseline: str = opt(RC, "reward_baseline"), forgetting_penalty: float = opt(RC, "forgetting_penalty"),
-    probe: bool = opt(KT, "probe"), laser: Optional[float] = opt(RC, "laser"),
+    probe: bool = opt(KT, "probe"), form: bool = opt(KT, "form", "--form-equalized/--no-form-equalized"),
+    laser: Optional[float] = opt(RC, "laser"),
     laser_target: Optional[int] = opt(RC, "laser_target"), prior_prompt: Optional[str] = PRIOR,
     dataset: str = opt(KT, "dataset"), columns: Optional[str] = COLUMNS, split: Optional[str] = opt(KT, "split"),
     subset: Optional[str] = opt(KT, "subset"),
@@ -229,7 +260,7 @@ def train_knowledge(
     fmt: str = opt(KT, "fmt", "--format"), grounded: bool = opt(KT, "grounded"),
     include_passage: bool = opt(KT, "include_passage"),
     temperature: float = opt(RC, "temperature"), top_p: float = opt(RC, "top_p"),
-    max_new_tokens: Optional[int] = opt(KT, "max_new_tokens"),
+    max_new_tokens: Optional[int] = opt(KT, "max_new_tokens"), metric: Optional[str] = opt(KT, "metric"),
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, lr: float = LR, epochs: int = EPOCHS,
     batch_size: int = BATCH, targets: str = TARGETS, amp: bool = AMP,
     sft_lr: float = opt(RC, "sft.lr", "--sft-lr"), sft_epochs: int = opt(RC, "sft.epochs", "--sft-epochs"),
@@ -255,7 +286,7 @@ def train_knowledge(
     kcfg = KnowledgeTrainConfig(dataset=dataset, columns=parse_columns(columns) or None, split=split, subset=subset,
                                 fmt=fmt,
                                 include_passage=include_passage, grounded=grounded, max_new_tokens=max_new_tokens,
-                                probe=probe, prior_prompt=prior_prompt)
+                                probe=probe, prior_prompt=prior_prompt, metric=metric, form=form)
     run = run_knowledge_training(cfg, kcfg, resume=resume, parallel=_parallel(workers, ray_address, gpus_per_worker))
     console.print(key_table(run.path / "summary.md", KEYS["train"]))
     say(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
@@ -264,11 +295,13 @@ def train_knowledge(
 AS, AE, AT = ArcSettings, ArcEvalConfig, ArcTrainConfig
 MAX_CELLS, CAP, BUDGET = opt(AS, "max_cells"), opt(AS, "cap"), opt(AS, "budget")
 MAX_TOKENS, VOTES, CONSTRAIN = opt(AS, "max_tokens"), opt(AS, "votes"), opt(AS, "constrain")
+METRIC = opt(AS, "metric")
 CC = ContinualConfig
 
 
 @eval_app.command("continual")
 @user_errors
+@tracked
 def eval_continual(
     ctx: typer.Context, config: Optional[Path] = CONFIG, set_: list[str] = SET,
     passages: int = opt(CC, "passages"), offset: int = opt(CC, "offset"), dataset: str = opt(CC, "dataset"),
@@ -300,6 +333,7 @@ def eval_continual(
 
 @eval_app.command("arc")
 @user_errors
+@tracked
 def eval_arc(
     ctx: typer.Context, config: Optional[Path] = CONFIG, set_: list[str] = SET,
     subset: str = opt(AS, "subset"), task: list[str] = opt(AS, "tasks", "--task"), max_cells: int = MAX_CELLS,
@@ -307,7 +341,7 @@ def eval_arc(
     policy: list[str] = opt(AE, "policies", "--policy"),
     cap: int = CAP, budget: int = BUDGET, max_tokens: int = MAX_TOKENS, votes: int = VOTES,
     leave_two_out: bool = opt(AS, "leave_two_out"), temperature: float = opt(AE, "temperature"),
-    constrain: bool = CONSTRAIN, amp: bool = AMP,
+    constrain: bool = CONSTRAIN, amp: bool = AMP, metric: Optional[str] = METRIC,
     seed: int = SEED, runs_dir: Path = RUNS_DIR, resume: Optional[Path] = RESUME,
     backend: str = BACKEND, gen_batch_size: Optional[int] = GEN_BATCH_SIZE,
     dtype: str = DTYPE, device: str = DEVICE, workers: int = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
@@ -317,7 +351,7 @@ def eval_arc(
     from .arc.experiment import run_arc_eval
 
     cfg = ArcEvalConfig(model=model, arc=ArcSettings(subset, list(task), max_cells, cap, budget, max_tokens, votes,
-                                                     leave_two_out, constrain),
+                                                     leave_two_out, constrain, metric),
                         selfedits=k, oracle=oracle, policies=policy, temperature=temperature,
                         lora=replace(arc_lora(), amp=amp), seed=seed, backend=backend, gen_batch_size=gen_batch_size,
                         dtype=dtype, device=device, runs_dir=str(runs_dir))
@@ -330,6 +364,7 @@ def eval_arc(
 
 @train_app.command("arc")
 @user_errors
+@tracked
 def train_arc(
     ctx: typer.Context, config: Optional[Path] = CONFIG, set_: list[str] = SET,
     rounds: int = opt(AT, "rounds"), tasks_per_round: int = opt(AT, "items_per_round", "--tasks", "-c"),
@@ -338,6 +373,7 @@ def train_arc(
     max_cells: int = MAX_CELLS, model: str = opt(AT, "model"),
     cap: int = CAP, budget: int = BUDGET, max_tokens: int = MAX_TOKENS, votes: int = VOTES,
     keep: str = opt(AT, "keep"), temperature: float = opt(AT, "temperature"), constrain: bool = CONSTRAIN,
+    metric: Optional[str] = METRIC,
     amp: bool = AMP, laser: Optional[float] = opt(AT, "laser"), laser_target: Optional[int] = opt(AT, "laser_target"),
     sft_lr: float = opt(RC, "sft.lr", "--sft-lr"), sft_epochs: int = opt(RC, "sft.epochs", "--sft-epochs"),
     sft_r: int = opt(RC, "sft.r", "--sft-r"), restart: bool = RESTART,
@@ -357,7 +393,7 @@ def train_arc(
                          device=device, runs_dir=str(runs_dir))
     cfg = configfile.apply(ctx, cfg)
     t0 = time.perf_counter()
-    arc = ArcSettings("training", list(task), max_cells, cap, budget, max_tokens, votes, False, constrain)
+    arc = ArcSettings("training", list(task), max_cells, cap, budget, max_tokens, votes, False, constrain, metric)
     run = run_arc_training(cfg, arc, resume=resume, parallel=_parallel(workers, ray_address, gpus_per_worker))
     console.print(key_table(run.path / "summary.md", KEYS["train"]))
     say(f"wall time {time.perf_counter() - t0:.0f} s · run {run.path}")
@@ -371,6 +407,7 @@ RETRY_TEMPERATURE = opt(EC, "retry_temperature")
 
 @rrr_app.command("build-failures")
 @user_errors
+@tracked
 def rrr_build_failures(
     ctx: typer.Context, config: Optional[Path] = CONFIG, set_: list[str] = SET,
     task: str = TASK, model: str = MODEL, queries: int = opt(FC, "queries"), attempts: int = opt(FC, "attempts"),
@@ -397,6 +434,7 @@ def rrr_build_failures(
 
 @rrr_app.command("probe")
 @user_errors
+@tracked
 def rrr_probe(
     ctx: typer.Context, config: Optional[Path] = CONFIG, set_: list[str] = SET,
     task: list[str] = opt(PC, "tasks", "--task"), model: str = MODEL, queries: int = opt(PC, "queries"),
@@ -423,6 +461,7 @@ def rrr_probe(
 
 @rrr_app.command("train")
 @user_errors
+@tracked
 def rrr_train(
     ctx: typer.Context, config: Optional[Path] = CONFIG, set_: list[str] = SET,
     failures: list[Path] = typer.Argument(..., help=configfile.help_of(TC, "failures")),
@@ -464,6 +503,7 @@ def rrr_train(
 
 @rrr_app.command("eval")
 @user_errors
+@tracked
 def rrr_eval(
     ctx: typer.Context, config: Optional[Path] = CONFIG, set_: list[str] = SET,
     task: str = opt(EC, "task"), model: str = MODEL, policy: list[str] = opt(EC, "policies", "--policy"),
@@ -493,6 +533,7 @@ def rrr_eval(
 
 @app.command()
 @user_errors
+@tracked
 def learn(
     ctx: typer.Context, config: Optional[Path] = CONFIG, set_: list[str] = SET,
     files: list[Path] = typer.Argument(..., help="Documents (.txt, .md, .pdf, .html, .docx, ...), or folders of "
@@ -544,7 +585,8 @@ def ask(
     adapter: list[Path] = typer.Option([], help="An adapter saved by `selfadapt learn` (its directory, or its Hub "
                                        "id when in the local Hugging Face cache); repeat to compare several (each "
                                        "answers in turn)."),
-    combine: bool = opt(AC, "combine"), model: Optional[str] = opt(AC, "model"),
+    combine: bool = opt(AC, "combine"), save_combined: Optional[Path] = opt(AC, "save_combined"),
+    model: Optional[str] = opt(AC, "model"),
     max_new_tokens: int = opt(AC, "max_new_tokens"), route: bool = opt(AC, "route"),
     dtype: str = opt(AC, "dtype"), device: str = opt(AC, "device"),
 ) -> None:
@@ -554,7 +596,8 @@ def ask(
     from .answering import ask as ask_questions
 
     cfg = configfile.apply(ctx, AskConfig(model=model, combine=combine, route=route, max_new_tokens=max_new_tokens,
-                                          dtype=dtype, device=device))
+                                          dtype=dtype, device=device,
+                                          save_combined=None if save_combined is None else str(save_combined)))
     answers = ask_questions(questions, adapter, cfg=cfg)
     _, metas = adapter_paths(adapter)
     for n, (label, replies) in enumerate(answers.items()):
@@ -565,6 +608,8 @@ def ask(
             note = "  [dim](the model without the adapter: the question names nothing of its documents)[/]" \
                 if cfg.route and group and not routed(q, group) else ""
             console.print(f"[bold]Q:[/] {escape(q)}\n[bold]A:[/] {escape(a)}{note}")
+    if cfg.save_combined:
+        say(f"combined adapter saved to {cfg.save_combined}")
 
 
 @app.command("model")

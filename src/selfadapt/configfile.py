@@ -143,21 +143,10 @@ def load(ctx: typer.Context, path: Path | None) -> None:
                     by_name[name].process_value(ctx, defaults[name])
                 except typer.BadParameter as e:
                     raise ValueError(f"{path}: key {dotted!r}: {e.format_message()}") from None
-        elif dotted == "report_to" and not section:
-            _report_to(ctx, value)
         else:
             extra[dotted] = value
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     ctx.meta[PENDING] = (Path(path), extra, command)
-
-
-def _report_to(ctx: typer.Context, value: Any) -> None:
-    """The root option ``--report-to``, from the file unless it was given on the command line."""
-    from . import tracking
-
-    root = ctx.find_root()
-    if getattr(root.get_parameter_source("report_to"), "name", "") != "COMMANDLINE":
-        tracking.configure([value] if isinstance(value, str) else list(value))
 
 
 SET = typer.Option([], "--set", metavar="KEY=VALUE", help="Any setting of this command's config, dotted for a "

@@ -219,14 +219,34 @@ def paired(a: dict[str, float], b: dict[str, float], *, tol: float = 1e-9, resam
                   sum(x < -tol for x in d))
 
 
+def share(a: dict[str, float], ceiling: dict[str, float], *, resamples: int = 2000, seed: int = 0
+          ) -> dict[str, Any]:
+    """``a`` as a share of ``ceiling`` on the items both have: the ratio of their means of per-item
+    values, with a 95% paired-bootstrap interval (items resampled with both values; a resample whose
+    ceiling is 0 left out). The ratio is None where the ceiling's mean is 0."""
+    items = sorted(set(a) & set(ceiling))
+    x, c = np.array([a[i] for i in items], dtype=float), np.array([ceiling[i] for i in items], dtype=float)
+    ratio = float(x.sum() / c.sum()) if items and c.sum() > 0 else None
+    lo = hi = None
+    if ratio is not None:
+        idx = np.random.default_rng(seed).integers(0, len(items), size=(resamples, len(items)))
+        num, den = x[idx].sum(axis=1), c[idx].sum(axis=1)
+        ratios = num[den > 0] / den[den > 0]
+        lo, hi = float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+    return {"n": len(items), "ratio": ratio, "ci_low": lo, "ci_high": hi}
+
+
 def summarize(records: list[dict[str, Any]], conditions: list[str], *, metrics: tuple[str, ...] = (),
-              references: tuple[str, ...] = (), metric: str = "score") -> list[dict[str, Any]]:
+              references: tuple[str, ...] = (), metric: str = "score", ceiling: str | None = None
+              ) -> list[dict[str, Any]]:
     """One row per condition: mean per-item ``metric`` (a record's score, or a per-question
     value averaged; self-edits of an item averaged first) with a bootstrap interval, each side
     ``metrics`` averaged the same way, and the paired difference from each reference condition
-    present in the records."""
+    present in the records. With a ``ceiling`` condition in the records, every other row's
+    ``of_ceiling`` is its share of it (``share``); None on the ceiling's own row and without one."""
     present = {r["condition"] for r in records}
     ref_scores = {ref: per_item(records, ref, metric, failed_scores=True) for ref in references if ref in present}
+    top = per_item(records, ceiling, metric, failed_scores=True) if ceiling in present else None
     rows = []
     for name in conditions:
         recs = [r for r in records if r["condition"] == name]
@@ -245,6 +265,7 @@ def summarize(records: list[dict[str, Any]], conditions: list[str], *, metrics: 
             "score": mean, "ci_low": lo, "ci_high": hi,
             "metrics": {m: float(np.mean(list(v.values()))) if v else None for m, v in side.items()},
             "vs": {ref: asdict(paired(scores, s)) for ref, s in ref_scores.items() if ref != name},
+            "of_ceiling": {"ceiling": ceiling, **share(scores, top)} if top is not None and name != ceiling else None,
             "judge_score": float(np.mean(judged)) if judged else None,
             "invalid": sum(r["status"] == "invalid_selfedit" for r in recs),
             "nan_loss": sum(r["status"] == "nan_loss" for r in recs),
@@ -257,13 +278,16 @@ def summarize(records: list[dict[str, Any]], conditions: list[str], *, metrics: 
 def markdown_table(rows: list[dict[str, Any]], metric: str = "accuracy",
                    metric_names: dict[str, tuple[str, float]] | None = None, references: tuple[str, ...] = ()) -> str:
     """The baseline table: the reward metric with its 95% CI, the paired difference from each
-    reference (with win/tie/loss counts), side metrics (column name, scale), failures, wall time."""
+    reference (with win/tie/loss counts), the share of a ceiling (``summarize``'s ``ceiling``),
+    side metrics (column name, scale), failures, wall time."""
     metric_names = metric_names or {}
     side = [m for m in metric_names if any(r["metrics"].get(m) is not None for r in rows)]
     judge = any(r.get("judge_score") is not None for r in rows)
+    ceiling = next((r["of_ceiling"]["ceiling"] for r in rows if r.get("of_ceiling")), None)
     head = ["condition", f"{metric} % (95% CI)"]
     for ref in references:
         head += [f"Δ vs {ref} (95% CI)", f"W/T/L vs {ref}"]
+    head += [f"% of {ceiling} (95% CI)"] if ceiling else []
     head += [metric_names[m][0] for m in side] + (["judge %"] if judge else []) + [
         "items", "evals", "invalid", "nan", "train s", "answer s", "generate s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -274,6 +298,10 @@ def markdown_table(rows: list[dict[str, Any]], metric: str = "accuracy",
         for ref in references:
             p = Paired(**r["vs"][ref]) if ref in r["vs"] else None
             cells += [p.cell() if p else "–", p.wtl if p else "–"]
+        if ceiling:
+            c = r.get("of_ceiling") or {}
+            cells.append("–" if c.get("ratio") is None else
+                         f"{100 * c['ratio']:.0f} ({100 * c['ci_low']:.0f}–{100 * c['ci_high']:.0f})")
         cells += [num(r["metrics"].get(m), metric_names[m][1]) for m in side] + (
             [num(r.get("judge_score"))] if judge else []) + [
             str(r["items"]), str(r["evaluations"]), str(r["invalid"]), str(r["nan_loss"]),

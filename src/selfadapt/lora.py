@@ -34,7 +34,7 @@ from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .models import EMBEDDED, EMBEDDED_HUB_ID, encode_text, hub_base, split_spec
+from .models import EMBEDDED, EMBEDDED_HUB_ID, adapter_location, encode_text, hub_base, load_model, save_checkpoint
 from .settings import setting
 
 ADAPTER = "default"
@@ -330,12 +330,6 @@ class ResidentLoRA:
         self.model.save_pretrained(str(out), safe_serialization=True)
 
 
-def is_adapter(spec: str) -> bool:
-    """A directory holding a PEFT adapter and no model of its own."""
-    path = Path(split_spec(spec)[0]).expanduser()
-    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
-
-
 def adapter_base(adapter_dir: Path) -> str:
     """The model spec an adapter was trained on: the one selfadapt recorded (``selfadapt.json``),
     else the base PEFT named (the embedded model by its Hub id)."""
@@ -344,7 +338,7 @@ def adapter_base(adapter_dir: Path) -> str:
     adapter_dir = Path(adapter_dir)
     meta = read_json(adapter_dir / "selfadapt.json") if (adapter_dir / "selfadapt.json").is_file() else {}
     base = meta.get("model") or read_json(adapter_dir / "adapter_config.json").get("base_model_name_or_path")
-    if not isinstance(base, str) or is_adapter(base):  # one level: an adapter names a model, not another adapter
+    if not isinstance(base, str) or adapter_location(base):  # one level: an adapter names a model, not another adapter
         raise ValueError(f"{adapter_dir}: its base model {base!r} is not a model spec")
     return EMBEDDED if base == EMBEDDED_HUB_ID else base
 
@@ -371,6 +365,13 @@ def load_adapter(model: PreTrainedModel | PeftModel, adapter_dir: Path, name: st
         model.load_adapter(str(adapter_dir), adapter_name=name, use_safetensors=True)
         return model.eval()
     return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name, use_safetensors=True).eval()
+
+
+def merge_adapter(base: str, adapter: Path, out: Path) -> None:
+    """An adapter merged into fp32 weights of ``base`` and saved in ``out`` as an ordinary checkpoint,
+    with the base's tokenizer (exact, and the adapter itself is left as it is)."""
+    m = load_model(base, dtype="float32", device="cpu")
+    save_checkpoint(load_adapter(m.model, adapter).merge_and_unload(), m.tokenizer, out)
 
 
 def name_base_model(adapter: Path, spec: str, path: str) -> None:

@@ -8,13 +8,19 @@ A model spec is one of:
 - a local directory saved by ``save_pretrained``,
 - a Hugging Face model id (resolved from the local HF cache; nothing is downloaded when
   ``HF_HUB_OFFLINE=1``),
+- a PEFT LoRA adapter: a directory, or a Hub id from the local HF cache (never downloaded). It is
+  merged once into the base its ``adapter_config.json`` names and cached as an ordinary
+  checkpoint (as GGUF files are), so every caller (the inner loops' own LoRA, vLLM, Ray workers)
+  gets a plain model. Its files may name the embedded model or a Hub id, never a local path to
+  load: an adapter of a local model loads with ``base=`` naming it,
 
 each optionally followed by loading options, ``SPEC:key=value,...`` (as task specs take
 difficulty knobs), which travel wherever the spec goes (Ray workers, configs):
 ``revision`` (a Hub branch, tag or commit), ``attn_implementation`` (``sdpa``,
 ``flash_attention_2``, ``eager``), ``device_map`` (``auto``: shard over the GPUs, as
 accelerate does) and ``quantization`` (``4bit`` NF4 or ``8bit``, bitsandbytes: the extra
-``selfadapt[quantization]``). A sharded or quantised model is left where it was put.
+``selfadapt[quantization]``), and for an adapter ``base`` (the model it is merged into, in place
+of the one its files name). A sharded or quantised model is left where it was put.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +102,7 @@ def one_device(args):
     return args
 
 
-LOAD_OPTIONS = ("revision", "attn_implementation", "device_map", "quantization")
+LOAD_OPTIONS = ("revision", "attn_implementation", "device_map", "quantization", "base")
 
 
 def split_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -126,6 +133,28 @@ def hub_base(spec: str) -> str | None:
     (loading options left out); None for a model of this machine's."""
     spec = split_spec(spec)[0]
     return EMBEDDED_HUB_ID if spec == EMBEDDED else None if local_spec(spec) else spec
+
+
+def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
+    """A Hub repository's snapshot in the local Hugging Face cache, or None when it is not there
+    (nothing is downloaded)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except (LocalEntryNotFoundError, ValueError):  # not cached; a name that is no repo id
+        return None
+
+
+def adapter_location(spec: str) -> Path | None:
+    """Where the PEFT adapter a spec names lies: a directory holding ``adapter_config.json`` and no
+    model of its own, or such a Hub repository's snapshot in the local cache; None for a model."""
+    where, options = split_spec(spec)
+    path = Path(where).expanduser()
+    if not path.exists() and not local_spec(where) and where.count("/") == 1:
+        path = cached_snapshot(where, options.get("revision")) or path
+    return path if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file() else None
 
 
 def _from_pretrained_kwargs(options: dict[str, str], torch_dtype: torch.dtype) -> dict:
@@ -192,11 +221,22 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     if getattr(model, "hf_quantizer", None) is not None:
         # A GGUF-loaded model refuses save_pretrained while it carries the quantisation config.
         model.hf_quantizer.remove_quantization_config(model)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(out)  # atomic: a half-written cache is never picked up
+    save_checkpoint(model, tokenizer, out)
     log.info("cached converted model at %s", out)
+
+
+def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
+    """A model and its tokenizer saved as an ordinary checkpoint (safetensors): written beside
+    ``out``, then renamed, so a killed process never leaves a half-written one to be picked up."""
+    tmp = Path(out).with_name(Path(out).name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.rename(out)
+    except OSError:  # ``out`` exists
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _gguf_cache(gguf: Path) -> Path:
@@ -210,21 +250,64 @@ def _gguf_cache(gguf: Path) -> Path:
     return out
 
 
+def _adapter_cache(adapter: Path, spec: str, options: dict[str, str]) -> Path:
+    """A PEFT adapter merged into its base (``base=``, else the one its files name, never a local
+    path of theirs), cached as a checkpoint: only the first load pays for the merge."""
+    from .lora import adapter_base, merge_adapter
+
+    if "base" in options:
+        base = options["base"]
+    else:
+        try:
+            base = adapter_base(adapter)
+        except ValueError as e:
+            raise ModelLoadError(str(e)) from None
+        if local_spec(base):  # an adapter may come from someone else: its files choose no local model
+            raise ModelLoadError(f"{spec} was trained on the local model {split_spec(base)[0]}, which an adapter's "
+                                 f"files do not choose: if it is yours, name it, {spec}:base={split_spec(base)[0]}")
+    head, base_options = split_spec(base)
+    base = head + (f":revision={base_options['revision']}" if "revision" in base_options else "")
+    where = resolve(base)  # a Hub id: its snapshot in the cache, whose name is its commit
+    where = where if isinstance(where, Path) else cached_snapshot(head, base_options.get("revision")) or Path(where)
+    digest = hashlib.sha1(f"{base}\0{where.resolve() if where.exists() else where}".encode())
+    for f in sorted(where.iterdir()) if where.is_dir() else []:  # a local base rewritten is merged again
+        digest.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        if (adapter / name).is_file():  # load_adapter names a missing one
+            digest.update((adapter / name).read_bytes())
+    out = cache_dir() / "models" / f"adapter-merged-{digest.hexdigest()[:12]}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        log.info("merging adapter %s into %s (once: later loads use the cached copy)", spec, base)
+        try:
+            merge_adapter(base, adapter, out)
+        except (OSError, ValueError, RuntimeError) as e:  # a damaged adapter, or shapes not the base's
+            if out.is_dir():  # another process (a Ray worker) merged it first
+                return out
+            raise ModelLoadError(f"cannot merge adapter {spec} into {base}: {str(e).splitlines()[0]}") from None
+    return out
+
+
 def resolve(spec: "str | LoadedModel") -> Path | str:
-    """Turn a spec into something ``from_pretrained`` takes, converting GGUF on first use."""
+    """Turn a spec into something ``from_pretrained`` takes, converting GGUF and merging a PEFT
+    adapter into its base on first use."""
     if isinstance(spec, LoadedModel):
         return spec.path
-    spec, _ = split_spec(spec)
+    adapter = adapter_location(spec)
+    spec, options = split_spec(spec)
     if spec == EMBEDDED:
         return _gguf_cache(embedded_gguf())
+    if adapter is not None:
+        return _adapter_cache(adapter, spec, options)
+    if "base" in options:
+        raise ModelLoadError(f"model spec {spec!r}: base= names the model a PEFT adapter is merged into, and this is "
+                             "not a PEFT adapter")
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
         return _gguf_cache(path)
     if path.exists():
-        if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path} is a LoRA adapter, not a model: this needs a merged checkpoint")
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} exists but is not a model directory (no config.json)")
         return path
@@ -242,21 +325,11 @@ def load_model(
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, ready for batched generation (left padding). Models
     nothing references any more are collected first, so a caller that dropped one never holds two.
-    A PEFT adapter directory loads as its base model with the adapter merged."""
+    A PEFT adapter loads as its base model with the adapter merged (``resolve``)."""
     if isinstance(spec, LoadedModel):  # yours: used where and as it is
         _batch_ready(spec.tokenizer)
         spec.model.eval()
         return spec
-    from .lora import adapter_base, is_adapter, load_adapter
-
-    if is_adapter(spec):  # a LoRA adapter as a model: its base, loaded with the spec's options, the update merged
-        adapter, options = split_spec(spec)
-        head, base_options = split_spec(adapter_base(Path(adapter)))
-        options = {**base_options, **options}
-        base = head + (":" + ",".join(f"{k}={v}" for k, v in options.items()) if options else "")
-        loaded = load_model(base, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-        loaded.model = load_adapter(loaded.model, Path(adapter)).merge_and_unload().eval()
-        return LoadedModel(model=loaded.model, tokenizer=loaded.tokenizer, spec=spec, path=loaded.path)
     free_memory()
     hf_logging.disable_progress_bar()  # our own progress bars cover the long work
     dev = pick_device(device)

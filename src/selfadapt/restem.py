@@ -54,8 +54,8 @@ from . import settings as S
 from .domain import Domain
 from .evaluate import BASE, Condition, Result, as_results, run_conditions
 from .generation import SamplingConfig, batch_size_for
-from .lora import LoRAConfig, adapter_base, load_adapter, name_base_model
-from .models import EMBEDDED, load_model, one_device, pick_device, split_spec, strip_bos
+from .lora import LoRAConfig, adapter_base, merge_adapter, name_base_model
+from .models import EMBEDDED, load_model, local_spec, one_device, pick_device, save_checkpoint, split_spec, strip_bos
 from .plots import plot_training_rounds
 from .policy import Writing, Written, selfedits_and_workers
 from .rewards import token_lengths
@@ -85,7 +85,9 @@ WINNER_RULES: dict[str, Callable[[list[float]], list[int]]] = {"best": best_of_k
 
 
 PASSAGE = "passage"
-REWARD_BASELINES = {"base": "base", PASSAGE: "passage-only"}  # what the reward subtracts → its name in reports
+PASSAGE_FORM = "passage+form"  # the item alone, in a domain whose every update adds form examples
+# what the reward subtracts → its name in reports; all but "base" are the condition trained on the item alone
+REWARD_BASELINES = {"base": "base", PASSAGE: "passage-only", PASSAGE_FORM: "passage+form"}
 
 
 def base_probes(results: list[Result]) -> dict[str, float]:
@@ -109,6 +111,9 @@ def self_edit_rewards(results: list[Result] | list[dict[str, Any]], baseline: st
 
     ``base``: the unadapted score (SEAL). ``passage``: the score after training on the
     item alone with the same seed, so only self-edits that add to plain training count.
+    ``passage+form``: the same, named for a form-equalized domain (``knowledge --form-equalized``:
+    every update, the self-edit's and the item-alone one, adds the same form examples), so the
+    reward is EM(self-edit+form) − EM(passage+form).
     ``forgetting_penalty`` λ subtracts λ × the probe's drop, so a self-edit that teaches
     its passage by erasing other knowledge earns less. ``laser_bonus`` adds LASER's step
     bonus (``rewards/length.py``) to a self-edit that helped and is at most ``laser_target``
@@ -118,7 +123,7 @@ def self_edit_rewards(results: list[Result] | list[dict[str, Any]], baseline: st
     if baseline not in REWARD_BASELINES:
         raise ValueError(f"unknown reward baseline {baseline!r}; choose from {', '.join(REWARD_BASELINES)}")
     results = as_results(results)
-    alone = {(r.item, r.seed): r.score for r in results if r.condition == PASSAGE and r.score is not None}
+    alone = {(r.item, r.seed): r.score for r in results if r.condition == baseline and r.score is not None}
     base_probe = base_probes(results)
     gains: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
@@ -226,7 +231,7 @@ def sft_policy(policy: str, examples: list[dict[str, str]], cfg: PolicySFTConfig
                        {"examples": len(examples), "steps": result.global_step, "losses": losses})
     # merged into fp32 copies of the base weights, on the CPU: the GPU's copy is done with
     m.tokenizer.padding_side = "left"
-    save_policy(trainer.model.to("cpu", torch.float32).merge_and_unload(), m.tokenizer, out)
+    save_checkpoint(trainer.model.to("cpu", torch.float32).merge_and_unload(), m.tokenizer, out)
     return {"examples": len(examples), "steps": result.global_step, "losses": losses, "max_length": max_length}
 
 
@@ -262,8 +267,9 @@ class ReSTEMConfig:
     seeds: int = setting(1, "Inner-loop seeds per self-edit (s); the reward is their mean.")
     keep: str = setting("best", "Winner rule: 'best' (best-of-k with positive gain) or 'positive' (every "
                         "self-edit that helped).")
-    reward_baseline: str = setting("base", "Reward = adapted score minus this: 'base' (unadapted, as in SEAL) or "
-                                   "'passage' (trained on the passage alone, same seed).")
+    reward_baseline: str = setting("base", "Reward = adapted score minus this: 'base' (unadapted, as in SEAL), "
+                                   "'passage' (trained on the passage alone, same seed) or 'passage+form' (the "
+                                   "same with form examples, knowledge --form-equalized, which it turns on).")
     forgetting_penalty: float = setting(0.0, "λ: reward −= λ × the drop of a fixed probe set (other passages' "
                                         "questions, reading comprehension); implies --probe.")
     laser: float | None = setting(None, "LASER bonus λ: reward += λ for a self-edit that helped and is at most "
@@ -340,29 +346,13 @@ def _restore_round(run: Run, r: int, previous: str, cfg: "ReSTEMConfig") -> str:
     if policy == str(rdir / "policy") and not (rdir / "policy").is_dir():
         if (rdir / "adapter" / "adapter_model.safetensors").is_file():
             log.warning("round %d: checkpoint %s is missing; merging its adapter again", r, policy)
-            merge_round_adapter(sft_start(cfg, previous), rdir / "adapter", rdir / "policy")
+            merge_adapter(sft_start(cfg, previous), rdir / "adapter", rdir / "policy")
         else:
             log.warning("round %d: checkpoint %s is missing; training it again from sft_data.json", r, policy)
             examples = json.loads((rdir / "sft_data.json").read_text())
             sft_policy(sft_start(cfg, previous), examples, cfg.sft, rdir / "policy", seed=cfg.seed + r,
                        dtype=cfg.dtype, device=cfg.device)
     return policy
-
-
-def merge_round_adapter(start: str, adapter: Path, out: Path) -> None:
-    """A round's policy from its adapter: merged into fp32 weights of the model it was trained from,
-    as ``sft_policy`` saves it (exact, and the adapter itself is left as it is)."""
-    m = load_model(start, dtype="float32", device="cpu")
-    save_policy(load_adapter(m.model, adapter).merge_and_unload(), m.tokenizer, out)
-
-
-def save_policy(model, tokenizer, out: Path) -> None:
-    """Written beside ``out``, then renamed: a killed process never leaves a half-written policy."""
-    tmp_out = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp_out, ignore_errors=True)
-    model.save_pretrained(tmp_out, safe_serialization=True)
-    tokenizer.save_pretrained(tmp_out)
-    tmp_out.rename(out)
 
 
 def run_restem(
@@ -372,15 +362,21 @@ def run_restem(
     resume: Path | None = None,
     name: str = "train",
     parallel: Parallel | None = None,
+    score_name: str = "score",
 ) -> Run:
     """Run (or resume) ReST-EM rounds; every round leaves ``round-N/policy.json`` when finished.
-    ``parallel`` spreads each round's inner loops over Ray workers, which load that round's policy."""
+    ``parallel`` spreads each round's inner loops over Ray workers, which load that round's policy.
+    ``score_name``: what the domain's score measures, as trackers name it."""
     if not isinstance(cfg.model, str):
         raise ValueError("ReST-EM reloads its policy every round (for the SFT and the inner loops): give it a model "
                          "spec, e.g. a directory saved with save_pretrained, not a model object")
     if cfg.items_per_round > len(pool):
         raise ValueError(f"items_per_round={cfg.items_per_round} but the pool has only {len(pool)} items")
+    if cfg.reward_baseline == PASSAGE_FORM and not cfg.domain.get("form"):
+        raise ValueError("the passage+form reward baseline needs a form-equalized domain (train knowledge "
+                         "--form-equalized)")
     run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), name, cfg)
+    run.names_score(score_name)
     policy = cfg.model
     for r in range(cfg.rounds):
         rdir = run.path / f"round-{r}"
@@ -428,7 +424,7 @@ def _write_and_evaluate(run: Run, r: int, policy: str, cfg: ReSTEMConfig, items:
     with selfedits_and_workers(run, policy, [writing], cfg.lora, student=cfg.student, parallel=parallel,
                                backend=cfg.backend, dtype=cfg.dtype, device=cfg.device) as prepared:
         (written,) = prepared.written
-        conditions = [Condition(PASSAGE)] if cfg.reward_baseline == PASSAGE else []
+        conditions = [Condition(cfg.reward_baseline)] if cfg.reward_baseline != BASE else []
         conditions.append(Condition(SELFEDIT, written.selfedits, written.seconds))
         records = run_conditions(run, prepared.workers, make_domain(prepared.student_tokenizer), items, conditions,
                                  seed=cfg.seed, seeds=cfg.seeds, prefix=prefix, tags=tags)
@@ -498,7 +494,7 @@ def policy_name(spec: str) -> str:
     name, eq, rest = spec.partition("=")
     if eq and name and rest and "/" not in name:
         return name
-    path = Path(spec)
+    path = Path(split_spec(spec)[0])  # an adapter's ``:base=PATH`` is no part of its name
     return path.name if (path / "policy.json").is_file() else f"policy-{path.name}"
 
 
@@ -516,10 +512,11 @@ def resolve_policy(spec: str, start: str) -> tuple[str, str]:
     policy = policy_of_round(path.parent, int(path.name.rsplit("-", 1)[-1]), start)
     if policy == str(path / "policy") and not Path(policy).is_dir() and (path / "adapter").is_dir():
         # a fresh clone: the checkpoint is git-ignored, the adapter committed
-        if adapter_base(path / "adapter") != split_spec(start)[0]:
+        if (base := adapter_base(path / "adapter")) != split_spec(start)[0]:
             raise ValueError(f"{path}: its checkpoint is missing and its adapter was trained on "
-                             f"{adapter_base(path / 'adapter')!r}, not on the model given (--model {start})")
-        return path.name, str(path / "adapter")
+                             f"{base!r}, not on the model given (--model {start})")
+        # the adapter loads as a model merged into its base; a local one is named, as the user gave it
+        return path.name, str(path / "adapter") + (f":base={base}" if local_spec(base) else "")
     return path.name, policy
 
 

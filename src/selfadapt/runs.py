@@ -86,7 +86,7 @@ def plain(obj: Any) -> Any:
 # Settings added after runs were made, with the value that reproduces such a run: a saved config
 # without the key resumes only if the setting has that value now (the error names it).
 LEGACY = {"amp": False, "retry_temperature": 0.0, "reflection_temperature": 0.0, "loss_type": "dapo", "tasks": [],
-          "gen_batch_size": 8}
+          "gen_batch_size": 8, "form": False}
 
 
 # A content hash of the items a run's records are keyed on (``knowledge.data.content_hash``), in the
@@ -227,6 +227,11 @@ class Run:
 
     def get(self, key: str) -> dict[str, Any]:
         return self._by_key[key]
+
+    def names_score(self, name: str) -> None:
+        """What the records' ``score`` measures (``exact_match``, ``solved``): the name trackers show."""
+        if self.tracker:
+            self.tracker.score_name = name.replace(" ", "_")
 
     def append(self, key: str, record: dict[str, Any]) -> None:
         if key in self._by_key:

@@ -34,6 +34,9 @@ FORMAT = "Self-edit format: implications | implications-long | implications-very
 GROUNDED = "Grounded decoding: self-QA answers copy passage spans; other formats use only the passage's words."
 INCLUDE_PASSAGE = "Train on the passage as well as the self-edit."
 MAX_NEW_TOKENS = "Self-edit length cap (default: per format)."
+METRIC = ("Your own per-question score in place of exact match (knowledge) or the ARC checker, hence ReST-EM's "
+          "reward: path/to/file.py:NAME or pkg.module:NAME, a function f(prompts, completions, **kwargs) -> "
+          "list[float] as TRL writes reward functions (docs/plugins.md).")
 POLICY = ("A trained policy (RUN/round-N from `selfadapt train`, or a model spec); repeat for several rounds. "
           "NAME=SPEC names its condition (default: round-N, or policy-<dir>).")
 

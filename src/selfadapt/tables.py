@@ -17,9 +17,11 @@ from rich.text import Text
 
 # The key columns of each command's table, by the start of their headers, in the table's order.
 KEYS = {
-    # condition, the reward with its interval, the paired difference from passage-only (the first reference)
-    "eval knowledge": ("condition", "exact_match %", "Δ vs passage", "W/T/L vs passage"),
-    "eval arc": ("condition", "success %", "Δ vs ", "W/T/L vs "),
+    # condition, the reward with its interval (exact match / success, or "metric NAME": --metric), the paired
+    # difference from passage-only (the first reference; passage+form with --form-equalized), the share of the
+    # open-book+form ceiling
+    "eval knowledge": ("condition", "exact_match %", "metric ", "Δ vs passage", "W/T/L vs passage", "% of "),
+    "eval arc": ("condition", "success %", "metric ", "Δ vs ", "W/T/L vs "),
     "eval continual": ("condition", "final ", "forgetting", "final Δ vs base", "W/T/L vs base"),
     "train": ("round", "mean reward", "positive", "winners", "base score", "adapted score", "probe drop"),
     "rrr eval": ("model", "1st attempt %", "2nd attempt %", "Δ 2nd vs base", "general QA %"),

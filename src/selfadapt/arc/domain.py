@@ -7,7 +7,8 @@
   chat template starts the assistant turn, found by rendering, not by token ids;
 - evaluation: predict the test output under several invertible transforms of the whole
   task, invert, vote; the two most voted grids are the two attempts. Reward 1 only if
-  every test output is among them.
+  every test output is among them; with your own ``metric`` (``selfadapt.metric``), the
+  mean of its values over the test outputs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..constrained import GrammarConstraint, schema_grammar
 from ..domain import Evaluation, TrainingData
 from ..generation import SamplingConfig, generate
+from ..metric import METRIC, absolute, check_metric
+from ..metric import score as metric_score
 from ..models import chat_prompt, render_chat
 from .augment import VOTING, apply, augmented_examples
 from .data import ArcTask, Grid, grid_to_text, text_to_grid
@@ -87,7 +90,12 @@ class ArcDomain:
     leave_two_out: bool = False
     votes: int = 4  # transforms to vote over (identity first), at most 8
     constrain: bool = True  # grammar-constrained self-edits; off: free sampling, strict parsing
+    metric: str | None = None  # your own score per test output in place of the checker (``selfadapt.metric``)
     name: str = "arc"
+
+    def __post_init__(self) -> None:
+        check_metric(self.metric)
+        self.metric = absolute(self.metric)  # a spec, not a function: it travels to workers as it is
 
     def item_id(self, task: ArcTask) -> str:
         return task.id
@@ -123,8 +131,20 @@ class ArcDomain:
                             "attempts": [grid_to_text(g) for g in top], "votes": [n for _, n in candidates[:2]],
                             "parsed": sum(n for _, n in candidates), "expected": grid_to_text(expected),
                             "raw": [text[:200] for text in raw]})
-        score = float(all(r["correct"] for r in records))
+        score = float(all(r["correct"] for r in records)) if self.metric is None else self._metric(task, records)
         return Evaluation(score, records, {"answer": time.perf_counter() - t0})
+
+    def _metric(self, task: ArcTask, records: list[dict]) -> float:
+        """The custom metric per test output (``METRIC``), called with the identity view's prompt, the
+        most voted grid as the completion ("" if none parsed), ``expected``, ``attempts`` and ``task``;
+        the task's score is their mean."""
+        prompts = [render_chat(self.tokenizer, task_messages(task.train, test_in)) for test_in, _ in task.test]
+        values = metric_score(self.metric, prompts, [(r["attempts"] or [""])[0] for r in records],
+                              expected=[r["expected"] for r in records], attempts=[r["attempts"] for r in records],
+                              task=[task.id] * len(records))
+        for r, v in zip(records, values):
+            r[METRIC] = v
+        return float(np.mean(values))
 
     def predict(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: ArcTask,
                 test_in: Grid) -> tuple[list[tuple[Grid, int]], list[str]]:

@@ -25,6 +25,7 @@ from .. import settings as S
 from ..evaluate import Condition, markdown_table, run_conditions, summarize
 from ..generation import SamplingConfig, batch_size_for
 from ..lora import LoRAConfig
+from ..metric import check_metric, label
 from ..models import EMBEDDED, resolve
 from ..plots import plot_distributions, plot_scores
 from ..policy import Writing, evaluate_policy, selfedits_and_workers
@@ -72,10 +73,12 @@ class ArcSettings:
     leave_two_out: bool = setting(False, "Add leave-two-out tasks to the TTT data.")
     constrain: bool = setting(True, "Sample self-edits under their JSON Schema (llguidance), so every one is "
                               "valid; --no-constrain samples freely and parses strictly.")
+    metric: str | None = setting(None, S.METRIC + " ARC's is called per test output with `expected`, the grid.")
 
     def __post_init__(self) -> None:
         if not 1 <= self.votes <= 8:
             raise ValueError("--votes must be between 1 and 8")
+        check_metric(self.metric)
 
     def load(self) -> list[ArcTask]:
         tasks = load_tasks(self.subset, ids=self.tasks or None)
@@ -88,7 +91,7 @@ class ArcSettings:
 
     def domain(self, tokenizer) -> ArcDomain:
         return ArcDomain(tokenizer, self.cap, self.budget, self.max_tokens, self.leave_two_out, self.votes,
-                         self.constrain)
+                         self.constrain, metric=self.metric)
 
 
 @dataclass
@@ -163,6 +166,7 @@ def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None,
     policies = resolve_policies(cfg.policies, cfg.model)
     resolve(cfg.model)  # a bad model spec fails here, before a run directory exists
     run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), "eval-arc", cfg)
+    run.names_score(label(cfg.arc.metric, "success"))
     sampling = SamplingConfig(cfg.selfedit_tokens, cfg.temperature, cfg.top_p, batch_size=cfg.gen_batch_size)
     names = _baselines(run, cfg, tasks, sampling, parallel)
     for name, spec in policies:
@@ -171,16 +175,18 @@ def run_arc_eval(cfg: ArcEvalConfig, resume: Path | None = None,
                                  parallel=parallel, backend=cfg.backend)
     records = run.records()
     rows = summarize(records, names, references=(TTT_PLAIN,))
-    table = markdown_table(rows, metric="success", references=(TTT_PLAIN,))
+    table = markdown_table(rows, metric=label(cfg.arc.metric, "success"), references=(TTT_PLAIN,))
     if cfg.oracle:
         o = oracle_row(records)
-        table += f"\n\noracle (best of {len(oracle_grid())} configurations per task): {100 * o['score']:.1f}% of tasks"
+        table += (f"\n\noracle (best of {len(oracle_grid())} configurations per task): {100 * o['score']:.1f}% "
+                  + ("of tasks" if cfg.arc.metric is None else f"({label(cfg.arc.metric, 'success')})"))
         rows.append({**summarize(records, ["oracle"])[0], **o})
     (run.path / "table.md").write_text(table + "\n")
-    run.write_json("metrics.json", {"rows": rows, "tasks": [t.id for t in tasks], "model": cfg.model})
+    run.write_json("metrics.json", {"rows": rows, "tasks": [t.id for t in tasks], "model": cfg.model,
+                                    "reward_metric": cfg.arc.metric or "success"})
     plot_scores(rows, run.path / "accuracy.png", f"ARC {cfg.arc.subset}: {len(tasks)} tasks")
     written = {"untrained": ""} | {name: f"{name}/" for name, _ in policies}
-    plot_config_choices(run, {label: f"{prefix}write/" for label, prefix in written.items()},
+    plot_config_choices(run, {who: f"{prefix}write/" for who, prefix in written.items()},
                         f"ARC {cfg.arc.subset}: configurations chosen by own self-edits")
     return run, rows
 
@@ -189,11 +195,11 @@ def plot_config_choices(run: Run, prefixes: dict[str, str], title: str) -> dict[
     """The configurations each policy chose (from its write records), per field: ``configs.json``
     and ``configs.png``. Labels without self-edits are left out."""
     dists = {}
-    for label, prefix in prefixes.items():
+    for who, prefix in prefixes.items():
         edits = [e for r in run.records() if r["key"].startswith(prefix) and r["condition"] == "write"
                  for e in r["selfedits"]]
         if edits:
-            dists[label] = {k: dict(v) for k, v in config_distribution(edits).items()}
+            dists[who] = {k: dict(v) for k, v in config_distribution(edits).items()}
     if dists:
         run.write_json("configs.json", dists)
         plot_distributions(dists, run.path / "configs.png", title)
@@ -207,8 +213,10 @@ def run_arc_training(cfg: ReSTEMConfig, arc: ArcSettings, resume: Path | None = 
         raise ValueError("train arc uses the 'training' subset; the evaluation tasks stay held out")
     pool = arc.load()
     cfg.domain = {"name": "arc", "subset": arc.subset, "tasks": [t.id for t in pool], "max_cells": arc.max_cells,
-                  "cap": arc.cap, "budget": arc.budget, "votes": arc.votes, "groups": list(GROUPS)}
-    run = run_restem(cfg, pool, arc.domain, resume=resume, name="train-arc", parallel=parallel)
+                  "cap": arc.cap, "budget": arc.budget, "votes": arc.votes, "groups": list(GROUPS),
+                  "metric": arc.metric}
+    run = run_restem(cfg, pool, arc.domain, resume=resume, name="train-arc", parallel=parallel,
+                     score_name=label(arc.metric, "success"))
     plot_config_choices(run, {f"round {r}": f"round{r}/write/" for r in range(cfg.rounds)},
                         "ARC training: configurations the policy chose, per ReST-EM round")
     return run

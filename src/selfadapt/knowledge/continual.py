@@ -101,6 +101,7 @@ def run_continual_eval(cfg: ContinualConfig, resume: Path | None = None) -> tupl
                 for c in cfg.conditions if c.removesuffix(REPLAY) in EXTERNAL_SELFEDITS}
     config = {**plain_config(cfg), CONTENT_HASH: content_hash(passages)}  # a resume on other items is refused
     run = Run.resume(resume, config) if resume else Run.create(Path(cfg.runs_dir), "eval-continual", config)
+    run.names_score(REWARD_METRIC)
     for cond in cfg.conditions:
         _sequence(run, cfg, cond, passages, external)
     summary = summarize_continual(run.records(), cfg.conditions, [f"p{p.index}" for p in passages])

@@ -13,6 +13,7 @@ from ..generation import SamplingConfig
 from ..grading import contains, normalize_answer
 from ..judge import Judge, fallback
 from ..lora import Example
+from ..metric import METRIC, absolute, check_metric
 from ..models import chat_prompt
 from ..prior import check_prior, with_prior
 from .data import Passage
@@ -32,13 +33,21 @@ class KnowledgeDomain:
     judge: Judge | None = None  # TinyV fallback for short answers that exact match rejects
     grounded: bool = DEFAULT_DECODING == "grounded"
     prior: str | None = None  # a prior prompt before the self-edit instruction (``selfadapt.prior``)
+    metric: str | None = None  # your own per-question score in place of exact match (``selfadapt.metric``)
     name: str = "knowledge"
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
             raise ValueError(f"unknown self-edit format {self.fmt!r}; choose from {', '.join(FORMATS)}")
         check_prior(self.prior)
-        self.measure = KnowledgeMeasure(self.answer)
+        check_metric(self.metric)
+        self.metric = absolute(self.metric)  # a spec, not a function: it travels to workers as it is
+        self.measure = KnowledgeMeasure(self.answer, metric=self.metric)
+
+    @property
+    def score_key(self) -> str:
+        """The per-question value an item's score is the mean of: exact match, or the custom metric's."""
+        return REWARD_METRIC if self.metric is None else METRIC
 
     def item_id(self, passage: Passage) -> str:
         return f"p{passage.index}"
@@ -82,13 +91,14 @@ class KnowledgeDomain:
         records = self.measure.score(model, tokenizer, passage)
         t1 = time.perf_counter()
         extra = self._judge(records) if self.judge else {}
-        return Evaluation(_mean_reward(records), records, {"answer": t1 - t0, "grade": time.perf_counter() - t1}, extra)
+        return Evaluation(_mean_reward(records, self.score_key), records,
+                          {"answer": t1 - t0, "grade": time.perf_counter() - t1}, extra)
 
     def recital(self, passage: Passage) -> Evaluation:
         """The control that answers every question with the passage's opening (no model)."""
         self._check(passage)
         records = self.measure.recital_records(self.tokenizer, passage)
-        return Evaluation(_mean_reward(records), records)
+        return Evaluation(_mean_reward(records, self.score_key), records)
 
     @staticmethod
     def _check(passage: Passage) -> None:
@@ -151,12 +161,12 @@ class CPTDomain:
             records += [{"passage": p.index, **r} for r in ev.records]
             for k, v in ev.seconds.items():
                 seconds[k] = seconds.get(k, 0.0) + v
-        return Evaluation(_mean_reward(records), records, seconds)
+        return Evaluation(_mean_reward(records, self.inner.score_key), records, seconds)
 
     def recital(self, passages: tuple[Passage, ...]) -> Evaluation:
         records = [{"passage": p.index, **r} for p in passages for r in self.inner.recital(p).records]
-        return Evaluation(_mean_reward(records), records)
+        return Evaluation(_mean_reward(records, self.inner.score_key), records)
 
 
-def _mean_reward(records: list[dict]) -> float:
-    return float(np.mean([r[REWARD_METRIC] for r in records]))
+def _mean_reward(records: list[dict], key: str = REWARD_METRIC) -> float:
+    return float(np.mean([r[key] for r in records]))

@@ -7,6 +7,8 @@ Conditions, each evaluated without the passage in context after its own LoRA upd
 - ``passage``: the passage alone;
 - ``format-control``, ``gold-qa`` (``controls``): the passage plus another passage's gold Q→A
   pairs (teaches the answer form, no fact), or its own (train on test, a ceiling; see ``controls.py``);
+- ``open-book``, ``open-book+form`` (``controls``): the passage *in* the prompt, without an update
+  or after the format control's: the ceilings; every row's share of ``open-book+form`` is reported;
 - ``own-<format>[-grounded]``: the passage plus self-edits the model writes itself, freely
   or with grounded decoding (only the passage's words);
 - ``<name>``: the passage plus self-edits from a file (``gpt-4.1``, ``seal-qwen`` ship);
@@ -14,7 +16,9 @@ Conditions, each evaluated without the passage in context after its own LoRA upd
   its self-edits and adapts itself on them, as in SEAL; ``round-N-base`` is its score
   without an update.
 With ``cpt``, every condition makes one update on all passages' data, then answers all
-their questions (the paper's continued-pretraining setting).
+their questions (the paper's continued-pretraining setting). With ``form`` (form equalized),
+every update adds the format control's pairs and every trained condition is named ``<name>+form``
+(``passage+form``, which the format control then equals: it is not run again).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from ..evaluate import BASE, Condition, markdown_table, run_conditions, summariz
 from ..generation import SamplingConfig, batch_size_for
 from ..judge import make_judge
 from ..lora import LoRAConfig
+from ..metric import METRIC, check_metric, label
 from ..models import EMBEDDED, LoadedModel, resolve
 from ..plots import plot_paired, plot_policy_rounds, plot_scores
 from ..policy import Writing, evaluate_policy, selfedits_and_workers
@@ -41,7 +46,7 @@ from ..runs import CONTENT_HASH, Run, plain
 from ..settings import setting
 from ..vllm_backend import check_backend
 from ..workers import Parallel
-from .controls import CONTROLS, FORMAT, control_domain
+from .controls import CEILING, CONTROLS, FORM, FORMAT, OPEN_BOOK, OPEN_BOOK_FORM, control_domain, with_form
 from .data import (
     EXTERNAL_SELFEDITS,
     DatasetError,
@@ -57,7 +62,7 @@ from .selfedit import DEFAULT_DECODING, DEFAULT_FORMAT, FORMATS
 
 RECITAL = "recital"
 DECODINGS = ("free", "grounded")
-REFERENCES = ("passage", RECITAL)  # every condition is compared with these, paired by passage
+REFERENCES = ("passage", RECITAL)  # every condition is compared with these, paired by passage (or passage+form)
 SIDE_METRICS = {m: v for m, v in {
     "mc_prob": ("mc_prob %", 100), "mc_acc": ("MC acc %", 100), "cal_prob": ("cal_prob %", 100),
     "cal_logprob": ("cal log p/tok", 1), "typed_prob": ("typed_prob %", 100), "typed_cal_prob": ("typed cal %", 100),
@@ -95,8 +100,14 @@ class KnowledgeEvalConfig:
     external_format: str | None = setting(None, "The self-edit format of --external files (default: each file's "
                                           "\"format\" field; the shipped ones hold implications).")
     controls: list[str] = setting(help="Controls trained like a condition: 'format' (the passage + another train "
-                                  "passage's gold Q→A pairs: answer form, no fact) and 'gold-qa' (+ its own gold "
-                                  "pairs, a ceiling; --dataset train only); repeat.", factory=lambda: ["format"])
+                                  "passage's gold Q→A pairs: answer form, no fact), 'gold-qa' (+ its own gold "
+                                  "pairs, a ceiling; --dataset train only), and the open-book ceilings, the "
+                                  "passage in the prompt: 'open-book' (no update) and 'open-book+form' (after the "
+                                  "format control's update; every row's share of it is reported); repeat.",
+                                  factory=lambda: ["format", OPEN_BOOK, OPEN_BOOK_FORM])
+    form: bool = setting(False, "Form equalized: every update of every condition (passage-only included) adds the "
+                         "format control's Q→A pairs, the same for every condition of a passage; conditions are "
+                         "named <name>+form, and the format control, then passage+form itself, is not run.")
     policies: list[str] = setting(help=S.POLICY, factory=list)
     cpt: bool = setting(False, "Continued pretraining: one update on all passages' data, then all their questions.")
     selfedits_per_passage: int = setting(1, "Self-edits per passage (own and external).")
@@ -107,6 +118,7 @@ class KnowledgeEvalConfig:
     prior_prompt: str | None = setting(None, S.PRIOR)
     gen_batch_size: int | None = setting(None, S.GEN_BATCH_SIZE)
     answer_max_new_tokens: int = setting(ANSWER_CAP, "Answer length cap when a question is asked.")
+    metric: str | None = setting(None, S.METRIC)
     lora: LoRAConfig = setting(help="The inner-loop LoRA fine-tune.", factory=LoRAConfig)
     seed: int = setting(0, "Seed for sampling and LoRA init (every self-edit of a passage and its passage-only "
                         "reference share it).")
@@ -132,6 +144,7 @@ class KnowledgeEvalConfig:
         if self.passages < 1 or self.selfedits_per_passage < 1:
             raise ValueError("passages and selfedits_per_passage must be >= 1")
         check_prior(self.prior_prompt)
+        check_metric(self.metric)
         check_backend(self.backend)
         for control in self.controls:
             if control not in CONTROLS:
@@ -186,41 +199,55 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
                                 evaluated)
     resolve(cfg.model)  # a bad model spec fails here, before a run directory exists
     config = {**plain(cfg), CONTENT_HASH: content_hash(passages)}  # a resume on other items is refused
-    run = (Run.resume(resume, config, extend=("policies",)) if resume
+    # a control or policy added on a resume adds conditions and changes no record
+    run = (Run.resume(resume, config, extend=("policies", "controls")) if resume
            else Run.create(Path(cfg.runs_dir), "eval-knowledge", config))
+    run.names_score(label(cfg.metric, REWARD_METRIC))
     judge = make_judge(cfg.judge_model, cfg.judge_url, cfg.judge_api_key_env, run.path / "judge_cache.jsonl",
                        dtype=cfg.dtype, device=cfg.device)
 
     def domain_for(tokenizer, fmt: str = cfg.formats[0], decoding: str = cfg.decodings[0],
                    prior: str | None = cfg.prior_prompt) -> KnowledgeDomain:
-        return KnowledgeDomain(tokenizer, fmt, cfg.include_passage,
-                               SamplingConfig(cfg.answer_max_new_tokens, 0.0, 1.0, 16), judge,
-                               grounded=decoding == "grounded", prior=prior)
+        domain = KnowledgeDomain(tokenizer, fmt, cfg.include_passage,
+                                 SamplingConfig(cfg.answer_max_new_tokens, 0.0, 1.0, 16), judge,
+                                 grounded=decoding == "grounded", prior=prior, metric=cfg.metric)
+        return with_form(domain) if cfg.form else domain
+
+    sfx = FORM if cfg.form else ""  # a form-equalized update's records never mix with another's
+    passage_name = f"passage{sfx}"
+    controls = [c for c in cfg.controls if not (cfg.form and c == "format")]  # under form: passage+form
+    if len(controls) < len(cfg.controls):
+        log.info("form-equalized: the format control is passage+form, not run again")
 
     def baselines() -> list[str]:
         """Every condition of the base model; returns their names. The model lives only in this
         call, so no copy of it is alive while a policy is evaluated (at 7B two do not fit a GPU)."""
         own = [(fmt, decoding) for fmt in (cfg.formats if cfg.own else []) for decoding in cfg.decodings]
-        writings = [Writing(f"{own_name(fmt, decoding)}/", lambda tok, f=fmt, d=decoding: domain_for(tok, f, d),
+        writings = [Writing(f"{own_name(fmt, decoding)}{sfx}/", lambda tok, f=fmt, d=decoding: domain_for(tok, f, d),
                             passages, cfg.selfedits_per_passage, cfg.sampling(fmt), cfg.seed) for fmt, decoding in own]
         with selfedits_and_workers(run, cfg.model, writings, cfg.lora, parallel=parallel, backend=cfg.backend,
                                    dtype=cfg.dtype, device=cfg.device) as prepared:
             domain = domain_for(prepared.tokenizer)
             setting = _Setting(domain, passages, cfg.cpt)
             record_recital(run, setting.domain, setting.items)
-            conditions = [setting.condition("passage", None)]
-            conditions += [setting.condition(CONTROLS[c], None, domain=control_domain(c, domain, passages))
-                           for c in cfg.controls]
-            conditions += [setting.condition(own_name(fmt, decoding), w.selfedits, w.seconds, domain=w.domain)
+            trained = [setting.condition(control_name(c, sfx), None, domain=control_domain(c, domain, passages))
+                       for c in controls if c != OPEN_BOOK]
+            conditions = [setting.condition(passage_name, None), *trained]
+            conditions += [setting.condition(own_name(fmt, decoding) + sfx, w.selfedits, w.seconds, domain=w.domain)
                            for (fmt, decoding), w in zip(own, prepared.written)]
             for source, by_index in external.items():
-                name = source if source in EXTERNAL_SELFEDITS else Path(source).stem
+                name = (source if source in EXTERNAL_SELFEDITS else Path(source).stem) + sfx
                 edits = {domain.item_id(p): by_index[p.index][: cfg.selfedits_per_passage] for p in passages}
                 # read in the file's own format; every answer kept (another model's, not grounded here)
                 conditions.append(setting.condition(
                     name, edits, domain=replace(domain, fmt=external_formats[source], grounded=False)))
             run_conditions(run, prepared.workers, setting.domain, setting.items, conditions, seed=cfg.seed)
-        return [BASE, RECITAL] + [c.name for c in conditions]
+            if OPEN_BOOK in controls:  # no update: the unadapted model, reading
+                book = _Setting(control_domain(OPEN_BOOK, domain, passages), passages, cfg.cpt)
+                run_conditions(run, prepared.workers, book.domain, book.items, [], seed=cfg.seed, base_name=OPEN_BOOK)
+        # the controls in their order (open-book among them), then the self-edits
+        return [BASE, RECITAL, passage_name] + [control_name(c, sfx) for c in controls] + [
+            c.name for c in conditions[1 + len(trained):]]
 
     names = baselines()
 
@@ -231,34 +258,45 @@ def run_knowledge_eval(cfg: KnowledgeEvalConfig, resume: Path | None = None,
 
     for (name, spec), source in zip(policies, cfg.policies):
         fmt, decoding, prior = trained_format(source, cfg.formats[0], cfg.decodings[0], cfg.prior_prompt)
-        evaluate_policy(run, name, spec, lambda tok: domain_for(tok, fmt, decoding, prior), passages,
+        evaluate_policy(run, name + sfx, spec, lambda tok: domain_for(tok, fmt, decoding, prior), passages,
                         cfg.selfedits_per_passage, cfg.sampling(fmt), cfg.lora, seed=cfg.seed,
                         base_name=f"{name}-base", dtype=cfg.dtype, device=cfg.device, arrange=arrange,
                         parallel=parallel, backend=cfg.backend)
     # The table holds every policy the run has tested, also those not named again on this resume
     # (whose checkpoints need not be on this machine).
     tested = [policy_name(spec) for spec in run.config.get("policies") or []]
-    names += [n for name in tested for n in (f"{name}-base", name)]
+    names += [n for name in tested for n in (f"{name}-base", name + sfx)]
 
-    references = REFERENCES + ((FORMAT,) if "format" in cfg.controls else ())
-    # from the per-question values, so a table never shows a run's stored scores under another measure's name
-    rows = summarize(run.records(), names, metrics=tuple(SIDE_METRICS), references=references, metric=REWARD_METRIC)
+    references = (passage_name, *REFERENCES[1:]) + ((FORMAT,) if "format" in controls else ())
+    ceiling = CEILING if CEILING in controls else None
+    # from the per-question values, so a table never shows a run's stored scores under another measure's name;
+    # a custom metric is the score, exact match a side column
+    key, name = (REWARD_METRIC, REWARD_METRIC) if cfg.metric is None else (METRIC, label(cfg.metric, REWARD_METRIC))
+    side = SIDE_METRICS if cfg.metric is None else {REWARD_METRIC: ("EM %", 100), **SIDE_METRICS}
+    rows = summarize(run.records(), names, metrics=tuple(side), references=references, metric=key, ceiling=ceiling)
     setting_name = "CPT, " if cfg.cpt else ""
     run.write_json("metrics.json", {"rows": rows, "model": cfg.model, "passages": len(passages), "cpt": cfg.cpt,
-                                    "reward_metric": REWARD_METRIC})
-    (run.path / "table.md").write_text(markdown_table(rows, REWARD_METRIC, SIDE_METRICS, references) + "\n")
+                                    "reward_metric": cfg.metric or REWARD_METRIC})
+    (run.path / "table.md").write_text(markdown_table(rows, name, side, references) + "\n")
     title = f"no-context QA, {setting_name}{len(passages)} {cfg.dataset} passages"
-    plot_scores(rows, run.path / "accuracy.png", title, ylabel=f"{REWARD_METRIC} (%)")
-    plot_paired(rows, "passage", run.path / "paired.png", f"{title}: paired difference from passage-only")
+    plot_scores(rows, run.path / "accuracy.png", title, ylabel=f"{name} (%)")
+    reference = passage_name if cfg.form else "passage-only"
+    plot_paired(rows, passage_name, run.path / "paired.png", f"{title}: paired difference from {reference}")
     if tested:
         by_name = {r["condition"]: r for r in rows}
-        first = own_name(cfg.formats[0], cfg.decodings[0])
+        first = own_name(cfg.formats[0], cfg.decodings[0]) + sfx
         untrained = [{**by_name[first], "condition": "untrained"}] if first in by_name else []
-        curve = untrained + [by_name[n] for n in tested]
-        baselines = {c: by_name[c]["score"] for c in ["base", RECITAL, "passage", FORMAT, "gpt-4.1", "seal-qwen"]
-                     if c in by_name}
+        curve = untrained + [by_name[n + sfx] for n in tested]
+        baselines = {c: by_name[c]["score"] for c in ["base", RECITAL, passage_name, FORMAT, "gpt-4.1" + sfx,
+                                                      "seal-qwen" + sfx, OPEN_BOOK_FORM] if c in by_name}
         plot_policy_rounds(curve, baselines, run.path / "rounds.png", title)
     return run, rows
+
+
+def control_name(control: str, suffix: str = "") -> str:
+    """A control's condition name; ``suffix`` (``+form``) on a trained one that lacks it."""
+    name = CONTROLS[control]
+    return name if control == OPEN_BOOK or name.endswith(FORM) else name + suffix
 
 
 def trained_format(source: str, fmt: str, decoding: str, prior: str | None = None) -> tuple[str, str, str | None]:

@@ -44,6 +44,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..generation import SamplingConfig, generate
 from ..grading import contains, grade, normalize_answer
 from ..likelihood import completion_scores
+from ..metric import METRIC
+from ..metric import score as metric_score
 from ..models import render_chat
 from .data import Passage, Question
 
@@ -77,8 +79,11 @@ def few_shot_turns() -> tuple[dict[str, str], ...]:
     raise RuntimeError("the train split has too few short answers for the few-shot prompt")
 
 
-def short_answer_prompt(tokenizer: PreTrainedTokenizerBase, title: str, question: str) -> str:
-    messages = [{"role": "system", "content": SHORT_ANSWER_SYSTEM}, *few_shot_turns(), question_turn(title, question)]
+def short_answer_prompt(tokenizer: PreTrainedTokenizerBase, title: str, question: str,
+                        context: str | None = None) -> str:
+    """The few-shot short-answer prompt; with ``context``, the passage before the question (open book)."""
+    messages = [{"role": "system", "content": SHORT_ANSWER_SYSTEM}, *few_shot_turns(),
+                question_turn(title, question, context)]
     return render_chat(tokenizer, messages)
 
 
@@ -217,6 +222,20 @@ def softmax_at_zero(values: list[float]) -> float:
 class KnowledgeMeasure:
     answer: SamplingConfig  # the short-answer generation (greedy, capped)
     batch_size: int = 32
+    open_book: bool = False  # every question asked with the passage in the prompt (the open-book ceiling)
+    metric: str | None = None  # your own per-question score (``selfadapt.metric``), beside the built-in ones
+
+    def scored(self, records: list[dict], prompts: list[str], passage: Passage) -> list[dict]:
+        """Each record with the custom metric's value (``METRIC``), if there is one: called with the
+        short-answer prompts, the responses as completions, and every gold answer as ``answers``."""
+        if self.metric is not None:
+            qs = passage.questions
+            values = metric_score(self.metric, prompts, [r["response"] for r in records],
+                                  answers=[list(q.answers) for q in qs], question=[q.question for q in qs],
+                                  title=[passage.title] * len(qs))
+            for r, v in zip(records, values):
+                r[METRIC] = v
+        return records
 
     def multiple_choice(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, passage: Passage,
                         in_context: bool = False, make_options=options) -> list[tuple[list[str], list[float]]]:
@@ -233,19 +252,20 @@ class KnowledgeMeasure:
                        opts: list[list[str]]) -> dict[str, float]:
         """Each distinct option's per-token log-likelihood after the neutral question: what the
         model gives an option whatever is asked (its form, its being passage text)."""
-        prompt = qa_prompt(tokenizer, passage.title, NEUTRAL_QUESTION)
+        prompt = qa_prompt(tokenizer, passage.title, NEUTRAL_QUESTION, passage.context if self.open_book else None)
         distinct = sorted({o for os_ in opts for o in os_})
         scores = completion_scores(model, tokenizer, [(prompt, o + tokenizer.eos_token) for o in distinct],
                                    self.batch_size)
         return {o: s.mean for o, s in zip(distinct, scores)}
 
     def score(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, passage: Passage) -> list[dict]:
-        """One record per question with every metric, the options and the model's choice."""
-        qs = passage.questions
-        choices = self.multiple_choice(model, tokenizer, passage)
-        typed = self.multiple_choice(model, tokenizer, passage, make_options=typed_options)
+        """One record per question with every metric, the options and the model's choice; with
+        ``open_book``, every prompt holds the passage."""
+        qs, context = passage.questions, passage.context if self.open_book else None
+        choices = self.multiple_choice(model, tokenizer, passage, in_context=self.open_book)
+        typed = self.multiple_choice(model, tokenizer, passage, self.open_book, make_options=typed_options)
         neutral = self.neutral_scores(model, tokenizer, passage, [os_ for os_, _ in choices + typed])
-        prompts = [short_answer_prompt(tokenizer, passage.title, q.question) for q in qs]
+        prompts = [short_answer_prompt(tokenizer, passage.title, q.question, context) for q in qs]
         responses = [r.split("\n")[0].strip() for r in generate(model, tokenizer, prompts, self.answer)]
         records = []
         for q, (os_, lp), (tos, tlp), response in zip(qs, choices, typed, responses):
@@ -260,7 +280,7 @@ class KnowledgeMeasure:
                 "typed_cal_prob": softmax_at_zero(tcal),
                 "response": response, "exact_match": g.exact_match, "f1": g.f1, "contains": g.contains,
             })
-        return records
+        return self.scored(records, prompts, passage)
 
     def recital_records(self, tokenizer: PreTrainedTokenizerBase, passage: Passage) -> list[dict]:
         """The recital control, scored by the same rules; it has no likelihoods. In multiple
@@ -285,4 +305,5 @@ class KnowledgeMeasure:
                 "typed_cal_prob": typed_hit,
                 "response": text, "exact_match": g.exact_match, "f1": g.f1, "contains": g.contains,
             })
-        return records
+        prompts = [short_answer_prompt(tokenizer, passage.title, q.question) for q in passage.questions]
+        return self.scored(records, prompts, passage)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import settings as S
-from ..restem import ReSTEMConfig, run_restem
+from ..metric import check_metric, label
+from ..restem import PASSAGE_FORM, ReSTEMConfig, run_restem
 from ..runs import CONTENT_HASH, Run
 from ..settings import setting
 from ..workers import Parallel
+from .controls import with_form
 from .data import content_hash, load_passages
 from .domain import KnowledgeDomain
+from .measure import REWARD_METRIC
 from .probe import ProbedDomain, probe_passages
 from .selfedit import DEFAULT_DECODING, DEFAULT_FORMAT, FORMATS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,6 +37,13 @@ class KnowledgeTrainConfig:
     probe: bool = setting(False, "Score a fixed probe set after every update (its drop is reported); on with a "
                           "forgetting penalty.")
     prior_prompt: str | None = setting(None, S.PRIOR)
+    metric: str | None = setting(None, S.METRIC)
+    form: bool = setting(False, "Form equalized: every update (each self-edit's and the passage-alone one) adds "
+                         "the format control's Q→A pairs of another train passage, and the reward is EM(self-edit"
+                         "+form) − EM(passage+form) (--reward-baseline passage+form, which turns this on).")
+
+    def __post_init__(self) -> None:
+        check_metric(self.metric)
 
 
 def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume: Path | None = None,
@@ -51,11 +64,18 @@ def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume
     probe_texts = {p.context for p in recall + reading}
     pool = [p for p in pool if p.context not in probe_texts]  # the probe is never trained on
     cfg.max_new_tokens = kcfg.max_new_tokens or FORMATS[kcfg.fmt].max_new_tokens
+    # under form equalization the passage-alone update is passage+form, and the reward subtracts it
+    kcfg.form = kcfg.form or cfg.reward_baseline == PASSAGE_FORM
+    if kcfg.form and cfg.reward_baseline != PASSAGE_FORM:
+        log.info("form-equalized: the reward baseline is passage+form (was %s)", cfg.reward_baseline)
+        cfg.reward_baseline = PASSAGE_FORM
     cfg.domain = {"name": "knowledge", **asdict(kcfg), CONTENT_HASH: content_hash(pool)}  # resume: same pool only
 
     def make_domain(tok):
         domain = KnowledgeDomain(tok, kcfg.fmt, kcfg.include_passage, grounded=kcfg.grounded,
-                                 prior=kcfg.prior_prompt)
+                                 prior=kcfg.prior_prompt, metric=kcfg.metric)
+        domain = with_form(domain) if kcfg.form else domain
         return ProbedDomain(domain, recall, reading) if kcfg.probe else domain
 
-    return run_restem(cfg, pool, make_domain, resume=resume, name="train-knowledge", parallel=parallel)
+    return run_restem(cfg, pool, make_domain, resume=resume, name="train-knowledge", parallel=parallel,
+                      score_name=label(kcfg.metric, REWARD_METRIC))

@@ -147,17 +147,10 @@ class TRLReward:
     def __init__(self, func: Any, ctx: RewardContext):
         self.func, self.ctx = func, ctx
         self.__name__ = getattr(func, "__name__", type(func).__name__)
-        params = inspect.signature(func).parameters
-        self.takes = None if any(p.kind is p.VAR_KEYWORD for p in params.values()) else set(params)
 
     def __call__(self, prompts, completions, **kwargs) -> list[float | None]:
         given = {f.name: getattr(self.ctx, f.name) for f in fields(self.ctx)} | kwargs
-        given |= {"prompts": prompts, "completions": completions}
-        if self.takes is not None:
-            given = {k: v for k, v in given.items() if k in self.takes}
-        values = self.func(**given)
-        if inspect.iscoroutine(values):  # TRL takes async reward functions too
-            values = asyncio.run(values)
+        values = call_as_trl(self.func, prompts, completions, **given)
         values = checked_values(self.__name__, values, len(completions))
         state = kwargs.get("trainer_state")
         queries = kwargs.get("query") or [None] * len(values)
@@ -165,6 +158,19 @@ class TRLReward:
                      [{"id": json.loads(q).get("id") if isinstance(q, str) else None, "value": v,
                        "reflection": completion_text(c)} for q, v, c in zip(queries, values, completions)])
         return values
+
+
+def call_as_trl(func: Any, prompts: list, completions: list, **kwargs: Any) -> Any:
+    """``func(prompts=..., completions=..., **kwargs)`` as TRL calls a reward function: a function
+    without ``**kwargs`` gets only the keywords it names, and an async one is awaited."""
+    params = inspect.signature(func).parameters
+    given = {**kwargs, "prompts": prompts, "completions": completions}
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        given = {k: v for k, v in given.items() if k in params}
+    values = func(**given)
+    if inspect.iscoroutine(values):  # TRL takes async reward functions too
+        values = asyncio.run(values)
+    return values
 
 
 def checked_values(name: str, values: Any, n: int) -> list[float | None]:

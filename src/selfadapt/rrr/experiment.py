@@ -129,7 +129,8 @@ def run_rrr_train(cfg: RRRTrainConfig, resume: str | None = None) -> Path:
         rollouts.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep), encoding="utf-8")
     log.info("GRPO on %d failed %s queries, %d steps of %d queries × %d reflections", len(failures), task.name,
              cfg.grpo.max_steps, cfg.grpo.queries_per_step, cfg.grpo.num_generations)
-    trainer = make_trainer(m.model, m.tokenizer, task, failures, cfg.grpo, run.path / "checkpoints", rollouts)
+    trainer = make_trainer(m.model, m.tokenizer, task, failures, cfg.grpo, run.path / "checkpoints", rollouts,
+                           tracker=run.tracker)
     trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
     history = [h for h in trainer.state.log_history if "reward" in h or "loss" in h]
     run.write_json("metrics.json", {"failures": len(failures), "history": history, "step_times": trainer.step_times})

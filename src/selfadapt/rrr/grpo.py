@@ -202,7 +202,8 @@ class ReflectionGRPOTrainer(GRPOTrainer):
 
 def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task,
                  failures: list[dict[str, Any]], cfg: RRRGRPOConfig, output_dir: Path,
-                 rollouts: Path | None = None) -> ReflectionGRPOTrainer:
+                 rollouts: Path | None = None, tracker: tracking.Tracker | None = None) -> ReflectionGRPOTrainer:
+    """TRL's GRPO trainer for reflections; its logs go to ``tracker`` (the run's, at each GRPO step)."""
     from peft import LoraConfig
 
     autocast = bf16_autocast(model)
@@ -215,7 +216,7 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
         generation_kwargs=sampling_fields(cfg),
         # a resume reads only the newest checkpoint (TRL deletes an older one once a new one is complete)
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1,
-        report_to=tracking.report_to(), use_cpu=model.device.type == "cpu", bf16=autocast,
+        report_to=[], use_cpu=model.device.type == "cpu", bf16=autocast,
         model_init_kwargs=reference_settings(model, autocast) if cfg.beta and not cfg.lora_r else None,
         disable_tqdm=False, gradient_checkpointing=cfg.gradient_checkpointing,
         reward_weights=list(cfg.rewards.values()),
@@ -238,7 +239,8 @@ def make_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tas
     trainer = ReflectionGRPOTrainer(model=model, args=args,
                                     train_dataset=reflection_dataset(task, failures, cfg.prior_prompt),
                                     processing_class=tokenizer, peft_config=peft, reward_funcs=funcs,
-                                    reward_context=ctx, disco=disco, disco_eps=cfg.disco_eps or 0.1)
+                                    reward_context=ctx, disco=disco, disco_eps=cfg.disco_eps or 0.1,
+                                    callbacks=tracking.trainer_logs(tracker, "grpo", "grpo_step"))
     if cfg.backend == "vllm":  # the retries come from the same vLLM copy, which TRL syncs before each step's rollouts
         ctx.engine = VLLMSampler(trainer.vllm_generation.llm, tokenizer)
         in_place_weight_sync(trainer.vllm_generation)
