@@ -159,7 +159,8 @@ def test_learn_logs_its_loss_per_step_and_each_document(tiny_dir, tmp_path):
     out = tmp_path / "adapter"
     invoke(["learn", str(doc), "--out", str(out), "--model", str(tiny_dir), "--no-probe", "--distill", "0",
             "--reading", "0", "--r", "4", "--epochs", "2", "--dtype", "float32", "--device", "cpu", *REPORT])
-    held = read_back(out)
+    (name,) = [p.name for p in (out / "tensorboard").iterdir()]  # learn-adapter-<time>
+    held = read_back(out, name)
     meta = json.loads((out / "selfadapt.json").read_text())
     (document,) = meta["documents"]
     assert [s for s, _ in held["learn/loss"]] == list(range(1, document["steps"] + 1))
@@ -182,3 +183,29 @@ def test_a_tracker_is_named_from_accelerates_list_and_must_be_installed(tmp_path
     res = CliRunner().invoke(app, ["learn", str(tmp_path / "doc.txt"), "--out", str(tmp_path / "out"),
                                    "--report-to", "tensorbord"])
     assert res.exit_code == 2 and "unknown tracker" in res.output and "Traceback" not in res.output
+
+
+def test_a_resumed_run_continues_each_conditions_axis_and_a_failing_tracker_never_stops_it(tmp_path, caplog):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from selfadapt import tracking
+    from selfadapt.runs import Run
+
+    tracking.configure(["tensorboard"])
+    try:
+        run = Run.create(tmp_path, "t", {"a": 1})
+        run.append("k0", {"condition": "passage", "score": 0.5})
+        run.tracker.close()
+        again = Run.resume(run.path, {"a": 1})
+        again.append("k1", {"condition": "passage", "score": 1.0})
+        (board,) = again.tracker.trackers
+        board.log = lambda *a, **kw: 1 / 0
+        again.append("k2", {"condition": "passage", "score": 0.0})  # logged nowhere, recorded all the same
+        again.tracker.close()
+    finally:
+        tracking.configure([])
+    assert [r["key"] for r in Run.resume(run.path, {"a": 1}).records()] == ["k0", "k1", "k2"]
+    assert "could not log passage/score (division by zero); the run goes on" in caplog.text
+    events = EventAccumulator(str(run.path / "tensorboard" / run.path.name))
+    events.Reload()
+    assert sorted((e.step, e.value) for e in events.Scalars("passage/score")) == [(0, 0.5), (1, 1.0)]

@@ -137,6 +137,8 @@ class Run:
         self._by_key = {r["key"]: r for r in self._read()}
         # a mirror of the records and metrics in the configured experiment trackers (``tracking``)
         self.tracker = Tracker(path, config) if tracking.report_to() else None
+        if self.tracker:
+            self.tracker.resumed(list(self._by_key.values()))
 
     def _drop_partial_line(self) -> None:
         """A kill mid-write leaves a line without its newline; cut it so appends stay valid."""

@@ -217,8 +217,10 @@ def learn(paths: list[Path | str], out: Path | str, cfg: LearnConfig | None = No
         if (cfg.cloze or cfg.check == "cloze") and not cloze_pairs(" ".join(text.split()), _title(path), limit=1):
             log.warning("%s: no sentence names a person, place, date or number, so there is no fact to ask "
                         "about: nothing it teaches can be checked (is it too short?)", path)
-    # the loss per step and each document, mirrored into the trackers of ``--report-to`` (files in ``out``)
-    tracker = tracking.Tracker(out, plain(cfg)) if tracking.report_to() else None
+    # the loss per step and each document, mirrored into the trackers of ``--report-to`` (files in ``out``;
+    # the run named by the time too: two `learn`s into directories of one name are two runs)
+    tracker = (tracking.Tracker(out, plain(cfg), name=f"learn-{out.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+               if tracking.report_to() else None)
     try:
         return _learn(contents, out, cfg, progress, tracker)
     finally:
@@ -561,11 +563,14 @@ def _title(path: Path) -> str:
     return path.stem.replace("_", " ").replace("-", " ")
 
 
+TRACKER_DIRS = ("tensorboard", "wandb")  # what an interrupted `learn --report-to` leaves in its --out
+
+
 def writable_out(out: Path) -> None:
     """``out`` can take the adapter: checked before minutes of training, not after."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: --out is a file, not a directory")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name not in TRACKER_DIRS for p in out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)

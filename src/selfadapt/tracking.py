@@ -17,19 +17,25 @@ Every value is logged at an explicit step of a named axis, and its name says wha
 
 TensorBoard takes the step as it is; W&B keeps one step counter per run, so each axis is a
 metric of its own (``define_metric``) and charts plot against it; trackio stores the step as given.
-Nothing here reaches a server unless asked: W&B runs offline (``WANDB_MODE`` to change it;
-``wandb sync`` uploads later), TensorBoard writes event files in the run directory, trackio its
-local SQLite store (``$TRACKIO_DIR``; ``trackio show`` opens the dashboard).
+TensorBoard, W&B and trackio stay on this machine unless asked: W&B runs offline (``WANDB_MODE``
+to change it; ``wandb sync`` uploads later), TensorBoard writes event files in the run directory,
+trackio its local SQLite store (``$TRACKIO_DIR``; ``trackio show`` opens the dashboard); other
+trackers (comet_ml, clearml, swanlab, ...) follow their own defaults. A failure to log is a
+warning: the mirror never stops a run. A resumed run continues each condition's ``item`` axis;
+W&B (offline) opens a new run of the same name for it, TensorBoard and trackio append.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 PROJECT = "selfadapt"
 _report_to: list[str] = []
 _project: list[str] = [PROJECT]
@@ -110,9 +116,9 @@ def _start(name: str, project: str, run_dir: Path, run_name: str, config: dict[s
     cls = LOGGER_TYPE_TO_CLASS[name]
     if name == "tensorboard":
         tracker = cls(run_name, str(run_dir / "tensorboard"))
-    elif name == "wandb":
+    elif name == "wandb":  # a run of its own even while another is open (two runners in one script)
         tracker = cls(project, name=run_name, dir=str(run_dir), mode=os.environ.get("WANDB_MODE", "offline"),
-                      config=config)
+                      config=config, reinit="create_new")
     elif name == "trackio":
         tracker = cls(project, name=run_name, config=config, resume="allow", auto_log_cpu=False,
                       auto_log_gpu=False)
@@ -128,47 +134,66 @@ def _start(name: str, project: str, run_dir: Path, run_name: str, config: dict[s
     return tracker
 
 
+def _head(record: dict[str, Any]) -> str:
+    """A record's round (if any) and condition: ``round0/selfedit``, ``passage``."""
+    return "/".join(x for x in (f"round{record['round']}" if "round" in record else "",
+                                str(record.get("condition") or "")) if x)
+
+
 class Tracker:
     """The configured trackers for one run directory; ``log`` sends scalars at a step of an axis."""
 
     def __init__(self, run_dir: Path, config: dict[str, Any], name: str | None = None):
         run_dir = Path(run_dir)
         flat = _flat_config(config)
-        self.score_name = "score"  # the run's metric, as its tags are named (``Run.score_name``)
-        self.items: Counter[str] = Counter()
-        self.trackers = [_start(n, _project[0], run_dir, name or run_dir.name, flat) for n in _report_to]
+        self.score_name = "score"  # the run's metric, as its tags are named (``Run.names_score``)
+        self.items: Counter[str] = Counter()  # records so far per round and condition: the axis ``item``
         self._axes: set[str] = set()
         self._tags: set[str] = set()
+        self._failed: set[str] = set()
+        self.trackers: list = []
         _open.append(self)
+        for n in _report_to:  # each kept as it starts, so a later failure still finishes it
+            self.trackers.append(_start(n, _project[0], run_dir, name or run_dir.name, flat))
 
     def log(self, scalars: dict[str, float], step: int, axis: str) -> None:
         """``scalars`` at ``step`` of ``axis`` (a round, a GRPO step, an item, a document)."""
         if not scalars:
             return
         for tracker in self.trackers:
-            if tracker.name == "wandb":
-                run = tracker.tracker
-                if axis not in self._axes:
-                    run.define_metric(axis, hidden=True)
-                    self._axes.add(axis)
-                for tag in scalars.keys() - self._tags:
-                    run.define_metric(tag, step_metric=axis)
-                tracker.log({**scalars, axis: step})
-            else:
-                tracker.log(scalars, step=step)
+            try:
+                if tracker.name == "wandb":
+                    run = tracker.tracker
+                    if axis not in self._axes:
+                        run.define_metric(axis, hidden=True)
+                        self._axes.add(axis)
+                    for tag in scalars.keys() - self._tags:  # a "." would be read as a nested key
+                        run.define_metric(tag.replace(".", "\\."), step_metric=axis)
+                    tracker.log({**scalars, axis: step})
+                elif tracker.name == "mlflow":  # its names allow letters, digits and _-.:/ only
+                    tracker.log({re.sub(r"[^\w\-.:/ ]", "_", k): v for k, v in scalars.items()}, step=step)
+                else:
+                    tracker.log(scalars, step=step)
+            except Exception as e:  # the mirror never stops the run; its records are the truth
+                if tracker.name not in self._failed:
+                    log.warning("%s: could not log %s (%s); the run goes on", tracker.name, next(iter(scalars)), e)
+                    self._failed.add(tracker.name)
         self._tags.update(scalars)
 
     def record(self, record: dict[str, Any]) -> None:
         """A run record's score and gain over the unadapted model, under its round and condition,
         each at the next step of the axis ``item``."""
-        head = "/".join(x for x in (f"round{record['round']}" if "round" in record else "",
-                                    str(record.get("condition") or "")) if x)
-        for key, name in (("score", self.score_name), ("gain", f"{self.score_name}_gain")):
-            value = record.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                tag = f"{head}/{name}"
-                self.log({tag: float(value)}, self.items[tag], "item")
-                self.items[tag] += 1
+        head = _head(record)
+        values = {f"{head}/{name}": float(record[key]) for key, name in (("score", self.score_name),
+                                                                         ("gain", f"{self.score_name}_gain"))
+                  if isinstance(record.get(key), (int, float)) and not isinstance(record.get(key), bool)}
+        if values:
+            self.log(values, self.items[head], "item")
+            self.items[head] += 1
+
+    def resumed(self, records: list[dict[str, Any]]) -> None:
+        """A resumed run's records so far: the next record of a condition continues its axis."""
+        self.items.update(_head(r) for r in records if isinstance(r.get("score"), (int, float)))
 
     def metrics(self, name: str, data: Any) -> None:
         """A metrics file's numbers: a ReST-EM round's (``round-N/metrics.json``) at its round, with
@@ -186,11 +211,14 @@ class Tracker:
                      0, "table")
 
     def close(self) -> None:
-        for tracker in self.trackers:
-            tracker.finish()
-        self.trackers = []
+        trackers, self.trackers = self.trackers, []
         if self in _open:
             _open.remove(self)
+        for tracker in trackers:
+            try:
+                tracker.finish()
+            except Exception as e:  # the others are still finished, and the command's own error shows
+                log.warning("%s: could not finish its run (%s)", tracker.name, e)
 
 
 def close_all() -> None:
