@@ -1,4 +1,5 @@
 import json
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -169,6 +170,22 @@ def test_records_with_unicode_line_separators_read_back_whole(tmp_path):
     assert [n for n, _ in read_jsonl(run.records_path, partial_last=True)] == [1, 2]
     with pytest.raises(ValueError, match=r"records.jsonl: line 3: invalid JSON"):
         read_jsonl(run.records_path)
+
+
+def test_a_run_stored_gzipped_reads_back_and_resumes(tmp_path):
+    """Finished runs' records are kept gzipped in the repository (the tree travels to a GPU machine
+    under a size limit): readers open ``records.jsonl.gz`` where ``records.jsonl`` is absent, and a
+    resume unpacks it and appends as before."""
+    run = Run.create(tmp_path, "x", {"a": 1})
+    run.append("k", {"selfedit": "one\u2028two"})
+    subprocess.run(["gzip", str(run.records_path)], check=True)
+    assert not run.records_path.exists()
+    assert [r["key"] for _, r in read_jsonl(run.records_path)] == ["k"]
+    again = Run.resume(run.path, {"a": 1})
+    assert again.done("k") and again.get("k")["selfedit"] == "one\u2028two"
+    again.append("k2", {"selfedit": "three"})
+    assert [r["key"] for _, r in read_jsonl(run.records_path)] == ["k", "k2"]
+    assert not (run.path / "records.jsonl.gz").exists()  # one copy of the records, the one appended to
 
 
 def test_mean_ci_and_summary():

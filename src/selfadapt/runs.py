@@ -3,11 +3,14 @@
 Every finished unit of work is appended (and fsynced) to ``records.jsonl`` the moment it
 is done, under a key. A killed run resumed from its directory skips every key already
 there, so nothing computed is lost or computed twice. Two runs never share a directory:
-new ones are created with an exclusive ``mkdir``.
+new ones are created with an exclusive ``mkdir``. A finished run's records may be stored
+gzipped (``records.jsonl.gz``: the repository's runs travel to a GPU machine under a size limit);
+readers open it where ``records.jsonl`` is absent, and a resume unpacks it first.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -36,8 +39,13 @@ def read_jsonl(path: Path, partial_last: bool = False) -> list[tuple[int, dict[s
     which ``json.dumps(..., ensure_ascii=False)`` leaves raw inside strings of model output.
     ``partial_last``: skip a last line without its newline (a running job is writing it).
     """
+    path = Path(path)
+    packed = path.with_name(path.name + ".gz")
+    if not path.exists() and packed.exists():
+        path = packed
     try:
-        lines = Path(path).read_text(encoding="utf-8").split("\n")
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        lines = data.decode("utf-8").split("\n")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e})") from None
     if partial_last or not lines[-1].strip():
@@ -133,12 +141,21 @@ class Run:
         self.path = path
         self.config = config
         self.records_path = path / "records.jsonl"
+        self._unpack()
         self._drop_partial_line()
         self._by_key = {r["key"]: r for r in self._read()}
         # a mirror of the records and metrics in the configured experiment trackers (``tracking``)
         self.tracker = Tracker(path, config) if tracking.report_to() else None
         if self.tracker:
             self.tracker.resumed(list(self._by_key.values()))
+
+    def _unpack(self) -> None:
+        """A run stored gzipped goes on in plain JSONL, the one file appended to from then on."""
+        packed = self.records_path.with_name(self.records_path.name + ".gz")
+        if packed.exists() and not self.records_path.exists():
+            self.records_path.write_bytes(gzip.decompress(packed.read_bytes()))
+            packed.unlink()
+            log.info("unpacked %s", packed)
 
     def _drop_partial_line(self) -> None:
         """A kill mid-write leaves a line without its newline; cut it so appends stay valid."""
@@ -213,16 +230,10 @@ class Run:
     def _read(self) -> list[dict[str, Any]]:
         if not self.records_path.exists():
             return []
-        out = []
-        with open(self.records_path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise RunError(f"{self.records_path} line {n} is not valid JSON: {e}") from None
-        return out
+        try:
+            return [rec for _, rec in read_jsonl(self.records_path)]
+        except ValueError as e:
+            raise RunError(str(e)) from None
 
     def done(self, key: str) -> bool:
         return key in self._by_key
