@@ -6,10 +6,14 @@ setting, and the adapted model then answers the passage's SQuAD questions (EM/F1
 short answer, as `ask` answers, and the knowledge measure's multiple choice) and the
 general probe (of the questions the unadapted model answered right, how many it still
 does). Settings are compared paired by passage. Records go to ``--out`` (JSONL) as they
-finish; rerunning the same command resumes.
+finish; rerunning the same command resumes. ``--ceiling RUN`` reads an ``eval knowledge`` run on
+the same passages with the open-book controls (the passage in the prompt, without an update and after
+the format control's) and prints each setting's exact match against theirs, paired by passage: the
+goal is half of open-book+form.
 
     python benchmarks/learn_documents.py --out benchmarks/runs/learn30/records.jsonl --passages 20 \
-        --setting old:distill=0,reading=0,cloze=0,route=0,epochs=10,lr=1e-3 --setting new
+        --setting old:distill=0,reading=0,cloze=0,route=0,epochs=10,lr=1e-3 --setting new \
+        --ceiling benchmarks/runs/controls46/eval-knowledge-20261206-060230
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 
 from selfadapt.answering import ask, routed
 from selfadapt.documents import chunk_document
-from selfadapt.evaluate import paired
+from selfadapt.evaluate import paired, share
 from selfadapt.grading import grade
 from selfadapt.knowledge import load_passages
 from selfadapt.knowledge.cloze import cloze_pairs
@@ -38,7 +42,7 @@ from selfadapt.runs import read_jsonl
 from selfadapt.teaching import LearnConfig, learn
 
 KNOBS = {"distill": int, "reading": int, "replay": int, "epochs": int, "lr": float, "r": int, "batch": int,
-         "k": int, "cloze": int, "reword": int, "route": int,
+         "k": int, "cloze": int, "reword": int, "route": int, "cd": float,  # cd: context_distill
          # max_steps=0: no cap; route=0: `ask --no-route`, the adapter answers every question (learn before routing)
          "max_steps": int}
 
@@ -62,6 +66,7 @@ def config(model: str, knobs: dict) -> LearnConfig:
                    **({"max_steps": knobs["max_steps"] or None} if "max_steps" in knobs else {}))
     top = {k: v for k, v in knobs.items() if k in ("distill", "reading", "replay")}  # route: evaluate's
     top |= {k: bool(knobs[k]) for k in ("cloze", "reword") if k in knobs}
+    top |= {"context_distill": knobs["cd"]} if "cd" in knobs else {}
     return replace(cfg, lora=lora, selfedits_per_chunk=knobs.get("k", cfg.selfedits_per_chunk), **top)
 
 
@@ -119,6 +124,8 @@ def main() -> None:
     ap.add_argument("--passages", type=int, default=20)
     ap.add_argument("--offset", type=int, default=600, help="train passages no other benchmark uses")
     ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--ceiling", type=Path, help="an `eval knowledge` run on the same passages with "
+                    "--control open-book --control open-book+form")
     args = ap.parse_args()
     settings = [parse_setting(s) for s in args.setting]
     done = run_settings(args.out, settings, load_passages("train", limit=args.passages, offset=args.offset),
@@ -149,6 +156,30 @@ def main() -> None:
               f"{kept[0]}/{kept[1]} | "
               f"{by_adapter}/{kept[1]} | "
               f"{np.mean([r['seconds'] for r in recs.values()]):.0f} |")
+    if args.ceiling:
+        print_ceiling(args.ceiling, settings, done)
+
+
+def print_ceiling(run: Path, settings: list[tuple[str, dict]], done: dict) -> None:
+    """Each setting's closed-book EM beside the open-book ceilings of the same passages and questions
+    (the eval run's per-passage exact match), paired by passage; the share is of open-book+form."""
+    ceilings = {c: {int(r["item"][1:]): r["score"] for _, r in read_jsonl(run / "records.jsonl")
+                    if r.get("condition") == c and r.get("status") == "ok"}
+                for c in ("open-book", "open-book+form")}
+    top = ceilings["open-book+form"]
+    print("\n| setting | passages | EM % | % of open-book+form (95% CI) | EM − open-book+form (95% CI) | W/T/L |\n"
+          "|---|---|---|---|---|---|")
+    rows = list(ceilings.items()) + [
+        (name, {i: r["em"] for (i, s), r in done.items() if s == name}) for name, _ in settings]
+    for name, em in rows:
+        both = sorted(set(em) & set(top))
+        if not both:
+            continue
+        d, part = paired(em, top), share(em, top)
+        cell = "–" if part["ratio"] is None else (f"{100 * part['ratio']:.0f} ({100 * part['ci_low']:.0f}…"
+                                                   f"{100 * part['ci_high']:.0f})")
+        print(f"| {name} | {len(both)} | {100 * np.mean([em[i] for i in both]):.1f} | {cell} | {d.cell()} | "
+              f"{d.wtl} |")
 
 
 if __name__ == "__main__":

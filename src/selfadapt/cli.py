@@ -542,7 +542,8 @@ def learn(
     model: str = MODEL, fmt: str = opt(LC, "fmt", "--format"), grounded: bool = opt(LC, "grounded"),
     k: int = opt(LC, "selfedits_per_chunk", "--selfedits", "-k"), cloze: bool = opt(LC, "cloze"),
     reword: bool = opt(LC, "reword"), chunk_tokens: int = opt(LC, "chunk_tokens"), replay: int = opt(LC, "replay"),
-    distill: int = opt(LC, "distill"), reading: int = opt(LC, "reading"), check: str = opt(LC, "check"),
+    distill: int = opt(LC, "distill"), reading: int = opt(LC, "reading"),
+    context_distill: float = opt(LC, "context_distill"), check: str = opt(LC, "check"),
     checks: int = opt(LC, "checks"), probe: bool = opt(LC, "probe"), probe_adapter: bool = opt(LC, "probe_adapter"),
     r: int = opt(LC, "lora.r"), alpha: int = opt(LC, "lora.alpha"), dropout: float = opt(LC, "lora.dropout"),
     lr: float = opt(LC, "lora.lr", help="Learning rate."),
@@ -559,7 +560,8 @@ def learn(
     from .teaching import report_lines
 
     cfg = LearnConfig(model=model, fmt=fmt, grounded=grounded, selfedits_per_chunk=k, cloze=cloze, reword=reword,
-                      chunk_tokens=chunk_tokens, replay=replay, distill=distill, reading=reading, check=check,
+                      chunk_tokens=chunk_tokens, replay=replay, distill=distill, reading=reading,
+                      context_distill=context_distill, check=check,
                       checks=checks, probe=probe,
                       probe_adapter=probe_adapter,
                       lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp, max_steps), seed=seed,

@@ -111,3 +111,32 @@ def completion_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
             out[i] = Score(float(token_logp[row, :n].sum()), n)
     model.train(was_training)
     return out  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def answer_distributions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]],
+                         k: int, batch_size: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per (prompt, completion) pair, the model's ``k`` likeliest next tokens at each completion token's
+    position and their log-probabilities renormalised over those ``k``: (ids, log-probs), each of shape
+    (completion tokens, ``k``), on the CPU. Soft targets for a student that sees another prompt before the
+    same completion tokens (``lora.Distilled``): the tail beyond the top few is a small model's noise,
+    and kept whole it would cost a vocabulary's worth of memory per answer token. Sequences are
+    right-padded, so padding moves no real token's position."""
+    encoded = [encode_pair(tokenizer, p, c) for p, c in pairs]
+    if any(not prompt for prompt, _ in encoded):
+        raise ValueError("a prompt with no tokens: nothing predicts the completion's first token")
+    out = []
+    was_training = model.training
+    model.eval()
+    dev = model.device
+    for s in range(0, len(encoded), batch_size):
+        batch = encoded[s : s + batch_size]
+        ids, mask = _padded([p + c for p, c in batch], tokenizer.pad_token_id, left=False)
+        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
+        for row, (prompt, completion) in enumerate(batch):
+            # the prompt's last position predicts the completion's first token
+            logp = torch.log_softmax(logits[row, len(prompt) - 1 : len(prompt) - 1 + len(completion)].float(), -1)
+            top = logp.topk(min(k, logp.shape[-1]), -1)
+            out.append((top.indices.cpu(), (top.values - top.values.logsumexp(-1, keepdim=True)).cpu()))
+    model.train(was_training)
+    return out

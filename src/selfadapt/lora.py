@@ -78,7 +78,8 @@ class LoRAConfig:
             raise ValueError(f"max_steps must be >= 1 (or None), got {self.max_steps}")
 
 
-def causal_lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def causal_lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                   soft: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The causal-LM loss (mean over labelled tokens), projecting onto the vocabulary only at the
     positions where a label follows in some row: a QA example is ~70 prompt tokens and ~5 answer
     tokens, and SmolLM2-135M's 49k-word head is a fifth of its forward compute per position.
@@ -87,7 +88,10 @@ def causal_lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.T
 
     ``labels`` belong on the CPU: the positions are then found without waiting on the GPU, and a CPU
     index is valid for hidden states on any device (under ``device_map="auto"`` they end on the
-    last GPU, not on the input's)."""
+    last GPU, not on the input's).
+
+    ``soft`` (a batch's soft targets, ``make_batches``): each labelled token's loss is then
+    ``distilled_loss``'s, and a batch without them is computed as it always was."""
     targets = labels[:, 1:].cpu()
     keep = (targets != -100).any(dim=0).nonzero().squeeze(1)  # position p predicts token p + 1
     try:
@@ -95,9 +99,29 @@ def causal_lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.T
     except TypeError:
         logits = None
     if logits is None or logits.shape[1] != len(keep):
-        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
-    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1),
-                                             targets[:, keep].flatten().to(logits.device))
+        if soft is None:
+            return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        logits, keep = model(input_ids=ids, attention_mask=mask).logits[:, :-1], torch.arange(targets.shape[1])
+    if soft is None:
+        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1),
+                                                 targets[:, keep].flatten().to(logits.device))
+    return distilled_loss(logits, targets[:, keep], *(t[:, 1:][:, keep] for t in soft))
+
+
+def distilled_loss(logits: torch.Tensor, targets: torch.Tensor, top_ids: torch.Tensor, top_logprobs: torch.Tensor,
+                   weight: torch.Tensor) -> torch.Tensor:
+    """The mean over labelled tokens (``targets`` not -100) of ``(1 - weight)`` × cross-entropy plus
+    ``weight`` × KL(teacher ∥ model), the teacher's distribution given by its top tokens and their
+    renormalised log-probabilities at each position. The model's probabilities are not renormalised
+    over the teacher's top tokens: the KL is then least only where the model puts all its mass on them,
+    as the teacher did."""
+    dev = logits.device
+    top_ids, top_logprobs, weight, targets = (t.to(dev) for t in (top_ids, top_logprobs, weight, targets))
+    logp = torch.log_softmax(logits.float(), -1)
+    labelled = targets != -100
+    ce = -logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    kl = (top_logprobs.exp() * (top_logprobs - logp.gather(-1, top_ids))).sum(-1)
+    return (ce + weight * (kl - ce))[labelled].mean()
 
 
 @contextmanager
@@ -130,35 +154,64 @@ class TrainStats:
         return self.losses[-1] if self.losses else None
 
 
-Example = Union[str, tuple[str, str]]  # a text (loss on all of it) or (prompt, completion): loss on completion
+@dataclass(frozen=True, eq=False)
+class Distilled:
+    """A (prompt, completion) example whose completion tokens also carry soft targets: a teacher's
+    likeliest next tokens at each of them (``top_ids``) and their log-probabilities renormalised over
+    those (``top_logprobs``), both of shape (completion tokens, k). Its loss on a completion token is
+    ``(1 - weight)`` × the cross-entropy of the token plus ``weight`` × KL(teacher ∥ model): the gold
+    span alone says nothing of which answers the teacher held near it and which far, a distribution
+    does (``teaching``: the model that reads the document teaches the one that must answer without it).
+    With ``weight`` 0 it trains exactly as the plain pair."""
+
+    prompt: str
+    completion: str
+    top_ids: torch.Tensor
+    top_logprobs: torch.Tensor
+    weight: float
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, examples: list[Example], max_length: int) -> list[tuple[list[int], int]]:
-    """(token ids, number of leading tokens without loss) per example, truncated to ``max_length``.
+# a text (loss on all of it), (prompt, completion): loss on the completion, or such a pair with soft targets
+Example = Union[str, tuple[str, str], Distilled]
+Encoded = tuple  # (ids, loss start) or (ids, loss start, (top ids, top log-probs, weight) from the loss start on)
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, examples: list[Example], max_length: int) -> list[Encoded]:
+    """(token ids, number of leading tokens without loss) per example, truncated to ``max_length``; a
+    ``Distilled`` one with a positive weight has its soft targets third, one row per trained token.
 
     A (prompt, completion) pair is tokenized part by part, so the loss boundary falls exactly
     where the completion starts; every sequence starts with one BOS where the tokenizer uses
     one (``models.encode_text``), as at test time. Sequences with fewer than 2 tokens, or no trained token
     left after truncation, carry no loss and are dropped.
     """
-    out = []
+    out: list[Encoded] = []
     for ex in examples:
+        soft = isinstance(ex, Distilled) and ex.weight > 0
         if isinstance(ex, str):
             ids, start = encode_text(tokenizer, ex), 0
         else:
-            prompt = encode_text(tokenizer, ex[0])
-            ids, start = prompt + tokenizer(ex[1], add_special_tokens=False)["input_ids"], len(prompt)
+            prompt = encode_text(tokenizer, ex.prompt if isinstance(ex, Distilled) else ex[0])
+            answer = tokenizer(ex.completion if isinstance(ex, Distilled) else ex[1],
+                               add_special_tokens=False)["input_ids"]
+            if soft and len(ex.top_ids) != len(answer):
+                raise ValueError(f"{len(ex.top_ids)} soft targets for a completion of {len(answer)} tokens")
+            ids, start = prompt + answer, len(prompt)
         ids = ids[:max_length]
         if len(ids) >= 2 and start < len(ids):
-            out.append((ids, max(start, 1)))
+            first = max(start, 1)
+            rows = slice(first - start, len(ids) - start)  # the soft targets of the tokens left to train
+            out.append((ids, first, (ex.top_ids[rows], ex.top_logprobs[rows], ex.weight)) if soft else (ids, first))
     return out
 
 
 def make_batches(
-    encoded: list[tuple[list[int], int]], pad_id: int, batch_size: int, max_tokens: int, rng: random.Random
-) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    encoded: list[Encoded], pad_id: int, batch_size: int, max_tokens: int, rng: random.Random
+) -> list[tuple[torch.Tensor, ...]]:
     """Group by length into batches of at most ``batch_size`` sequences and ``max_tokens``
     padded tokens, right-pad each to its longest sequence, shuffle the batch order.
+    A batch is (ids, mask, labels), and where a sequence of it has soft targets (``encode``) also
+    (top ids, top log-probs, weight) at the labels' positions: weight 0 wherever there are none.
 
     Length grouping with a token budget matters on CPU, where compute is proportional to
     padded tokens: a passage (~200 tokens) in a batch of one-line implications (~30
@@ -166,7 +219,7 @@ def make_batches(
     attention mask is 1 and -100 elsewhere (and before each sequence's loss start), so
     padding never enters the loss even when the pad token is the EOS token.
     """
-    chunks: list[list[tuple[list[int], int]]] = []
+    chunks: list[list[Encoded]] = []
     for seq in sorted(encoded, key=lambda e: (len(e[0]), rng.random())):
         # Sorted ascending, so the new sequence is the longest: the padded size is count × its length.
         if chunks and len(chunks[-1]) < batch_size and (len(chunks[-1]) + 1) * len(seq[0]) <= max_tokens:
@@ -179,11 +232,22 @@ def make_batches(
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         labels = torch.full((len(chunk), width), -100, dtype=torch.long)
-        for row, (seq, start) in enumerate(chunk):
+        for row, (seq, start, *_) in enumerate(chunk):
             ids[row, : len(seq)] = torch.tensor(seq)
             mask[row, : len(seq)] = 1
             labels[row, start : len(seq)] = ids[row, start : len(seq)]
-        batches.append((ids, mask, labels))
+        soft = [(row, start, len(seq), *targets) for row, (seq, start, *targets) in enumerate(chunk) if targets]
+        if soft:
+            k = soft[0][3][0].shape[1]
+            top_ids = torch.zeros((len(chunk), width, k), dtype=torch.long)
+            top_logprobs = torch.zeros((len(chunk), width, k))
+            weight = torch.zeros((len(chunk), width))
+            for row, start, end, (teacher_ids, teacher_logprobs, w) in soft:
+                top_ids[row, start:end], top_logprobs[row, start:end], weight[row, start:end] = (
+                    teacher_ids, teacher_logprobs, w)
+            batches.append((ids, mask, labels, (top_ids, top_logprobs, weight)))
+        else:
+            batches.append((ids, mask, labels))
     rng.shuffle(batches)
     return batches
 
@@ -231,7 +295,8 @@ class ResidentLoRA:
         on_step: Callable[[int, float], None] | None = None,
         fresh: bool = True,
     ) -> TrainStats:
-        """Fine-tune fresh LoRA weights on ``examples``; the model stays adapted until ``reset``.
+        """Fine-tune fresh LoRA weights on ``examples`` (a ``Distilled`` one fits its soft targets too);
+        the model stays adapted until ``reset``.
 
         ``lr``/``epochs`` override the config for this call (an ARC self-edit picks them).
         ``fresh=False`` continues from the current LoRA weights (one adapter, several documents).
@@ -257,11 +322,11 @@ class ResidentLoRA:
                        for batch in make_batches(encoded, self.tokenizer.pad_token_id, cfg.batch_size,
                                                  cfg.max_batch_tokens, rng))
             with cpu_training_attention(self.model):
-                for ids, mask, labels in itertools.islice(batches, cfg.max_steps):
+                for ids, mask, labels, *soft in itertools.islice(batches, cfg.max_steps):
                     with (torch.autocast(dev.type, dtype=torch.bfloat16) if amp else nullcontext(),
                           disable_input_dtype_casting(self.model, amp)):
                         # the labels stay on the CPU, where ``causal_lm_loss`` finds the positions to keep
-                        loss = causal_lm_loss(self.model, ids.to(dev), mask.to(dev), labels)
+                        loss = causal_lm_loss(self.model, ids.to(dev), mask.to(dev), labels, *soft)
                     value = loss.item()
                     if not math.isfinite(value):
                         raise NonFiniteLossError(f"loss became {value} at step {steps + 1}")

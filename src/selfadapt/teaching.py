@@ -34,9 +34,10 @@ from .knowledge.cloze import cloze_pairs, reworded
 from .knowledge.data import Passage
 from .knowledge.domain import KnowledgeDomain
 from .knowledge.general import distillation, general_examples, general_questions, probe, replay_examples, short_answers
-from .knowledge.measure import qa_examples
+from .knowledge.measure import qa_examples, qa_prompt
 from .knowledge.selfedit import DEFAULT_DECODING, DEFAULT_FORMAT, FORMATS, is_question, selfedit_items
-from .lora import Example, LoRAConfig, ResidentLoRA, name_base_model
+from .likelihood import answer_distributions
+from .lora import Distilled, Example, LoRAConfig, ResidentLoRA, name_base_model
 from .models import EMBEDDED, EMBEDDED_HUB_ID, LoadedModel, hub_base, load_model, split_spec
 from .policy import write_selfedits
 from .routing import about, content_words
@@ -67,6 +68,9 @@ class LearnConfig:
     # RESULTS.md, "Batch size, epochs and learning rate; reworded cloze questions"
     reword: bool = setting(True, "Teach each cloze question once more as a reader would rather ask it (\"Steam "
                            "arrived in what year?\" for the whole sentence; \"the garden\" for the title).")
+    context_distill: float = setting(0.0, "Context distillation: the weight (0 to 1) of matching, on the answer "
+                                     "tokens of each taught Q→A pair, the distribution of the model reading the "
+                                     "chunk (open book), against the gold span's cross-entropy (0: off).")
     chunk_tokens: int = setting(256, "Tokens (of the model's tokenizer) per chunk of a document.")
     replay: int = setting(8, "Examples of earlier documents mixed into each later one (0: none).")
     distill: int = setting(16, "The unadapted model's own answers to general questions, replayed into every "
@@ -110,11 +114,31 @@ class LearnConfig:
                     if getattr(self, name) < 0]
         if negative:
             raise ValueError(f"{', '.join(negative)} must be >= 0")
+        if not 0.0 <= self.context_distill <= 1.0:
+            raise ValueError(f"context_distill is a weight from 0 to 1, got {self.context_distill}")
         if self.check not in CHECKS:
             raise ValueError(f"check must be one of {', '.join(CHECKS)}, got {self.check!r}")
 
 
 CHECKS = ("cloze", "model", "none")
+TEACHER_TOP_K = 32  # the reading model's likeliest tokens kept at each answer token (``answer_distributions``)
+
+
+def context_targets(lora: ResidentLoRA, chunk: Passage, pairs: list[tuple[str, str]],
+                    weight: float) -> list[Distilled]:
+    """The chunk's Q→A pairs as taught (closed book, ``qa_examples``) with soft targets: the unadapted model's
+    distribution at each answer token when it reads the chunk (the question asked in ``qa_prompt`` with
+    the chunk in it, then the same answer tokens). Trained on the gold span alone, an adapter answers a
+    question worded unlike the taught one with another span of the document; the reading model knows
+    which spans a question points to, and the adapter is asked to answer as it does without the chunk
+    (context distillation). The adapter is off here, whatever was learned before."""
+    tok = lora.tokenizer
+    taught = qa_examples(tok, chunk.title, pairs)
+    opened = [(qa_prompt(tok, chunk.title, q, chunk.context), answer) for (q, _), (_, answer) in zip(pairs, taught)]
+    with lora.base():
+        targets = answer_distributions(lora.model, tok, opened, TEACHER_TOP_K)
+    return [Distilled(prompt, answer, ids, logprobs, weight)
+            for (prompt, answer), (ids, logprobs) in zip(taught, targets)]
 
 
 def check_questions(domain: KnowledgeDomain, chunk: Passage, text: str) -> list[tuple[str, str]]:
@@ -281,6 +305,7 @@ def _learn(contents: dict[Path, str], out: Path, cfg: LearnConfig, progress: Pro
         for d, (path, doc_title, chunks) in enumerate(docs):
             doc_edits = [next(edits_of) for _ in chunks]
             texts: list[Example] = []
+            taught: list[tuple[Passage, list[tuple[str, str]]]] = []  # each chunk's Q→A pairs, as trained
             invalid = 0
             for chunk, edits in zip(chunks, doc_edits):
                 texts.append(chunk.text)
@@ -289,6 +314,7 @@ def _learn(contents: dict[Path, str], out: Path, cfg: LearnConfig, progress: Pro
                     again = ([(r, a) for q, a in pairs if (r := reworded(q, chunk.title, chunk.context))]
                              if cfg.reword else [])
                     texts.extend(qa_examples(tok, chunk.title, pairs + again))
+                    taught.append((chunk, pairs + again))
                 for edit in edits:
                     try:
                         texts.extend(domain.training_examples(chunk, edit)[1:])  # [0] is the chunk itself
@@ -299,7 +325,14 @@ def _learn(contents: dict[Path, str], out: Path, cfg: LearnConfig, progress: Pro
             distilled = replay_examples([own_answers], cfg.distill, rng)
             read = general_examples(tok, cfg.reading, rng)
             kept = distilled + read
-            update = texts + replayed + kept
+            soft: dict[Example, Distilled] = {}  # the Q→A examples of ``texts`` with the reading model's targets
+            if cfg.context_distill and taught:
+                with steps.timed(f"{path.name}: the model reading it, as the teacher", len(taught)) as read_one:
+                    for passage, qa in taught:
+                        soft |= {(ex.prompt, ex.completion): ex
+                                 for ex in context_targets(lora, passage, qa, cfg.context_distill)}
+                        read_one()
+            update = [soft.get(ex, ex) for ex in texts] + replayed + kept
             rows += [train_row(ex, path.name, source) for part, source in ((texts, "document"), (replayed, "replay"),
                                                                            (distilled, "distill"), (read, "reading"))
                      for ex in part]
