@@ -269,6 +269,39 @@ def test_a_cloze_question_reworded_as_a_reader_would_rather_ask_it():
     assert reworded("The Orsk Valley Railway climbs to what?", title, "No short name here.") is None
 
 
+def test_a_contrast_question_offers_its_answer_and_the_nearest_other_fact_of_its_kind():
+    """Issue 46: the adapter answered "When was the line completed?" with the year construction began."""
+    import random
+
+    from selfadapt.knowledge.cloze import cloze_pairs, contrasted
+
+    text = ("Construction began in 1887 under the chief engineer Tobias Renwick, and the line was completed in 1893. "
+            "The Halden Works built 40 bridges. The first train ran in 1893 and carried 320 people. "
+            "In 1954 the line was electrified. Its longest tunnel, 900 metres long, was dug in 1890.")
+    pairs = cloze_pairs(text, "kessel line")
+    contrast = contrasted(pairs, text, random.Random(0), "kessel line")
+    assert len(contrast) == len(pairs)  # every fact has a neighbour of its kind here
+    offered = {}
+    for (q, a), (cq, ca) in zip(pairs, contrast):
+        assert ca == a and cq.startswith(q.rstrip("?") + ", ")  # the question as taught, two answers offered
+        first, second = cq[len(q) + 1:].rstrip("?").split(" or ")
+        offered.setdefault(a, []).append({first, second} - {a})
+    assert offered == {
+        "1887": [{"1893"}], "1893": [{"1887"}, {"1954"}],  # same sentence first; never its own answer twice
+        "Tobias Renwick": [{"Halden Works"}], "Halden Works": [{"Tobias Renwick"}],  # a name for a name
+        "40": [{"320"}], "320": [{"40"}], "900 metres": [{"320"}],  # a number for a number, not a year
+        "1954": [{"1893"}],  # 1893 and 1890 a sentence away each: the earlier
+        "1890": [{"1954"}]}
+    assert contrasted(pairs, text, random.Random(0), "kessel line") == contrast  # seeded
+    firsts = {cq.rsplit(", ", 1)[1].startswith(a) for cq, a in contrast}
+    assert firsts == {True, False}  # the answer is offered first or second, as the seed draws
+    one_of_each = "The mill was built in 1850 by the merchant Ada Voss. It had 12 workers."
+    assert contrasted(cloze_pairs(one_of_each), one_of_each, random.Random(0)) == []  # nothing to contrast
+    twice = "The mill opened in 1850. The bakery opened in 1850. The school opened in 1901."
+    assert [a for q, a in contrasted(cloze_pairs(twice), twice, random.Random(0))] == ["1850", "1850", "1901"]
+    assert all("1850 or 1850" not in q for q, _ in contrasted(cloze_pairs(twice), twice, random.Random(0)))
+
+
 def test_cloze_questions_front_the_wh_phrase_as_a_reader_asks():
     from selfadapt.knowledge.cloze import cloze_pairs
 
@@ -311,6 +344,43 @@ def test_learn_with_cloze_trains_on_the_documents_own_questions(tiny_dir, tmp_pa
     assert [a for _, a in pairs] == ["Mongol<|im_end|>", "Otrar<|im_end|>", "1219<|im_end|>"]  # loss on the answer
     assert "The Mongol army seized the town of what in 1219?" in pairs[1][0]
     assert "The Mongol army seized the town of Otrar in what year?" in pairs[2][0]
+
+
+def test_learn_contrast_from_the_cli_to_the_update_and_the_adapters_meta(tiny_dir, tmp_path, monkeypatch):
+    import random
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    import selfadapt.teaching as teaching
+    from selfadapt.cli import app
+    from selfadapt.knowledge.cloze import cloze_pairs, contrasted
+    from selfadapt.lora import Distilled
+
+    seen = []
+    monkeypatch.setattr(teaching, "learn", lambda files, out, cfg: seen.append(cfg) or {})  # no model loads
+    CliRunner().invoke(app, ["learn", "doc.txt", "-o", str(tmp_path / "out"), "--contrast"])
+    assert seen[0].contrast and not LearnConfig().contrast  # off by default until measured
+    monkeypatch.undo()
+
+    text = "Construction began in 1887. In 1893 the line was completed. In 1954 the line was electrified."
+    doc = tmp_path / "kessel_line.txt"
+    doc.write_text(text)
+    trained, real = [], ResidentLoRA.train
+    monkeypatch.setattr(ResidentLoRA, "train", lambda self, ex, **kw: trained.append(ex) or real(self, ex, **kw))
+    cfg = LearnConfig(model=str(tiny_dir), contrast=True, check="none", probe=False, distill=0, reading=0,
+                      lora=LoRAConfig(r=4, epochs=1), dtype="float32", device="cpu")
+    meta = learn([doc], tmp_path / "adapter", cfg, progress=lambda *a: None)
+    versus = contrasted(cloze_pairs(text, "kessel line"), text, random.Random(0), "kessel line")
+    prompts = [ex[0] for ex in trained[0] if isinstance(ex, tuple)]
+    assert len(versus) == 3 and all(any(f"Question: {q}<" in p for p in prompts) for q, _ in versus)
+    assert any(" or " in q and "1893" in q and "1954" in q for q, _ in versus)  # the nearest year
+    saved = json.loads((tmp_path / "adapter" / "selfadapt.json").read_text())
+    assert saved["config"]["contrast"] is True is meta["config"]["contrast"]
+    trained.clear()  # with context distillation, the reading model is their teacher too, as for every taught pair
+    learn([doc], tmp_path / "distilled", replace(cfg, context_distill=0.5), progress=lambda *a: None)
+    soft = [ex.prompt for ex in trained[0] if isinstance(ex, Distilled)]
+    assert all(any(f"Question: {q}<" in p for p in soft) for q, _ in versus)
 
 
 def test_learn_caps_a_documents_steps_and_says_so(tiny_dir, tmp_path):

@@ -30,7 +30,7 @@ from .domain import InvalidSelfEdit
 from .evaluate import progress_bar
 from .generation import SamplingConfig
 from .grading import contains, normalize_answer, token_f1
-from .knowledge.cloze import cloze_pairs, reworded
+from .knowledge.cloze import cloze_pairs, contrasted, reworded
 from .knowledge.data import Passage
 from .knowledge.domain import KnowledgeDomain
 from .knowledge.general import distillation, general_examples, general_questions, probe, replay_examples, short_answers
@@ -68,6 +68,9 @@ class LearnConfig:
     # RESULTS.md, "Batch size, epochs and learning rate; reworded cloze questions"
     reword: bool = setting(True, "Teach each cloze question once more as a reader would rather ask it (\"Steam "
                            "arrived in what year?\" for the whole sentence; \"the garden\" for the title).")
+    contrast: bool = setting(False, "Also teach each cloze question with two answers offered, its own and the "
+                             "nearest other year, number or name of the chunk (\"In what year was the line "
+                             "completed, 1887 or 1893?\"), so that a neighbouring fact is taught as the wrong answer.")
     context_distill: float = setting(0.0, "Context distillation: the weight (0 to 1) of matching, on the answer "
                                      "tokens of each taught Q→A pair, the distribution of the model reading the "
                                      "chunk (open book), against the gold span's cross-entropy (0: off).")
@@ -300,6 +303,7 @@ def _learn(contents: dict[Path, str], out: Path, cfg: LearnConfig, progress: Pro
                     own_answers = distillation(lora.model, tok, title, asked)
         history: list[list[Example]] = []
         rng = random.Random(cfg.seed)
+        offered = random.Random(cfg.seed)  # the order of a contrast pair's two answers (``contrast``)
         report, stats, edits_of, pairs_of = [], None, iter(selfedits), iter(cloze_of)
         rows: list[dict] = []  # every example of every update, as datasets loads it (train.jsonl)
         for d, (path, doc_title, chunks) in enumerate(docs):
@@ -313,8 +317,9 @@ def _learn(contents: dict[Path, str], out: Path, cfg: LearnConfig, progress: Pro
                 if cfg.cloze:
                     again = ([(r, a) for q, a in pairs if (r := reworded(q, chunk.title, chunk.context))]
                              if cfg.reword else [])
-                    texts.extend(qa_examples(tok, chunk.title, pairs + again))
-                    taught.append((chunk, pairs + again))
+                    versus = contrasted(pairs, chunk.context, offered, chunk.title) if cfg.contrast else []
+                    texts.extend(qa_examples(tok, chunk.title, pairs + again + versus))
+                    taught.append((chunk, pairs + again + versus))
                 for edit in edits:
                     try:
                         texts.extend(domain.training_examples(chunk, edit)[1:])  # [0] is the chunk itself

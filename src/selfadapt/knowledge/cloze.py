@@ -19,6 +19,7 @@ year?" says nothing of what was founded.
 
 from __future__ import annotations
 
+import random
 import re
 
 from ..grading import normalize_answer
@@ -60,30 +61,32 @@ def sentences(text: str) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if len(s.split()) >= 4]
 
 
-def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str]]:
-    """(start, end, answer, the wh-phrase that replaces body[start:end]) for each name and number;
-    a sentence-initial one when its first word is one of ``names``, capitalised mid-sentence
-    elsewhere ("Warsaw University of Technology is ...", not "Throughout the Middle Ages")."""
+def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
+    """(start, end, answer, the wh-phrase that replaces body[start:end], its kind: "year", "number" or
+    "name") for each name and number; a sentence-initial one when its first word is one of ``names``,
+    capitalised mid-sentence elsewhere ("Warsaw University of Technology is ...", not "Throughout the
+    Middle Ages")."""
     out = []
     for m in NUMBER.finditer(body):
         num = m.group("num").rstrip(",.")
         if YEAR.fullmatch(num):
-            out.append((m.start(), m.start() + len(num), num, "what year"))
+            out.append((m.start(), m.start() + len(num), num, "what year", "year"))
         elif m.group("noun"):  # "240 workers": how many workers
-            out.append((m.start(), m.end(), num, f"how many {m.group('noun')}"))
+            out.append((m.start(), m.end(), num, f"how many {m.group('noun')}", "number"))
         else:
             answer = m.group().strip().rstrip(",.")
-            out.append((m.start(), m.start() + len(answer), answer, "what"))
+            out.append((m.start(), m.start() + len(answer), answer, "what", "number"))
     initial = re.match(RUN, body)  # "Cameron congratulated ...", "Warsaw University of Technology is ..."
     first = 0
     if initial and initial.group().split()[0] not in NOT_A_NAME | DETERMINERS and initial.group().split()[0] in names:
         first = initial.end()
-        out.append((0, first, initial.group(), "what"))
+        out.append((0, first, initial.group(), "what", "name"))
     for m in NAME.finditer(body):
         if m.start() < first:
             continue  # the rest of the sentence-initial name
         by = BY.search(body[: m.start()])  # "bought by the engineer Hedda Lorne": bought by whom
-        out.append((by.start(), m.end(), m.group(), "by whom") if by else (m.start(), m.end(), m.group(), "what"))
+        out.append((by.start(), m.end(), m.group(), "by whom", "name") if by
+                   else (m.start(), m.end(), m.group(), "what", "name"))
     return sorted(out)
 
 
@@ -176,9 +179,15 @@ def cloze_pairs(text: str, title: str | None = None, limit: int = 24) -> list[tu
     ``title``, a sentence-initial "It"/"Its" becomes the title, and no pair answers with the title
     itself: the question is asked under it ("Topic: ..."), so such a pair teaches the adapter to
     copy the topic, the answer it then gives to whatever it does not know."""
-    pairs: list[tuple[str, str]] = []
+    return list(dict.fromkeys((q, a) for q, a, _, _ in _cloze(text, title)))[:limit]
+
+
+def _cloze(text: str, title: str | None) -> list[tuple[str, str, int, str]]:
+    """(question, answer, the sentence's index, the answer's kind) per name or number of each sentence, in
+    order: ``cloze_pairs`` before its limit, and where each pair's fact is (``contrasted``)."""
+    pairs: list[tuple[str, str, int, str]] = []
     names = {w for sentence in sentences(text) for m in NAME.finditer(sentence) for w in m.group().split()}
-    for sentence in sentences(text):
+    for i, sentence in enumerate(sentences(text)):
         # "But Luther believed": Luther is the subject
         body = re.sub(r"^(?:But|And|Yet)\s+", "", sentence.rstrip(".!?"))
         pronoun = re.match(r"Its?\b", body)
@@ -186,12 +195,39 @@ def cloze_pairs(text: str, title: str | None = None, limit: int = 24) -> list[tu
             name = title[:1].upper() + title[1:]
             body = (f"{name}'s" if pronoun.group() == "Its" else name) + body[pronoun.end():]
         clauses = _clauses(body)
-        for start, end, answer, wh in _spans(body, set() if title and pronoun else names):
+        for start, end, answer, wh, kind in _spans(body, set() if title and pronoun else names):
             offset, stop = next((a, b) for a, b in clauses if a <= start < b)
             clause, s, e = body[offset:stop], start - offset, min(end, stop) - offset
             if not title or normalize_answer(answer) != normalize_answer(title):
-                pairs.append((fronted(clause, s, e, wh) or _question(f"{clause[:s]}{wh}{clause[e:]}"), answer))
-    return list(dict.fromkeys(pairs))[:limit]
+                question = fronted(clause, s, e, wh) or _question(f"{clause[:s]}{wh}{clause[e:]}")
+                pairs.append((question, answer, i, kind))
+    return pairs
+
+
+def contrasted(pairs: list[tuple[str, str]], text: str, rng: random.Random,
+               title: str | None = None) -> list[tuple[str, str]]:
+    """Per cloze pair of ``text`` (``cloze_pairs(text, title)``), its question with two answers offered in
+    ``rng``'s order, its own and the nearest other fact of the same kind (year, number or name; nearest by
+    sentence, the earlier on a tie), answered with its own; none where the document has no other such fact.
+    An adapter taught each fact alone answers a reader's question with a neighbouring fact of the same kind
+    ("When was the line completed?" with the year construction began): the gold span says which answer is
+    right, not which one is wrong. Both candidates are the document's own spans, so nothing is invented."""
+    facts = _cloze(text, title)
+    where: dict[tuple[str, str], tuple[int, str]] = {}
+    for q, a, i, kind in facts:
+        where.setdefault((q, a), (i, kind))
+    out = []
+    for q, a in pairs:
+        if (q, a) not in where:
+            continue  # not a cloze pair of this text (a reworded one)
+        i, kind = where[q, a]
+        others = [(abs(j - i), n, b) for n, (_, b, j, k) in enumerate(facts)
+                  if k == kind and normalize_answer(b) != normalize_answer(a)]
+        if others:
+            other = min(others)[2]
+            first, second = (a, other) if rng.random() < 0.5 else (other, a)
+            out.append((f"{q.rstrip('?')}, {first} or {second}?", a))
+    return list(dict.fromkeys(out))
 
 
 def reworded(question: str, title: str | None, text: str) -> str | None:
