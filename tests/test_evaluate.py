@@ -174,18 +174,36 @@ def test_records_with_unicode_line_separators_read_back_whole(tmp_path):
 
 def test_a_run_stored_gzipped_reads_back_and_resumes(tmp_path):
     """Finished runs' records are kept gzipped in the repository (the tree travels to a GPU machine
-    under a size limit): readers open ``records.jsonl.gz`` where ``records.jsonl`` is absent, and a
-    resume unpacks it and appends as before."""
+    under a size limit): readers open ``records.jsonl.gz`` where ``records.jsonl`` is absent; a run
+    opened to read leaves it packed, and the first new record unpacks it and appends as before."""
     run = Run.create(tmp_path, "x", {"a": 1})
     run.append("k", {"selfedit": "one\u2028two"})
     subprocess.run(["gzip", str(run.records_path)], check=True)
+    packed = run.path / "records.jsonl.gz"
     assert not run.records_path.exists()
     assert [r["key"] for _, r in read_jsonl(run.records_path)] == ["k"]
     again = Run.resume(run.path, {"a": 1})
     assert again.done("k") and again.get("k")["selfedit"] == "one\u2028two"
+    assert packed.exists() and not run.records_path.exists()  # opened to read: the tracked file stays
     again.append("k2", {"selfedit": "three"})
     assert [r["key"] for _, r in read_jsonl(run.records_path)] == ["k", "k2"]
-    assert not (run.path / "records.jsonl.gz").exists()  # one copy of the records, the one appended to
+    assert not packed.exists()  # one copy of the records, the one appended to
+
+
+def test_a_damaged_or_doubled_gzipped_run_is_one_clear_error(tmp_path):
+    run = Run.create(tmp_path, "x", {"a": 1})
+    for i in range(50):
+        run.append(f"k{i}", {"selfedit": "text " * 20})
+    subprocess.run(["gzip", "-k", str(run.records_path)], check=True)
+    packed = run.path / "records.jsonl.gz"
+    with pytest.raises(RunError, match="both records.jsonl and records.jsonl.gz"):
+        Run.resume(run.path, {"a": 1})
+    run.records_path.unlink()
+    packed.write_bytes(packed.read_bytes()[: len(packed.read_bytes()) // 2])
+    with pytest.raises(ValueError, match=r"records.jsonl.gz: not a complete gzip file"):
+        read_jsonl(run.records_path)
+    with pytest.raises(RunError, match=r"records.jsonl.gz: not a complete gzip file"):
+        Run.resume(run.path, {"a": 1})
 
 
 def test_mean_ci_and_summary():

@@ -280,16 +280,17 @@ def test_a_contrast_question_offers_its_answer_and_the_nearest_other_fact_of_its
             "In 1954 the line was electrified. Its longest tunnel, 900 metres long, was dug in 1890.")
     pairs = cloze_pairs(text, "kessel line")
     contrast = contrasted(pairs, text, random.Random(0), "kessel line")
-    assert len(contrast) == len(pairs)  # every fact has a neighbour of its kind here
+    # every fact has a neighbour of its kind here but the one measure (a number with its unit)
+    assert [a for _, a in pairs if a not in {ca for _, ca in contrast}] == ["900 metres"]
     offered = {}
-    for (q, a), (cq, ca) in zip(pairs, contrast):
+    for (q, a), (cq, ca) in zip([p for p in pairs if p[1] != "900 metres"], contrast):
         assert ca == a and cq.startswith(q.rstrip("?") + ", ")  # the question as taught, two answers offered
         first, second = cq[len(q) + 1:].rstrip("?").split(" or ")
         offered.setdefault(a, []).append({first, second} - {a})
     assert offered == {
         "1887": [{"1893"}], "1893": [{"1887"}, {"1954"}],  # same sentence first; never its own answer twice
         "Tobias Renwick": [{"Halden Works"}], "Halden Works": [{"Tobias Renwick"}],  # a name for a name
-        "40": [{"320"}], "320": [{"40"}], "900 metres": [{"320"}],  # a number for a number, not a year
+        "40": [{"320"}], "320": [{"40"}],  # a count for a count, never a year or a measure
         "1954": [{"1893"}],  # 1893 and 1890 a sentence away each: the earlier
         "1890": [{"1954"}]}
     assert contrasted(pairs, text, random.Random(0), "kessel line") == contrast  # seeded
@@ -371,7 +372,8 @@ def test_learn_contrast_from_the_cli_to_the_update_and_the_adapters_meta(tiny_di
     cfg = LearnConfig(model=str(tiny_dir), contrast=True, check="none", probe=False, distill=0, reading=0,
                       lora=LoRAConfig(r=4, epochs=1), dtype="float32", device="cpu")
     meta = learn([doc], tmp_path / "adapter", cfg, progress=lambda *a: None)
-    versus = contrasted(cloze_pairs(text, "kessel line"), text, random.Random(0), "kessel line")
+    # learn draws the answers' order from a stream of its own, seeded seed + 1
+    versus = contrasted(cloze_pairs(text, "kessel line"), text, random.Random(cfg.seed + 1), "kessel line")
     prompts = [ex[0] for ex in trained[0] if isinstance(ex, tuple)]
     assert len(versus) == 3 and all(any(f"Question: {q}<" in p for p in prompts) for q, _ in versus)
     assert any(" or " in q and "1893" in q and "1954" in q for q, _ in versus)  # the nearest year

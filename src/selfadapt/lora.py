@@ -120,7 +120,9 @@ def distilled_loss(logits: torch.Tensor, targets: torch.Tensor, top_ids: torch.T
     logp = torch.log_softmax(logits.float(), -1)
     labelled = targets != -100
     ce = -logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    kl = (top_logprobs.exp() * (top_logprobs - logp.gather(-1, top_ids))).sum(-1)
+    # xlogy: a teacher token of probability 0 adds 0, not 0 × -inf
+    kl = (torch.special.xlogy(top_logprobs.exp(), top_logprobs.exp()) - top_logprobs.exp() * logp.gather(-1, top_ids)
+          ).sum(-1)
     return (ce + weight * (kl - ce))[labelled].mean()
 
 

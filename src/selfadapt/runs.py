@@ -5,7 +5,7 @@ is done, under a key. A killed run resumed from its directory skips every key al
 there, so nothing computed is lost or computed twice. Two runs never share a directory:
 new ones are created with an exclusive ``mkdir``. A finished run's records may be stored
 gzipped (``records.jsonl.gz``: the repository's runs travel to a GPU machine under a size limit);
-readers open it where ``records.jsonl`` is absent, and a resume unpacks it first.
+readers open it where ``records.jsonl`` is absent, and a run unpacks it before its first new record.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,7 @@ def read_jsonl(path: Path, partial_last: bool = False) -> list[tuple[int, dict[s
     if not path.exists() and packed.exists():
         path = packed
     try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        lines = data.decode("utf-8").split("\n")
+        lines = (_gunzip(path) if path.suffix == ".gz" else path.read_bytes()).decode("utf-8").split("\n")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e})") from None
     if partial_last or not lines[-1].strip():
@@ -62,6 +62,13 @@ def read_jsonl(path: Path, partial_last: bool = False) -> list[tuple[int, dict[s
             raise ValueError(f"{path}: line {n}: expected an object")
         out.append((n, rec))
     return out
+
+
+def _gunzip(path: Path) -> bytes:
+    try:
+        return gzip.decompress(path.read_bytes())
+    except (EOFError, OSError, zlib.error) as e:  # cut short, or not gzip at all
+        raise ValueError(f"{path}: not a complete gzip file ({e})") from None
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -141,7 +148,10 @@ class Run:
         self.path = path
         self.config = config
         self.records_path = path / "records.jsonl"
-        self._unpack()
+        self._packed = path / "records.jsonl.gz"
+        if self._packed.exists() and self.records_path.exists():
+            raise RunError(f"{path} holds both records.jsonl and records.jsonl.gz: keep the one with every record "
+                           "(the plain one was appended to after unpacking, or is a partial copy)")
         self._drop_partial_line()
         self._by_key = {r["key"]: r for r in self._read()}
         # a mirror of the records and metrics in the configured experiment trackers (``tracking``)
@@ -150,12 +160,19 @@ class Run:
             self.tracker.resumed(list(self._by_key.values()))
 
     def _unpack(self) -> None:
-        """A run stored gzipped goes on in plain JSONL, the one file appended to from then on."""
-        packed = self.records_path.with_name(self.records_path.name + ".gz")
-        if packed.exists() and not self.records_path.exists():
-            self.records_path.write_bytes(gzip.decompress(packed.read_bytes()))
-            packed.unlink()
-            log.info("unpacked %s", packed)
+        """A run stored gzipped goes on in plain JSONL, the one file appended to from then on; done at its
+        first new record, so that a run opened to be read leaves its stored file as it was. Written whole
+        before the packed file goes, so a kill in between loses nothing."""
+        if not self._packed.exists():
+            return
+        tmp = self.records_path.with_suffix(".jsonl.tmp")
+        with open(tmp, "wb") as f:
+            f.write(_gunzip(self._packed))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.records_path)
+        self._packed.unlink()
+        log.info("unpacked %s to append to it", self._packed)
 
     def _drop_partial_line(self) -> None:
         """A kill mid-write leaves a line without its newline; cut it so appends stay valid."""
@@ -228,7 +245,7 @@ class Run:
         return list(self._by_key.values())
 
     def _read(self) -> list[dict[str, Any]]:
-        if not self.records_path.exists():
+        if not self.records_path.exists() and not self._packed.exists():
             return []
         try:
             return [rec for _, rec in read_jsonl(self.records_path)]
@@ -251,6 +268,7 @@ class Run:
             raise RunError(f"record {key!r} already written in {self.records_path}")
         record = {"key": key, **plain(record)}
         line = json.dumps(record, ensure_ascii=False)
+        self._unpack()
         with open(self.records_path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()

@@ -69,7 +69,7 @@ class LearnConfig:
     reword: bool = setting(True, "Teach each cloze question once more as a reader would rather ask it (\"Steam "
                            "arrived in what year?\" for the whole sentence; \"the garden\" for the title).")
     contrast: bool = setting(False, "Also teach each cloze question with two answers offered, its own and the "
-                             "nearest other year, number or name of the chunk (\"In what year was the line "
+                             "nearest other year, count, measure or name of the chunk (\"In what year was the line "
                              "completed, 1887 or 1893?\"), so that a neighbouring fact is taught as the wrong answer.")
     context_distill: float = setting(0.0, "Context distillation: the weight (0 to 1) of matching, on the answer "
                                      "tokens of each taught Q→A pair, the distribution of the model reading the "
@@ -303,7 +303,7 @@ def _learn(contents: dict[Path, str], out: Path, cfg: LearnConfig, progress: Pro
                     own_answers = distillation(lora.model, tok, title, asked)
         history: list[list[Example]] = []
         rng = random.Random(cfg.seed)
-        offered = random.Random(cfg.seed)  # the order of a contrast pair's two answers (``contrast``)
+        offered = random.Random(cfg.seed + 1)  # the order of a contrast pair's answers, a stream apart from rng
         report, stats, edits_of, pairs_of = [], None, iter(selfedits), iter(cloze_of)
         rows: list[dict] = []  # every example of every update, as datasets loads it (train.jsonl)
         for d, (path, doc_title, chunks) in enumerate(docs):

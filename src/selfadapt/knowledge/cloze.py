@@ -62,10 +62,10 @@ def sentences(text: str) -> list[str]:
 
 
 def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
-    """(start, end, answer, the wh-phrase that replaces body[start:end], its kind: "year", "number" or
-    "name") for each name and number; a sentence-initial one when its first word is one of ``names``,
-    capitalised mid-sentence elsewhere ("Warsaw University of Technology is ...", not "Throughout the
-    Middle Ages")."""
+    """(start, end, answer, the wh-phrase that replaces body[start:end], its kind: "year", "number" (a
+    count), "measure" (a number with its unit) or "name") for each name and number; a sentence-initial
+    one when its first word is one of ``names``, capitalised mid-sentence elsewhere ("Warsaw University
+    of Technology is ...", not "Throughout the Middle Ages")."""
     out = []
     for m in NUMBER.finditer(body):
         num = m.group("num").rstrip(",.")
@@ -75,7 +75,7 @@ def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
             out.append((m.start(), m.end(), num, f"how many {m.group('noun')}", "number"))
         else:
             answer = m.group().strip().rstrip(",.")
-            out.append((m.start(), m.start() + len(answer), answer, "what", "number"))
+            out.append((m.start(), m.start() + len(answer), answer, "what", "measure"))  # "142 kilometres"
     initial = re.match(RUN, body)  # "Cameron congratulated ...", "Warsaw University of Technology is ..."
     first = 0
     if initial and initial.group().split()[0] not in NOT_A_NAME | DETERMINERS and initial.group().split()[0] in names:
@@ -207,7 +207,7 @@ def _cloze(text: str, title: str | None) -> list[tuple[str, str, int, str]]:
 def contrasted(pairs: list[tuple[str, str]], text: str, rng: random.Random,
                title: str | None = None) -> list[tuple[str, str]]:
     """Per cloze pair of ``text`` (``cloze_pairs(text, title)``), its question with two answers offered in
-    ``rng``'s order, its own and the nearest other fact of the same kind (year, number or name; nearest by
+    ``rng``'s order, its own and the nearest other fact of the same kind (year, count, measure or name; nearest by
     sentence, the earlier on a tie), answered with its own; none where the document has no other such fact.
     An adapter taught each fact alone answers a reader's question with a neighbouring fact of the same kind
     ("When was the line completed?" with the year construction began): the gold span says which answer is
