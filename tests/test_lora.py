@@ -203,3 +203,14 @@ def test_max_steps_stops_training_within_an_epoch(tiny):
     assert not exact.train(texts, seed=0).capped  # the cap reached with nothing left to cut is no cap
     with pytest.raises(ValueError):
         LoRAConfig(max_steps=0)
+
+
+def test_the_final_loss_is_the_last_epochs_mean_not_one_batchs(tiny):
+    """``learn`` reported its last batch's loss (0.012) while taught answers kept 0.27–0.55 (issue 46):
+    one batch of a few examples says little of the fit. The final loss is the last epoch's mean."""
+    texts = [f"Otrar fell in {1200 + i}." for i in range(6)]
+    stats = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, epochs=3, batch_size=2)).train(texts, seed=0)
+    assert stats.steps == 9 and stats.final_loss == pytest.approx(sum(stats.losses[6:]) / 3)
+    capped = ResidentLoRA(tiny.model, tiny.tokenizer, LoRAConfig(r=4, epochs=3, batch_size=2, max_steps=7))
+    stats = capped.train(texts, seed=0)
+    assert stats.final_loss == pytest.approx(stats.losses[6])  # the one step the cap left of the last epoch

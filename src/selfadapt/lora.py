@@ -23,7 +23,7 @@ import math
 import random
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Union
 
@@ -150,10 +150,15 @@ class TrainStats:
     seconds: float
     losses: list[float]
     capped: bool = False  # ``max_steps`` cut batches the epochs still had
+    epochs: list[int] = field(default_factory=list)  # the epoch of each step (of ``losses``)
 
     @property
     def final_loss(self) -> float | None:
-        return self.losses[-1] if self.losses else None
+        """The mean loss of the last epoch's steps: one batch of a few examples says little of the fit (a
+        last batch near 0 while taught answers of other batches are still far from fitted)."""
+        last = ([x for x, e in zip(self.losses, self.epochs) if e == self.epochs[-1]] if self.epochs
+                else self.losses[-1:])
+        return sum(last) / len(last) if last else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -314,17 +319,18 @@ class ResidentLoRA:
         if not encoded:
             raise ValueError("no training sequence of 2+ tokens")
         losses: list[float] = []
+        step_epochs: list[int] = []
         tokens = steps = 0
         amp = cfg.amp and self.model.dtype == torch.bfloat16
         dev = self.model.device
         t0 = time.perf_counter()
         self.model.train()
         try:
-            batches = (batch for _ in range(cfg.epochs)  # each epoch reshuffled, up to max_steps in all
+            batches = ((epoch, batch) for epoch in range(cfg.epochs)  # each reshuffled, up to max_steps in all
                        for batch in make_batches(encoded, self.tokenizer.pad_token_id, cfg.batch_size,
                                                  cfg.max_batch_tokens, rng))
             with cpu_training_attention(self.model):
-                for ids, mask, labels, *soft in itertools.islice(batches, cfg.max_steps):
+                for epoch, (ids, mask, labels, *soft) in itertools.islice(batches, cfg.max_steps):
                     with (torch.autocast(dev.type, dtype=torch.bfloat16) if amp else nullcontext(),
                           disable_input_dtype_casting(self.model, amp)):
                         # the labels stay on the CPU, where ``causal_lm_loss`` finds the positions to keep
@@ -336,6 +342,7 @@ class ResidentLoRA:
                     optim.step()
                     optim.zero_grad(set_to_none=True)
                     losses.append(value)
+                    step_epochs.append(epoch)
                     steps += 1
                     tokens += int(mask.sum())
                     if on_step:
@@ -346,7 +353,8 @@ class ResidentLoRA:
             raise
         finally:
             self.model.eval()
-        return TrainStats(steps=steps, tokens=tokens, seconds=time.perf_counter() - t0, losses=losses, capped=capped)
+        return TrainStats(steps=steps, tokens=tokens, seconds=time.perf_counter() - t0, losses=losses, capped=capped,
+                          epochs=step_epochs)
 
     def planned_steps(self, examples: list[Example]) -> int:
         """The steps ``train`` takes on ``examples`` with this config: a progress bar's total."""
