@@ -536,3 +536,38 @@ def test_learn_needs_no_config_and_the_runners_are_exported_at_top_level(tmp_pat
     code = ("import sys, selfadapt; print(sorted(m for m in ('selfadapt.rrr.grpo', 'selfadapt.rrr.experiment', "
             "'selfadapt.knowledge.experiment', 'selfadapt.arc.experiment') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_a_question_is_asked_under_the_title_of_the_document_it_names(tiny_dir, tmp_path, monkeypatch):
+    """Each document's pairs train under its own title, and a taught question asked under another prompt
+    is answered less often (RESULTS.md, "A taught question asked in the prompt it was trained in"): an
+    adapter of several documents, or several adapters combined, ask each question under the title of the
+    document it names, not under "your documents"."""
+    import selfadapt.answering as answering
+    from selfadapt.answering import ask
+
+    docs = {"otrar": "The Mongol army seized the town of Otrar in 1219.", "silver": "Molten silver was poured."}
+    for name, text in docs.items():
+        (tmp_path / f"{name}.txt").write_text(text + "\n")
+    cfg = LearnConfig(model=str(tiny_dir), selfedits_per_chunk=0, check="none", probe=False, distill=0, reading=0,
+                      lora=LoRAConfig(r=4, epochs=1), dtype="float32", device="cpu")
+    both = tmp_path / "both"
+    meta = learn([tmp_path / "otrar.txt", tmp_path / "silver.txt"], both, cfg, progress=lambda *a: None)
+    assert meta["title"] == "your documents"
+    assert [d["title"] for d in meta["documents"]] == ["otrar", "silver"]
+    assert "otrar" in meta["documents"][0]["vocabulary"] and "silver" in meta["documents"][1]["vocabulary"]
+    alone = []
+    for name in docs:
+        alone.append(tmp_path / f"{name}-adapter")
+        learn([tmp_path / f"{name}.txt"], alone[-1], cfg, progress=lambda *a: None)
+
+    asked, real = [], answering.short_answers
+    monkeypatch.setattr(answering, "short_answers", lambda net, tok, pairs, *a, **k: asked.extend(pairs)
+                        or real(net, tok, pairs, *a, **k))
+    q = ["Who seized Otrar?", "What was poured as molten silver?"]
+    kw = dict(model=str(tiny_dir), max_new_tokens=4, dtype="float32", device="cpu")
+    ask(q, both, **kw)
+    assert sorted(asked) == [("otrar", q[0]), ("silver", q[1])]
+    asked.clear()
+    ask(q, alone, combine=True, **kw)
+    assert sorted(asked) == [("otrar", q[0]), ("silver", q[1])]

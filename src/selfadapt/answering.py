@@ -20,7 +20,7 @@ from .knowledge.domain import ANSWER_CAP
 from .knowledge.general import short_answers
 from .lora import adapter_base, load_adapter, name_base_model
 from .models import EMBEDDED, LoadedModel, cached_snapshot, load_model, local_spec
-from .routing import about
+from .routing import about, common_words, content_words
 from .runs import read_json
 from .settings import setting
 
@@ -77,6 +77,26 @@ def adapter_paths(adapters: list[Path] | Path | str | None) -> tuple[list[Path],
             raise FileNotFoundError(f"{path}: not an adapter directory (no adapter_config.json)")
         read_json(path / "adapter_config.json")
     return paths, [read_json(p / META) if (p / META).is_file() else {} for p in paths]
+
+
+def topics(metas: list[dict]) -> list[tuple[str, set[str]]]:
+    """(title, content words) of each document these adapters learned: a ``learn`` adapter of several
+    documents lists each (``documents``), a combined one each of its adapters' documents, an older or
+    foreign adapter only its own title."""
+    out = []
+    for m in metas:
+        docs = [d for d in m.get("documents", []) if "vocabulary" in d]
+        out += ([(d["title"], set(d["vocabulary"])) for d in docs]
+                or [(m.get("title", "general knowledge"), set(m.get("vocabulary", [])))])
+    return out
+
+
+def title_for(question: str, titled: list[tuple[str, set[str]]]) -> str:
+    """The title of the document whose distinctive words the question names most (the first on a tie):
+    each document's Q→A pairs were trained under its own title, and a taught question asked under another
+    is answered less often (RESULTS.md, "A taught question asked in the prompt it was trained in")."""
+    words = content_words(question) - common_words()
+    return max(titled, key=lambda t: len(words & t[1]))[0]
 
 
 def routed(question: str, metas: list[dict]) -> bool:
@@ -141,8 +161,7 @@ def ask(questions: list[str], adapters: list[Path] | Path | str | None = None, m
         out = {}
         for group in groups:
             net.base_model.set_adapter(names[-1] if len(group) > 1 else names[group[0]])
-            titles = [metas[n].get("title", "general knowledge") for n in group]
-            title = titles[0] if len(titles) == 1 else "your documents"
+            titled = topics([metas[n] for n in group])
             mine = [not route or routed(q, [metas[n] for n in group]) for q in questions]
             answers: dict[int, str] = {}
             for adapted in (True, False):
@@ -151,7 +170,8 @@ def ask(questions: list[str], adapters: list[Path] | Path | str | None = None, m
                     with nullcontext() if adapted else net.disable_adapter():
                         # learn's adapter in the prompt its pairs trained in, the model as it was in the few-shot one
                         answers.update(zip(idx, short_answers(net, loaded.tokenizer,
-                                                              [(title, questions[i]) for i in idx], max_new_tokens,
+                                                              [(title_for(questions[i], titled), questions[i])
+                                                               for i in idx], max_new_tokens,
                                                               adapted=adapted and all(metas[n] for n in group))))
             out[" + ".join(adapter_label(paths[n]) for n in group)] = [answers[i] for i in range(len(questions))]
         return out
@@ -180,7 +200,8 @@ def save_combined(net, name: str, out: Path, loaded: LoadedModel, metas: list[di
         net.save_pretrained(tmp, selected_adapters=[name], safe_serialization=True)  # into tmp/<name>
         shutil.copytree(Path(tmp) / name, out, dirs_exist_ok=True)
     name_base_model(out, loaded.spec, loaded.path)
-    meta = {"model": loaded.spec, "title": "your documents", "combined": labels}
+    meta = {"model": loaded.spec, "title": "your documents", "combined": labels,
+            "documents": [{"title": t, "vocabulary": sorted(v)} for t, v in topics(metas)]}
     if all("vocabulary" in m for m in metas):
         meta["vocabulary"] = sorted(set().union(*(m["vocabulary"] for m in metas)))
     (out / META).write_text(json.dumps(meta, indent=2))

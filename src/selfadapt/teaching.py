@@ -352,6 +352,9 @@ def _learn(contents: dict[Path, str], out: Path, cfg: LearnConfig, progress: Pro
                 stats = lora.train(update, seed=cfg.seed + d, fresh=d == 0, on_step=on_step)  # one adapter
             history.append(texts)
             report.append({"document": path.name, "title": doc_title, "chunks": len(chunks), "sequences": len(texts),
+                           # what ``ask`` routes by, and which title it asks a question under (``topics``)
+                           "vocabulary": sorted(set().union(*(content_words(f"{c.title} {c.context}")
+                                                              for c in chunks))),
                            "replayed": len(replayed), "general": len(kept), "invalid_selfedits": invalid,
                            "steps": stats.steps, "capped": stats.capped,
                            "first_loss": stats.losses[0] if stats.losses else None,
