@@ -161,26 +161,32 @@ def main() -> None:
 
 
 def print_ceiling(run: Path, settings: list[tuple[str, dict]], done: dict) -> None:
-    """Each setting's closed-book EM beside the open-book ceilings of the same passages and questions
-    (the eval run's per-passage exact match), paired by passage; the share is of open-book+form."""
+    """Each setting's closed-book EM beside every condition of an ``eval knowledge`` run on the same
+    passages and questions (the open-book ceilings, passage+form, gold-QA+form, ...: per-passage exact
+    match), paired by passage: the share is of open-book+form, the difference from it and from the
+    first setting."""
     records = [r for _, r in read_jsonl(run / "records.jsonl", partial_last=True) if r.get("status") == "ok"]
-    ceilings = {c: {int(r["item"][1:]): float(np.mean([q["exact_match"] for q in r["records"]]))
-                    for r in records if r["condition"] == c and r.get("records")}
-                for c in ("open-book", "open-book+form")}  # exact match whatever the run's --metric was
-    top = ceilings["open-book+form"]
-    print("\n| setting | passages | EM % | % of open-book+form (95% CI) | EM − open-book+form (95% CI) | W/T/L |\n"
-          "|---|---|---|---|---|---|")
-    rows = list(ceilings.items()) + [
+    conditions = {}  # exact match whatever the run's --metric was
+    for r in records:
+        if r.get("records"):
+            conditions.setdefault(r["condition"], {})[int(r["item"][1:])] = float(
+                np.mean([q["exact_match"] for q in r["records"]]))
+    top = conditions["open-book+form"]
+    ref_name = settings[0][0]
+    ref = {i: r["em"] for (i, s), r in done.items() if s == ref_name}
+    print(f"\n| condition or setting | passages | EM % | % of open-book+form (95% CI) | EM − open-book+form (95% CI) "
+          f"| W/T/L | EM − {ref_name} (95% CI) | W/T/L |\n|---|---|---|---|---|---|---|---|")
+    rows = [(f"eval: {c}", em) for c, em in conditions.items()] + [
         (name, {i: r["em"] for (i, s), r in done.items() if s == name}) for name, _ in settings]
     for name, em in rows:
         both = sorted(set(em) & set(top))
         if not both:
             continue
-        d, part = paired(em, top), share(em, top)
+        d, part, dr = paired(em, top), share(em, top), paired(em, ref)
         cell = "–" if part["ratio"] is None else (f"{100 * part['ratio']:.0f} ({100 * part['ci_low']:.0f}…"
                                                    f"{100 * part['ci_high']:.0f})")
         print(f"| {name} | {len(both)} | {100 * np.mean([em[i] for i in both]):.1f} | {cell} | {d.cell()} | "
-              f"{d.wtl} |")
+              f"{d.wtl} | {dr.cell()} | {dr.wtl} |")
 
 
 if __name__ == "__main__":
