@@ -196,7 +196,11 @@ def test_a_damaged_or_doubled_gzipped_run_is_one_clear_error(tmp_path):
         run.append(f"k{i}", {"selfedit": "text " * 20})
     subprocess.run(["gzip", "-k", str(run.records_path)], check=True)
     packed = run.path / "records.jsonl.gz"
-    with pytest.raises(RunError, match="both records.jsonl and records.jsonl.gz"):
+    Run.resume(run.path, {"a": 1}).append("more", {"selfedit": "x"})  # killed after unpacking, then resumed
+    assert not packed.exists() and len(read_jsonl(run.records_path)) == 51  # the plain copy holds them all
+    subprocess.run(["gzip", "-k", str(run.records_path)], check=True)
+    run.records_path.write_text(run.records_path.read_text().split("\n", 1)[1])  # a copy without the first
+    with pytest.raises(RunError, match="both records.jsonl and records.jsonl.gz, with different records"):
         Run.resume(run.path, {"a": 1})
     run.records_path.unlink()
     packed.write_bytes(packed.read_bytes()[: len(packed.read_bytes()) // 2])

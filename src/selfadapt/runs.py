@@ -150,8 +150,7 @@ class Run:
         self.records_path = path / "records.jsonl"
         self._packed = path / "records.jsonl.gz"
         if self._packed.exists() and self.records_path.exists():
-            raise RunError(f"{path} holds both records.jsonl and records.jsonl.gz: keep the one with every record "
-                           "(the plain one was appended to after unpacking, or is a partial copy)")
+            self._settle_two_copies()
         self._drop_partial_line()
         self._by_key = {r["key"]: r for r in self._read()}
         # a mirror of the records and metrics in the configured experiment trackers (``tracking``)
@@ -159,10 +158,20 @@ class Run:
         if self.tracker:
             self.tracker.resumed(list(self._by_key.values()))
 
+    def _settle_two_copies(self) -> None:
+        """A run killed between unpacking and removing the packed file holds both, the plain one holding
+        every packed record and maybe more: the packed copy goes. Any other pair is for the user to sort out."""
+        if self.records_path.read_bytes().startswith(_gunzip(self._packed)):
+            self._packed.unlink()
+            log.info("removed %s: %s holds its records", self._packed, self.records_path)
+            return
+        raise RunError(f"{self.path} holds both records.jsonl and records.jsonl.gz, with different records: keep "
+                       "the one with every record")
+
     def _unpack(self) -> None:
         """A run stored gzipped goes on in plain JSONL, the one file appended to from then on; done at its
         first new record, so that a run opened to be read leaves its stored file as it was. Written whole
-        before the packed file goes, so a kill in between loses nothing."""
+        before the packed file goes, so a kill in between loses nothing (``_settle_two_copies``)."""
         if not self._packed.exists():
             return
         tmp = self.records_path.with_suffix(".jsonl.tmp")
