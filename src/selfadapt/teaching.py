@@ -70,7 +70,8 @@ class LearnConfig:
                            "arrived in what year?\" for the whole sentence; \"the garden\" for the title).")
     contrast: bool = setting(False, "Also teach each cloze question with two answers offered, its own and the "
                              "nearest other year, count, measure or name of the chunk (\"In what year was the line "
-                             "completed, 1887 or 1893?\"), so that a neighbouring fact is taught as the wrong answer.")
+                             "completed, 1887 or 1893?\"), so that a neighbouring fact is taught as the wrong answer. "
+                             "Off: on train documents it answered fewer reader questions (RESULTS.md).")
     context_distill: float = setting(0.0, "Context distillation: the weight (0 to 1) of matching, on the answer "
                                      "tokens of each taught Q→A pair, the distribution of the model reading the "
                                      "chunk (open book), against the gold span's cross-entropy (0: off).")
