@@ -74,7 +74,8 @@ class LearnConfig:
                              "Off: on train documents it answered fewer reader questions (RESULTS.md).")
     context_distill: float = setting(0.0, "Context distillation: the weight (0 to 1) of matching, on the answer "
                                      "tokens of each taught Q→A pair, the distribution of the model reading the "
-                                     "chunk (open book), against the gold span's cross-entropy (0: off).")
+                                     "chunk (open book), against the gold span's cross-entropy (0: off; at 135M it "
+                                     "hurt, RESULTS.md).")
     chunk_tokens: int = setting(256, "Tokens (of the model's tokenizer) per chunk of a document.")
     replay: int = setting(8, "Examples of earlier documents mixed into each later one (0: none).")
     distill: int = setting(16, "The unadapted model's own answers to general questions, replayed into every "
