@@ -72,6 +72,40 @@ def test_soft_targets_sit_on_the_answer_tokens(tiny):
     assert soft_loss(lora, faint) == pytest.approx(soft_loss(lora, taught), rel=1e-5)
 
 
+def test_soft_targets_stay_aligned_when_cut_mixed_with_plain_rows_or_without_logits_to_keep(tiny):
+    """Three paths a document can take: its answer cut by ``max_length`` (the rows kept are the tokens
+    kept), a batch where soft and plain sequences sit side by side (the plain row's loss is its
+    cross-entropy), and a model that does not take ``logits_to_keep`` (the full logits, same loss)."""
+    tok = tiny.tokenizer
+    lora = ResidentLoRA(tiny.model, tok, LoRAConfig(r=4))
+    taught = qa_examples(tok, CHUNK.title, PAIRS)
+    own = answer_distributions(lora.model, tok, taught, len(tok))
+    exact = [Distilled(p, c, ids, lp, 1.0) for (p, c), (ids, lp) in zip(taught, own)]
+    (ids, start, (top, _, _)), = encode(tok, exact[2:], len(encode(tok, taught[2:], 512)[0][0]) - 1)
+    assert top.shape[0] == len(ids) - start  # one answer token cut: one target row fewer
+    with torch.no_grad():
+        (batch,) = [b for b in make_batches(encode(tok, exact[2:], len(ids)), tok.pad_token_id, 1, 4096,
+                                            random.Random(0))]
+        assert float(causal_lm_loss(lora.model, *batch[:3], batch[3])) == pytest.approx(0.0, abs=1e-4)
+    mixed = [exact[0], taught[1]]  # the model's own distribution on one row, none on the other
+    with torch.no_grad():
+        (ids, mask, labels, soft), = make_batches(encode(tok, mixed, 512), tok.pad_token_id, 2, 4096,
+                                                  random.Random(0))
+        plain_row = [r for r in range(2) if not soft[2][r].any()]
+        assert len(plain_row) == 1
+        r = plain_row[0]
+        n_plain, n_all = int((labels[r, 1:] != -100).sum()), int((labels[:, 1:] != -100).sum())
+        alone = float(causal_lm_loss(lora.model, ids[r:r + 1], mask[r:r + 1], labels[r:r + 1]))
+        together = float(causal_lm_loss(lora.model, ids, mask, labels, soft))
+        assert together == pytest.approx(alone * n_plain / n_all, rel=1e-3)  # the soft row adds KL 0
+
+        class NoKeep(torch.nn.Module):  # a causal LM that does not take ``logits_to_keep``
+            def forward(self, input_ids, attention_mask):
+                return lora.model(input_ids=input_ids, attention_mask=attention_mask)
+
+        assert float(causal_lm_loss(NoKeep(), ids, mask, labels, soft)) == pytest.approx(together, rel=1e-4)
+
+
 def test_weight_zero_trains_exactly_as_the_plain_pairs(tiny):
     tok = tiny.tokenizer
     lora = ResidentLoRA(tiny.model, tok, LoRAConfig(r=4, alpha=8, lr=1e-2, epochs=3, batch_size=2))
