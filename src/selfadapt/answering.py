@@ -20,7 +20,7 @@ from .knowledge.domain import ANSWER_CAP
 from .knowledge.general import short_answers
 from .lora import adapter_base, load_adapter, name_base_model
 from .models import EMBEDDED, LoadedModel, cached_snapshot, load_model, local_spec
-from .routing import about, common_words, content_words
+from .routing import about, distinctive
 from .runs import read_json
 from .settings import setting
 
@@ -95,7 +95,7 @@ def title_for(question: str, titled: list[tuple[str, set[str]]]) -> str:
     """The title of the document whose distinctive words the question names most (the first on a tie):
     each document's Q→A pairs were trained under its own title, and a taught question asked under another
     is answered less often (RESULTS.md, "A taught question asked in the prompt it was trained in")."""
-    words = content_words(question) - common_words()
+    words = distinctive(question)
     return max(titled, key=lambda t: len(words & t[1]))[0]
 
 

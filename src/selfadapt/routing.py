@@ -50,6 +50,11 @@ def common_words() -> frozenset[str]:
     return frozenset(w for w, n in df.items() if n > COMMON * len(passages))
 
 
+def distinctive(question: str) -> set[str]:
+    """The question's content words that name something in particular (not ``common_words``)."""
+    return content_words(question) - common_words()
+
+
 def about(question: str, vocabulary: set[str] | list[str]) -> bool:
     """Whether the question names something distinctive of the documents whose content words are ``vocabulary``."""
-    return bool((content_words(question) - common_words()) & set(vocabulary))
+    return bool(distinctive(question) & set(vocabulary))

@@ -270,7 +270,9 @@ def _learn(contents: dict[Path, str], out: Path, cfg: LearnConfig, progress: Pro
                 docs.append((path, _title(path), chunk_document(text, _title(path), tok, cfg.chunk_tokens)))
                 advance()
         title = docs[-1][1] if len(docs) == 1 else "your documents"  # what `ask` puts in its prompt
-        vocabulary = sorted(set().union(*(content_words(f"{c.title} {c.context}") for _, _, cs in docs for c in cs)))
+        # each document's content words (``ask`` routes by them, and picks a question's title by them) and their union
+        doc_words = [set().union(*(content_words(f"{c.title} {c.context}") for c in cs)) for _, _, cs in docs]
+        vocabulary = sorted(set().union(*doc_words))
         domain = KnowledgeDomain(tok, cfg.fmt, grounded=cfg.grounded)
         checker = KnowledgeDomain(tok, "self-qa", grounded=True)
         probe_questions, distill_prompts = general_questions()
@@ -354,9 +356,7 @@ def _learn(contents: dict[Path, str], out: Path, cfg: LearnConfig, progress: Pro
                 stats = lora.train(update, seed=cfg.seed + d, fresh=d == 0, on_step=on_step)  # one adapter
             history.append(texts)
             report.append({"document": path.name, "title": doc_title, "chunks": len(chunks), "sequences": len(texts),
-                           # what ``ask`` routes by, and which title it asks a question under (``topics``)
-                           "vocabulary": sorted(set().union(*(content_words(f"{c.title} {c.context}")
-                                                              for c in chunks))),
+                           "vocabulary": sorted(doc_words[d]),
                            "replayed": len(replayed), "general": len(kept), "invalid_selfedits": invalid,
                            "steps": stats.steps, "capped": stats.capped,
                            "first_loss": stats.losses[0] if stats.losses else None,
