@@ -42,7 +42,8 @@ from selfadapt.runs import read_jsonl
 from selfadapt.teaching import LearnConfig, learn
 
 KNOBS = {"distill": int, "reading": int, "replay": int, "epochs": int, "lr": float, "r": int, "batch": int,
-         "k": int, "cloze": int, "reword": int, "contrast": int, "route": int, "cd": float,  # cd: context_distill
+         "k": int, "cloze": int, "reword": int, "short": int, "contrast": int, "route": int,
+         "cd": float,  # cd: context_distill; short: short_questions
          # max_steps=0: no cap; route=0: `ask --no-route`, the adapter answers every question (learn before routing)
          "max_steps": int}
 
@@ -67,6 +68,7 @@ def config(model: str, knobs: dict) -> LearnConfig:
     top = {k: v for k, v in knobs.items() if k in ("distill", "reading", "replay")}  # route: evaluate's
     top |= {k: bool(knobs[k]) for k in ("cloze", "reword", "contrast") if k in knobs}
     top |= {"context_distill": knobs["cd"]} if "cd" in knobs else {}
+    top |= {"short_questions": bool(knobs["short"])} if "short" in knobs else {}
     return replace(cfg, lora=lora, selfedits_per_chunk=knobs.get("k", cfg.selfedits_per_chunk), **top)
 
 

@@ -313,7 +313,8 @@ def test_cloze_questions_front_the_wh_phrase_as_a_reader_asks():
         ("Who paid for the roof?", "Ada Voss")]  # a relative clause names what the person did
     # "which" after a place in a prepositional phrase belongs to the head noun, not to the place
     assert asked("Its best plant is a lily from the Amazon, which flowers for two nights.") == [
-        ("Its best plant is a lily from the what, which flowers for two nights?", "Amazon")]
+        ("Its best plant is a lily from the what, which flowers for two nights?", "Amazon"),
+        ("Its best plant is a lily from the Amazon, which flowers for how many nights?", "two")]  # a count in words
     # a by-phrase beyond the predicate "is the Palm House" is not that clause's agent
     assert asked("The best building is the Palm House, a hall designed by the engineer Walter Brisk.")[1] == (
         "The best building is the Palm House, a hall designed by whom?", "Walter Brisk")
@@ -571,3 +572,105 @@ def test_a_question_is_asked_under_the_title_of_the_document_it_names(tiny_dir, 
     asked.clear()
     ask(q, alone, combine=True, **kw)
     assert sorted(asked) == [("otrar", q[0]), ("silver", q[1])]
+
+
+def test_a_number_with_a_thousands_comma_stays_whole_in_a_cloze_question():
+    """Issue 46: "who caught 77 passes for 1,104 yards" was cut at the comma inside the number ("Who caught a
+    career-high 77 passes for 1?"), so the pair taught a question no reader asks."""
+    from selfadapt.knowledge.cloze import cloze_pairs, reworded
+
+    pairs = cloze_pairs("His best receiver was tight end Greg Olsen, who caught 77 passes for 1,104 yards in 2015.")
+    assert ("Who caught 77 passes for 1,104 yards in 2015?", "Greg Olsen") in pairs
+    assert ("His best receiver was tight end Greg Olsen, who caught 77 passes for how many yards in 2015?",
+            "1,104") in pairs
+    assert reworded("Olsen caught how many passes for 1,104 yards, a record?", None, "") == \
+        "Olsen caught how many passes for 1,104 yards?"  # cut at the first comma that is not the number's
+
+
+def test_cloze_pairs_ask_for_number_words_modified_counts_and_whole_dates():
+    """Issue 46: of the reader questions `learn` could not answer on 20 train documents, many asked for a count
+    in words ("six Pro Bowl selections"), a count whose noun has a modifier ("45 total touchdowns") or a whole
+    date ("20 December 1914", "April 1970"), which the cloze pairs never asked for whole."""
+    from selfadapt.knowledge.cloze import cloze_pairs, reworded
+
+    def answers(sentence):
+        return {a: q for q, a in cloze_pairs(sentence)}
+
+    got = answers("The offense had six Pro Bowl selections and scored 45 total touchdowns.")
+    assert got["six"] == "The offense had how many Pro Bowl selections and scored 45 total touchdowns?"
+    assert got["45"] == "The offense had six Pro Bowl selections and scored how many total touchdowns?"
+    assert answers("The party lost five seats.") == {"five": "The party lost how many seats?"}
+    assert answers("Two of the bridges were rebuilt.") == {}  # a number in words that counts nothing
+    assert answers("The tower has forty-two floors.") == {}  # never a piece of a compound
+    assert "Five" not in answers("The Five Nations teams met.")  # nor of a name
+    assert answers("The station has two hundred trains.") == {}  # two is not the count of trains
+    got = answers("The article was published on 20 December 1914 in the Tribune.")
+    assert got["20 December 1914"] == "On what date was the article published in the Tribune?"
+    assert "1914" not in got and "December" not in got  # the date is one fact, not three
+    got = answers("The merger was cancelled on January 1, 1968, by the board.")
+    assert got["January 1, 1968"] == "On what date was the merger cancelled?"
+    assert "January" not in got and "1968" not in got
+    got = answers("The company was founded on March 3, 1999 in Chicago by Bob Smith.")
+    assert got["Bob Smith"] == "Who founded the company on March 3, 1999 in Chicago?"  # a date's comma cuts nothing
+    got = answers("On 5 May 1955, the treaty was signed in Vienna.")
+    assert reworded(got["5 May 1955"], None, "") is None  # not cut to "On what date?"
+    got = answers("The mission was launched in April 1970 by the Apollo Office.")
+    assert got["April 1970"] == "In what month and year was the mission launched by the Apollo Office?"
+    assert reworded(got["April 1970"], None, "") == "When was the mission launched by the Apollo Office?"
+    assert reworded("On what date was the article published?", None, "") == "When was the article published?"
+
+
+def test_a_long_cloze_question_cut_to_the_words_around_its_answer():
+    """Issue 46: a long sentence gives many cloze questions that differ only where the answer was, and a reader
+    asks a few of its words ("How many total touchdowns did Cam Newton score?"): the adapter answered with
+    another span of the same sentence."""
+    from selfadapt.knowledge.cloze import cloze_pairs, reworded, shortened
+
+    long = ("Pro Bowl quarterback Cam Newton had one of his best seasons, throwing for 3,837 yards and rushing for "
+            "636, while recording a career-high and league-leading how many total touchdowns (35 passing, 10 "
+            "rushing), a career-low 10 interceptions?")
+    assert shortened(long) == \
+        "Pro Bowl quarterback Cam Newton, while recording a career-high and league-leading how many total touchdowns?"
+    assert shortened("Newton's leading receivers were tight end Greg Olsen, who caught how many passes for 1,104 "
+                     "yards?") == "Greg Olsen, who caught how many passes for 1,104 yards?"  # "who" is Olsen
+    assert shortened("The offense (which led the league) scored, in the end, how many points in 2015?") == \
+        "The offense, how many points in 2015?"  # the subject before the brackets
+    assert shortened("Steam arrived in what year, when the company bought two engines?") is None  # at the front
+    assert shortened("Who built the tower?") is None
+    assert shortened("In the end, the line was sold to what?") is None  # no subject before a verb to keep
+    assert shortened("Has, in the war, supported what?") is None  # "Has" is no subject
+    sentence = ("Kennedy, who had served three terms in the House, was elected to the Senate in 1952, defeating "
+                "Henry Cabot Lodge.")
+    cut = {a: shortened(q) for q, a in cloze_pairs(sentence)}
+    assert cut["Senate"] == "Kennedy, was elected to the what in 1952?"  # the wh-phrase asked, not "who had …"
+    assert cut["1952"] == "Kennedy, was elected to the Senate in what year?"
+    assert reworded(next(q for q, a in cloze_pairs(sentence) if a == "Senate"), None, sentence) == \
+        "Kennedy, who had served three terms in the House, was elected to the what in 1952?"
+    assert shortened("Apollo 13, what?") is None  # nothing but the subject and the wh-phrase
+
+
+def test_learn_short_questions_from_the_cli_to_the_update(tiny_dir, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import selfadapt.teaching as teaching
+    from selfadapt.cli import app
+
+    seen = []
+    monkeypatch.setattr(teaching, "learn", lambda files, out, cfg: seen.append(cfg) or {})  # no model loads
+    CliRunner().invoke(app, ["learn", "doc.txt", "-o", str(tmp_path / "out"), "--short-questions"])
+    assert seen[0].short_questions and not LearnConfig().short_questions  # off by default until measured
+    monkeypatch.undo()
+
+    doc = tmp_path / "team.txt"
+    doc.write_text("Quarterback Cam Newton had his best season, throwing for 3,837 yards, while recording 45 total "
+                   "touchdowns. The team was founded in 1993 by Jerry Richardson.")
+    trained, real = [], ResidentLoRA.train
+    monkeypatch.setattr(ResidentLoRA, "train", lambda self, ex, **kw: trained.append(ex) or real(self, ex, **kw))
+    for short in (False, True):
+        trained.clear()
+        cfg = LearnConfig(model=str(tiny_dir), short_questions=short, check="none", probe=False, distill=0,
+                          reading=0, lora=LoRAConfig(r=4, epochs=1), dtype="float32", device="cpu")
+        meta = learn([doc], tmp_path / f"adapter{short}", cfg, progress=lambda *a: None)
+        prompts = [ex[0] for ex in trained[0] if isinstance(ex, tuple)]
+        cut = "Question: Quarterback Cam Newton, while recording how many total touchdowns?<"
+        assert any(cut in p for p in prompts) is short and meta["config"]["short_questions"] is short

@@ -541,7 +541,8 @@ def learn(
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the adapter (PEFT, safetensors)."),
     model: str = MODEL, fmt: str = opt(LC, "fmt", "--format"), grounded: bool = opt(LC, "grounded"),
     k: int = opt(LC, "selfedits_per_chunk", "--selfedits", "-k"), cloze: bool = opt(LC, "cloze"),
-    reword: bool = opt(LC, "reword"), contrast: bool = opt(LC, "contrast"), chunk_tokens: int = opt(LC, "chunk_tokens"),
+    reword: bool = opt(LC, "reword"), short_questions: bool = opt(LC, "short_questions"),
+    contrast: bool = opt(LC, "contrast"), chunk_tokens: int = opt(LC, "chunk_tokens"),
     replay: int = opt(LC, "replay"), distill: int = opt(LC, "distill"), reading: int = opt(LC, "reading"),
     context_distill: float = opt(LC, "context_distill"), check: str = opt(LC, "check"),
     checks: int = opt(LC, "checks"), probe: bool = opt(LC, "probe"), probe_adapter: bool = opt(LC, "probe_adapter"),
@@ -560,10 +561,9 @@ def learn(
     from .teaching import report_lines
 
     cfg = LearnConfig(model=model, fmt=fmt, grounded=grounded, selfedits_per_chunk=k, cloze=cloze, reword=reword,
-                      contrast=contrast, chunk_tokens=chunk_tokens, replay=replay, distill=distill, reading=reading,
-                      context_distill=context_distill, check=check,
-                      checks=checks, probe=probe,
-                      probe_adapter=probe_adapter,
+                      short_questions=short_questions, contrast=contrast, chunk_tokens=chunk_tokens, replay=replay,
+                      distill=distill, reading=reading, context_distill=context_distill, check=check,
+                      checks=checks, probe=probe, probe_adapter=probe_adapter,
                       lora=_lora(r, alpha, dropout, lr, epochs, batch_size, targets, amp, max_steps), seed=seed,
                       dtype=dtype, device=device, push_to_hub=push_to_hub)
     cfg = configfile.apply(ctx, cfg)

@@ -30,7 +30,7 @@ from .domain import InvalidSelfEdit
 from .evaluate import progress_bar
 from .generation import SamplingConfig
 from .grading import contains, normalize_answer, token_f1
-from .knowledge.cloze import cloze_pairs, contrasted, reworded
+from .knowledge.cloze import cloze_pairs, contrasted, reworded, shortened
 from .knowledge.data import Passage
 from .knowledge.domain import KnowledgeDomain
 from .knowledge.general import distillation, general_examples, general_questions, probe, replay_examples, short_answers
@@ -68,6 +68,10 @@ class LearnConfig:
     # RESULTS.md, "Batch size, epochs and learning rate; reworded cloze questions"
     reword: bool = setting(True, "Teach each cloze question once more as a reader would rather ask it (\"Steam "
                            "arrived in what year?\" for the whole sentence; \"the garden\" for the title).")
+    short_questions: bool = setting(False, "Also teach each long cloze question cut to the words around its answer, "
+                                    "after the sentence's subject (\"Cam Newton, while recording how many total "
+                                    "touchdowns?\"): a long sentence's cloze questions differ only where the answer "
+                                    "was, and a reader asks a few of its words.")
     contrast: bool = setting(False, "Also teach each cloze question with two answers offered, its own and the "
                              "nearest other year, count, measure or name of the chunk (\"In what year was the line "
                              "completed, 1887 or 1893?\"), so that a neighbouring fact is taught as the wrong answer. "
@@ -321,9 +325,11 @@ def _learn(contents: dict[Path, str], out: Path, cfg: LearnConfig, progress: Pro
                 if cfg.cloze:
                     again = ([(r, a) for q, a in pairs if (r := reworded(q, chunk.title, chunk.context))]
                              if cfg.reword else [])
+                    cut = [(c, a) for q, a in pairs if (c := shortened(q)) and (c, a) not in pairs + again
+                           ] if cfg.short_questions else []
                     versus = contrasted(pairs, chunk.context, offered, chunk.title) if cfg.contrast else []
-                    texts.extend(qa_examples(tok, chunk.title, pairs + again + versus))
-                    taught.append((chunk, pairs + again + versus))
+                    texts.extend(qa_examples(tok, chunk.title, pairs + again + cut + versus))
+                    taught.append((chunk, pairs + again + cut + versus))
                 for edit in edits:
                     try:
                         texts.extend(domain.training_examples(chunk, edit)[1:])  # [0] is the chunk itself

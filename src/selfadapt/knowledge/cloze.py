@@ -25,10 +25,30 @@ import re
 from ..grading import normalize_answer
 
 UNITS = r"metres|meters|km|kilometres|kilometers|miles|feet|per cent|percent"
-# A number: a year, a count of some plural noun, a measure with its unit, or a bare number.
-NUMBER = re.compile(rf"\b(?P<num>\d[\d,.]*)(?:\s+(?P<unit>{UNITS})\b"
-                    r"|\s+(?P<noun>[a-z]+s|people|men|women|children)\b)?")
+# Numbers in words are asked for only as counts; "one" is left out ("one of his best seasons" counts nothing),
+# and so are the scale words ("two hundred trains": two is not the count).
+COUNT_WORDS = ("two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|"
+               "seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety")
+# Up to two words before a count's plural noun ("45 total touchdowns", "six Pro Bowl selections"), none of
+# them a word that joins phrases or a scale ("7 and the players", "two thousand students" count no such thing).
+MODIFIER = (r"(?!(?:and|or|of|the|a|an|in|on|at|to|for|with|by|from|as|than|against|among|after|before|during|"
+            r"when|was|were|is|are|had|has|have|his|her|its|their|this|that|these|those|hundred|thousand|million|"
+            r"billion)\b)[A-Za-z][\w-]*\s+")
+# The plural noun a count counts ("his", "was" end in s and count nothing).
+NOUN = (r"(?!(?:his|this|its|was|has|is|as|us|thus|less|across|unless|perhaps|always)\b)[a-z]+s"
+        r"|people|men|women|children")
+# A number: a year, a count of some plural noun, a measure with its unit, or a bare number (its commas only
+# between digits: "1,104"); a number in words only as a count ("six seats"), never part of a compound
+# ("forty-two") or of a name ("the Five Nations").
+NUMBER = re.compile(rf"\b(?P<num>\d(?:[\d.]|,(?=\d))*|(?<!-)(?i:{COUNT_WORDS})\b(?!-))(?:\s+(?P<unit>{UNITS})\b"
+                    rf"|\s+(?P<noun>(?:{MODIFIER}){{0,2}}?(?:{NOUN}))\b)?")
 YEAR = re.compile(r"(?:1[0-9]|20)\d\d")
+MONTH = "January|February|March|April|May|June|July|August|September|October|November|December"
+# A whole date is one fact: "20 December 1914", "January 1, 1968", "April 1970".
+DATE = re.compile(rf"\b(?:(?P<day>\d{{1,2}})\s+)?(?:{MONTH})(?:\s+(?P<day2>\d{{1,2}}),?)?\s+(?:1[0-9]|20)\d\d\b")
+# A comma that cuts a sentence: not a number's ("1,104 yards") or a date's ("March 3, 1999").
+COMMA = r"(?:(?<!\d),|,(?!\d)(?!\s(?:1[0-9]|20)\d\d\b))"
+NOT_CUT = r"(?:[^,;]|(?<=\d),(?=\d)|(?<=\d),(?=\s(?:1[0-9]|20)\d\d\b))"
 # A run of capitalised words (a name; "Anselm and Piet Vellmar" is one), not sentence-initial.
 WORD = r"[A-Z][\w'-]+"
 RUN = rf"{WORD}(?:\s+(?:of\s+|the\s+|de\s+|and\s+)?{WORD})*"
@@ -42,8 +62,10 @@ OPENERS = {"In", "On", "At", "By", "For", "From", "Since", "To", "With", "During
 NOT_A_NAME = OPENERS | {"It", "He", "She", "They", "We", "There"}
 # A simple clause: [In YEAR] subject auxiliary predicate ("In 1985 the building was restored by ...").
 CLAUSE = re.compile(r"^(?:In (?P<year>(?:1[0-9]|20)\d\d),?\s+)?"
-                    rf"(?P<subj>(?!(?:{'|'.join(sorted(OPENERS))})\b)[^,]+?)\s+"
-                    r"(?P<aux>was|were|is|are|has been|have been|had been)\s+(?P<pred>[^,]+)")
+                    rf"(?P<subj>(?!(?:{'|'.join(sorted(OPENERS))})\b){NOT_CUT}+?)\s+"
+                    rf"(?P<aux>was|were|is|are|has been|have been|had been)\s+(?P<pred>{NOT_CUT}+)")
+# The wh-phrase a cloze question asks with, not a relative pronoun of its sentence ("Kennedy, who had served …").
+ASKED = re.compile(r"\b(?:what|how many \w+)\b|(?<!, )\b(?:whom|who|where)\b")
 BOUNDARY = re.compile(r";\s*|,\s+(?:and|but)\s+")
 DETERMINERS = {"The", "A", "An", "Its", "His", "Her", "Their", "This", "These", "Those"}
 # Past participles whose simple past differs, for "X was written by Y" → "Who wrote X?"; a regular -ed
@@ -62,13 +84,21 @@ def sentences(text: str) -> list[str]:
 
 
 def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
-    """(start, end, answer, the wh-phrase that replaces body[start:end], its kind: "year", "number" (a
-    count), "measure" (a number with its unit) or "name") for each name and number; a sentence-initial
+    """(start, end, answer, the wh-phrase that replaces body[start:end], its kind: "year", "date", "number" (a
+    count), "measure" (a number with its unit) or "name") for each name, number and date; a sentence-initial
     one when its first word is one of ``names``, capitalised mid-sentence elsewhere ("Warsaw University
     of Technology is ...", not "Throughout the Middle Ages")."""
-    out = []
+    out = [(m.start(), m.end(), m.group(), "what date" if m.group("day") or m.group("day2") else
+             "what month and year", "date") for m in DATE.finditer(body)]
+    dates = [(a, b) for a, b, *_ in out]
+
+    def in_a_date(start: int) -> bool:
+        return any(a <= start < b for a, b in dates)
+
     for m in NUMBER.finditer(body):
         num = m.group("num").rstrip(",.")
+        if in_a_date(m.start()) or not num[0].isdigit() and (not m.group("noun") or num[0].isupper() and m.start()):
+            continue  # a number in words counts something ("Two of the bridges" is no fact) outside a name
         if YEAR.fullmatch(num):
             out.append((m.start(), m.start() + len(num), num, "what year", "year"))
         elif m.group("noun"):  # "240 workers": how many workers
@@ -82,8 +112,8 @@ def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
         first = initial.end()
         out.append((0, first, initial.group(), "what", "name"))
     for m in NAME.finditer(body):
-        if m.start() < first:
-            continue  # the rest of the sentence-initial name
+        if m.start() < first or in_a_date(m.start()):
+            continue  # the rest of the sentence-initial name, or a date's month
         by = BY.search(body[: m.start()])  # "bought by the engineer Hedda Lorne": bought by whom
         out.append((by.start(), m.end(), m.group(), "by whom", "name") if by
                    else (m.start(), m.end(), m.group(), "what", "name"))
@@ -94,7 +124,7 @@ def _clauses(body: str) -> list[tuple[int, int]]:
     """(start, end) of each clause of a sentence: cut at ";", and at ", and"/", but" where a verb
     follows (not in a list: "her notebooks, and a photograph of the comet")."""
     cuts = [m for m in BOUNDARY.finditer(body)
-            if m.group().startswith(";") or _has_verb(re.split(r"[,;]", body[m.end():])[0])]
+            if m.group().startswith(";") or _has_verb(re.split(rf";|{COMMA}", body[m.end():])[0])]
     return list(zip([0] + [m.end() for m in cuts], [m.start() for m in cuts] + [len(body)]))
 
 
@@ -124,14 +154,15 @@ def fronted(clause: str, start: int, end: int, wh: str) -> str | None:
     """The question with its wh-phrase first, where a pattern parses the clause; else None."""
     answer, before, rest = clause[start:end], clause[:start], clause[end:]
     name = answer[:1].isupper() and wh in ("what", "by whom")
-    rel = re.match(r",\s+(who|which)\s+([^,;]+)", rest)  # "Rudolf Wendt, who paid for the dome": who paid ...
+    rel = re.match(rf",\s+(who|which)\s+({NOT_CUT}+)", rest)  # "Rudolf Wendt, who paid for the dome": who paid ...
     # "a water lily from the Amazon, which flowers ...": "which" after a place in a prepositional phrase
     # is the head noun's ("the merchant Ada Voss, who ..." is the person's)
     if rel and rel.group(1) == "which" and GOVERNED.search(before):
         rel = None
     if rel and name:
         return _question(("Who " if rel.group(1) == "who" else "What ") + rel.group(2))
-    verb = re.match(r",?\s+([a-z]+)\b([^,;]*)", rest)  # "Her assistant, Jonas Pell, built the clock": who built ...
+    # "Her assistant, Jonas Pell, built the clock": who built ...
+    verb = re.match(rf",?\s+([a-z]+)\b({NOT_CUT}*)", rest)
     subject = not before.strip() or before.rstrip().endswith(",")  # not "the story The Chase released in 1966"
     if verb and name and wh == "what" and _is_verb(verb.group(1)) and (subject or before.strip() in DETERMINERS):
         person = before.strip() not in DETERMINERS and verb.group(1) not in AUXILIARIES  # "Jonas Pell built"
@@ -161,8 +192,8 @@ def fronted(clause: str, start: int, end: int, wh: str) -> str | None:
         participle, *obj = left.split()
         if past := _past(participle):
             return _question(" ".join(["who", past, subj, *obj]) + f" {right}{when}")
-    if wh == "what year":
-        wh = "in what year" if prep == "in" else f"{prep} what year"
+    if wh in ("what year", "what date", "what month and year"):
+        wh = f"{prep} {wh}"
     elif prep in ("by", "for", "to", "with"):
         wh = f"{prep} whom"
     elif prep in ("in", "at", "on", "into", "from") and name and re.match(
@@ -237,14 +268,47 @@ def reworded(question: str, title: str | None, text: str) -> str | None:
     uses ("the garden" for "Ravensby botanic garden"). The adapter answers a question best in the
     shape it was taught, and a user seldom asks in the sentence's own words; one rewording a pair,
     because each costs training time."""
-    fronted_year = re.match(r"In what year (?=(?:was|were|is|are|did|has|have|had)\b)", question)
+    fronted_year = re.match(r"(?:In what (?:year|month and year)|On what date) (?=(?:was|were|is|are|did|has|have|"
+                            r"had)\b)", question)
     q = "When " + question[fronted_year.end():] if fronted_year else question
-    wh = re.search(r"\b(?:what|whom|who|where|how many \w+)\b", q)
-    cut = q.find(",", wh.end()) if wh else -1
-    q = q[:cut] + "?" if cut > 0 else q
+    wh = ASKED.search(q)
+    cut = re.compile(COMMA).search(q, wh.end()) if wh else None
+    if cut and len(re.sub(r"^(?:On|In|At|By|From|Since)\s+", "", q[:wh.start()]).split()
+                   + q[wh.end():cut.start()].split()) >= 2:  # not "On what date?" from "On what date, the treaty …"
+        q = q[:cut.start()] + "?"
     words = (title or "").split()
     short = f"the {words[-1].lower()}" if len(words) > 1 and words[-1].isalpha() else None
     if short and re.search(rf"\b{short}\b", text, re.I):  # not inside a longer name: "Orsk Valley Railway Trust"
         q = re.sub(rf"\b(?:the\s+)?{re.escape(title)}\b(?-i:(?!\s+[A-Z]))", short, q, flags=re.I)
     q = q[:1].upper() + q[1:]
     return q if q != question else None
+
+
+def shortened(question: str) -> str | None:
+    """A long cloze question cut to the words around its wh-phrase, after the sentence's subject, or None where
+    the wh-phrase is already in the question's first part ("Pro Bowl quarterback Cam Newton, while recording
+    a career-high and league-leading how many total touchdowns?" from a 40-word sentence). A long sentence
+    gives many cloze questions that differ only where their answer was, so the adapter confuses them, and a
+    reader asks a few of its words; the part after "who"/"which" is said of the name just before it."""
+    wh = ASKED.search(question)
+    if not wh:
+        return None
+    cuts = [0] + [m.end() for m in re.finditer(rf";|{COMMA}|[()]", question)] + [len(question)]
+    k = max(i for i in range(len(cuts) - 1) if cuts[i] <= wh.start())
+    if k == 0:
+        return None
+    part = re.sub(r"^(?:and|or|but)\s+", "", question[cuts[k]:cuts[k + 1]].strip(" ,;()?"))
+    if len(part.split()) - len(wh.group().split()) < 2:
+        return None  # "Apollo 13, what?": nothing left of the fact but its subject
+    before = question[:cuts[k]].rstrip(" ,;(")
+    names = list(NAME.finditer(before)) if re.match(r"(?:who|which)\b", part) else []
+    if names:
+        head = names[-1].group()
+    else:
+        words = question[:cuts[1]].strip(" ,;(").split()
+        verb = next((i for i, w in enumerate(words) if _is_verb(w) or w in AUXILIARIES), len(words))
+        if not verb or verb > 6 or words[0] in OPENERS or words[0].lower() in AUXILIARIES:
+            return None  # no subject found before a verb: the question would name nothing
+        head = " ".join(words[:verb])
+    short = _question(f"{head}, {part}")
+    return short if short != question else None
