@@ -63,9 +63,11 @@ def table(records: list[dict], metric: str) -> tuple[str, bool]:
               if c in deltas]
     if gold in deltas:
         checks.append((f"{gold} far above {passage}", deltas[gold].ci_low > 0 and deltas[gold].mean * scale >= far))
-    passes = all(ok for _, ok in checks) and len(checks) == 3 - (metric in NO_RECITAL) - bool(sfx)
-    lines.append("\n" + "; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks)
-                 + f" → **{'passes' if passes else 'fails'}**")
+    complete = len(checks) == 3 - (metric in NO_RECITAL) - bool(sfx)
+    passes = all(ok for _, ok in checks) and complete
+    verdict = ("passes" if passes else "fails") if complete or not all(ok for _, ok in checks) else \
+        "not checked: a control is missing from the run"  # eval200 is run without gold-QA
+    lines.append("\n" + "; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks) + f" → **{verdict}**")
     return "\n".join(lines), passes
 
 
