@@ -348,22 +348,29 @@ def test_learn_with_cloze_trains_on_the_documents_own_questions(tiny_dir, tmp_pa
     assert "The Mongol army seized the town of Otrar in what year?" in pairs[2][0]
 
 
-def test_learn_contrast_from_the_cli_to_the_update_and_the_adapters_meta(tiny_dir, tmp_path, monkeypatch):
-    import random
-    from dataclasses import replace
-
+def learn_cli_config(tmp_path, monkeypatch, *flags: str) -> LearnConfig:
+    """The config `selfadapt learn doc.txt -o OUT FLAGS` hands to ``learn`` (no model loads)."""
     from typer.testing import CliRunner
 
     import selfadapt.teaching as teaching
     from selfadapt.cli import app
+
+    seen = []
+    with monkeypatch.context() as m:
+        m.setattr(teaching, "learn", lambda files, out, cfg: seen.append(cfg) or {})
+        CliRunner().invoke(app, ["learn", "doc.txt", "-o", str(tmp_path / "out"), *flags])
+    return seen[0]
+
+
+def test_learn_contrast_from_the_cli_to_the_update_and_the_adapters_meta(tiny_dir, tmp_path, monkeypatch):
+    import random
+    from dataclasses import replace
+
     from selfadapt.knowledge.cloze import cloze_pairs, contrasted
     from selfadapt.lora import Distilled
 
-    seen = []
-    monkeypatch.setattr(teaching, "learn", lambda files, out, cfg: seen.append(cfg) or {})  # no model loads
-    CliRunner().invoke(app, ["learn", "doc.txt", "-o", str(tmp_path / "out"), "--contrast"])
-    assert seen[0].contrast and not LearnConfig().contrast  # off by default until measured
-    monkeypatch.undo()
+    assert learn_cli_config(tmp_path, monkeypatch, "--contrast").contrast
+    assert not LearnConfig().contrast  # off by default: measured, it did not help
 
     text = "Construction began in 1887. In 1893 the line was completed. In 1954 the line was electrified."
     doc = tmp_path / "kessel_line.txt"
@@ -650,16 +657,8 @@ def test_a_long_cloze_question_cut_to_the_words_around_its_answer():
 
 
 def test_learn_short_questions_from_the_cli_to_the_update(tiny_dir, tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    import selfadapt.teaching as teaching
-    from selfadapt.cli import app
-
-    seen = []
-    monkeypatch.setattr(teaching, "learn", lambda files, out, cfg: seen.append(cfg) or {})  # no model loads
-    CliRunner().invoke(app, ["learn", "doc.txt", "-o", str(tmp_path / "out"), "--short-questions"])
-    assert seen[0].short_questions and not LearnConfig().short_questions  # off by default until measured
-    monkeypatch.undo()
+    assert learn_cli_config(tmp_path, monkeypatch, "--short-questions").short_questions
+    assert not LearnConfig().short_questions  # off by default until measured
 
     doc = tmp_path / "team.txt"
     doc.write_text("Quarterback Cam Newton had his best season, throwing for 3,837 yards, while recording 45 total "
