@@ -71,7 +71,8 @@ class LearnConfig:
     short_questions: bool = setting(False, "Also teach each long cloze question cut to the words around its answer, "
                                     "after the sentence's subject (\"Cam Newton, while recording how many total "
                                     "touchdowns?\"): a long sentence's cloze questions differ only where the answer "
-                                    "was, and a reader asks a few of its words.")
+                                    "was, and a reader asks a few of its words. Off: on train documents it answered "
+                                    "fewer reader questions (RESULTS.md).")
     contrast: bool = setting(False, "Also teach each cloze question with two answers offered, its own and the "
                              "nearest other year, count, measure or name of the chunk (\"In what year was the line "
                              "completed, 1887 or 1893?\"), so that a neighbouring fact is taught as the wrong answer. "
