@@ -45,10 +45,10 @@ NUMBER = re.compile(rf"\b(?P<num>\d(?:[\d.]|,(?=\d))*|(?<!-)(?i:{COUNT_WORDS})\b
 YEAR = re.compile(r"(?:1[0-9]|20)\d\d")
 MONTH = "January|February|March|April|May|June|July|August|September|October|November|December"
 # A whole date is one fact: "20 December 1914", "January 1, 1968", "April 1970".
-DATE = re.compile(rf"\b(?:(?P<day>\d{{1,2}})\s+)?(?:{MONTH})(?:\s+(?P<day2>\d{{1,2}}),?)?\s+(?:1[0-9]|20)\d\d\b")
+DATE = re.compile(rf"\b(?:(?P<day>\d{{1,2}})\s+)?(?:{MONTH})(?:\s+(?P<day2>\d{{1,2}}),?)?\s+{YEAR.pattern}\b")
 # A comma that cuts a sentence: not a number's ("1,104 yards") or a date's ("March 3, 1999").
-COMMA = r"(?:(?<!\d),|,(?!\d)(?!\s(?:1[0-9]|20)\d\d\b))"
-NOT_CUT = r"(?:[^,;]|(?<=\d),(?=\d)|(?<=\d),(?=\s(?:1[0-9]|20)\d\d\b))"
+COMMA = rf"(?:(?<!\d),|,(?!\d)(?!\s{YEAR.pattern}\b))"
+NOT_CUT = rf"(?:[^,;]|(?<=\d),(?=\d)|(?<=\d),(?=\s{YEAR.pattern}\b))"
 # A run of capitalised words (a name; "Anselm and Piet Vellmar" is one), not sentence-initial.
 WORD = r"[A-Z][\w'-]+"
 RUN = rf"{WORD}(?:\s+(?:of\s+|the\s+|de\s+|and\s+)?{WORD})*"
@@ -61,7 +61,7 @@ OPENERS = {"In", "On", "At", "By", "For", "From", "Since", "To", "With", "During
            "Although", "Because", "If", "As", "Over", "Under", "Of", "And", "But"}
 NOT_A_NAME = OPENERS | {"It", "He", "She", "They", "We", "There"}
 # A simple clause: [In YEAR] subject auxiliary predicate ("In 1985 the building was restored by ...").
-CLAUSE = re.compile(r"^(?:In (?P<year>(?:1[0-9]|20)\d\d),?\s+)?"
+CLAUSE = re.compile(rf"^(?:In (?P<year>{YEAR.pattern}),?\s+)?"
                     rf"(?P<subj>(?!(?:{'|'.join(sorted(OPENERS))})\b){NOT_CUT}+?)\s+"
                     rf"(?P<aux>was|were|is|are|has been|have been|had been)\s+(?P<pred>{NOT_CUT}+)")
 # The wh-phrase a cloze question asks with, not a relative pronoun of its sentence ("Kennedy, who had served …").
