@@ -197,6 +197,28 @@ def test_a_moved_run_with_a_lost_checkpoint_resumes(train_cfg, passages, monkeyp
     assert (moved / "round-0" / "policy" / "model.safetensors").is_file()
 
 
+def test_a_run_resumes_with_more_rounds_or_fewer_unfinished_ones(train_cfg, passages, monkeypatch):
+    """Round r's items and seeds depend on r alone, so a run may be extended (round 0 is not redone) or
+    stopped before rounds it has not finished, never before finished ones."""
+    monkeypatch.setattr(restem, "select_winners", lambda rewards, rule: {i: [0] for i in rewards})
+    train_cfg.rounds = 1
+    run = run_restem(train_cfg, passages, make_domain)
+    before = len(run.records())
+    train_cfg.rounds = 2
+    again = run_restem(train_cfg, passages, make_domain, resume=run.path)
+    assert (run.path / "round-1" / "policy.json").is_file()
+    assert [r["round"] for r in again.records()[:before]] == [0] * before  # round 0's records, none rewritten
+    assert {r["round"] for r in again.records()[before:]} == {1}
+    assert Run.saved_config(run.path)["rounds"] == 2
+    assert len(json.loads((run.path / "metrics.json").read_text())["rounds"]) == 2
+    train_cfg.rounds = 1
+    with pytest.raises(ValueError, match="has finished 2 rounds: resume it with --rounds 2 or more"):
+        run_restem(train_cfg, passages, make_domain, resume=run.path)
+    (run.path / "round-1" / "policy.json").unlink()  # as if killed within round 1
+    run_restem(train_cfg, passages, make_domain, resume=run.path)
+    assert Run.saved_config(run.path)["rounds"] == 1
+
+
 def test_no_winner_keeps_the_policy(train_cfg, passages, monkeypatch):
     monkeypatch.setattr(restem, "select_winners", lambda rewards, rule: {i: [] for i in rewards})
     train_cfg.rounds = 1

@@ -18,11 +18,13 @@ E=benchmarks/runs/eval200_46/eval-knowledge-20261206-053811
   --runs-dir benchmarks/runs/eval200_46 >> benchmarks/runs/eval200_46/log.txt 2>&1
 dir=benchmarks/runs/restem46
 mkdir -p $dir
-run=$(ls -d $dir/train-knowledge-* 2>/dev/null | head -1 || true)
-.venv/bin/selfadapt train knowledge -c 32 -k 4 --rounds 3 --form-equalized --workers 2 ${run:+--resume $run} \
-  --runs-dir $dir >> $dir/log.txt 2>&1
-run=$(ls -d $dir/train-knowledge-* | head -1)
-.venv/bin/selfadapt eval knowledge --passages 40 --form-equalized --control open-book --control open-book+form \
-  --external gpt-4.1 --policy $R/round-0 --policy $R/round-1 --policy $R/round-2 \
-  --policy fe-round-0=$run/round-0 --policy fe-round-1=$run/round-1 --policy fe-round-2=$run/round-2 \
-  --workers 2 --resume $E --runs-dir benchmarks/runs/eval200_46 >> benchmarks/runs/eval200_46/log.txt 2>&1
+for n in 1 2 3; do  # one round more each time, then that round's policy on eval200: each row lands as its round does
+  run=$(ls -d $dir/train-knowledge-* 2>/dev/null | head -1 || true)
+  .venv/bin/selfadapt train knowledge -c 32 -k 4 --rounds $n --form-equalized --workers 2 ${run:+--resume $run} \
+    --runs-dir $dir >> $dir/log.txt 2>&1
+  run=$(ls -d $dir/train-knowledge-* | head -1)
+  fe=(); for r in $(seq 0 $((n - 1))); do fe+=(--policy fe-round-$r=$run/round-$r); done
+  .venv/bin/selfadapt eval knowledge --passages 40 --form-equalized --control open-book --control open-book+form \
+    --external gpt-4.1 --policy $R/round-0 --policy $R/round-1 --policy $R/round-2 "${fe[@]}" \
+    --workers 2 --resume $E --runs-dir benchmarks/runs/eval200_46 >> benchmarks/runs/eval200_46/log.txt 2>&1
+done

@@ -375,7 +375,12 @@ def run_restem(
     if cfg.reward_baseline == PASSAGE_FORM and not cfg.domain.get("form"):
         raise ValueError("the passage+form reward baseline needs a form-equalized domain (train knowledge "
                          "--form-equalized)")
-    run = Run.resume(resume, cfg) if resume else Run.create(Path(cfg.runs_dir), name, cfg)
+    if resume and (done := [r for r in range(cfg.rounds, Run.saved_config(resume).get("rounds", 0))
+                            if (Path(resume) / f"round-{r}" / "policy.json").is_file()]):
+        raise ValueError(f"{resume} has finished {done[-1] + 1} rounds: resume it with --rounds {done[-1] + 1} "
+                         "or more")
+    # Round r's items and seeds depend on r alone: a resume may ask for more rounds, or stop before unfinished ones.
+    run = Run.resume(resume, cfg, update=("rounds",)) if resume else Run.create(Path(cfg.runs_dir), name, cfg)
     run.names_score(score_name)
     policy = cfg.model
     for r in range(cfg.rounds):

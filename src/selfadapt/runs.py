@@ -219,14 +219,17 @@ class Run:
         return yaml.safe_load(cfg_file.read_text())
 
     @classmethod
-    def resume(cls, path: Path, config: Any, ignore: tuple[str, ...] = (), extend: tuple[str, ...] = ()) -> "Run":
+    def resume(cls, path: Path, config: Any, ignore: tuple[str, ...] = (), extend: tuple[str, ...] = (),
+               update: tuple[str, ...] = ()) -> "Run":
         """Reopen a run; the config must match the saved one except for keys in ``ignore`` and
         ``runs_dir`` (where runs are created says nothing about what they compute: a run
         directory may be moved). A list under a key in ``extend`` may grow (e.g. the policies of
         an evaluation: a new one adds conditions and changes no record); the saved config then
-        holds the union. Where the config holds a content hash of its items (``CONTENT_HASH``), the
-        run resumes only on the same items."""
-        ignore = (*ignore, *extend, "runs_dir")
+        holds the union. A key in ``update`` may change and the saved config takes the new value
+        (e.g. ReST-EM's rounds: round r depends on r alone, so more rounds redo none). Where the
+        config holds a content hash of its items (``CONTENT_HASH``), the run resumes only on the
+        same items."""
+        ignore = (*ignore, *extend, *update, "runs_dir")
         saved = cls.saved_config(path)
         cfg_file = path / "config.yaml"
         cfg = plain(config)
@@ -240,6 +243,8 @@ class Run:
             raise RunError(f"cannot resume {path}: {'; '.join(changed)}. Its records are keyed by position and "
                            "would be reused for other items: start a new run (without --resume), or restore "
                            "the data the run was made with")
+        for key in update:
+            saved[key] = cfg.get(key)
         for key in extend:
             added = [v for v in cfg.get(key) or [] if v not in (saved.get(key) or [])]
             if added:
