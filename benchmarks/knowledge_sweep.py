@@ -60,7 +60,8 @@ def main() -> None:
     for start in range(args.offset, args.offset + args.passages, args.chunk):
         n = min(args.chunk, args.offset + args.passages - start)
         cfg = KnowledgeEvalConfig(dataset=args.dataset, passages=n, offset=start, formats=args.formats,
-                                  decodings=args.decodings, external=[], runs_dir=str(args.out / f"chunk-{start}"))
+                                  decodings=args.decodings, external=[], runs_dir=str(args.out / f"chunk-{start}"),
+                                  form=False)  # as the committed sweeps were made (before issue 46's form default)
         existing = sorted((args.out / f"chunk-{start}").glob("eval-knowledge-*"))
         t0 = time.perf_counter()
         run, _ = run_knowledge_eval(cfg, resume=existing[0] if existing else None)

@@ -7,11 +7,11 @@ training, and gold-QA (train on test) far above it. This reads a finished
 condition's mean and its paired difference from passage-only (95% bootstrap interval,
 wins/ties/losses), then whether the metric passes.
 
-    selfadapt eval knowledge --dataset train --offset 1000 --passages 20 --control format \
+    selfadapt eval knowledge --no-form-equalized --dataset train --offset 1000 --passages 20 --control format \
         --control gold-qa --no-external --runs-dir benchmarks/runs/controls27
     python benchmarks/measure_controls.py benchmarks/runs/controls27/eval-knowledge-*
 
-Form-equalized (issue 46; the reference is then passage+form, which is the format control):
+Form-equalized (the default since issue 46; the reference is then passage+form, which is the format control):
 
     selfadapt eval knowledge --dataset train --offset 600 --passages 20 --form-equalized --control gold-qa \
         --control open-book --control open-book+form --no-external --workers 2 --runs-dir benchmarks/runs/controls46

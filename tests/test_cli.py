@@ -21,9 +21,10 @@ def test_eval_knowledge_end_to_end(tiny_dir, passages_file, tmp_path):
     assert res.exit_code == 0, res.output
     (run,) = (tmp_path / "runs").iterdir()
     table = (run / "table.md").read_text()  # every column; the terminal gets the key ones
-    assert "| passage |" in table and "| own-self-qa-grounded |" in table  # the default self-edit
+    # the default self-edit, form equalized by default
+    assert "| passage+form |" in table and "| own-self-qa-grounded+form |" in table
     out = "".join(res.output.split())
-    assert "Δvspassage" in out and "mc_prob" not in out and f"everycolumn:{run / 'table.md'}" in out
+    assert "Δvs" in out and "passage+form" in out and "mc_prob" not in out and f"everycolumn:{run / 'table.md'}" in out
 
 
 @pytest.mark.parametrize("args,message", [

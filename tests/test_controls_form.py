@@ -128,7 +128,7 @@ def spy_updates(monkeypatch):
 def test_ceilings_run_with_the_controls_and_closed_book_rows_report_a_share_of_the_ceiling(cfg, passages,
                                                                                              monkeypatch):
     assert KnowledgeEvalConfig().controls == ["format", "open-book", "open-book+form"]
-    cfg.external = []
+    cfg.external, cfg.form = [], False  # SEAL's setting, where the format control runs beside the ceilings
     updates = spy_updates(monkeypatch)
     run, rows = run_knowledge_eval(cfg)
     names = [r["condition"] for r in rows]
@@ -165,7 +165,7 @@ def test_share_of_the_ceiling_is_the_ratio_of_per_item_means():
 
 
 def test_form_equalized_run_adds_the_same_form_examples_to_every_update(cfg, passages, monkeypatch):
-    cfg.form = True
+    assert cfg.form  # the default
     updates = spy_updates(monkeypatch)
     run, rows = run_knowledge_eval(cfg)
     names = [r["condition"] for r in rows]
@@ -213,7 +213,7 @@ def test_train_knowledge_form_equalized_trains_every_update_with_form_and_reward
     monkeypatch.setattr(train_mod, "run_restem", lambda cfg, pool, make_domain, **kw: seen.update(
         cfg=cfg, pool=pool, make_domain=make_domain))
     cfg = ReSTEMConfig(model=str(tiny_dir), runs_dir=str(tmp_path / "runs"), items_per_round=2)
-    run_knowledge_training(cfg, KnowledgeTrainConfig(dataset=str(passages_file), fmt="implications", form=True))
+    run_knowledge_training(cfg, KnowledgeTrainConfig(dataset=str(passages_file), fmt="implications"))  # default
     assert seen["cfg"].reward_baseline == PASSAGE_FORM and seen["cfg"].domain["form"] is True
     tok = load_tokenizer(str(tiny_dir))
     dom = seen["make_domain"](tok)
@@ -221,13 +221,13 @@ def test_train_knowledge_form_equalized_trains_every_update_with_form_and_reward
         assert dom.training_data(p, None).examples == [p.text, *form_pairs(tok, p)]
         assert dom.training_data(p, "- Otrar fell in the war.").examples == [
             p.text, f"{p.title}\nOtrar fell in the war.", *form_pairs(tok, p)]
-    # the baseline alone turns form equalization on; without form the domain adds nothing
+    # the baseline alone turns form equalization on; without form (SEAL's) the domain adds nothing
     cfg = ReSTEMConfig(model=str(tiny_dir), runs_dir=str(tmp_path / "runs"), items_per_round=2,
                        reward_baseline=PASSAGE_FORM)
-    run_knowledge_training(cfg, KnowledgeTrainConfig(dataset=str(passages_file)))
+    run_knowledge_training(cfg, KnowledgeTrainConfig(dataset=str(passages_file), form=False))
     assert seen["cfg"].domain["form"] is True
     cfg = ReSTEMConfig(model=str(tiny_dir), runs_dir=str(tmp_path / "runs"), items_per_round=2)
-    run_knowledge_training(cfg, KnowledgeTrainConfig(dataset=str(passages_file)))
+    run_knowledge_training(cfg, KnowledgeTrainConfig(dataset=str(passages_file), form=False))
     assert seen["cfg"].reward_baseline == "base" and seen["make_domain"](tok).training_data(
         passages[0], None).examples == [passages[0].text]
 

@@ -25,7 +25,8 @@ def test_cpt_evaluates_all_questions_after_one_update(tiny_dir, passages_file, p
                                for p in passages]))
     cfg = KnowledgeEvalConfig(model=str(tiny_dir), dataset=str(passages_file), passages=2, external=[str(ext)],
                               cpt=True, max_new_tokens=8, answer_max_new_tokens=4, lora=LoRAConfig(r=4, epochs=1),
-                              dtype="float32", device="cpu", runs_dir=str(tmp_path / "runs"))
+                              dtype="float32", device="cpu", runs_dir=str(tmp_path / "runs"),
+                              form=False)  # the paper's CPT setting, with the format control beside it
     run, rows = run_knowledge_eval(cfg)
     evals = [r for r in run.records() if r["condition"] == "ext"]
     assert len(evals) == 1 and evals[0]["item"] == "cpt2"

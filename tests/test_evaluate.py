@@ -22,6 +22,7 @@ def cfg(tiny_dir, passages_file, passages, tmp_path):
         model=str(tiny_dir), dataset=str(passages_file), passages=2, external=[str(ext)], selfedits_per_passage=2,
         max_new_tokens=12, answer_max_new_tokens=6, formats=["implications"], decodings=["free"],
         lora=LoRAConfig(r=4, epochs=1), dtype="float32", controls=["format"],  # the ceilings: test_controls_form.py
+        form=False,  # SEAL's setting, the format control beside passage-only; the default: test_controls_form.py
         device="cpu", runs_dir=str(tmp_path / "runs"))
 
 

@@ -93,10 +93,11 @@ def test_a_knowledge_eval_under_ray_with_vllm_loads_no_model_in_the_driver(drive
     run, rows = run_knowledge_eval(cfg, parallel=Parallel(workers=1))
     assert loads == [], f"the driver loaded {loads}: the engine wrote the self-edits, the actors load their own"
     assert pools == [str(tiny_dir)] * 2  # the baselines', then the policy's
-    assert [r["condition"] for r in rows] == ["base", "recital", "passage", "own-implications", "a-base", "a"]
+    assert [r["condition"] for r in rows] == ["base", "recital", "passage+form", "own-implications+form", "a-base",
+                                              "a+form"]  # form equalized by default
     counts = Counter(r["condition"] for r in run.records())
-    assert counts == {"base": 2, "recital": 2, "passage": 2, "write": 2 + 2, "own-implications": 2 * 2,
-                      "a-base": 2, "a": 2 * 2}
+    assert counts == {"base": 2, "recital": 2, "passage+form": 2, "write": 2 + 2, "own-implications+form": 2 * 2,
+                      "a-base": 2, "a+form": 2 * 2}
 
 
 def test_an_arc_eval_under_ray_with_vllm_loads_no_model_in_the_driver(driver_loads, tiny_dir, tmp_path):

@@ -164,8 +164,8 @@ def test_rounds_chain_policy_checkpoints(train_cfg, passages, monkeypatch):
                                lora=LoRAConfig(r=4, epochs=1), dtype="float32", device="cpu",
                                runs_dir=str(Path(train_cfg.runs_dir) / "eval"))
     erun, rows = run_knowledge_eval(ecfg)
-    assert [r["condition"] for r in rows] == ["base", "recital", "passage", "own-self-qa-grounded", "round-0-base",
-                                              "round-0"]
+    assert [r["condition"] for r in rows] == ["base", "recital", "passage+form", "own-self-qa-grounded+form",
+                                              "round-0-base", "round-0+form"]  # form equalized by default
     assert (erun.path / "rounds.png").is_file()
 
 

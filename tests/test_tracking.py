@@ -101,14 +101,15 @@ def test_eval_knowledge_mirrors_each_record_and_its_table(tiny_dir, passages_fil
     run = only_run(tmp_path / "runs")
     held = read_back(run)
     records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
-    for condition in ("base", "passage"):  # named by what they measure: exact match, not "score"
+    passage_form = "passage+form"  # form equalized by default
+    for condition in ("base", passage_form):  # named by what they measure: exact match, not "score"
         scores = [r["score"] for r in records if r["condition"] == condition]
         assert held[f"{condition}/exact_match"] == [(n, pytest.approx(s)) for n, s in enumerate(scores)]
-    passage = [r for r in records if r["condition"] == "passage"]
-    assert held["passage/exact_match_gain"] == [(n, pytest.approx(r["gain"])) for n, r in enumerate(passage)]
+    passage = [r for r in records if r["condition"] == passage_form]
+    assert held[f"{passage_form}/exact_match_gain"] == [(n, pytest.approx(r["gain"])) for n, r in enumerate(passage)]
     rows = json.loads((run / "metrics.json").read_text())["rows"]
-    row = next(r for r in rows if r["condition"] == "passage")
-    assert held["table/passage/exact_match"] == [(0, pytest.approx(row["score"]))]
+    row = next(r for r in rows if r["condition"] == passage_form)
+    assert held[f"table/{passage_form}/exact_match"] == [(0, pytest.approx(row["score"]))]
     assert not any("/score" in tag or "history" in tag for tag in held)
 
 

@@ -61,7 +61,7 @@ def test_one_and_two_workers_write_the_records_of_one_process(cfg):
     assert len(local.records()) == 2 + 2 + 2 + 2 + 4  # base, recital, passage, write, own
     assert_same_records(local.records(), one.records())
     assert_same_records(local.records(), two.records())
-    assert [r["condition"] for r in rows] == ["base", "recital", "passage", "own-implications"]
+    assert [r["condition"] for r in rows] == ["base", "recital", "passage+form", "own-implications+form"]
 
 
 def jobs_for(domain, passages, key_prefix=""):

@@ -18,12 +18,12 @@ if [ ! -d $P ]; then
     -e 's#^runs_dir: .*#runs_dir: benchmarks/runs/restem-penalty#' $SRC/config.yaml > $P/config.yaml
   grep '"round": 0,' $SRC/records.jsonl > $P/records.jsonl
 fi
-.venv/bin/selfadapt train knowledge --reward-baseline passage -c 16 -k 4 --rounds 2 --probe \
+.venv/bin/selfadapt train knowledge --no-form-equalized --reward-baseline passage -c 16 -k 4 --rounds 2 --probe \
   --forgetting-penalty 1 --no-amp --workers 2 --runs-dir benchmarks/runs/restem-penalty --resume $P \
   >> /tmp/restem-penalty.log 2>&1
 # 3. The penalised round-0 policy on the same 40 eval200 passages as restem_no_penalty.sh's policies, paired with
 #    the same passage-only runs (its self-edits beat the unpenalised policy's on round 1's train passages).
 #    On a finished run, step 2 only restores the policy checkpoints, which git does not keep.
 E=benchmarks/runs/eval200/eval-knowledge-20261124-155031
-.venv/bin/selfadapt eval knowledge --dataset eval200 --passages 40 --external gpt-4.1 --workers 2 --no-amp \
+.venv/bin/selfadapt eval knowledge --no-form-equalized --dataset eval200 --passages 40 --external gpt-4.1 --workers 2 --no-amp \
   --runs-dir benchmarks/runs/eval200 --resume $E --policy penalty-round-0=$P/round-0 >> /tmp/eval200.log 2>&1

@@ -10,7 +10,7 @@ knowledge() {  # DIR ARGS...: create the run under DIR, or resume the one there
   local dir=$1; shift
   local run; run=$(ls -d "$dir"/eval-knowledge-* 2>/dev/null | head -1)
   mkdir -p "$dir"
-  .venv/bin/selfadapt eval knowledge "$@" --workers 2 ${run:+--resume $run} --runs-dir "$dir" >> "$dir/log.txt" 2>&1
+  .venv/bin/selfadapt eval knowledge --no-form-equalized "$@" --workers 2 ${run:+--resume $run} --runs-dir "$dir" >> "$dir/log.txt" 2>&1
 }
 seed_from() {  # SRC_RUN DIR LR EPOCHS [all]: a 20-passage run under DIR holding SRC's untrained records
   local src=$1 dir=$2 lr=$3 ep=$4 all=$5

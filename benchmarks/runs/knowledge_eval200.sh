@@ -5,5 +5,5 @@
 dir=benchmarks/runs/eval200_27
 run=$(ls -d "$dir"/eval-knowledge-* 2>/dev/null | head -1)
 mkdir -p "$dir"
-.venv/bin/selfadapt eval knowledge --dataset eval200 --passages 40 --control format --external gpt-4.1 \
+.venv/bin/selfadapt eval knowledge --no-form-equalized --dataset eval200 --passages 40 --control format --external gpt-4.1 \
   --workers 2 ${run:+--resume $run} --runs-dir "$dir" >> "$dir/log.txt" 2>&1

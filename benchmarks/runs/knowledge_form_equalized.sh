@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 R=benchmarks/runs/restem27/train-knowledge-20261202-083953
 E=benchmarks/runs/eval200_46/eval-knowledge-20261206-053811
-.venv/bin/selfadapt train knowledge -c 32 -k 4 --rounds 3 --reward-baseline passage --workers 2 --resume $R \
+.venv/bin/selfadapt train knowledge --no-form-equalized -c 32 -k 4 --rounds 3 --reward-baseline passage --workers 2 --resume $R \
   >> benchmarks/runs/restem27/log.txt 2>&1
 .venv/bin/selfadapt eval knowledge --passages 40 --form-equalized --control open-book --control open-book+form \
   --external gpt-4.1 --policy $R/round-0 --policy $R/round-1 --policy $R/round-2 --workers 2 --resume $E \

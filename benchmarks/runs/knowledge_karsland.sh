@@ -6,5 +6,5 @@ cd "$(dirname "$0")/../.."
 dir=benchmarks/runs/karsland27
 run=$(ls -d "$dir"/eval-knowledge-* 2>/dev/null | head -1)
 mkdir -p "$dir"
-.venv/bin/selfadapt eval knowledge --dataset benchmarks/data/karsland_squad.jsonl --passages 4 --control format \
+.venv/bin/selfadapt eval knowledge --no-form-equalized --dataset benchmarks/data/karsland_squad.jsonl --passages 4 --control format \
   --no-external --workers 2 ${run:+--resume $run} --runs-dir "$dir" >> "$dir/log.txt" 2>&1

@@ -8,10 +8,10 @@ while pgrep -f knowledge_eval200.sh > /dev/null; do sleep 60; done  # one CPU-he
 dir=benchmarks/runs/restem27
 run=$(ls -d "$dir"/train-knowledge-* 2>/dev/null | head -1)
 mkdir -p "$dir"
-.venv/bin/selfadapt train knowledge -c 32 -k 4 --rounds 3 --reward-baseline passage --workers 2 \
+.venv/bin/selfadapt train knowledge --no-form-equalized -c 32 -k 4 --rounds 3 --reward-baseline passage --workers 2 \
   ${run:+--resume $run} --runs-dir "$dir" >> "$dir/log.txt" 2>&1 || exit 1
 run=$(ls -d "$dir"/train-knowledge-* | head -1)
 eval=$(ls -d benchmarks/runs/eval200_27/eval-knowledge-* | head -1)
-.venv/bin/selfadapt eval knowledge --dataset eval200 --passages 40 --control format --external gpt-4.1 \
+.venv/bin/selfadapt eval knowledge --no-form-equalized --dataset eval200 --passages 40 --control format --external gpt-4.1 \
   --workers 2 --resume "$eval" --runs-dir benchmarks/runs/eval200_27 \
   --policy "$run/round-0" --policy "$run/round-1" --policy "$run/round-2" >> benchmarks/runs/eval200_27/log.txt 2>&1

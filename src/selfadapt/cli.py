@@ -211,8 +211,8 @@ def eval_knowledge(
     gpus_per_worker: Optional[float] = GPUS_PER_WORKER,
 ) -> None:
     """Baseline table: base · recital · passage · passage + own self-edits · passage + external self-edits ·
-    controls (format, open-book ceilings) · trained policies; --form-equalized adds the format control's
-    pairs to every update.
+    controls (open-book ceilings) · trained policies. Every update adds the format control's pairs (form
+    equalized, so that conditions differ in facts; --no-form-equalized for SEAL's updates and the format control).
 
     Each condition trains a LoRA update, then answers the passage's questions without it in context;
     the score is exact match of the short answer (SQuAD's rules), compared with passage-only and recital,

@@ -269,7 +269,7 @@ class ReSTEMConfig:
                         "self-edit that helped).")
     reward_baseline: str = setting("base", "Reward = adapted score minus this: 'base' (unadapted, as in SEAL), "
                                    "'passage' (trained on the passage alone, same seed) or 'passage+form' (the "
-                                   "same with form examples, knowledge --form-equalized, which it turns on).")
+                                   "same with form examples: train knowledge's under its default --form-equalized).")
     forgetting_penalty: float = setting(0.0, "λ: reward −= λ × the drop of a fixed probe set (other passages' "
                                         "questions, reading comprehension); implies --probe.")
     laser: float | None = setting(None, "LASER bonus λ: reward += λ for a self-edit that helped and is at most "

@@ -18,7 +18,7 @@ from rich.text import Text
 # The key columns of each command's table, by the start of their headers, in the table's order.
 KEYS = {
     # condition, the reward with its interval (exact match / success, or "metric NAME": --metric), the paired
-    # difference from passage-only (the first reference; passage+form with --form-equalized), the share of the
+    # difference from passage+form (the first reference; passage-only with --no-form-equalized), the share of the
     # open-book+form ceiling
     "eval knowledge": ("condition", "exact_match %", "metric ", "Δ vs passage", "W/T/L vs passage", "% of "),
     "eval arc": ("condition", "success %", "metric ", "Δ vs ", "W/T/L vs "),

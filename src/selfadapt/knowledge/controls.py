@@ -13,7 +13,7 @@
 
 All train the pairs exactly as self-QA does (completion-only, in the test's prompt).
 
-**Form equalized** (``with_form``, ``eval knowledge --form-equalized``): every update of every
+**Form equalized** (``with_form``, on by default in ``eval``/``train knowledge``): every update of every
 condition adds the format control's pairs (the same donor passage's, in the same order, for
 every condition and seed of a passage) after its own data, so the answer form is the same in
 all of them and their differences are facts. The format control is then passage+form itself.

@@ -105,9 +105,11 @@ class KnowledgeEvalConfig:
                                   "passage in the prompt: 'open-book' (no update) and 'open-book+form' (after the "
                                   "format control's update; every row's share of it is reported); repeat.",
                                   factory=lambda: ["format", OPEN_BOOK, OPEN_BOOK_FORM])
-    form: bool = setting(False, "Form equalized: every update of every condition (passage-only included) adds the "
-                         "format control's Q→A pairs, the same for every condition of a passage; conditions are "
-                         "named <name>+form, and the format control, then passage+form itself, is not run.")
+    form: bool = setting(True, "Form equalized: every update of every condition (passage-only included) adds the "
+                         "format control's Q→A pairs, the same for every condition of a passage, so that the "
+                         "conditions differ in facts, not in answer form; conditions are named <name>+form, and "
+                         "the format control, then passage+form itself, is not run. --no-form-equalized: "
+                         "SEAL's setting, each update only its own text.")
     policies: list[str] = setting(help=S.POLICY, factory=list)
     cpt: bool = setting(False, "Continued pretraining: one update on all passages' data, then all their questions.")
     selfedits_per_passage: int = setting(1, "Self-edits per passage (own and external).")

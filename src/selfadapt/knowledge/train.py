@@ -38,9 +38,10 @@ class KnowledgeTrainConfig:
                           "forgetting penalty.")
     prior_prompt: str | None = setting(None, S.PRIOR)
     metric: str | None = setting(None, S.METRIC)
-    form: bool = setting(False, "Form equalized: every update (each self-edit's and the passage-alone one) adds "
+    form: bool = setting(True, "Form equalized: every update (each self-edit's and the passage-alone one) adds "
                          "the format control's Q→A pairs of another train passage, and the reward is EM(self-edit"
-                         "+form) − EM(passage+form) (--reward-baseline passage+form, which turns this on).")
+                         "+form) − EM(passage+form), which answer form alone cannot earn. --no-form-equalized: "
+                         "SEAL's reward, against --reward-baseline.")
 
     def __post_init__(self) -> None:
         check_metric(self.metric)
@@ -67,7 +68,8 @@ def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume
     # under form equalization the passage-alone update is passage+form, and the reward subtracts it
     kcfg.form = kcfg.form or cfg.reward_baseline == PASSAGE_FORM
     if kcfg.form and cfg.reward_baseline != PASSAGE_FORM:
-        log.info("form-equalized: the reward baseline is passage+form (was %s)", cfg.reward_baseline)
+        log.info("form-equalized: the reward is EM(self-edit+form) − EM(passage+form), not against %s "
+                 "(--no-form-equalized for that)", cfg.reward_baseline)
         cfg.reward_baseline = PASSAGE_FORM
     cfg.domain = {"name": "knowledge", **asdict(kcfg), CONTENT_HASH: content_hash(pool)}  # resume: same pool only
 
