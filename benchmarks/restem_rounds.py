@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from selfadapt.evaluate import as_results, paired, per_item
+from selfadapt.knowledge.controls import FORM
 from selfadapt.knowledge.measure import REWARD_METRIC
-from selfadapt.restem import PASSAGE, SELFEDIT, base_probes, probe_drop, self_edit_rewards
+from selfadapt.restem import PASSAGE, PASSAGE_FORM, SELFEDIT, base_probes, probe_drop, self_edit_rewards
 from selfadapt.runs import read_jsonl
 
 
@@ -52,7 +53,7 @@ def per_passage(records: list[dict], baseline: str) -> dict[str, dict]:
     drops: dict[str, list[float]] = defaultdict(list)
     alone: dict[str, float] = {}
     for r in results:
-        d = probe_drop(r, base_probe) if r.condition in (SELFEDIT, PASSAGE) else None
+        d = probe_drop(r, base_probe) if r.condition in (SELFEDIT, PASSAGE, PASSAGE_FORM) else None
         if d is not None and r.condition == SELFEDIT:
             drops[r.item].append(d)
         elif d is not None:
@@ -66,30 +67,35 @@ def held_out(eval_run: Path) -> None:
     """Each round's policy on the eval run's passages (the paper's Figure 4, with our baselines)."""
     records = [r for _, r in read_jsonl(eval_run / "records.jsonl", partial_last=True)]
     conditions = sorted({r["condition"] for r in records})
+    # A form-equalized run names a trained policy round-N+form and the same policy without an update round-N-base.
     rounds = sorted((n for n in conditions if n.startswith("round-") and not n.endswith("-base")),
-                    key=lambda n: int(n.split("-")[1]))
+                    key=lambda n: int(n.removesuffix(FORM).split("-")[1]))
     # Policies named NAME-round-N (`--policy NAME-round-N=OTHER_RUN/round-N`) are paired with this
     # run's round-N: the same round of another run, e.g. with --forgetting-penalty.
-    others = sorted(n for n in conditions if "-round-" in n and not n.endswith("-base") and f"{n}-base" in conditions)
+    others = sorted(n for n in conditions if "-round-" in n and not n.endswith("-base")
+                    and f"{n.removesuffix(FORM)}-base" in conditions)
     untrained = next((n for n in conditions if n.startswith("own-")), None)
+    passage = PASSAGE_FORM if PASSAGE_FORM in conditions else PASSAGE
     print(f"\nPolicies on {eval_run} (`{REWARD_METRIC}` %, differences in points, paired by passage):\n")
-    control = "format-control" if "format-control" in conditions else None
-    print(f"| policy | {REWARD_METRIC} | vs passage | vs recital | vs format control | vs untrained ({untrained}) "
+    control = "format-control" if "format-control" in conditions else None  # under form: passage+form itself
+    print(f"| policy | {REWARD_METRIC} | vs {passage} | vs recital | vs format control | vs untrained ({untrained}) "
           "| vs itself without an update | vs the previous round's (NAME-round-N: vs round-N) |")
     print("|---|---|---|---|---|---|---|---|")
     previous = {n: p for n, p in zip(rounds, [untrained, *rounds])} | {n: n[n.index("round-"):] for n in others}
     for name in rounds + others:
         score = per_item(records, name)
         cells = [fmt(paired(score, per_item(records, ref))) if ref else "–"
-                 for ref in ("passage", "recital", control, untrained, f"{name}-base", previous[name])]
+                 for ref in (passage, "recital", control, untrained, f"{name.removesuffix(FORM)}-base",
+                             previous[name])]
         print(f"| {name} | {100 * np.mean(list(score.values())):.1f} | " + " | ".join(cells) + " |")
 
 
 def examples(r: int, records: list[dict], baseline: str, n: int) -> None:
-    """A round's highest- and lowest-reward self-edits, and the questions where they differ from passage-only."""
+    """A round's highest- and lowest-reward self-edits, and the questions where they differ from passage-only
+    (passage+form in a form-equalized run)."""
     rewards = self_edit_rewards(records, baseline)
     edits = {(x["item"], x["j"]): x for x in records if x["condition"] == SELFEDIT and x["seed"] == 0}
-    alone = {x["item"]: x for x in records if x["condition"] == PASSAGE and x["seed"] == 0}
+    alone = {x["item"]: x for x in records if x["condition"] in (PASSAGE, PASSAGE_FORM) and x["seed"] == 0}
     ranked = sorted(((g, item, j) for item, by_j in rewards.items() for j, g in by_j.items()
                      if (item, j) in edits and item in alone), key=lambda t: -t[0])  # stable sort: ties in record order
     for label, picked in (("best", ranked[:n]), ("worst", ranked[::-1][:n])):
