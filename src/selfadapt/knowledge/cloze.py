@@ -24,7 +24,7 @@ import re
 
 from ..grading import normalize_answer
 
-UNITS = r"metres|meters|km|kilometres|kilometers|miles|feet|per cent|percent"
+UNITS = r"metres|meters|km|kilometres|kilometers|miles|feet|per cent|percent|°C|°F"
 # Numbers in words are asked for only as counts; "one" is left out ("one of his best seasons" counts nothing),
 # and so are the scale words ("two hundred trains": two is not the count).
 COUNT_WORDS = ("two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|"
@@ -38,9 +38,10 @@ MODIFIER = (r"(?!(?:and|or|of|the|a|an|in|on|at|to|for|with|by|from|as|than|agai
 NOUN = (r"(?!(?:his|this|its|was|has|is|as|us|thus|less|across|unless|perhaps|always)\b)[a-z]+s"
         r"|people|men|women|children")
 # A number: a year, a count of some plural noun, a measure with its unit, or a bare number (its commas only
-# between digits: "1,104"); a number in words only as a count ("six seats"), never part of a compound
-# ("forty-two") or of a name ("the Five Nations").
-NUMBER = re.compile(rf"\b(?P<num>\d(?:[\d.]|,(?=\d))*|(?<!-)(?i:{COUNT_WORDS})\b(?!-))(?:\s+(?P<unit>{UNITS})\b"
+# between digits: "1,104"; its sign, "−11.7 °C"; its scale, "3.5 million"); a number in words only as a count
+# ("six seats"), never part of a compound ("forty-two", "mid-1994") or of a name ("the Five Nations").
+NUMBER = re.compile(rf"(?<![\w-])(?P<num>(?:−?\d(?:[\d.]|,(?=\d))*|(?i:{COUNT_WORDS})\b(?!-))"
+                    rf"(?:\s+(?:hundred|thousand|million|billion)\b)?)(?:\s+(?P<unit>{UNITS})(?!\w)"
                     rf"|\s+(?P<noun>(?:{MODIFIER}){{0,2}}?(?:{NOUN}))\b)?")
 YEAR = re.compile(r"(?:1[0-9]|20)\d\d")
 MONTH = "January|February|March|April|May|June|July|August|September|October|November|December"
@@ -60,6 +61,9 @@ GOVERNED = re.compile(r"\b(?P<prep>in|on|at|by|for|from|since|to|with|into)(?:\s
 OPENERS = {"In", "On", "At", "By", "For", "From", "Since", "To", "With", "During", "After", "Before", "When", "While",
            "Although", "Because", "If", "As", "Over", "Under", "Of", "And", "But"}
 NOT_A_NAME = OPENERS | {"It", "He", "She", "They", "We", "There"}
+# Words that open a sentence before a capitalised noun that is no first name ("Many Kenyans moved ...").
+QUANTIFIERS = {"Many", "Most", "Some", "Several", "All", "Both", "Each", "Every", "Few", "Other", "Such", "No", "Only",
+               "Early", "Late", "Modern", "Ancient", "Former"}
 # A simple clause: [In YEAR] subject auxiliary predicate ("In 1985 the building was restored by ...").
 CLAUSE = re.compile(rf"^(?:In (?P<year>{YEAR.pattern}),?\s+)?"
                     rf"(?P<subj>(?!(?:{'|'.join(sorted(OPENERS))})\b){NOT_CUT}+?)\s+"
@@ -97,7 +101,8 @@ def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
 
     for m in NUMBER.finditer(body):
         num = m.group("num").rstrip(",.")
-        if in_a_date(m.start()) or not num[0].isdigit() and (not m.group("noun") or num[0].isupper() and m.start()):
+        if in_a_date(m.start()) or not num.lstrip("−")[0].isdigit() and (
+                not m.group("noun") or num[0].isupper() and m.start()):
             continue  # a number in words counts something ("Two of the bridges" is no fact) outside a name
         if YEAR.fullmatch(num):
             out.append((m.start(), m.start() + len(num), num, "what year", "year"))
@@ -106,18 +111,30 @@ def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
         else:
             answer = m.group().strip().rstrip(",.")
             out.append((m.start(), m.start() + len(answer), answer, "what", "measure"))  # "142 kilometres"
-    initial = re.match(RUN, body)  # "Cameron congratulated ...", "Warsaw University of Technology is ..."
+    # "Cameron congratulated ...", "Warsaw University of Technology is ...": a sentence-initial name where its first
+    # word is a name elsewhere, or is directly followed by another capitalised word ("Michael Grade criticized ...")
+    initial = re.match(RUN, body)
     first = 0
-    if initial and initial.group().split()[0] not in NOT_A_NAME | DETERMINERS and initial.group().split()[0] in names:
-        first = initial.end()
-        out.append((0, first, initial.group(), "what", "name"))
+    if initial:
+        words = initial.group().split()
+        if words[0] not in NOT_A_NAME | DETERMINERS | QUANTIFIERS and (
+                words[0] in names or len(words) > 1 and words[1][:1].isupper()):
+            first = initial.end()
+            out.append(_name(0, first, initial.group(), "what"))
     for m in NAME.finditer(body):
         if m.start() < first or in_a_date(m.start()):
             continue  # the rest of the sentence-initial name, or a date's month
         by = BY.search(body[: m.start()])  # "bought by the engineer Hedda Lorne": bought by whom
-        out.append((by.start(), m.end(), m.group(), "by whom", "name") if by
-                   else (m.start(), m.end(), m.group(), "what", "name"))
+        out.append(_name(by.start(), m.end(), m.group(), "by whom") if by else _name(m.start(), m.end(), m.group(),
+                                                                                    "what"))
     return sorted(out)
+
+
+def _name(start: int, end: int, name: str, wh: str) -> tuple[int, int, str, str, str]:
+    """A name's span; a possessive one ("on Astra's satellites") is asked with "whose" and answered without its
+    "'s", as a reader's gold answer is."""
+    owner = re.sub(r"['’]s$", "", name)
+    return (start, end, owner, "whose", "name") if owner != name else (start, end, name, wh, "name")
 
 
 def _clauses(body: str) -> list[tuple[int, int]]:
