@@ -8,8 +8,8 @@ the format control (they teach facts, not form) and passage-only stays at or abo
 unadapted model (the update does not erase what the model knew about the topic).
 
     for s in "1e-3 10" "1e-3 3" "3e-4 10" "3e-4 3"; do set -- $s
-      selfadapt eval knowledge --no-form-equalized --dataset train --offset 200 --passages 40 --no-external --lr $1 --epochs $2 \
-        --workers 2 --runs-dir benchmarks/runs/defaults27/lr$1-ep$2; done
+      selfadapt eval knowledge --no-form-equalized --dataset train --offset 200 --passages 40 --no-external \
+        --lr $1 --epochs $2 --workers 2 --runs-dir benchmarks/runs/defaults27/lr$1-ep$2; done
     python benchmarks/defaults_sweep.py benchmarks/runs/defaults27/*/eval-knowledge-* --metric cal_prob
 """
 

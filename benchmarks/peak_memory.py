@@ -9,7 +9,9 @@ A randomly initialised model of Llama-3.2-1B's shape (hidden 2048, 16 layers, 32
 MLP 8192) with the embedded model's tokenizer (49k vocabulary: 1.0B parameters), saved in bf16, is
 built once under /tmp. Each workload runs in its own process, the "before" one from a git worktree
 of the old commit; the peak resident set size is GNU time's (`%M`). On CPU the weights sit in host
-memory, so "two copies at once" shows up in RSS as it would in GPU memory.
+memory, so "two copies at once" shows up in RSS as it would in GPU memory. Since issue 46 the current
+tree's `train knowledge` adds form-equalized updates (a few more training sequences, one more inner loop
+per passage); the models it holds at once, what this measures, are the same.
 """
 
 from __future__ import annotations

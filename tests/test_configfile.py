@@ -86,7 +86,8 @@ def test_missing_or_malformed_file(tmp_path, captured):
     ("eval knowledge", ["eval", "knowledge", "--passages", "4", "--offset", "7", "--lr", "0.0003", "--epochs", "3",
                         "--format", "self-qa", "--format", "implications", "--control", "gold-qa", "--dataset", "train",
                         "--no-external", "--targets", "q_proj,v_proj", "--selfedits", "2", "--seed", "3"]),
-    ("train knowledge", ["train", "knowledge", "--rounds", "3", "-c", "4", "-k", "2", "--reward-baseline", "passage",
+    ("train knowledge", ["train", "knowledge", "--rounds", "3", "-c", "4", "-k", "2", "--no-form-equalized",
+                         "--reward-baseline", "passage",
                          "--format", "implications", "--no-grounded", "--sft-r", "8", "--lr", "0.0003",
                          "--continue-policy", "--columns", "context=passage,question=q"]),
     ("rrr probe", ["rrr", "probe", "--task", "countdown:numbers=2", "--task", "countdown", "--queries", "9",
@@ -159,14 +160,24 @@ def test_a_nested_key_sets_its_own_section_not_a_namesake(tmp_path, captured):
     assert res.exit_code == 2 and "unknown key 'lr'" in res.text
 
 
-def test_form_equalized_and_the_ceilings_from_flags_and_files(tmp_path, passages_file, captured):
-    """``--form-equalized`` (issue 46): eval knowledge's option, and train knowledge's, where it makes the
-    reward subtract passage+form; a file's ``form: true`` sets it too."""
-    invoke(["eval", "knowledge", "--form-equalized", "--control", "open-book"])
+def test_form_equalized_by_default_and_off_from_flags_and_files(tmp_path, passages_file, captured):
+    """Form equalization (issue 46) is on by default in eval knowledge and train knowledge, where the reward
+    subtracts passage+form; ``--no-form-equalized`` or a file's ``form: false`` gives SEAL's setting, and a
+    reward baseline that contradicts the choice is refused."""
+    invoke(["eval", "knowledge", "--control", "open-book"])
     cfg, _ = captured.pop("eval knowledge")
     assert cfg.form is True and cfg.controls == ["open-book"]
-    f = tmp_path / "train.yaml"
-    f.write_text("form: true\n")
-    invoke(["train", "knowledge", "--config", str(f), "--dataset", str(passages_file)])
+    invoke(["eval", "knowledge", "--no-form-equalized"])
+    assert captured.pop("eval knowledge")[0].form is False
+    invoke(["train", "knowledge", "--dataset", str(passages_file)])
     cfg, _ = captured.pop("train knowledge")
     assert cfg.reward_baseline == "passage+form" and cfg.domain["form"] is True
+    f = tmp_path / "train.yaml"
+    f.write_text("form: false\nreward_baseline: passage\n")
+    invoke(["train", "knowledge", "--config", str(f), "--dataset", str(passages_file)])
+    cfg, _ = captured.pop("train knowledge")
+    assert cfg.reward_baseline == "passage" and cfg.domain["form"] is False
+    res = invoke(["train", "knowledge", "--reward-baseline", "passage", "--dataset", str(passages_file)])
+    assert res.exit_code == 2 and "--reward-baseline passage needs --no-form-equalized" in res.text
+    res = invoke(["train", "knowledge", "--no-form-equalized", "--reward-baseline", "passage+form"])
+    assert res.exit_code == 2 and "needs form equalization" in res.text

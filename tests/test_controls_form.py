@@ -221,11 +221,11 @@ def test_train_knowledge_form_equalized_trains_every_update_with_form_and_reward
         assert dom.training_data(p, None).examples == [p.text, *form_pairs(tok, p)]
         assert dom.training_data(p, "- Otrar fell in the war.").examples == [
             p.text, f"{p.title}\nOtrar fell in the war.", *form_pairs(tok, p)]
-    # the baseline alone turns form equalization on; without form (SEAL's) the domain adds nothing
+    # without form (SEAL's) the domain adds nothing, and a passage+form baseline is refused
     cfg = ReSTEMConfig(model=str(tiny_dir), runs_dir=str(tmp_path / "runs"), items_per_round=2,
                        reward_baseline=PASSAGE_FORM)
-    run_knowledge_training(cfg, KnowledgeTrainConfig(dataset=str(passages_file), form=False))
-    assert seen["cfg"].domain["form"] is True
+    with pytest.raises(ValueError, match="needs form equalization"):
+        run_knowledge_training(cfg, KnowledgeTrainConfig(dataset=str(passages_file), form=False))
     cfg = ReSTEMConfig(model=str(tiny_dir), runs_dir=str(tmp_path / "runs"), items_per_round=2)
     run_knowledge_training(cfg, KnowledgeTrainConfig(dataset=str(passages_file), form=False))
     assert seen["cfg"].reward_baseline == "base" and seen["make_domain"](tok).training_data(

@@ -203,20 +203,25 @@ def test_a_run_resumes_with_more_rounds_or_fewer_unfinished_ones(train_cfg, pass
     monkeypatch.setattr(restem, "select_winners", lambda rewards, rule: {i: [0] for i in rewards})
     train_cfg.rounds = 1
     run = run_restem(train_cfg, passages, make_domain)
-    before = len(run.records())
+    round0 = (run.path / "records.jsonl").read_bytes()
+    rounds_run = []
+    real = restem._round
+    monkeypatch.setattr(restem, "_round", lambda run, rdir, r, *a: rounds_run.append(r) or real(run, rdir, r, *a))
     train_cfg.rounds = 2
     again = run_restem(train_cfg, passages, make_domain, resume=run.path)
-    assert (run.path / "round-1" / "policy.json").is_file()
-    assert [r["round"] for r in again.records()[:before]] == [0] * before  # round 0's records, none rewritten
-    assert {r["round"] for r in again.records()[before:]} == {1}
+    assert rounds_run == [1] and (run.path / "round-1" / "policy.json").is_file()
+    assert (run.path / "records.jsonl").read_bytes().startswith(round0)  # round 0's records, none rewritten
+    assert {r["round"] for r in again.records()[round0.count(b"\n"):]} == {1}
     assert Run.saved_config(run.path)["rounds"] == 2
     assert len(json.loads((run.path / "metrics.json").read_text())["rounds"]) == 2
     train_cfg.rounds = 1
     with pytest.raises(ValueError, match="has finished 2 rounds: resume it with --rounds 2 or more"):
         run_restem(train_cfg, passages, make_domain, resume=run.path)
+    assert Run.saved_config(run.path)["rounds"] == 2  # a refused resume changes nothing
     (run.path / "round-1" / "policy.json").unlink()  # as if killed within round 1
     run_restem(train_cfg, passages, make_domain, resume=run.path)
     assert Run.saved_config(run.path)["rounds"] == 1
+    assert len(json.loads((run.path / "metrics.json").read_text())["rounds"]) == 1
 
 
 def test_no_winner_keeps_the_policy(train_cfg, passages, monkeypatch):

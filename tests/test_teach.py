@@ -636,8 +636,8 @@ def test_cloze_pairs_keep_names_scales_possessives_and_signs_whole():
     def answers(sentence):
         return {a: q for q, a in cloze_pairs(sentence)}
 
-    got = answers("Michael Grade criticized the operations in front of the Select Committee on National Heritage.")
-    assert got["Michael Grade"] == "Who criticized the operations in front of the Select Committee on National Heritage?"
+    got = answers("Michael Grade criticized the operations in front of the Select Committee.")
+    assert got["Michael Grade"] == "Who criticized the operations in front of the Select Committee?"
     assert "Grade" not in got
     assert "Throughout the Middle Ages" not in answers("Throughout the Middle Ages the town was ruled by Kiev.")
     assert "Many Kenyans" not in answers("Many Kenyans moved to Nairobi in 1960.")  # a quantifier, not a first name

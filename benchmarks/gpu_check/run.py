@@ -353,7 +353,10 @@ def phase_restem(size: str):
                                keep=FORCED, lora=LoRAConfig(epochs=ctx.knobs.epochs),
                                sft=PolicySFTConfig(epochs=ctx.knobs.sft_epochs), device=ctx.device.type,
                                runs_dir=str(Path(tmp) / "runs"))
-            run = run_knowledge_training(cfg, KnowledgeTrainConfig(max_new_tokens=ctx.knobs.selfedit_tokens))
+            # without form equalization: the check was sized (and its earlier numbers taken) with SEAL's reward,
+            # and form adds one passage-alone inner loop per passage on the same code path
+            run = run_knowledge_training(cfg, KnowledgeTrainConfig(max_new_tokens=ctx.knobs.selfedit_tokens,
+                                                                   form=False))
             m = json.loads((run.path / "round-0" / "metrics.json").read_text())
             records = run.records()
         evals = [r for r in records if r["condition"] == SELFEDIT]

@@ -20,6 +20,7 @@ dir=benchmarks/runs/restem46
 mkdir -p $dir
 for n in 1 2 3; do  # one round more each time, then that round's policy on eval200: each row lands as its round does
   run=$(ls -d $dir/train-knowledge-* 2>/dev/null | head -1 || true)
+  if [ -n "$run" ] && [ -f $run/round-$n/policy.json ]; then continue; fi  # a later round is done: so is this eval
   .venv/bin/selfadapt train knowledge -c 32 -k 4 --rounds $n --form-equalized --workers 2 ${run:+--resume $run} \
     --runs-dir $dir >> $dir/log.txt 2>&1
   run=$(ls -d $dir/train-knowledge-* | head -1)

@@ -215,8 +215,8 @@ def eval_knowledge(
     equalized, so that conditions differ in facts; --no-form-equalized for SEAL's updates and the format control).
 
     Each condition trains a LoRA update, then answers the passage's questions without it in context;
-    the score is exact match of the short answer (SQuAD's rules), compared with passage-only and recital,
-    paired by passage."""
+    the score is exact match of the short answer (SQuAD's rules), compared with passage+form (passage-only
+    with --no-form-equalized) and the recital, paired by passage."""
     from .knowledge.experiment import run_knowledge_eval
 
     cfg = KnowledgeEvalConfig(

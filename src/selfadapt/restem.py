@@ -111,7 +111,7 @@ def self_edit_rewards(results: list[Result] | list[dict[str, Any]], baseline: st
 
     ``base``: the unadapted score (SEAL). ``passage``: the score after training on the
     item alone with the same seed, so only self-edits that add to plain training count.
-    ``passage+form``: the same, named for a form-equalized domain (``knowledge --form-equalized``:
+    ``passage+form``: the same, named for a form-equalized domain (``train knowledge``'s default:
     every update, the self-edit's and the item-alone one, adds the same form examples), so the
     reward is EM(self-edit+form) − EM(passage+form).
     ``forgetting_penalty`` λ subtracts λ × the probe's drop, so a self-edit that teaches
@@ -269,7 +269,8 @@ class ReSTEMConfig:
                         "self-edit that helped).")
     reward_baseline: str = setting("base", "Reward = adapted score minus this: 'base' (unadapted, as in SEAL), "
                                    "'passage' (trained on the passage alone, same seed) or 'passage+form' (the "
-                                   "same with form examples: train knowledge's under its default --form-equalized).")
+                                   "passage with the form examples, same seed). train knowledge's default form "
+                                   "equalization always uses passage+form; the others need --no-form-equalized.")
     forgetting_penalty: float = setting(0.0, "λ: reward −= λ × the drop of a fixed probe set (other passages' "
                                         "questions, reading comprehension); implies --probe.")
     laser: float | None = setting(None, "LASER bonus λ: reward += λ for a self-edit that helped and is at most "
@@ -373,8 +374,8 @@ def run_restem(
     if cfg.items_per_round > len(pool):
         raise ValueError(f"items_per_round={cfg.items_per_round} but the pool has only {len(pool)} items")
     if cfg.reward_baseline == PASSAGE_FORM and not cfg.domain.get("form"):
-        raise ValueError("the passage+form reward baseline needs a form-equalized domain (train knowledge "
-                         "--form-equalized)")
+        raise ValueError("the passage+form reward baseline needs a form-equalized domain (train knowledge, "
+                         "without --no-form-equalized)")
     if resume and (done := [r for r in range(cfg.rounds, Run.saved_config(resume).get("rounds", 0))
                             if (Path(resume) / f"round-{r}" / "policy.json").is_file()]):
         raise ValueError(f"{resume} has finished {done[-1] + 1} rounds: resume it with --rounds {done[-1] + 1} "

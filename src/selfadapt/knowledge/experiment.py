@@ -16,9 +16,11 @@ Conditions, each evaluated without the passage in context after its own LoRA upd
   its self-edits and adapts itself on them, as in SEAL; ``round-N-base`` is its score
   without an update.
 With ``cpt``, every condition makes one update on all passages' data, then answers all
-their questions (the paper's continued-pretraining setting). With ``form`` (form equalized),
-every update adds the format control's pairs and every trained condition is named ``<name>+form``
-(``passage+form``, which the format control then equals: it is not run again).
+their questions (the paper's continued-pretraining setting). With ``form`` (form equalized, the
+default), every update adds the format control's pairs and every trained condition is named
+``<name>+form`` (``passage+form``, which the format control then equals: it is not run again), so
+that conditions differ in the facts they teach, not in the answer form; without it (SEAL's setting)
+the names are as above.
 """
 
 from __future__ import annotations
@@ -103,13 +105,14 @@ class KnowledgeEvalConfig:
                                   "passage's gold Q→A pairs: answer form, no fact), 'gold-qa' (+ its own gold "
                                   "pairs, a ceiling; --dataset train only), and the open-book ceilings, the "
                                   "passage in the prompt: 'open-book' (no update) and 'open-book+form' (after the "
-                                  "format control's update; every row's share of it is reported); repeat.",
+                                  "format control's update; every row's share of it is reported); repeat. Under "
+                                  "form equalization 'format' is passage+form itself and is not run separately.",
                                   factory=lambda: ["format", OPEN_BOOK, OPEN_BOOK_FORM])
     form: bool = setting(True, "Form equalized: every update of every condition (passage-only included) adds the "
                          "format control's Q→A pairs, the same for every condition of a passage, so that the "
-                         "conditions differ in facts, not in answer form; conditions are named <name>+form, and "
-                         "the format control, then passage+form itself, is not run. --no-form-equalized: "
-                         "SEAL's setting, each update only its own text.")
+                         "conditions differ in facts, not in answer form; conditions are named <name>+form, and the "
+                         "format control is then passage+form itself and is not run separately. "
+                         "--no-form-equalized: SEAL's setting, each update only its own text.")
     policies: list[str] = setting(help=S.POLICY, factory=list)
     cpt: bool = setting(False, "Continued pretraining: one update on all passages' data, then all their questions.")
     selfedits_per_passage: int = setting(1, "Self-edits per passage (own and external).")

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import settings as S
+from ..evaluate import BASE
 from ..metric import check_metric, label
 from ..restem import PASSAGE_FORM, ReSTEMConfig, run_restem
 from ..runs import CONTENT_HASH, Run
@@ -65,11 +66,16 @@ def run_knowledge_training(cfg: ReSTEMConfig, kcfg: KnowledgeTrainConfig, resume
     probe_texts = {p.context for p in recall + reading}
     pool = [p for p in pool if p.context not in probe_texts]  # the probe is never trained on
     cfg.max_new_tokens = kcfg.max_new_tokens or FORMATS[kcfg.fmt].max_new_tokens
-    # under form equalization the passage-alone update is passage+form, and the reward subtracts it
-    kcfg.form = kcfg.form or cfg.reward_baseline == PASSAGE_FORM
+    # under form equalization the passage-alone update is passage+form, and the reward subtracts it; 'base' is
+    # the default of every domain's reward baseline, so it stands for "the domain's own" here
+    if kcfg.form and cfg.reward_baseline not in (BASE, PASSAGE_FORM):
+        raise ValueError(f"--reward-baseline {cfg.reward_baseline} needs --no-form-equalized: form equalization's "
+                         "reward is against passage+form")
+    if not kcfg.form and cfg.reward_baseline == PASSAGE_FORM:
+        raise ValueError("--reward-baseline passage+form needs form equalization (drop --no-form-equalized)")
     if kcfg.form and cfg.reward_baseline != PASSAGE_FORM:
-        log.info("form-equalized: the reward is EM(self-edit+form) − EM(passage+form), not against %s "
-                 "(--no-form-equalized for that)", cfg.reward_baseline)
+        log.info("form-equalized: the reward is EM(self-edit+form) − EM(passage+form) (--no-form-equalized for "
+                 "SEAL's, against the unadapted model)")
         cfg.reward_baseline = PASSAGE_FORM
     cfg.domain = {"name": "knowledge", **asdict(kcfg), CONTENT_HASH: content_hash(pool)}  # resume: same pool only
 
