@@ -630,7 +630,9 @@ def test_cloze_pairs_keep_names_scales_possessives_and_signs_whole():
     """Issue 46, reader questions `learn` missed on train documents: a sentence-initial two-word name was cut to
     its surname ("Michael what criticized …?"), a scale word left out of its number ("reach what million
     households?"), a year asked inside a word ("by mid-what year?"), a possessive kept in the answer ("on what
-    satellites? Astra's" where a reader's gold is "Astra"), and a temperature's sign left in the question."""
+    satellites? Astra's" where a reader's gold is "Astra"), a temperature's sign left in the question, a typographic
+    apostrophe left in it ("The what’s official ledgers"), the ends of a range asked alone ("6/what-13/14 years")
+    and "Where are There …?"."""
     from selfadapt.knowledge.cloze import cloze_pairs
 
     def answers(sentence):
@@ -650,6 +652,14 @@ def test_cloze_pairs_keep_names_scales_possessives_and_signs_whole():
     assert "Astra's" not in got
     got = answers("The lowest temperature recorded in Victoria was −11.7 °C at Omeo.")
     assert got["−11.7 °C"] == "The lowest temperature recorded in Victoria was what at Omeo?"
+    got = answers("Revenue was reported in Bainbridge’s official ledgers.")  # a typographic apostrophe
+    assert got["Bainbridge"] == "Revenue was reported in whose official ledgers?"
+    got = answers("The first department store in Newcastle was Bainbridge's, opened in 1838.")
+    assert got["Bainbridge's"].startswith("The first department store in Newcastle was what")  # no noun: not whose
+    got = answers("Primary school age is 6/7-13/14 years and Emerson Bainbridge (1817–1892) founded it.")
+    assert not {"6", "7", "13", "14", "1817", "1892"} & set(got)  # the ends of a range are no facts alone
+    got = answers("There are several major shopping areas in Newcastle City Centre.")
+    assert got["Newcastle City Centre"] == "Where are there several major shopping areas?"
 
 
 def test_a_long_cloze_question_cut_to_the_words_around_its_answer():

@@ -40,9 +40,9 @@ NOUN = (r"(?!(?:his|this|its|was|has|is|as|us|thus|less|across|unless|perhaps|al
 # A number: a year, a count of some plural noun, a measure with its unit, or a bare number (its commas only
 # between digits: "1,104"; its sign, "−11.7 °C"; its scale, "3.5 million"); a number in words only as a count
 # ("six seats"), never part of a compound ("forty-two", "mid-1994") or of a name ("the Five Nations").
-NUMBER = re.compile(rf"(?<![\w-])(?P<num>(?:−?\d(?:[\d.]|,(?=\d))*|(?i:{COUNT_WORDS})\b(?!-))"
+NUMBER = re.compile(rf"(?<![\w/–-])(?P<num>(?:−?\d(?:[\d.]|,(?=\d))*|(?i:{COUNT_WORDS})\b(?!-))"
                     rf"(?:\s+(?:hundred|thousand|million|billion)\b)?)(?:\s+(?P<unit>{UNITS})(?!\w)"
-                    rf"|\s+(?P<noun>(?:{MODIFIER}){{0,2}}?(?:{NOUN}))\b)?")
+                    rf"|\s+(?P<noun>(?:{MODIFIER}){{0,2}}?(?:{NOUN}))\b)?(?![/–-]\d)")
 YEAR = re.compile(r"(?:1[0-9]|20)\d\d")
 MONTH = "January|February|March|April|May|June|July|August|September|October|November|December"
 # A whole date is one fact: "20 December 1914", "January 1, 1968", "April 1970".
@@ -51,7 +51,7 @@ DATE = re.compile(rf"\b(?:(?P<day>\d{{1,2}})\s+)?(?:{MONTH})(?:\s+(?P<day2>\d{{1
 COMMA = rf"(?:(?<!\d),|,(?!\d)(?!\s{YEAR.pattern}\b))"
 NOT_CUT = rf"(?:[^,;]|(?<=\d),(?=\d)|(?<=\d),(?=\s{YEAR.pattern}\b))"
 # A run of capitalised words (a name; "Anselm and Piet Vellmar" is one), not sentence-initial.
-WORD = r"[A-Z][\w'-]+"
+WORD = r"[A-Z][\w'’-]+"
 RUN = rf"{WORD}(?:\s+(?:of\s+|the\s+|de\s+|and\s+)?{WORD})*"
 NAME = re.compile(rf"(?<!^)\b{RUN}")
 BY = re.compile(r"\bby(?:\s+the)?(?:\s+[a-z]+)?\s+$")  # "by", "by the engineer" just before a name
@@ -120,21 +120,22 @@ def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
         if words[0] not in NOT_A_NAME | DETERMINERS | QUANTIFIERS and (
                 words[0] in names or len(words) > 1 and words[1][:1].isupper()):
             first = initial.end()
-            out.append(_name(0, first, initial.group(), "what"))
+            out.append(_name(body, 0, first, initial.group(), "what"))
     for m in NAME.finditer(body):
         if m.start() < first or in_a_date(m.start()):
             continue  # the rest of the sentence-initial name, or a date's month
         by = BY.search(body[: m.start()])  # "bought by the engineer Hedda Lorne": bought by whom
-        out.append(_name(by.start(), m.end(), m.group(), "by whom") if by else _name(m.start(), m.end(), m.group(),
-                                                                                    "what"))
+        out.append(_name(body, by.start() if by else m.start(), m.end(), m.group(), "by whom" if by else "what"))
     return sorted(out)
 
 
-def _name(start: int, end: int, name: str, wh: str) -> tuple[int, int, str, str, str]:
-    """A name's span; a possessive one ("on Astra's satellites") is asked with "whose" and answered without its
-    "'s", as a reader's gold answer is."""
+def _name(body: str, start: int, end: int, name: str, wh: str) -> tuple[int, int, str, str, str]:
+    """A name's span in ``body``; a possessive one before its noun ("on Astra's satellites") is asked with
+    "whose" and answered without its "'s", as a reader's gold answer is."""
     owner = re.sub(r"['’]s$", "", name)
-    return (start, end, owner, "whose", "name") if owner != name else (start, end, name, wh, "name")
+    if owner != name and re.match(r"\s+[a-z]", body[end:]):
+        return start, end, owner, "whose", "name"
+    return start, end, name, wh, "name"
 
 
 def _clauses(body: str) -> list[tuple[int, int]]:
@@ -191,7 +192,7 @@ def fronted(clause: str, start: int, end: int, wh: str) -> str | None:
     if re.match(r"(?:a|an|the)\b", m.group("pred")):
         return None  # "X is a lily from the Amazon": a noun phrase, not a verb's phrase to front
     first, *more = m.group("subj").split(" ", 1)
-    subj = " ".join([first.lower() if first in DETERMINERS | {"It"} else first, *more])
+    subj = " ".join([first.lower() if first in DETERMINERS | {"It", "There"} else first, *more])
     aux = m.group("aux")
     aux1, aux2 = (aux.split(" ", 1) + [""])[:2]
     pred, year = m.group("pred"), m.group("year")
