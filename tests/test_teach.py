@@ -662,6 +662,37 @@ def test_cloze_pairs_keep_names_scales_possessives_and_signs_whole():
     assert got["Newcastle City Centre"] == "Where are there several major shopping areas?"
 
 
+def test_cloze_pairs_keep_initials_decades_compounds_and_numbered_names_whole():
+    """Issue 46, more questions no reader asks, from train documents: a name cut at its middle initial ("Donald
+    F" ended a sentence), a name inside a hyphenated word ("a post-what I environment"), a decade asked as a
+    year ("In the what years"), a compound ("a what-minute abridgement"), a name's own number asked alone
+    ("The Scotland Act what year"), a name cut at "of the" ("passed by whom of the United Kingdom"), a
+    day-month date cut to its month ("the previous day (what 20)") and a possessive after "the"."""
+    from selfadapt.knowledge.cloze import cloze_pairs, sentences
+
+    def answers(sentence):
+        return {a: q for q, a in cloze_pairs(sentence)}
+
+    assert len(sentences("However, the regulator Donald F. Turner expressed doubts. ABC then waited a year.")) == 2
+    got = answers("However, the previous day (December 20), antitrust regulator Donald F. Turner expressed doubts.")
+    assert "Donald F. Turner" in got and "Donald" not in got
+    assert got["December 20"].endswith("the previous day (what date), antitrust regulator Donald F. Turner "
+                                       "expressed doubts?")
+    got = answers("Tesla made predictions about a post-World War I environment in 1914.")
+    assert "World War" not in got and "World War I" not in got
+    got = answers("In the 1960s, a series of discoveries showed that the Earth's lithosphere moves.")
+    assert got["1960s"] == "In what decade, a series of discoveries showed that the Earth's lithosphere moves?"
+    assert got["Earth"] == "In the 1960s, a series of discoveries showed that whose lithosphere moves?"
+    assert "21" not in answers("The release was a 21-minute abridgement of the story The Chase.")
+    got = answers("The law was amended by the Scotland Act 2012 and by the Parliament of the United Kingdom.")
+    assert "Scotland Act 2012" in got and "2012" not in got
+    assert "Parliament of the United Kingdom" in got and "United Kingdom" not in got
+    assert "Another NASA" not in answers("Another NASA review board was convened in 1970.")
+    assert "Apollo 13" in answers("Apollo 13 launched Lovell and Jack Swigert in April 1970.")
+    assert answers("The literacy level stands at 85% of the population.")["85%"] == \
+        "The literacy level stands at what of the population?"
+
+
 def test_a_long_cloze_question_cut_to_the_words_around_its_answer():
     """Issue 46: a long sentence gives many cloze questions that differ only where the answer was, and a reader
     asks a few of its words ("How many total touchdowns did Cam Newton score?"): the adapter answered with

@@ -37,23 +37,30 @@ MODIFIER = (r"(?!(?:and|or|of|the|a|an|in|on|at|to|for|with|by|from|as|than|agai
 # The plural noun a count counts ("his", "was" end in s and count nothing).
 NOUN = (r"(?!(?:his|this|its|was|has|is|as|us|thus|less|across|unless|perhaps|always)\b)[a-z]+s"
         r"|people|men|women|children")
-# A number: a year, a count of some plural noun, a measure with its unit, or a bare number (its commas only
-# between digits: "1,104"; its sign, "−11.7 °C"; its scale, "3.5 million"); a number in words only as a count
-# ("six seats"), never part of a compound ("forty-two", "mid-1994") or of a name ("the Five Nations").
-NUMBER = re.compile(rf"(?<![\w/–-])(?P<num>(?:−?\d(?:[\d.]|,(?=\d))*|(?i:{COUNT_WORDS})\b(?!-))"
-                    rf"(?:\s+(?:hundred|thousand|million|billion)\b)?)(?:\s+(?P<unit>{UNITS})(?!\w)"
-                    rf"|\s+(?P<noun>(?:{MODIFIER}){{0,2}}?(?:{NOUN}))\b)?(?![/–-]\d)")
+# A number: a year, a decade ("the 1960s"), a count of some plural noun, a measure with its unit, or a bare
+# number (its commas only between digits: "1,104"; its sign, "−11.7 °C"; its scale, "3.5 million"; "85%"); a number in
+# words only as a count ("six seats"); never part of a word or a compound ("forty-two", "mid-1994",
+# "21-minute") or an end of a range ("6/7-13/14", "1817–1892"), nor of a name ("the Five Nations").
+NUMBER = re.compile(rf"(?<![\w/–-])(?P<num>(?:(?:1[0-9]|20)\d0s|−?\d(?:[\d.]|,(?=\d))*|(?i:{COUNT_WORDS}))"
+                    rf"(?:\s+(?:hundred|thousand|million|billion)\b)?)(?![\w'’-]|[/–]\d)(?:\s+(?P<unit>{UNITS})(?!\w)|%"
+                    rf"|\s+(?P<noun>(?:{MODIFIER}){{0,2}}?(?:{NOUN}))\b)?")
+DECADE = re.compile(r"(?:1[0-9]|20)\d0s")
 YEAR = re.compile(r"(?:1[0-9]|20)\d\d")
 MONTH = "January|February|March|April|May|June|July|August|September|October|November|December"
-# A whole date is one fact: "20 December 1914", "January 1, 1968", "April 1970".
-DATE = re.compile(rf"\b(?:(?P<day>\d{{1,2}})\s+)?(?:{MONTH})(?:\s+(?P<day2>\d{{1,2}}),?)?\s+{YEAR.pattern}\b")
+# A whole date is one fact: "20 December 1914", "January 1, 1968", "April 1970", "December 20" (a month alone
+# is none).
+DATE = re.compile(rf"\b(?:(?P<day>\d{{1,2}})\s+)?(?:{MONTH})(?:\s+(?P<day2>\d{{1,2}})\b,?)?"
+                  rf"(?:\s+(?P<year>{YEAR.pattern})\b)?")
 # A comma that cuts a sentence: not a number's ("1,104 yards") or a date's ("March 3, 1999").
 COMMA = rf"(?:(?<!\d),|,(?!\d)(?!\s{YEAR.pattern}\b))"
 NOT_CUT = rf"(?:[^,;]|(?<=\d),(?=\d)|(?<=\d),(?=\s{YEAR.pattern}\b))"
 # A run of capitalised words (a name; "Anselm and Piet Vellmar" is one), not sentence-initial.
+# A run of capitalised words, with its middle initials, a closing roman numeral and the number it ends with:
+# "Donald F. Turner", "Parliament of the United Kingdom", "World War I", "Scotland Act 1998", "Apollo 13".
 WORD = r"[A-Z][\w'’-]+"
-RUN = rf"{WORD}(?:\s+(?:of\s+|the\s+|de\s+|and\s+)?{WORD})*"
-NAME = re.compile(rf"(?<!^)\b{RUN}")
+RUN = (rf"{WORD}(?:\s+(?:(?:of\s+the|of|the|de|and)\s+)?{WORD}|\s+[A-Z]\.(?=\s+[A-Z])|\s+[IVX]\b(?![.'’]))*"
+       rf"(?:\s+\d+\b(?![.,]\d))?")
+NAME = re.compile(rf"(?<!^)(?<![\w-]){RUN}")
 BY = re.compile(r"\bby(?:\s+the)?(?:\s+[a-z]+)?\s+$")  # "by", "by the engineer" just before a name
 # The preposition that governs a span: "for the astronomer |Clara Wendt", "in |1902", "at |Kelder".
 GOVERNED = re.compile(r"\b(?P<prep>in|on|at|by|for|from|since|to|with|into)(?:\s+(?:the|a|an))?(?:\s+[a-z]+)?\s+$")
@@ -63,7 +70,7 @@ OPENERS = {"In", "On", "At", "By", "For", "From", "Since", "To", "With", "During
 NOT_A_NAME = OPENERS | {"It", "He", "She", "They", "We", "There"}
 # Words that open a sentence before a capitalised noun that is no first name ("Many Kenyans moved ...").
 QUANTIFIERS = {"Many", "Most", "Some", "Several", "All", "Both", "Each", "Every", "Few", "Other", "Such", "No", "Only",
-               "Early", "Late", "Modern", "Ancient", "Former"}
+               "Early", "Late", "Modern", "Ancient", "Former", "Another"}
 # A simple clause: [In YEAR] subject auxiliary predicate ("In 1985 the building was restored by ...").
 CLAUSE = re.compile(rf"^(?:In (?P<year>{YEAR.pattern}),?\s+)?"
                     rf"(?P<subj>(?!(?:{'|'.join(sorted(OPENERS))})\b){NOT_CUT}+?)\s+"
@@ -84,7 +91,10 @@ PAST = set(PAST_OF.values()) | SAME | {"became", "came", "went", "ran", "had", "
 
 
 def sentences(text: str) -> list[str]:
-    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if len(s.split()) >= 4]
+    """The text's sentences of four words or more, split after ".", "!" or "?" but not after an initial
+    ("Donald F. Turner")."""
+    return [s.strip() for s in re.split(r"(?<=[.!?])(?<![ (][A-Z]\.)\s+", " ".join(text.split()))
+            if len(s.split()) >= 4]
 
 
 def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
@@ -93,39 +103,45 @@ def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
     one when its first word is one of ``names``, capitalised mid-sentence elsewhere ("Warsaw University
     of Technology is ...", not "Throughout the Middle Ages")."""
     out = [(m.start(), m.end(), m.group(), "what date" if m.group("day") or m.group("day2") else
-             "what month and year", "date") for m in DATE.finditer(body)]
+             "what month and year", "date") for m in DATE.finditer(body)
+           if m.group("day") or m.group("day2") or m.group("year")]
     dates = [(a, b) for a, b, *_ in out]
 
     def in_a_date(start: int) -> bool:
         return any(a <= start < b for a, b in dates)
 
+    # "Cameron congratulated ...", "Warsaw University of Technology is ...": a sentence-initial name where its first
+    # word is a name elsewhere, or is directly followed by another capitalised word ("Michael Grade criticized ...")
+    named = []
+    initial = re.match(RUN, body)
+    first = 0
+    if initial:
+        words = initial.group().split()
+        if words[0] not in NOT_A_NAME | DETERMINERS | QUANTIFIERS and (
+                words[0] in names or len(words) > 1 and (words[1][:1].isupper() or words[1].isdigit())):
+            first = initial.end()
+            named.append(_name(body, 0, first, initial.group(), "what"))
+    for m in NAME.finditer(body):
+        if m.start() < first or in_a_date(m.start()):
+            continue  # the rest of the sentence-initial name, or a date's month
+        by = BY.search(body[: m.start()])  # "bought by the engineer Hedda Lorne": bought by whom
+        named.append(_name(body, by.start() if by else m.start(), m.end(), m.group(), "by whom" if by else "what"))
     for m in NUMBER.finditer(body):
         num = m.group("num").rstrip(",.")
-        if in_a_date(m.start()) or not num.lstrip("−")[0].isdigit() and (
-                not m.group("noun") or num[0].isupper() and m.start()):
-            continue  # a number in words counts something ("Two of the bridges" is no fact) outside a name
-        if YEAR.fullmatch(num):
+        if in_a_date(m.start()) or any(a <= m.start() < b for a, b, *_ in named) or not num.lstrip("−")[0].isdigit() \
+                and (not m.group("noun") or num[0].isupper() and m.start()):
+            continue  # a date's or a name's own ("Apollo 13"); a number in words counts something outside a name
+        if DECADE.fullmatch(num):  # "in the 1960s": in what decade
+            start = m.start() - 4 if body[:m.start()].endswith("the ") else m.start()
+            out.append((start, m.start() + len(num), num, "what decade", "year"))
+        elif YEAR.fullmatch(num):
             out.append((m.start(), m.start() + len(num), num, "what year", "year"))
         elif m.group("noun"):  # "240 workers": how many workers
             out.append((m.start(), m.end(), num, f"how many {m.group('noun')}", "number"))
         else:
             answer = m.group().strip().rstrip(",.")
             out.append((m.start(), m.start() + len(answer), answer, "what", "measure"))  # "142 kilometres"
-    # "Cameron congratulated ...", "Warsaw University of Technology is ...": a sentence-initial name where its first
-    # word is a name elsewhere, or is directly followed by another capitalised word ("Michael Grade criticized ...")
-    initial = re.match(RUN, body)
-    first = 0
-    if initial:
-        words = initial.group().split()
-        if words[0] not in NOT_A_NAME | DETERMINERS | QUANTIFIERS and (
-                words[0] in names or len(words) > 1 and words[1][:1].isupper()):
-            first = initial.end()
-            out.append(_name(body, 0, first, initial.group(), "what"))
-    for m in NAME.finditer(body):
-        if m.start() < first or in_a_date(m.start()):
-            continue  # the rest of the sentence-initial name, or a date's month
-        by = BY.search(body[: m.start()])  # "bought by the engineer Hedda Lorne": bought by whom
-        out.append(_name(body, by.start() if by else m.start(), m.end(), m.group(), "by whom" if by else "what"))
+    out += named
     return sorted(out)
 
 
@@ -133,8 +149,8 @@ def _name(body: str, start: int, end: int, name: str, wh: str) -> tuple[int, int
     """A name's span in ``body``; a possessive one before its noun ("on Astra's satellites") is asked with
     "whose" and answered without its "'s", as a reader's gold answer is."""
     owner = re.sub(r"['’]s$", "", name)
-    if owner != name and re.match(r"\s+[a-z]", body[end:]):
-        return start, end, owner, "whose", "name"
+    if owner != name and re.match(r"\s+[a-z]", body[end:]):  # "the Earth's lithosphere": whose lithosphere
+        return start - 4 if body[:start].endswith("the ") else start, end, owner, "whose", "name"
     return start, end, name, wh, "name"
 
 
