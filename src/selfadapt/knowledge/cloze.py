@@ -35,42 +35,51 @@ MODIFIER = (r"(?!(?:and|or|of|the|a|an|in|on|at|to|for|with|by|from|as|than|agai
             r"when|was|were|is|are|had|has|have|his|her|its|their|this|that|these|those|hundred|thousand|million|"
             r"billion)\b)[A-Za-z][\w-]*\s+")
 # The plural noun a count counts ("his", "was" end in s and count nothing).
-NOUN = (r"(?!(?:his|this|its|was|has|is|as|us|thus|less|across|unless|perhaps|always)\b)[a-z]+s"
+NOUN = (r"(?!(?:his|this|its|was|has|is|as|us|thus|less|across|unless|perhaps|always)\b|[a-z]*ss\b)[a-z]+s"
         r"|people|men|women|children")
 # A number: a year, a decade ("the 1960s"), a count of some plural noun, a measure with its unit, or a bare
-# number (its commas only between digits: "1,104"; its sign, "−11.7 °C"; its scale, "3.5 million"; "85%"); a number in
-# words only as a count ("six seats"); never part of a word or a compound ("forty-two", "mid-1994",
-# "21-minute") or an end of a range ("6/7-13/14", "1817–1892"), nor of a name ("the Five Nations").
-NUMBER = re.compile(rf"(?<![\w/–-])(?P<num>(?:(?:1[0-9]|20)\d0s|−?\d(?:[\d.]|,(?=\d))*|(?i:{COUNT_WORDS}))"
-                    rf"(?:\s+(?:hundred|thousand|million|billion)\b)?)(?![\w'’-]|[/–]\d)(?:\s+(?P<unit>{UNITS})(?!\w)|%"
-                    rf"|\s+(?P<noun>(?:{MODIFIER}){{0,2}}?(?:{NOUN}))\b)?")
+# number (its commas only between digits: "1,104"; its sign, "−11.7 °C"; its currency, "$2 billion"; its scale,
+# "3.5 million"; "85%"); a number in words only as a count ("six seats"); never part of a word or a compound
+# ("forty-two", "mid-1994", "21-minute", "£1.3bn") or an end of a range ("6/7-13/14", "1817–1892"), nor of a
+# name ("the Five Nations").
+NUMBER = re.compile(rf"(?<![\w/–-])(?P<num>(?:(?:1[0-9]|20)\d0s|[$£€]?−?\d(?:[\d.]|,(?=\d))*|(?i:{COUNT_WORDS}))"
+                    rf"(?:\s+(?:hundred|thousand|million|billion)\b)?)(?![\w'’-]|[/–.,]\d)"
+                    rf"(?:\s+(?P<unit>{UNITS})(?!\w)|%|\s+(?P<noun>(?:{MODIFIER}){{0,2}}?(?:{NOUN}))\b)?")
 DECADE = re.compile(r"(?:1[0-9]|20)\d0s")
 YEAR = re.compile(r"(?:1[0-9]|20)\d\d")
 MONTH = "January|February|March|April|May|June|July|August|September|October|November|December"
 # A whole date is one fact: "20 December 1914", "January 1, 1968", "April 1970", "December 20" (a month alone
 # is none).
-DATE = re.compile(rf"\b(?:(?P<day>\d{{1,2}})\s+)?(?:{MONTH})(?:\s+(?P<day2>\d{{1,2}})\b,?)?"
-                  rf"(?:\s+(?P<year>{YEAR.pattern})\b)?")
+DATE = re.compile(rf"\b(?:(?P<day>\d{{1,2}})\s+)?(?:{MONTH})(?:\s+(?P<day2>\d{{1,2}})\b(?![.,]\d))?"
+                  rf"(?:,?\s+(?P<year>{YEAR.pattern})\b)?")
 # A comma that cuts a sentence: not a number's ("1,104 yards") or a date's ("March 3, 1999").
 COMMA = rf"(?:(?<!\d),|,(?!\d)(?!\s{YEAR.pattern}\b))"
 NOT_CUT = rf"(?:[^,;]|(?<=\d),(?=\d)|(?<=\d),(?=\s{YEAR.pattern}\b))"
-# A run of capitalised words (a name; "Anselm and Piet Vellmar" is one), not sentence-initial.
-# A run of capitalised words, with its middle initials, a closing roman numeral and the number it ends with:
-# "Donald F. Turner", "Parliament of the United Kingdom", "World War I", "Scotland Act 1998", "Apollo 13".
-WORD = r"[A-Z][\w'’-]+"
-RUN = (rf"{WORD}(?:\s+(?:(?:of\s+the|of|the|de|and)\s+)?{WORD}|\s+[A-Z]\.(?=\s+[A-Z])|\s+[IVX]\b(?![.'’]))*"
-       rf"(?:\s+\d+\b(?![.,]\d))?")
-NAME = re.compile(rf"(?<!^)(?<![\w-]){RUN}")
-BY = re.compile(r"\bby(?:\s+the)?(?:\s+[a-z]+)?\s+$")  # "by", "by the engineer" just before a name
-# The preposition that governs a span: "for the astronomer |Clara Wendt", "in |1902", "at |Kelder".
-GOVERNED = re.compile(r"\b(?P<prep>in|on|at|by|for|from|since|to|with|into)(?:\s+(?:the|a|an))?(?:\s+[a-z]+)?\s+$")
 # Words that open an adverbial phrase or a subordinate clause, not a subject or a name.
 OPENERS = {"In", "On", "At", "By", "For", "From", "Since", "To", "With", "During", "After", "Before", "When", "While",
            "Although", "Because", "If", "As", "Over", "Under", "Of", "And", "But"}
 NOT_A_NAME = OPENERS | {"It", "He", "She", "They", "We", "There"}
-# Words that open a sentence before a capitalised noun that is no first name ("Many Kenyans moved ...").
+DETERMINERS = {"The", "A", "An", "Its", "His", "Her", "Their", "This", "These", "Those"}
+# Words that open a sentence before a capitalised word that is no first name ("Many Kenyans moved ...",
+# "Between 1990 and 2000 ...", "Later Apple released ...").
 QUANTIFIERS = {"Many", "Most", "Some", "Several", "All", "Both", "Each", "Every", "Few", "Other", "Such", "No", "Only",
-               "Early", "Late", "Modern", "Ancient", "Former", "Another"}
+               "Early", "Late", "Modern", "Ancient", "Former", "Another", "Between", "Among", "Around", "Until",
+               "Throughout", "Through", "Within", "Without", "Upon", "Despite", "Following", "Like", "Unlike", "Near",
+               "Across", "Against", "Along", "Beyond", "Toward", "Towards", "Including", "Though", "However", "Once",
+               "Neither", "Either", "Today", "Later", "Then", "Also", "Thus", "About", "Sometimes", "Whereas"}
+# The words a new sentence may open with after an initial-like "I." or "V." ("... World War I. He then ...").
+STARTERS = "|".join(sorted(NOT_A_NAME | DETERMINERS | QUANTIFIERS))
+# A run of capitalised words (a name; "Anselm and Piet Vellmar" is one), with its middle initials and a closing
+# roman numeral: "Donald F. Turner", "Parliament of the United Kingdom", "World War I".
+WORD = r"[A-Z][\w'’-]+"
+RUN = (rf"{WORD}(?:\s+(?:(?:of\s+the|of|the|de|and)\s+)?{WORD}|\s+[A-Z]\.(?=\s+[A-Z])(?!\s+(?:{STARTERS})\b)"
+       rf"|\s+[IVX]\b(?![.'’]))*")
+NAME = re.compile(rf"(?<!^)(?<![\w-]){RUN}")
+# A name that is part of a hyphenated word ("post-World War I"): no name of its own.
+HYPHENATED = re.compile(rf"\b[a-z]+-{RUN}")
+BY = re.compile(r"\bby(?:\s+the)?(?:\s+[a-z]+)?\s+$")  # "by", "by the engineer" just before a name
+# The preposition that governs a span: "for the astronomer |Clara Wendt", "in |1902", "at |Kelder".
+GOVERNED = re.compile(r"\b(?P<prep>in|on|at|by|for|from|since|to|with|into)(?:\s+(?:the|a|an))?(?:\s+[a-z]+)?\s+$")
 # A simple clause: [In YEAR] subject auxiliary predicate ("In 1985 the building was restored by ...").
 CLAUSE = re.compile(rf"^(?:In (?P<year>{YEAR.pattern}),?\s+)?"
                     rf"(?P<subj>(?!(?:{'|'.join(sorted(OPENERS))})\b){NOT_CUT}+?)\s+"
@@ -78,7 +87,6 @@ CLAUSE = re.compile(rf"^(?:In (?P<year>{YEAR.pattern}),?\s+)?"
 # The wh-phrase a cloze question asks with, not a relative pronoun of its sentence ("Kennedy, who had served …").
 ASKED = re.compile(r"\b(?:what|how many \w+)\b|(?<!, )\b(?:whom|who|where)\b")
 BOUNDARY = re.compile(r";\s*|,\s+(?:and|but)\s+")
-DETERMINERS = {"The", "A", "An", "Its", "His", "Her", "Their", "This", "These", "Those"}
 # Past participles whose simple past differs, for "X was written by Y" → "Who wrote X?"; a regular -ed
 # form or one of SAME is its own past; any other participle stays passive ("By whom was X hidden?").
 PAST_OF = {"written": "wrote", "taken": "took", "given": "gave", "known": "knew", "shown": "showed", "drawn": "drew",
@@ -92,9 +100,9 @@ PAST = set(PAST_OF.values()) | SAME | {"became", "came", "went", "ran", "had", "
 
 def sentences(text: str) -> list[str]:
     """The text's sentences of four words or more, split after ".", "!" or "?" but not after an initial
-    ("Donald F. Turner")."""
-    return [s.strip() for s in re.split(r"(?<=[.!?])(?<![ (][A-Z]\.)\s+", " ".join(text.split()))
-            if len(s.split()) >= 4]
+    ("Donald F. Turner"), unless a sentence's opener follows ("... World War I. He then ...")."""
+    return [s.strip() for s in re.split(rf"(?<=[.!?])(?:(?<![ (][A-Z]\.)|(?=\s+(?:{STARTERS})\b))\s+",
+                                         " ".join(text.split())) if len(s.split()) >= 4]
 
 
 def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
@@ -115,42 +123,47 @@ def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
     named = []
     initial = re.match(RUN, body)
     first = 0
-    if initial:
+    if initial and not in_a_date(0):
         words = initial.group().split()
-        if words[0] not in NOT_A_NAME | DETERMINERS | QUANTIFIERS and (
-                words[0] in names or len(words) > 1 and (words[1][:1].isupper() or words[1].isdigit())):
+        if words[0] not in NOT_A_NAME | DETERMINERS | QUANTIFIERS and not words[0].endswith("ly") and \
+                words[0].lower() not in COUNT_WORDS.split("|") + ["one"] and (
+                words[0] in names or len(words) > 1 and words[1][:1].isupper()):
             first = initial.end()
             named.append(_name(body, 0, first, initial.group(), "what"))
+    hyphenated = [(m.start(), m.end()) for m in HYPHENATED.finditer(body)]
     for m in NAME.finditer(body):
-        if m.start() < first or in_a_date(m.start()):
-            continue  # the rest of the sentence-initial name, or a date's month
+        if m.start() < first or in_a_date(m.start()) or any(a <= m.start() < b for a, b in hyphenated):
+            continue  # the rest of the sentence-initial name, a date's month, or part of "post-World War I"
         by = BY.search(body[: m.start()])  # "bought by the engineer Hedda Lorne": bought by whom
         named.append(_name(body, by.start() if by else m.start(), m.end(), m.group(), "by whom" if by else "what"))
     for m in NUMBER.finditer(body):
         num = m.group("num").rstrip(",.")
-        if in_a_date(m.start()) or any(a <= m.start() < b for a, b, *_ in named) or not num.lstrip("−")[0].isdigit() \
-                and (not m.group("noun") or num[0].isupper() and m.start()):
-            continue  # a date's or a name's own ("Apollo 13"); a number in words counts something outside a name
+        after = re.search(r"([A-Z][\w'’-]+)\s$", body[:m.start()])  # "Apollo 13", "the Scotland Act 1998"
+        if in_a_date(m.start()) or not num.lstrip("−$£€")[0].isdigit() and (
+                not m.group("noun") or num[0].isupper() and m.start()) or after and not (
+                m.group("noun") or m.group("unit")) and after.group(1) not in NOT_A_NAME | DETERMINERS | QUANTIFIERS:
+            continue  # a date's; a number in words that counts nothing; a name's own number
         if DECADE.fullmatch(num):  # "in the 1960s": in what decade
-            start = m.start() - 4 if body[:m.start()].endswith("the ") else m.start()
-            out.append((start, m.start() + len(num), num, "what decade", "year"))
+            the = re.search(r"\b[Tt]he $", body[:m.start()])
+            out.append((the.start() if the else m.start(), m.start() + len(num), num, "what decade", "year"))
         elif YEAR.fullmatch(num):
             out.append((m.start(), m.start() + len(num), num, "what year", "year"))
-        elif m.group("noun"):  # "240 workers": how many workers
+        elif m.group("noun") and num[0] not in "$£€":  # "240 workers": how many workers
             out.append((m.start(), m.end(), num, f"how many {m.group('noun')}", "number"))
-        else:
-            answer = m.group().strip().rstrip(",.")
-            out.append((m.start(), m.start() + len(answer), answer, "what", "measure"))  # "142 kilometres"
-    out += named
-    return sorted(out)
+        else:  # "142 kilometres", "$2 billion" (of whatever it is)
+            answer = num if m.group("noun") else m.group().strip().rstrip(",.")
+            out.append((m.start(), m.start() + len(answer), answer, "what", "measure"))
+    return sorted(out + named)
 
 
 def _name(body: str, start: int, end: int, name: str, wh: str) -> tuple[int, int, str, str, str]:
-    """A name's span in ``body``; a possessive one before its noun ("on Astra's satellites") is asked with
-    "whose" and answered without its "'s", as a reader's gold answer is."""
+    """A name's span in ``body`` (from ``start``, which may hold its "by"); a possessive one before its noun ("on
+    Astra's satellites", "by Denver's defense") is asked with "whose" in its own place and answered without its
+    "'s", as a reader's gold answer is."""
     owner = re.sub(r"['’]s$", "", name)
     if owner != name and re.match(r"\s+[a-z]", body[end:]):  # "the Earth's lithosphere": whose lithosphere
-        return start - 4 if body[:start].endswith("the ") else start, end, owner, "whose", "name"
+        the = re.search(r"\b[Tt]he $", body[:end - len(name)])
+        return the.start() if the else end - len(name), end, owner, "whose", "name"
     return start, end, name, wh, "name"
 
 
@@ -186,6 +199,8 @@ def _question(s: str) -> str:
 
 def fronted(clause: str, start: int, end: int, wh: str) -> str | None:
     """The question with its wh-phrase first, where a pattern parses the clause; else None."""
+    if wh == "whose":
+        return None  # "limited by whose defense" stays where it is
     answer, before, rest = clause[start:end], clause[:start], clause[end:]
     name = answer[:1].isupper() and wh in ("what", "by whom")
     rel = re.match(rf",\s+(who|which)\s+({NOT_CUT}+)", rest)  # "Rudolf Wendt, who paid for the dome": who paid ...
@@ -226,7 +241,7 @@ def fronted(clause: str, start: int, end: int, wh: str) -> str | None:
         participle, *obj = left.split()
         if past := _past(participle):
             return _question(" ".join(["who", past, subj, *obj]) + f" {right}{when}")
-    if wh in ("what year", "what date", "what month and year"):
+    if wh in ("what year", "what date", "what month and year", "what decade"):
         wh = f"{prep} {wh}"
     elif prep in ("by", "for", "to", "with"):
         wh = f"{prep} whom"
@@ -302,8 +317,8 @@ def reworded(question: str, title: str | None, text: str) -> str | None:
     uses ("the garden" for "Ravensby botanic garden"). The adapter answers a question best in the
     shape it was taught, and a user seldom asks in the sentence's own words; one rewording a pair,
     because each costs training time."""
-    fronted_year = re.match(r"(?:In what (?:year|month and year)|On what date) (?=(?:was|were|is|are|did|has|have|"
-                            r"had)\b)", question)
+    fronted_year = re.match(r"(?:In what (?:year|month and year|decade)|On what date) "
+                            r"(?=(?:was|were|is|are|did|has|have|had)\b)", question)
     q = "When " + question[fronted_year.end():] if fronted_year else question
     wh = ASKED.search(q)
     cut = re.compile(COMMA).search(q, wh.end()) if wh else None
