@@ -685,7 +685,7 @@ def test_cloze_pairs_keep_initials_decades_compounds_and_numbered_names_whole():
     assert got["Earth"] == "In the 1960s, a series of discoveries showed that whose lithosphere moves?"
     assert "21" not in answers("The release was a 21-minute abridgement of the story The Chase.")
     got = answers("The law was amended by the Scotland Act 2012 and by the Parliament of the United Kingdom.")
-    assert "Scotland Act" in got and "2012" not in got  # a name's own number is no fact of its own
+    assert "Scotland Act 2012" in got and "2012" not in got  # a name's own number is no fact of its own
     assert "Parliament of the United Kingdom" in got and "United Kingdom" not in got
     assert "Another NASA" not in answers("Another NASA review board was convened in 1970.")
     assert "13" not in answers("Apollo 13 launched Lovell and Jack Swigert in April 1970.")  # not "Apollo what"
@@ -721,6 +721,63 @@ def test_cloze_names_and_numbers_stop_where_they_should():
     assert "By whom" not in got["1930s"]
     got = answers("Newton was limited by Denver's defense in the final game.")
     assert got["Denver"] == "Newton was limited by whose defense in the final game?"
+
+
+def test_cloze_subjects_particles_numbered_names_and_possessive_runs():
+    """Issue 46, SQuAD golds no cloze answer matched on 50 train documents, each a span cut wrong: a sentence's
+    one-word subject never asked ("Cameron congratulated …", gold "Cameron"), a name run on past its possessive
+    ("Robert R. Gilruth's Space Task Group", gold "Robert R. Gilruth"), two people joined by "and" ("Sam Chisholm
+    and Rupert Murdoch", gold "Sam Chisholm"), a name cut at "von", a name's own number left out ("Scotland Act
+    1998", "Apollo 11"), a count of a capitalised noun never asked ("fourteen Vice Presidents"), "So" taken for a
+    first name, an "It" of "It became clear that …" replaced by the title, and a sentence run into the next after
+    a closing quote."""
+    from selfadapt.knowledge.cloze import cloze_pairs, sentences
+
+    def answers(sentence, title=None):
+        return {a: q for q, a in cloze_pairs(sentence, title)}
+
+    got = answers("Cameron congratulated the SNP on their victory.")
+    assert got["Cameron"] == "Who congratulated the SNP on their victory?"
+    assert answers("Montpellier was among the most important towns.")["Montpellier"] == \
+        "What was among the most important towns?"
+    got = answers("So Gilruth was given authority to grow his organization.")
+    assert "Gilruth" in got and "So Gilruth" not in got
+    for sentence in ("Here the river was wide.", "Meanwhile the tower was built.", "Still the city was rebuilt."):
+        assert not any(a.split()[0] == sentence.split()[0] for a in answers(sentence)), sentence
+    got = answers("The program exceeded the capabilities of Robert R. Gilruth's Space Task Group.")
+    assert got["Robert R. Gilruth"] == "The program exceeded the capabilities of whose Space Task Group?"
+    assert {"Space Task Group", "Robert R. Gilruth's Space Task Group"} <= set(got)  # a reader's gold may be either
+    got = answers("The idea came from Sam Chisholm and Rupert Murdoch in 1993.")
+    assert {"Sam Chisholm", "Rupert Murdoch", "Sam Chisholm and Rupert Murdoch"} <= set(got)
+    assert "Tibetan Affairs" not in answers("The Bureau of Buddhist and Tibetan Affairs ruled the monks.")  # one body
+    assert "Day Massacre" not in answers("Thousands died in the St. Bartholomew's Day Massacre of 1572.")
+    assert "Johann von Staupitz" in answers("The young monk was guided by Johann von Staupitz, his superior.")
+    assert "Johann von Staupitz" in answers("Johann von Staupitz, his superior, pointed him to the merits of Christ.")
+    got = answers("The functions of the parliament are set by the Scotland Act 1998 and its later amendments.")
+    assert "Scotland Act 1998" in got and "Scotland Act" not in got and "1998" not in got
+    got = answers("Every flag is still standing except the one left during the Apollo 11 mission.")
+    assert "Apollo 11" in got and "11" not in got
+    got = answers("Beneath the President are the Provost and fourteen Vice Presidents.")
+    assert got["fourteen"] == "Beneath the President are the Provost and how many Vice Presidents?"
+    assert "Vice Presidents" not in got
+    got = answers("It became clear that managing the program would exceed the capabilities of NASA.", "Apollo")
+    assert not any(q.startswith("Apollo") for q in got.values())
+    assert len(sentences('He said, "I lost touch with Christ the Savior." Johann von Staupitz pointed him '
+                         "to the merits of Christ.")) == 2
+    # and what none of these may take
+    assert len(sentences('The show "Who Wants to Be a Millionaire?" was a hit in many countries.')) == 1
+    assert len(sentences("The church of St. Augustine was built by the monks in 1900.")) == 1
+    for sentence in ("So far, the only proposal was rejected by Parliament.", "Left untreated, the disease spreads.",
+                     "First demonstrated in 1973, the device was sold by Xerox."):
+        assert not any(a.split()[0] == sentence.split()[0].rstrip(",") for a in answers(sentence)), sentence
+    got = answers("It is believed to be the oldest church in Dunholm.", "Old Kirk")
+    assert got["Dunholm"] == "Where is Old Kirk believed to be the oldest church?"  # "It" is the church
+    assert answers("They were licensed by St. George's Church in 1784.")["St. George's Church"] == \
+        "Who licensed them in 1784?"
+    assert "Lowery 2000" not in answers("Clothing is older than the first needles (Lowery 2000).")  # a citation
+    got = answers("Hearst Television's 16 ABC-affiliated stations and the office at 149 Columbus Avenue stayed.")
+    assert got["16"].startswith("whose") is False and "how many ABC-affiliated stations" in got["16"]
+    assert not any("how many Columbus" in q for q in got.values())
 
 
 def test_a_long_cloze_question_cut_to_the_words_around_its_answer():

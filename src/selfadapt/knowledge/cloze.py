@@ -14,7 +14,8 @@ simple enough to parse with patterns, fronted ("In what year was the tower built
 for the dome?" from "..., who paid for the dome", "Who restored the building?" from "the
 building was restored by ..."); otherwise it stays in place ("The tower is what tall?"). A
 sentence that opens with "It" names the document's title instead: "It was founded in what
-year?" says nothing of what was founded.
+year?" says nothing of what was founded (not an "It" that stands for nothing: "It became clear
+that ...").
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ MODIFIER = (r"(?!(?:and|or|of|the|a|an|in|on|at|to|for|with|by|from|as|than|agai
             r"billion)\b)[A-Za-z][\w-]*\s+")
 # The plural noun a count counts ("his", "was" end in s and count nothing).
 NOUN = (r"(?!(?:his|this|its|was|has|is|as|us|thus|less|across|unless|perhaps|always)\b|[a-z]*ss\b)[a-z]+s"
-        r"|people|men|women|children")
+        r"|[A-Z][a-z]+s(?<![sui]s)\b(?!\s+[A-Z\d])|people|men|women|children")  # "fourteen Vice Presidents"
 # A number: a year, a decade ("the 1960s"), a count of some plural noun, a measure with its unit, or a bare
 # number (its commas only between digits: "1,104"; its sign, "−11.7 °C"; its currency, "$2 billion"; its scale,
 # "3.5 million"; "85%"); a number in words only as a count ("six seats"); never part of a word or a compound
@@ -66,17 +67,40 @@ QUANTIFIERS = {"Many", "Most", "Some", "Several", "All", "Both", "Each", "Every"
                "Early", "Late", "Modern", "Ancient", "Former", "Another", "Between", "Among", "Around", "Until",
                "Throughout", "Through", "Within", "Without", "Upon", "Despite", "Following", "Like", "Unlike", "Near",
                "Across", "Against", "Along", "Beyond", "Toward", "Towards", "Including", "Though", "However", "Once",
-               "Neither", "Either", "Today", "Later", "Then", "Also", "Thus", "About", "Sometimes", "Whereas"}
+               "Neither", "Either", "Today", "Later", "Then", "Also", "Thus", "About", "Sometimes", "Whereas", "Here",
+               "Now", "Still", "Even", "Again", "Instead", "Meanwhile", "Nevertheless", "Nonetheless", "Furthermore",
+               "Moreover", "Hence", "Therefore", "Indeed", "Overall", "Afterwards", "Afterward", "That", "Everyone",
+               "Everybody", "None", "Nothing", "Something", "Everything", "Much", "Little", "Not", "Nor", "What"}
+# Words that open a sentence as no subject of the verb after them ("First demonstrated in 1973, ...", "Left
+# untreated, ...", "Below is the list ..."), though a name may begin with one ("First TransPennine Express").
+NOT_A_SUBJECT = {"First", "Second", "Third", "Last", "Next", "Below", "Above", "Long", "Similar", "Left", "Provided",
+                 "Based", "Founded", "Located", "Born", "Given", "Compared", "Built", "Considered", "Known", "Used",
+                 "Called", "Named", "Situated", "You", "Who", "Which", "Where", "Why", "How", "When"}
 # The words a new sentence may open with after an initial-like "I." or "V." ("... World War I. He then ...").
 STARTERS = "|".join(sorted(NOT_A_NAME | DETERMINERS | QUANTIFIERS))
-# A run of capitalised words (a name; "Anselm and Piet Vellmar" is one), with its middle initials and a closing
-# roman numeral: "Donald F. Turner", "Parliament of the United Kingdom", "World War I".
+# A run of capitalised words (a name; "Anselm and Piet Vellmar" is one, "Sam Chisholm and Rupert Murdoch" also
+# two: ``_parts``), with its middle initials, particles and a closing roman numeral: "Donald F. Turner",
+# "Parliament of the United Kingdom", "Johann von Staupitz", "World War I", "St. Augustine".
 WORD = r"[A-Z][\w'’-]+"
-RUN = (rf"{WORD}(?:\s+(?:(?:of\s+the|of|the|de|and)\s+)?{WORD}|\s+[A-Z]\.(?=\s+[A-Z])(?!\s+(?:{STARTERS})\b)"
-       rf"|\s+[IVX]\b(?![.'’]))*")
+RUN = (rf"(?:St\.\s+)?{WORD}(?:\s+(?:(?:of\s+the|of|the|de\s+la|de|von|van\s+der|van|and)\s+)?{WORD}"
+       rf"|\s+[A-Z]\.(?=\s+[A-Z])(?!\s+(?:{STARTERS})\b)|\s+[IVX]\b(?![.'’]))*")
 NAME = re.compile(rf"(?<!^)(?<![\w-]){RUN}")
 # A name that is part of a hyphenated word ("post-World War I"): no name of its own.
 HYPHENATED = re.compile(rf"\b[a-z]+-{RUN}")
+# "It became clear that ...", "It is important to note ...": an "It" that stands for nothing, not the document's
+# title ("It is known as Pumindian", "It is believed to be the oldest church" are the title's).
+EXPLETIVE = re.compile(r"It\s+(?:is|was|has been|had been|became|becomes|seems|seemed|appears|appeared)\s+"
+                       r"(?:(?:not|also|now|widely|generally|commonly|often|still)\s+)?(?:(?:clear|likely|unlikely|"
+                       r"possible|impossible|necessary|important|evident|apparent|known|said|believed|thought|"
+                       r"estimated|reported|decided|agreed|expected|argued|claimed|suggested|true|unclear|uncertain|"
+                       r"difficult|easy|assumed|understood|accepted|speculated|alleged|rumoured|rumored|noted)\s+)?"
+                       r"(?:that|whether|if|how|why)\b"
+                       r"|It\s+(?:is|was|became)\s+(?:(?:not|also|now|still)\s+)?(?:possible|impossible|necessary|"
+                       r"important|difficult|easy|hard|common|rare)\s+(?:for\s+\w+\s+)?to\b")
+# The last word of a body's name that may hold an "and" ("Department of Housing and Urban Development").
+BODIES = {"Affairs", "Commission", "Company", "Society", "Administration", "Community", "Act", "Party", "Department",
+          "Development", "Council", "Committee", "Board", "Association", "Authority", "Institute", "Museum", "Area",
+          "Services", "Industries", "Sciences", "Arts", "Technology", "Research", "Telecommunications", "Agency"}
 BY = re.compile(r"\bby(?:\s+the)?(?:\s+[a-z]+)?\s+$")  # "by", "by the engineer" just before a name
 # The preposition that governs a span: "for the astronomer |Clara Wendt", "in |1902", "at |Kelder".
 GOVERNED = re.compile(r"\b(?P<prep>in|on|at|by|for|from|since|to|with|into)(?:\s+(?:the|a|an))?(?:\s+[a-z]+)?\s+$")
@@ -99,17 +123,20 @@ PAST = set(PAST_OF.values()) | SAME | {"became", "came", "went", "ran", "had", "
 
 
 def sentences(text: str) -> list[str]:
-    """The text's sentences of four words or more, split after ".", "!" or "?" but not after an initial
-    ("Donald F. Turner"), unless a sentence's opener follows ("... World War I. He then ...")."""
-    return [s.strip() for s in re.split(rf"(?<=[.!?])(?:(?<![ (][A-Z]\.)|(?=\s+(?:{STARTERS})\b))\s+",
-                                         " ".join(text.split())) if len(s.split()) >= 4]
+    """The text's sentences of four words or more, split after ".", "!" or "?" (or a quotation that ends with one,
+    where a new sentence begins) but not after an initial or a title ("Donald F. Turner", "St. Augustine"), unless
+    a sentence's opener follows ("... World War I. He then ...")."""
+    end = (rf"(?:(?<=[.!?])(?:(?<![ (][A-Z]\.)(?<!\bSt\.)(?<!\b[DM]r\.)(?<!\bMrs\.)|(?=\s+(?:{STARTERS})\b))"
+           rf"|(?<=[.!?][\"”])(?=\s+[A-Z\"“(\[]))\s+")
+    return [s.strip() for s in re.split(end, " ".join(text.split())) if len(s.split()) >= 4]
 
 
 def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
     """(start, end, answer, the wh-phrase that replaces body[start:end], its kind: "year", "date", "number" (a
     count), "measure" (a number with its unit) or "name") for each name, number and date; a sentence-initial
-    one when its first word is one of ``names``, capitalised mid-sentence elsewhere ("Warsaw University
-    of Technology is ...", not "Throughout the Middle Ages")."""
+    name when its first word is one of ``names``, capitalised mid-sentence elsewhere ("Warsaw University
+    of Technology is ...", not "Throughout the Middle Ages"), or it is the verb's subject (below). A name's own
+    number is part of it ("Apollo 11"); a counted noun is no name ("fourteen Vice Presidents")."""
     out = [(m.start(), m.end(), m.group(), "what date" if m.group("day") or m.group("day2") else
              "what month and year", "date") for m in DATE.finditer(body)
            if m.group("day") or m.group("day2") or m.group("year")]
@@ -118,31 +145,47 @@ def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
     def in_a_date(start: int) -> bool:
         return any(a <= start < b for a, b in dates)
 
-    # "Cameron congratulated ...", "Warsaw University of Technology is ...": a sentence-initial name where its first
-    # word is a name elsewhere, or is directly followed by another capitalised word ("Michael Grade criticized ...")
+    # "Warsaw University of Technology is ...", "Cameron congratulated ...": a sentence-initial name where its first
+    # word is a name elsewhere, is directly followed by another capitalised word ("Michael Grade criticized ...") or
+    # is one word, the subject of the verb after it: of an auxiliary, any word ("Montpellier was among ...",
+    # "Neutrophils are ..."); of another verb, not a plural ("Bills passed by the council go ...": a participle) nor a
+    # noun by its ending ("Construction began in 1887": asked "Who began …?")
     named = []
     initial = re.match(RUN, body)
     first = 0
     if initial and not in_a_date(0):
         words = initial.group().split()
+        verb = re.match(r"\s+([a-z]+)\b(\s+by\b)?", body[initial.end():])
+        subject = verb and words[0] not in NOT_A_SUBJECT and (verb.group(1) in AUXILIARIES or (
+            _is_verb(verb.group(1)) and not verb.group(2)
+            and not words[0].endswith(("s", "ing", "tion", "sion", "ment", "ness", "ity", "ism"))))
         if words[0] not in NOT_A_NAME | DETERMINERS | QUANTIFIERS and not words[0].endswith("ly") and \
                 words[0].lower() not in COUNT_WORDS.split("|") + ["one"] and (
-                words[0] in names or len(words) > 1 and words[1][:1].isupper()):
+                words[0] in names or len(words) > 1 and (words[1][:1].isupper() or words[1] in ("von", "van", "de"))
+                or len(words) == 1 and subject):
             first = initial.end()
-            named.append(_name(body, 0, first, initial.group(), "what"))
+            named += [_name(body, at, at + len(part), part, "what") for at, part in _parts(initial.group())]
     hyphenated = [(m.start(), m.end()) for m in HYPHENATED.finditer(body)]
     for m in NAME.finditer(body):
         if m.start() < first or in_a_date(m.start()) or any(a <= m.start() < b for a, b in hyphenated):
             continue  # the rest of the sentence-initial name, a date's month, or part of "post-World War I"
-        by = BY.search(body[: m.start()])  # "bought by the engineer Hedda Lorne": bought by whom
-        named.append(_name(body, by.start() if by else m.start(), m.end(), m.group(), "by whom" if by else "what"))
+        for at, name in _parts(m.group()):
+            by = BY.search(body[:m.start() + at])  # "bought by the engineer Hedda Lorne": bought by whom
+            start = m.start() + at
+            named.append(_name(body, by.start() if by else start, start + len(name), name, "by whom" if by else "what"))
+    numbered, counted = {}, []  # a name with its own number, "the Scotland Act 1998", "Apollo 11": one name
     for m in NUMBER.finditer(body):
         num = m.group("num").rstrip(",.")
-        after = re.search(r"([A-Z][\w'’-]+)\s$", body[:m.start()])  # "Apollo 13", "the Scotland Act 1998"
+        # "Apollo 13", "the Scotland Act 1998"; not "Hearst Television's 16 stations"
+        after = re.search(r"([A-Z][\w'’-]+)(?<!['’]s)(?<!['’])\s$", body[:m.start()])
         if in_a_date(m.start()) or not num.lstrip("−$£€")[0].isdigit() and (
-                not m.group("noun") or num[0].isupper() and m.start()) or after and not (
-                m.group("noun") or m.group("unit")) and after.group(1) not in NOT_A_NAME | DETERMINERS | QUANTIFIERS:
-            continue  # a date's; a number in words that counts nothing; a name's own number
+                not m.group("noun") or num[0].isupper() and m.start()):
+            continue  # a date's; a number in words that counts nothing
+        if after and not (m.group("noun") and m.group("noun").split()[-1].islower() or m.group("unit")) and \
+                after.group(1) not in NOT_A_NAME | DETERMINERS | QUANTIFIERS:
+            if num.isdigit():
+                numbered[m.start() - 1] = m.start() + len(num)
+            continue  # a name's own number: asked with its name
         if DECADE.fullmatch(num):  # "in the 1960s": in what decade
             the = re.search(r"\b[Tt]he $", body[:m.start()])
             out.append((the.start() if the else m.start(), m.start() + len(num), num, "what decade", "year"))
@@ -150,18 +193,41 @@ def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
             out.append((m.start(), m.start() + len(num), num, "what year", "year"))
         elif m.group("noun") and num[0] not in "$£€":  # "240 workers": how many workers
             out.append((m.start(), m.end(), num, f"how many {m.group('noun')}", "number"))
+            counted.append(m.end("noun"))
         else:  # "142 kilometres", "$2 billion" (of whatever it is)
             answer = num if m.group("noun") else m.group().strip().rstrip(",.")
             out.append((m.start(), m.start() + len(answer), answer, "what", "measure"))
-    return sorted(out + named)
+    # not a year to one word ("(Lowery 2000)", a citation), nor a number to "AD" or to two names ("Spain and Portugal")
+    named = [(a, numbered[b], answer + body[b:numbered[b]], wh, kind) if b in numbered and not (
+        " " not in answer and YEAR.fullmatch(body[b + 1:numbered[b]]) or answer in ("AD", "BC", "BCE", "CE")
+        or " and " in answer) else (a, b, answer, wh, kind) for a, b, answer, wh, kind in named]
+    # "fourteen Vice Presidents": the count is the fact, its noun no name
+    return sorted(out + [n for n in named if n[1] not in counted])
+
+
+def _parts(run: str) -> list[tuple[int, str]]:
+    """The names in a run of capitalised words, with their offsets: the run, and where it may be two names, each
+    too, since a reader's gold may be either: two joined by "and" ("Sam Chisholm and Rupert Murdoch", not "Anselm
+    and Piet Vellmar", one family, nor "Bureau of Buddhist and Tibetan Affairs", one body), or an owner and the name
+    of two words or more that it owns ("Robert R. Gilruth's Space Task Group", not "Jehovah's Witnesses")."""
+    both = run.split(" and ")
+    if len(both) == 2 and min(len(p.split()) for p in both) >= 2 and " of " not in both[0] and \
+            both[1].split()[-1] not in BODIES:
+        return [(0, run), (0, both[0]), (len(both[0]) + len(" and "), both[1])]
+    owner = re.match(r"(.+?)['’]s (?=[A-Z]\S* \S)", run)
+    if owner and owner.group(1).split()[-1] not in NOT_A_NAME | {"People", "Women", "Men", "Children"} and \
+            owner.group(1).split()[0] not in ("St.", "Saint"):  # "St. Bartholomew's Day Massacre" is one
+        return [(0, run), (0, owner.group()[:-1]), (owner.end(), run[owner.end():])]
+    return [(0, run)]
 
 
 def _name(body: str, start: int, end: int, name: str, wh: str) -> tuple[int, int, str, str, str]:
     """A name's span in ``body`` (from ``start``, which may hold its "by"); a possessive one before its noun ("on
-    Astra's satellites", "by Denver's defense") is asked with "whose" in its own place and answered without its
-    "'s", as a reader's gold answer is."""
+    Astra's satellites", "by Denver's defense", "Gilruth's Space Task Group") is asked with "whose" in its own place
+    and answered without its "'s", as a reader's gold answer is."""
     owner = re.sub(r"['’]s$", "", name)
-    if owner != name and re.match(r"\s+[a-z]", body[end:]):  # "the Earth's lithosphere": whose lithosphere
+    # "the Earth's lithosphere", "Robert R. Gilruth's Space Task Group": whose lithosphere, whose Space Task Group
+    if owner != name and re.match(r"\s+[A-Za-z]", body[end:]):
         the = re.search(r"\b[Tt]he $", body[:end - len(name)])
         return the.start() if the else end - len(name), end, owner, "whose", "name"
     return start, end, name, wh, "name"
@@ -223,7 +289,7 @@ def fronted(clause: str, start: int, end: int, wh: str) -> str | None:
     if re.match(r"(?:a|an|the)\b", m.group("pred")):
         return None  # "X is a lily from the Amazon": a noun phrase, not a verb's phrase to front
     first, *more = m.group("subj").split(" ", 1)
-    subj = " ".join([first.lower() if first in DETERMINERS | {"It", "There"} else first, *more])
+    subj = " ".join([first.lower() if first in DETERMINERS | NOT_A_NAME - OPENERS else first, *more])
     aux = m.group("aux")
     aux1, aux2 = (aux.split(" ", 1) + [""])[:2]
     pred, year = m.group("pred"), m.group("year")
@@ -240,7 +306,8 @@ def fronted(clause: str, start: int, end: int, wh: str) -> str | None:
     if prep == "by" and aux in ("was", "were"):  # "the glassworks was bought by X in 1889": who bought ...
         participle, *obj = left.split()
         if past := _past(participle):
-            return _question(" ".join(["who", past, subj, *obj]) + f" {right}{when}")
+            them = {"they": "them", "he": "him", "she": "her", "we": "us"}.get(subj, subj)  # "They were licensed by X"
+            return _question(" ".join(["who", past, them, *obj]) + f" {right}{when}")
     if wh in ("what year", "what date", "what month and year", "what decade"):
         wh = f"{prep} {wh}"
     elif prep in ("by", "for", "to", "with"):
@@ -268,9 +335,9 @@ def _cloze(text: str, title: str | None) -> list[tuple[str, str, int, str]]:
     pairs: list[tuple[str, str, int, str]] = []
     names = {w for sentence in sentences(text) for m in NAME.finditer(sentence) for w in m.group().split()}
     for i, sentence in enumerate(sentences(text)):
-        # "But Luther believed": Luther is the subject
-        body = re.sub(r"^(?:But|And|Yet)\s+", "", sentence.rstrip(".!?"))
-        pronoun = re.match(r"Its?\b", body)
+        # "But Luther believed", "So Gilruth was given": Luther, Gilruth is the subject (not "So far, ...")
+        body = re.sub(r"^(?:But|And|Yet|So(?=\s+[A-Z]))\s+", "", sentence.rstrip(".!?"))
+        pronoun = re.match(r"Its?\b", body) if not EXPLETIVE.match(body) else None
         if title and pronoun:  # the title stands for "It": not a fact of the sentence to ask for
             name = title[:1].upper() + title[1:]
             body = (f"{name}'s" if pronoun.group() == "Its" else name) + body[pronoun.end():]
