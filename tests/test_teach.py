@@ -780,6 +780,27 @@ def test_cloze_subjects_particles_numbered_names_and_possessive_runs():
     assert not any("how many Columbus" in q for q in got.values())
 
 
+def test_cloze_pairs_ask_for_a_term_the_sentence_names():
+    """Issue 46: of the SQuAD golds no cloze answer matched, many are terms a sentence defines ("in a process called
+    chemotaxis", "known as the restriction modification system"); a reader asks "What is … called?"."""
+    from selfadapt.knowledge.cloze import cloze_pairs
+
+    def answers(sentence):
+        return {a: q for q, a in cloze_pairs(sentence)}
+
+    got = answers("Neutrophils move to the site of inflammation in a process called chemotaxis, and are usually first.")
+    assert got["chemotaxis"] == "Neutrophils move to the site of inflammation in a process called what?"
+    assert answers("Their main defense is known as the restriction modification system.") == {
+        "restriction modification system": "Their main defense is known as what?"}
+    assert answers("This cycle is sometimes referred to as the practical Carnot cycle.")["practical Carnot cycle"] == \
+        "This cycle is sometimes referred to as what?"  # a term stays where it is named, not "To whom …"
+    for sentence in ("The senator called for an end to the war.", "The town was named after the river.",
+                     "Tesla called him early in the morning.", "The meeting is usually called simply The Game.",
+                     "They are sometimes called blue-green algae even though they are bacteria."):
+        assert not {"for an end", "after the river", "him", "simply", "blue-green algae even"} & set(answers(sentence))
+    assert "blue-green algae" in answers("They are sometimes called blue-green algae even though they are bacteria.")
+
+
 def test_a_long_cloze_question_cut_to_the_words_around_its_answer():
     """Issue 46: a long sentence gives many cloze questions that differ only where the answer was, and a reader
     asks a few of its words ("How many total touchdowns did Cam Newton score?"): the adapter answered with

@@ -101,6 +101,15 @@ EXPLETIVE = re.compile(r"It\s+(?:is|was|has been|had been|became|becomes|seems|s
 BODIES = {"Affairs", "Commission", "Company", "Society", "Administration", "Community", "Act", "Party", "Department",
           "Development", "Council", "Committee", "Board", "Association", "Authority", "Institute", "Museum", "Area",
           "Services", "Industries", "Sciences", "Arts", "Technology", "Research", "Telecommunications", "Agency"}
+# A term the sentence names ("in a process called chemotaxis", "known as the restriction modification system"), up to
+# four words, not past a clause's function word; not a phrasal verb ("called for", "named after").
+FUNCTION = ("and|or|but|nor|in|on|at|by|for|from|to|with|of|as|than|which|that|who|whom|whose|where|when|while|because|"
+            "since|after|before|during|until|if|is|are|was|were|be|been|has|have|had|it|its|their|his|her|this|these|"
+            "even|though|although|prior|so|such|then|also|only|not|very|now|him|them|themselves|himself|herself|itself|"
+            "me|us|you|the|a|an")
+TERM = re.compile(rf"\b(?:called|known\s+as|termed|named|referred\s+to\s+as|dubbed)\s+(?!(?:for|on|upon|off|up|out|in|"
+                  rf"into|back|to|after|by|with|from|at|as)\b)(?P<the>(?:the|a|an)\s+)?(?!(?:{FUNCTION}|one|simply)\b|\w+(?:ing|ly)\b)"
+                  rf"(?P<term>\w[\w'’-]*(?:\s+(?!(?:{FUNCTION})\b)\w[\w'’-]*){{0,3}})")
 BY = re.compile(r"\bby(?:\s+the)?(?:\s+[a-z]+)?\s+$")  # "by", "by the engineer" just before a name
 # The preposition that governs a span: "for the astronomer |Clara Wendt", "in |1902", "at |Kelder".
 GOVERNED = re.compile(r"\b(?P<prep>in|on|at|by|for|from|since|to|with|into)(?:\s+(?:the|a|an))?(?:\s+[a-z]+)?\s+$")
@@ -133,7 +142,8 @@ def sentences(text: str) -> list[str]:
 
 def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
     """(start, end, answer, the wh-phrase that replaces body[start:end], its kind: "year", "date", "number" (a
-    count), "measure" (a number with its unit) or "name") for each name, number and date; a sentence-initial
+    count), "measure" (a number with its unit), "term" or "name") for each name, number, date and named term; a
+    sentence-initial
     name when its first word is one of ``names``, capitalised mid-sentence elsewhere ("Warsaw University
     of Technology is ...", not "Throughout the Middle Ages"), or it is the verb's subject (below). A name's own
     number is part of it ("Apollo 11"); a counted noun is no name ("fourteen Vice Presidents")."""
@@ -174,6 +184,13 @@ def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
             start = m.start() + at
             named.append(_name(body, by.start() if by else start, start + len(name), name, "by whom" if by else "what"))
     numbered, counted = {}, []  # a name with its own number, "the Scotland Act 1998", "Apollo 11": one name
+    for m in TERM.finditer(body):
+        words = m.group("term").split()
+        cut = next((i for i, w in enumerate(words) if i and _is_verb(w)), len(words))  # "chemotaxis attracted …"
+        term = " ".join(words[:cut])
+        start = m.start("the") if m.group("the") else m.start("term")
+        if not any(a == m.start("term") for a, *_ in out + named) and not term[0].isdigit():  # not a name's twice
+            out.append((start, m.start("term") + len(term), term, "what", "term"))
     for m in NUMBER.finditer(body):
         num = m.group("num").rstrip(",.")
         # "Apollo 13", "the Scotland Act 1998"; not "Hearst Television's 16 stations"
@@ -346,7 +363,9 @@ def _cloze(text: str, title: str | None) -> list[tuple[str, str, int, str]]:
             offset, stop = next((a, b) for a, b in clauses if a <= start < b)
             clause, s, e = body[offset:stop], start - offset, min(end, stop) - offset
             if not title or normalize_answer(answer) != normalize_answer(title):
-                question = fronted(clause, s, e, wh) or _question(f"{clause[:s]}{wh}{clause[e:]}")
+                # a term stays where the sentence names it ("… in a process called what?")
+                question = (fronted(clause, s, e, wh) if kind != "term" else None) or \
+                    _question(f"{clause[:s]}{wh}{clause[e:]}")
                 pairs.append((question, answer, i, kind))
     return pairs
 
