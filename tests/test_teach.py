@@ -742,13 +742,19 @@ def test_cloze_subjects_particles_numbered_names_and_possessive_runs():
         "What was among the most important towns?"
     got = answers("So Gilruth was given authority to grow his organization.")
     assert "Gilruth" in got and "So Gilruth" not in got
-    for sentence in ("Here the river was wide.", "Meanwhile the tower was built.", "Still the city was rebuilt."):
+    for sentence in ("Here lived the old keeper.", "Meanwhile stood the tower.", "Still remained the city walls."):
         assert not any(a.split()[0] == sentence.split()[0] for a in answers(sentence)), sentence
     got = answers("The program exceeded the capabilities of Robert R. Gilruth's Space Task Group.")
     assert got["Robert R. Gilruth"] == "The program exceeded the capabilities of whose Space Task Group?"
     assert {"Space Task Group", "Robert R. Gilruth's Space Task Group"} <= set(got)  # a reader's gold may be either
     got = answers("The idea came from Sam Chisholm and Rupert Murdoch in 1993.")
     assert {"Sam Chisholm", "Rupert Murdoch", "Sam Chisholm and Rupert Murdoch"} <= set(got)
+    got = answers("The company was founded by Sam Chisholm and Rupert Murdoch in 1993.")
+    assert got["Sam Chisholm"] == "The company was founded by whom and Rupert Murdoch in 1993?"  # not "Who founded
+    assert got["Sam Chisholm and Rupert Murdoch"] == "Who founded the company in 1993?"  # the company and Rupert …?"
+    assert answers("He met Dr. Smith at the hospital in 1990.")["Dr. Smith"] == "He met what at the hospital in 1990?"
+    assert "Little Richard" in answers("Little Richard was born in Macon in 1932.")
+    assert answers("Paris hosted the games in 1900.")["Paris"] == "Who hosted the games in 1900?"
     assert "Tibetan Affairs" not in answers("The Bureau of Buddhist and Tibetan Affairs ruled the monks.")  # one body
     assert "Day Massacre" not in answers("Thousands died in the St. Bartholomew's Day Massacre of 1572.")
     assert "Johann von Staupitz" in answers("The young monk was guided by Johann von Staupitz, his superior.")
@@ -767,23 +773,25 @@ def test_cloze_subjects_particles_numbered_names_and_possessive_runs():
     # and what none of these may take
     assert len(sentences('The show "Who Wants to Be a Millionaire?" was a hit in many countries.')) == 1
     assert len(sentences("The church of St. Augustine was built by the monks in 1900.")) == 1
-    for sentence in ("So far, the only proposal was rejected by Parliament.", "Left untreated, the disease spreads.",
+    for sentence in ("Left untreated, the disease spreads.", "Little is known of the first settlers.",
                      "First demonstrated in 1973, the device was sold by Xerox."):
         assert not any(a.split()[0] == sentence.split()[0].rstrip(",") for a in answers(sentence)), sentence
+    got = answers("So far, the only proposal was rejected by Parliament.")
+    assert got and all(q.startswith("So far") for q in got.values())  # not "Far, the only proposal …"
     got = answers("It is believed to be the oldest church in Dunholm.", "Old Kirk")
     assert got["Dunholm"] == "Where is Old Kirk believed to be the oldest church?"  # "It" is the church
     assert answers("They were licensed by St. George's Church in 1784.")["St. George's Church"] == \
         "Who licensed them in 1784?"
     assert "Lowery 2000" not in answers("Clothing is older than the first needles (Lowery 2000).")  # a citation
     got = answers("Hearst Television's 16 ABC-affiliated stations and the office at 149 Columbus Avenue stayed.")
-    assert got["16"].startswith("whose") is False and "how many ABC-affiliated stations" in got["16"]
+    assert "how many ABC-affiliated stations" in got["16"]
     assert not any("how many Columbus" in q for q in got.values())
 
 
 def test_cloze_pairs_ask_for_a_term_the_sentence_names():
     """Issue 46: of the SQuAD golds no cloze answer matched, many are terms a sentence defines ("in a process called
     chemotaxis", "known as the restriction modification system"); a reader asks "What is … called?"."""
-    from selfadapt.knowledge.cloze import cloze_pairs
+    from selfadapt.knowledge.cloze import _cloze, cloze_pairs
 
     def answers(sentence):
         return {a: q for q, a in cloze_pairs(sentence)}
@@ -795,9 +803,10 @@ def test_cloze_pairs_ask_for_a_term_the_sentence_names():
     assert answers("This cycle is sometimes referred to as the practical Carnot cycle.")["practical Carnot cycle"] == \
         "This cycle is sometimes referred to as what?"  # a term stays where it is named, not "To whom …"
     for sentence in ("The senator called for an end to the war.", "The town was named after the river.",
-                     "Tesla called him early in the morning.", "The meeting is usually called simply The Game.",
-                     "They are sometimes called blue-green algae even though they are bacteria."):
-        assert not {"for an end", "after the river", "him", "simply", "blue-green algae even"} & set(answers(sentence))
+                     "Tesla called him early in the morning."):
+        assert "term" not in {kind for *_, kind in _cloze(sentence, None)}, sentence  # a phrasal verb, a pronoun
+    assert "The Game" in answers("The meeting is usually called simply The Game.")  # a name, not "simply The Game"
+    assert "simply The Game" not in answers("The meeting is usually called simply The Game.")
     assert "blue-green algae" in answers("They are sometimes called blue-green algae even though they are bacteria.")
 
 

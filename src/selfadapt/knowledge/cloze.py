@@ -70,19 +70,20 @@ QUANTIFIERS = {"Many", "Most", "Some", "Several", "All", "Both", "Each", "Every"
                "Neither", "Either", "Today", "Later", "Then", "Also", "Thus", "About", "Sometimes", "Whereas", "Here",
                "Now", "Still", "Even", "Again", "Instead", "Meanwhile", "Nevertheless", "Nonetheless", "Furthermore",
                "Moreover", "Hence", "Therefore", "Indeed", "Overall", "Afterwards", "Afterward", "That", "Everyone",
-               "Everybody", "None", "Nothing", "Something", "Everything", "Much", "Little", "Not", "Nor", "What"}
+               "Everybody", "None", "Nothing", "Something", "Everything", "Not", "Nor", "What"}
 # Words that open a sentence as no subject of the verb after them ("First demonstrated in 1973, ...", "Left
-# untreated, ...", "Below is the list ..."), though a name may begin with one ("First TransPennine Express").
+# untreated, ...", "Little is known ..."), though a name may begin with one ("First TransPennine Express", "Little
+# Rock").
 NOT_A_SUBJECT = {"First", "Second", "Third", "Last", "Next", "Below", "Above", "Long", "Similar", "Left", "Provided",
                  "Based", "Founded", "Located", "Born", "Given", "Compared", "Built", "Considered", "Known", "Used",
-                 "Called", "Named", "Situated", "You", "Who", "Which", "Where", "Why", "How", "When"}
+                 "Called", "Named", "Situated", "You", "Who", "Which", "Where", "Why", "How", "Much", "Little"}
 # The words a new sentence may open with after an initial-like "I." or "V." ("... World War I. He then ...").
 STARTERS = "|".join(sorted(NOT_A_NAME | DETERMINERS | QUANTIFIERS))
 # A run of capitalised words (a name; "Anselm and Piet Vellmar" is one, "Sam Chisholm and Rupert Murdoch" also
 # two: ``_parts``), with its middle initials, particles and a closing roman numeral: "Donald F. Turner",
-# "Parliament of the United Kingdom", "Johann von Staupitz", "World War I", "St. Augustine".
+# "Parliament of the United Kingdom", "Johann von Staupitz", "World War I", "St. Augustine", "Dr. Smith".
 WORD = r"[A-Z][\w'’-]+"
-RUN = (rf"(?:St\.\s+)?{WORD}(?:\s+(?:(?:of\s+the|of|the|de\s+la|de|von|van\s+der|van|and)\s+)?{WORD}"
+RUN = (rf"(?:(?:St|Dr|Mr|Mrs|Ms)\.\s+)?{WORD}(?:\s+(?:(?:of\s+the|of|the|de\s+la|de|von|van\s+der|van|and)\s+)?{WORD}"
        rf"|\s+[A-Z]\.(?=\s+[A-Z])(?!\s+(?:{STARTERS})\b)|\s+[IVX]\b(?![.'’]))*")
 NAME = re.compile(rf"(?<!^)(?<![\w-]){RUN}")
 # A name that is part of a hyphenated word ("post-World War I"): no name of its own.
@@ -143,10 +144,9 @@ def sentences(text: str) -> list[str]:
 def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
     """(start, end, answer, the wh-phrase that replaces body[start:end], its kind: "year", "date", "number" (a
     count), "measure" (a number with its unit), "term" or "name") for each name, number, date and named term; a
-    sentence-initial
-    name when its first word is one of ``names``, capitalised mid-sentence elsewhere ("Warsaw University
-    of Technology is ...", not "Throughout the Middle Ages"), or it is the verb's subject (below). A name's own
-    number is part of it ("Apollo 11"); a counted noun is no name ("fourteen Vice Presidents")."""
+    sentence-initial name when its first word is one of ``names``, capitalised mid-sentence elsewhere ("Warsaw
+    University of Technology is ...", not "Throughout the Middle Ages"), or it is the verb's subject (below). A
+    name's own number is part of it ("Apollo 11"); a counted noun is no name ("fourteen Vice Presidents")."""
     out = [(m.start(), m.end(), m.group(), "what date" if m.group("day") or m.group("day2") else
              "what month and year", "date") for m in DATE.finditer(body)
            if m.group("day") or m.group("day2") or m.group("year")]
@@ -158,8 +158,8 @@ def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
     # "Warsaw University of Technology is ...", "Cameron congratulated ...": a sentence-initial name where its first
     # word is a name elsewhere, is directly followed by another capitalised word ("Michael Grade criticized ...") or
     # is one word, the subject of the verb after it: of an auxiliary, any word ("Montpellier was among ...",
-    # "Neutrophils are ..."); of another verb, not a plural ("Bills passed by the council go ...": a participle) nor a
-    # noun by its ending ("Construction began in 1887": asked "Who began …?")
+    # "Neutrophils are ..."); of another verb, not before "by" ("Bills passed by the council go ...": a participle)
+    # nor a noun by its ending ("Construction began in 1887": asked "Who began …?")
     named = []
     initial = re.match(RUN, body)
     first = 0
@@ -168,7 +168,7 @@ def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
         verb = re.match(r"\s+([a-z]+)\b(\s+by\b)?", body[initial.end():])
         subject = verb and words[0] not in NOT_A_SUBJECT and (verb.group(1) in AUXILIARIES or (
             _is_verb(verb.group(1)) and not verb.group(2)
-            and not words[0].endswith(("s", "ing", "tion", "sion", "ment", "ness", "ity", "ism"))))
+            and not words[0].endswith(("ing", "tion", "sion", "ment", "ness", "ity", "ism"))))
         if words[0] not in NOT_A_NAME | DETERMINERS | QUANTIFIERS and not words[0].endswith("ly") and \
                 words[0].lower() not in COUNT_WORDS.split("|") + ["one"] and (
                 words[0] in names or len(words) > 1 and (words[1][:1].isupper() or words[1] in ("von", "van", "de"))
@@ -285,6 +285,8 @@ def fronted(clause: str, start: int, end: int, wh: str) -> str | None:
     if wh == "whose":
         return None  # "limited by whose defense" stays where it is
     answer, before, rest = clause[start:end], clause[:start], clause[end:]
+    if re.match(r"\s+and\b", rest):
+        return None  # "founded by Sam Chisholm and Rupert Murdoch": one of two stays where it is
     name = answer[:1].isupper() and wh in ("what", "by whom")
     rel = re.match(rf",\s+(who|which)\s+({NOT_CUT}+)", rest)  # "Rudolf Wendt, who paid for the dome": who paid ...
     # "a water lily from the Amazon, which flowers ...": "which" after a place in a prepositional phrase
@@ -373,8 +375,9 @@ def _cloze(text: str, title: str | None) -> list[tuple[str, str, int, str]]:
 def contrasted(pairs: list[tuple[str, str]], text: str, rng: random.Random,
                title: str | None = None) -> list[tuple[str, str]]:
     """Per cloze pair of ``text`` (``cloze_pairs(text, title)``), its question with two answers offered in
-    ``rng``'s order, its own and the nearest other fact of the same kind (year, count, measure or name; nearest by
-    sentence, the earlier on a tie), answered with its own; none where the document has no other such fact.
+    ``rng``'s order, its own and the nearest other fact of the same kind (year, date, count, measure, term or name;
+    nearest by sentence, the earlier on a tie), answered with its own; none where the document has no other such
+    fact.
     An adapter taught each fact alone answers a reader's question with a neighbouring fact of the same kind
     ("When was the line completed?" with the year construction began): the gold span says which answer is
     right, not which one is wrong. Both candidates are the document's own spans, so nothing is invented."""
