@@ -79,14 +79,22 @@ def held_out(eval_run: Path) -> None:
     print(f"\nPolicies on {eval_run} (`{REWARD_METRIC}` %, differences in points, paired by passage):\n")
     control = "format-control" if "format-control" in conditions else None  # under form: passage+form itself
     print(f"| policy | {REWARD_METRIC} | vs {passage} | vs recital | vs format control | vs untrained ({untrained}) "
-          "| vs itself without an update | vs the previous round's (NAME-round-N: vs round-N) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| vs itself without an update | vs the previous round's (NAME-round-N: vs round-N) "
+          "| NAME-round-N vs NAME-round-(N−1) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     previous = {n: p for n, p in zip(rounds, [untrained, *rounds])} | {n: n[n.index("round-"):] for n in others}
+
+    def own_previous(name: str) -> str | None:  # fe-round-1+form → fe-round-0+form, where it was evaluated
+        prefix, _, rest = name.rpartition("round-")
+        number, suffix = rest.split("+", 1) if "+" in rest else (rest, "")
+        earlier = f"{prefix}round-{int(number) - 1}{'+' + suffix if suffix else ''}"
+        return earlier if name in others and int(number) > 0 and earlier in conditions else None
+
     for name in rounds + others:
         score = per_item(records, name)
         cells = [fmt(paired(score, per_item(records, ref))) if ref else "–"
                  for ref in (passage, "recital", control, untrained, f"{name.removesuffix(FORM)}-base",
-                             previous[name])]
+                             previous[name], own_previous(name))]
         print(f"| {name} | {100 * np.mean(list(score.values())):.1f} | " + " | ".join(cells) + " |")
 
 
