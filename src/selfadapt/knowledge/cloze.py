@@ -180,8 +180,8 @@ def _spans(body: str, names: set[str]) -> list[tuple[int, int, str, str, str]]:
         if m.start() < first or in_a_date(m.start()) or any(a <= m.start() < b for a, b in hyphenated):
             continue  # the rest of the sentence-initial name, a date's month, or part of "post-World War I"
         for at, name in _parts(m.group()):
-            by = BY.search(body[:m.start() + at])  # "bought by the engineer Hedda Lorne": bought by whom
             start = m.start() + at
+            by = BY.search(body[:start])  # "bought by the engineer Hedda Lorne": bought by whom
             named.append(_name(body, by.start() if by else start, start + len(name), name, "by whom" if by else "what"))
     numbered, counted = {}, []  # a name with its own number, "the Scotland Act 1998", "Apollo 11": one name
     for m in TERM.finditer(body):
