@@ -4,12 +4,13 @@ decoding and paired statistics, on the tiny model and hand-made cases."""
 import pytest
 import torch
 
+from selfadapt.constrained import GrammarConstraint, lark_grammar
 from selfadapt.evaluate import paired
 from selfadapt.generation import SamplingConfig, allows, generate
 from selfadapt.grading import contains, normalize_answer
 from selfadapt.knowledge.data import Passage, Question
 from selfadapt.knowledge.domain import KnowledgeDomain
-from selfadapt.knowledge.grounded import SpanQA, Static, allowed_token_ids
+from selfadapt.knowledge.grounded import SpanQA, Static, allowed_token_ids, has_content
 from selfadapt.knowledge.measure import KnowledgeMeasure, options, qa_prompt, recital, softmax_at_zero
 from selfadapt.knowledge.selfedit import parse_qa
 from selfadapt.likelihood import completion_scores
@@ -152,9 +153,9 @@ def test_span_qa_state_machine_by_hand(tiny):
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     c = SpanQA(tok, "Otrar was seized.", pairs=1, question_tokens=3, answer_tokens=3)
     assert c([]) == [c.q] and c([c.q]) == [c.colon]
-    free = c([c.q, c.colon])
+    free = c([c.q, c.colon, 5])
     assert int(free.sum()) == len(tok) - 1 and not allows(free, tok.eos_token_id)  # free but no end
-    assert c([c.q, c.colon, 5]) is free  # one mask built once, not a vocabulary-sized list per step
+    assert c([c.q, c.colon, 6]) is free  # one mask built once, not a vocabulary-sized list per step
     long_q = [c.q, c.colon] + [c.q] * 3
     assert c(long_q) == [c.newline]  # question cap reached
     after_q = [c.q, c.colon] + enc(" Which?") + [c.newline]
@@ -259,3 +260,46 @@ def test_exact_match_is_the_best_over_every_gold_and_no_gold_is_a_distractor(tin
     assert "golds" not in records[1] and records[1]["exact_match"] == 0.0
     for r in records[:1]:
         assert not any("subutai" in normalize_answer(o) for o in r["options"][1:] + r["typed_options"][1:])
+
+
+def test_span_qa_asks_something_and_answers_with_a_content_word(tiny):
+    """ReST-EM rounds drifted to "Q: \\nA: the" and "A: but": an empty question and a function word
+    as the answer teach nothing, and they take a pair from the eight the self-edit may write."""
+    tok = tiny.tokenizer
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    c = SpanQA(tok, "The city of Otrar was seized but it was in the end of it.", pairs=1, question_tokens=4,
+               answer_tokens=3)
+    first = c([c.q, c.colon])
+    assert not allows(first, c.newline) and not allows(first, enc(" ")[0])  # no empty question line
+    assert c([c.q, c.colon]) is first  # one mask per tokenizer; and generation's bitmask row says the same:
+    bitmask = torch.zeros(1, (len(tok) + 31) // 32, dtype=torch.int32)
+    c.reset()
+    for t in (c.q, c.colon):
+        c.advance(t)
+    c.fill(bitmask, 0)
+    row = torch.tensor([(int(bitmask[0, t // 32]) >> (t % 32)) & 1 for t in range(len(tok))], dtype=torch.bool)
+    assert torch.equal(row, first)
+    assert allows(first, enc(" Which")[0]) and allows(c([c.q, c.colon] + enc(" Which")), c.newline)
+    a = [c.q, c.colon] + enc(" Which?") + [c.newline, c.a, c.colon]
+    span = enc(" The city of Otrar was seized but it was in the end of it.")
+    words = [i for i, t in enumerate(span) if tok.decode([t]).startswith(" ")]
+    the = span[: words[1]]  # " The": a whole word, but not an answer
+    assert not allows(c(a + the), c.newline) and allows(c(a + the), span[words[1]])
+    city = span[: words[2]]
+    assert allows(c(a + city), c.newline)  # " The city" holds a content word
+    admits = lambda tokens: all(allows(c(a + tokens[:i]), t) for i, t in enumerate(tokens))  # noqa: E731
+    assert admits(enc(" of Otrar")) and not admits(enc(" of it."))  # an answer starts only where it can end
+    assert admits(enc(" the end")) and not admits(enc(" it"))  # no content word begins within three tokens
+    bare = SpanQA(tok, "of it", pairs=1, question_tokens=4, answer_tokens=3)  # no content word anywhere:
+    assert allows(bare(a + enc(" of it")), c.newline)  # the old rules, not a dead end
+    assert not any(map(has_content, ["“the”", "the—", "«in»", "but…", "it’s", "'s", "(of)"]))
+    assert all(map(has_content, ["one", "first", "1,200", "Khan’s", "“Otrar”"]))  # counts, ordinals, names
+    d = KnowledgeDomain(tok, "self-qa", grounded=True)  # written pairs are kept the same way
+    texts = d.training_examples(OTRAR, "Q: Which town?\nA: Otrar\nQ: What?\nA: and\nQ: When?\nA: in 1219")
+    assert [t[1] for t in texts[1:]] == ["Otrar<|im_end|>", "in 1219<|im_end|>"]
+    lark = SpanQA(tok, "Otrar was seized in it.", pairs=1).lark()  # the same rules as vLLM's grammar
+    assert '" Otrar"' in lark and '" in it."' not in lark and '" in"' not in lark and '" seized in it."' in lark
+    accepts = lambda text: GrammarConstraint(tok, lark_grammar(lark)).accepts(enc(text))  # noqa: E731
+    assert accepts("Q: Which?\nA: Otrar\n") and not accepts("Q: \nA: Otrar\n") and not accepts("Q: Which?\nA: in\n")
+    blanks = SpanQA(tok, "Otrar was seized in it.", pairs=1, question_tokens=3).lark()  # blank up to its cap
+    assert not GrammarConstraint(tok, lark_grammar(blanks)).accepts(enc("Q:" + " " * 3 + "\nA: Otrar\n"))

@@ -17,7 +17,7 @@ from ..metric import METRIC, absolute, check_metric
 from ..models import chat_prompt
 from ..prior import check_prior, with_prior
 from .data import Passage
-from .grounded import Constraint, SpanQA, Static, allowed_token_ids
+from .grounded import Constraint, SpanQA, Static, allowed_token_ids, has_content
 from .measure import REWARD_METRIC, KnowledgeMeasure, qa_examples
 from .selfedit import DEFAULT_DECODING, DEFAULT_FORMAT, FORMATS, selfedit_instruction, selfedit_items
 
@@ -74,11 +74,11 @@ class KnowledgeDomain:
             return examples
         items = selfedit_items(self.fmt, selfedit)
         if self.fmt == "self-qa":
-            if self.grounded:  # an answer the passage does not contain teaches an invented fact
+            if self.grounded:  # an answer the passage does not contain teaches an invented fact; "the" teaches nothing
                 source = normalize_answer(f"{passage.title} {passage.context}")
-                items = [(q, a) for q, a in items if contains(source, a)]
+                items = [(q, a) for q, a in items if contains(source, a) and has_content(a)]
                 if not items:
-                    raise InvalidSelfEdit("no answer of the self-QA is a span of the passage")
+                    raise InvalidSelfEdit("no answer of the self-QA is a span of the passage with a content word")
             return examples + qa_examples(self.tokenizer, passage.title, items)
         return examples + [f"{passage.title}\n{item}" for item in items]
 

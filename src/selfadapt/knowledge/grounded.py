@@ -19,7 +19,9 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 import string
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -37,6 +39,18 @@ FUNCTION_WORDS = (
     "there here all each both some many more most other such only very same one first"
 ).split()
 PUNCTUATION = list(".,;:!?'\"()-") + ["\n", "\n\n", "'s"]
+_NOT_ANSWERS = frozenset(FUNCTION_WORDS) - {"one", "first"}  # a count and an ordinal can be answers
+
+
+def has_content(text: str) -> bool:
+    """Whether ``text`` holds a word that can answer a question. Any span of the passage is a
+    span, and ReST-EM's rounds learned to copy the cheapest ones ("A: the", "A: but"): they teach
+    nothing and take the place of a pair that would."""
+    words = (_EDGES.sub("", w.lower().replace("’", "'").removesuffix("'s")).removesuffix("'s") for w in text.split())
+    return any(w not in _NOT_ANSWERS and any(c.isalnum() for c in w) for w in words)
+
+
+_EDGES = re.compile(r"^[\W_]+|[\W_]+$")  # any punctuation around a word: quotes, dashes, ellipses
 
 
 def _variants(word: str) -> set[str]:
@@ -85,10 +99,27 @@ class Static:
         fill_row(bitmask, row, self.bits)
 
 
+@dataclass(frozen=True)
+class _Vocab:
+    """What a question line may hold, the same for every passage: built once per tokenizer (a pass
+    over the vocabulary), not once per self-edit."""
+
+    breaks: frozenset[int]  # every token whose text contains a newline: any of them ends a line
+    question: torch.Tensor  # any token but the end
+    first: torch.Tensor  # ... and, first, none that shows nothing (no empty question)
+    question_bits: torch.Tensor
+    first_bits: torch.Tensor
+
+
 @functools.cache
-def _line_breaks(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
-    """Every token whose text contains a newline: any of them ends a line."""
-    return frozenset(i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i]))
+def _vocab(tokenizer: PreTrainedTokenizerBase) -> _Vocab:
+    texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+    question = torch.ones(len(tokenizer), dtype=torch.bool)
+    if tokenizer.eos_token_id is not None:
+        question[tokenizer.eos_token_id] = False
+    first = question.clone()
+    first[[i for i, t in enumerate(texts) if not t.strip()]] = False
+    return _Vocab(frozenset(i for i, t in enumerate(texts) if "\n" in t), question, first, pack(question), pack(first))
 
 
 class SpanQA:
@@ -98,10 +129,12 @@ class SpanQA:
     costs the new token, not the whole document again): an empty line must start with
     ``Q`` (or ``A`` right after a question), the marker is followed by ``:``; a question
     line is free until a token with a newline (at most ``question_tokens``; the end token
-    is not allowed there, or a small model ends after its first question); an answer
-    line may only continue a span that occurs in the passage (tokenized as one text, so
-    spans start at word tokens), ends only where a word ends, and ends once the word that
-    crosses ``answer_tokens`` tokens is complete, so it stays a short answer like the test's.
+    is not allowed there, or a small model ends after its first question), but its first
+    token shows something (no empty question); an answer line may only continue a span that
+    occurs in the passage (tokenized as one text, so spans start at word tokens), ends only
+    where a word ends and once it holds a content word (``has_content``: it starts only where
+    one is reached in time), and ends once the word that crosses ``answer_tokens`` tokens is
+    complete, so it stays a short answer like the test's.
     Each answer starts where no earlier answer started (while such places are left): a
     small model otherwise gives one answer to every question. After ``pairs`` answers only the end token is allowed.
     """
@@ -115,15 +148,16 @@ class SpanQA:
         self.q, self.a, self.colon, self.newline = one("Q"), one("A"), one(":"), one("\n")
         self.eos, self.pairs = tokenizer.eos_token_id, pairs
         self.question_tokens, self.answer_tokens = question_tokens, answer_tokens
-        self.breaks = _line_breaks(tokenizer)
-        self.question_vocab = torch.ones(len(tokenizer), dtype=torch.bool)  # any token but the end
-        if self.eos is not None:
-            self.question_vocab[self.eos] = False
+        self.vocab = _vocab(tokenizer)
         self.tokenizer, self.text = tokenizer, " ".join(context.split())
         self.span = tokenizer(" " + self.text, add_special_tokens=False)["input_ids"]
         self.word_starts = {t for t in self.span if tokenizer.decode([t]).startswith(" ")}
-        self.starts = [i for i, t in enumerate(self.span) if t in self.word_starts]
-        self.question_bits = pack(self.question_vocab)
+        starts = [i for i, t in enumerate(self.span) if t in self.word_starts]
+        answerable = self._answerable(starts)
+        # a passage without a content word: answers as before, only so that decoding cannot stall (its
+        # self-edit is then rejected when read: no pair has a content word)
+        self.needs_content = bool(answerable)
+        self.starts = answerable or starts
         self.reset()
 
     def reset(self) -> None:
@@ -137,7 +171,7 @@ class SpanQA:
         if self.ended or token == self.eos:  # generation pads a finished row
             self.ended = True
             return
-        if token in self.breaks:
+        if token in self.vocab.breaks:
             if self.line:
                 if self.line[0] == self.a:
                     self.answers += 1
@@ -166,20 +200,24 @@ class SpanQA:
         if len(line) == 1:
             return [self.colon]
         if line[0] != self.a:  # a question: free, but it must end with a line break, not the end token
-            return self.question_vocab if len(line) < 2 + self.question_tokens else [self.newline]
+            if len(line) == 2:
+                return self.vocab.first
+            return self.vocab.question if len(line) < 2 + self.question_tokens else [self.newline]
         n = len(line) - 2
         if not n:
             return sorted({self.span[i] for i in self.candidates})
         ends = [i + n for i in self.candidates]
         nxt = {self.span[e] for e in ends if e < len(self.span)}
-        can_end = any(e == len(self.span) or self.span[e] in self.word_starts for e in ends)
+        can_end = (any(e == len(self.span) or self.span[e] in self.word_starts for e in ends)
+                   and (not self.needs_content or has_content(self.tokenizer.decode(line[2:]))))
         if n >= self.answer_tokens:  # finish the word, then the line
             nxt = {t for t in nxt if t not in self.word_starts}
         return sorted(nxt | ({self.newline} if can_end else set()))
 
     def fill(self, bitmask: torch.Tensor, row: int) -> None:
-        allowed = self.allowed()
-        fill_row(bitmask, row, self.question_bits if allowed is self.question_vocab else pack(allowed))
+        allowed, v = self.allowed(), self.vocab
+        fill_row(bitmask, row, v.first_bits if allowed is v.first else v.question_bits if allowed is v.question
+                 else pack(allowed))
 
     def __call__(self, generated: list[int]) -> Allowed:
         """What is allowed after ``generated``, read from the start on a copy (checks and tests)."""
@@ -191,22 +229,40 @@ class SpanQA:
 
     def lark(self) -> str:
         """The same document shape as a Lark grammar, for engines that constrain by grammar (vLLM's
-        structured outputs): free question lines of at most ``question_tokens`` tokens, answer lines
-        that are word spans of the passage of at most ``answer_tokens`` tokens (the word crossing it
-        completed), at most ``pairs`` pairs. A grammar cannot say that each answer starts where no
-        earlier one did, so that rule is the HF path's alone."""
+        structured outputs): free question lines of at most ``question_tokens`` tokens that show
+        something at once (at most one space first: llguidance ends a rule at ``max_tokens`` whether
+        or not its regex matched, so a visible character anywhere would let a run of blanks through),
+        answer lines that are word spans of the passage holding a content word, of at most
+        ``answer_tokens`` tokens (the word crossing it completed), at most ``pairs`` pairs. A grammar
+        cannot say that each answer starts where no earlier one did, so that rule is the HF path's
+        alone."""
         words, spans = self.text.split(), set()
         for i in range(len(words)):
             for j in range(i + 1, len(words) + 1):
                 span = " " + " ".join(words[i:j])
-                spans.add(span)
+                if has_content(span) or not self.needs_content:
+                    spans.add(span)
                 if len(self.tokenizer(span, add_special_tokens=False)["input_ids"]) >= self.answer_tokens:
                     break
         alternatives = " | ".join(json.dumps(s, ensure_ascii=False) for s in sorted(spans))
         return (f"start: pair{{1,{self.pairs}}}\n"
                 f'pair: "Q:" question "\\n" "A:" answer "\\n"\n'
-                f"question[max_tokens={self.question_tokens}]: /[^\\n]+/\n"
+                f"question[max_tokens={self.question_tokens}]: / ?\\S[^\\n]*/\n"
                 f"answer: {alternatives}\n")
+
+    def _answerable(self, starts: list[int]) -> list[int]:
+        """The word starts from which a content word begins within ``answer_tokens`` tokens: an
+        answer begun there can always end."""
+        ends = starts[1:] + [len(self.span)]
+        content = [has_content(self.tokenizer.decode(self.span[s:e])) for s, e in zip(starts, ends)]
+        good = []
+        for j, s in enumerate(starts):
+            m = j
+            while m < len(starts) and starts[m] < s + self.answer_tokens and not content[m]:
+                m += 1
+            if m < len(starts) and starts[m] < s + self.answer_tokens:
+                good.append(s)
+        return good
 
     def _matches(self, answer: list[int]) -> set[int]:
         n = len(answer)
