@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import json
 import re
 import string
@@ -255,14 +256,9 @@ class SpanQA:
         answer begun there can always end."""
         ends = starts[1:] + [len(self.span)]
         content = [has_content(self.tokenizer.decode(self.span[s:e])) for s, e in zip(starts, ends)]
-        good = []
-        for j, s in enumerate(starts):
-            m = j
-            while m < len(starts) and starts[m] < s + self.answer_tokens and not content[m]:
-                m += 1
-            if m < len(starts) and starts[m] < s + self.answer_tokens:
-                good.append(s)
-        return good
+        within = lambda j: itertools.takewhile(lambda m: starts[m] < starts[j] + self.answer_tokens,  # noqa: E731
+                                               range(j, len(starts)))
+        return [s for j, s in enumerate(starts) if any(content[m] for m in within(j))]
 
     def _matches(self, answer: list[int]) -> set[int]:
         n = len(answer)
